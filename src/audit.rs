@@ -1,0 +1,293 @@
+//! Audit records: one JSON object per MCP call, written to Envoy filter state
+//! (`wasm.mcp_audit`) and printed by Envoy's file access log (README "Audit record"; schema in
+//! `schemas/audit-record.schema.json`).
+//!
+//! A stream carrying a batch produces one record per message, joined by `\n`, so the access
+//! log still has one object per line and one line per call. Raw arguments are never written:
+//! only `input_hash`, the SHA-256 of their exact bytes.
+
+use crate::jsonrpc::Id;
+use crate::policy::Decision;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+
+/// How a call ended, as the audit record's `output_status` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStatus {
+    /// The upstream answered with a result (or accepted a notification/response with 2xx).
+    Success,
+    /// The upstream answered with a JSON-RPC error, or an HTTP 4xx.
+    Error,
+    /// A tools/call result with `isError: true`.
+    ToolError,
+    /// mcp-guard refused the call by policy.
+    Denied,
+    /// A rate limiter answered HTTP 429.
+    RateLimited,
+    /// No usable response: HTTP 5xx, a reset, or a stream that ended without the response.
+    UpstreamError,
+    /// mcp-guard refused a malformed request.
+    InvalidRequest,
+}
+
+/// Per-stream facts shared by every record of the stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamFacts {
+    /// Request start, Unix time in milliseconds.
+    pub start_ms: u64,
+    /// The resolved agent id.
+    pub agent_id: String,
+    /// The configured server id, else the upstream cluster name, else `unknown`.
+    pub server_id: String,
+    /// The HTTP request method (`POST`, `GET`, `DELETE`, ...).
+    pub http_method: String,
+    /// The HTTP status sent downstream, once known.
+    pub http_status: Option<u32>,
+    /// `Mcp-Session-Id` of the request, else the one the response assigned.
+    pub session_id: Option<String>,
+    /// W3C `traceparent` trace-id, else `x-request-id`.
+    pub trace_id: Option<String>,
+}
+
+/// The per-call part of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// JSON-RPC method; `None` for a client-sent response or a non-POST request.
+    pub method: Option<String>,
+    /// Tool of a `tools/call`.
+    pub tool_name: Option<String>,
+    /// Prompt of a `prompts/get`.
+    pub prompt_name: Option<String>,
+    /// URI of a `resources/read`.
+    pub resource_uri: Option<String>,
+    /// JSON-RPC id; `None` for notifications.
+    pub request_id: Option<Id>,
+    /// `sha256:<hex>` of the hashed bytes ([`input_hash`]).
+    pub input_hash: Option<String>,
+    /// The policy decision.
+    pub decision: Decision,
+    /// How the call ended; `None` until known.
+    pub output_status: Option<OutputStatus>,
+    /// JSON-RPC error code, when the call ended in one.
+    pub error_code: Option<i64>,
+}
+
+impl Call {
+    /// A call with only the policy decision known (used for non-POST requests and refusals).
+    pub fn bare(decision: Decision) -> Call {
+        Call {
+            method: None,
+            tool_name: None,
+            prompt_name: None,
+            resource_uri: None,
+            request_id: None,
+            input_hash: None,
+            decision,
+            output_status: None,
+            error_code: None,
+        }
+    }
+}
+
+/// `sha256:` followed by the lower-case hex SHA-256 of `bytes` (FIPS 180-4).
+pub fn input_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    timestamp: &'a str,
+    agent_id: &'a str,
+    server_id: &'a str,
+    method: Option<&'a str>,
+    http_method: &'a str,
+    tool_name: Option<&'a str>,
+    prompt_name: Option<&'a str>,
+    resource_uri: Option<&'a str>,
+    request_id: Option<Box<serde_json::value::RawValue>>,
+    input_hash: Option<&'a str>,
+    decision: &'a str,
+    output_status: OutputStatus,
+    error_code: Option<i64>,
+    latency_ms: u64,
+    http_status: Option<u32>,
+    session_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
+}
+
+/// The id exactly as JSON: numbers keep their wire text (no rounding beyond 2^53 or i64).
+fn id_value(id: &Id) -> Option<Box<serde_json::value::RawValue>> {
+    serde_json::value::RawValue::from_string(id.to_json()).ok()
+}
+
+/// Renders the records of a stream: one compact JSON object per call, joined by `\n`.
+///
+/// `now_ms` (Unix ms) gives `latency_ms`; a call whose status is still unknown is written as
+/// `upstream_error` (no usable response was seen).
+pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
+    let timestamp = rfc3339_millis(facts.start_ms);
+    let latency_ms = now_ms.saturating_sub(facts.start_ms);
+    let mut out = Vec::with_capacity(400 * calls.len().max(1));
+    for (i, call) in calls.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        let record = Record {
+            timestamp: &timestamp,
+            agent_id: &facts.agent_id,
+            server_id: &facts.server_id,
+            method: call.method.as_deref(),
+            http_method: &facts.http_method,
+            tool_name: call.tool_name.as_deref(),
+            prompt_name: call.prompt_name.as_deref(),
+            resource_uri: call.resource_uri.as_deref(),
+            request_id: call.request_id.as_ref().and_then(id_value),
+            input_hash: call.input_hash.as_deref(),
+            decision: call.decision.as_str(),
+            output_status: call.output_status.unwrap_or(OutputStatus::UpstreamError),
+            error_code: call.error_code,
+            latency_ms,
+            http_status: facts.http_status,
+            session_id: facts.session_id.as_deref(),
+            trace_id: facts.trace_id.as_deref(),
+        };
+        // Serializing this struct into a Vec cannot fail (no maps with non-string keys).
+        let _ = serde_json::to_writer(&mut out, &record);
+    }
+    out
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC with milliseconds, e.g.
+/// `2026-11-22T00:15:41.123Z` (proleptic Gregorian calendar; H. Hinnant's civil-from-days).
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let millis = unix_ms % 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (hour, minute, second) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
+/// The trace id of a W3C `traceparent` header (Trace Context §3.2: `version-traceid-parentid-flags`,
+/// trace-id 32 lower-case hex, not all zero); `None` if the value is not of that form.
+pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2);
+    valid.then_some(trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_795_306_541_123),
+            "2026-11-22T00:15:41.123Z"
+        );
+        assert_eq!(
+            rfc3339_millis(4_102_444_799_999),
+            "2099-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn hashes_are_prefixed_lowercase_sha256() {
+        assert_eq!(
+            input_hash(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn traceparent() {
+        assert_eq!(
+            trace_id_from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id_from_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            trace_id_from_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id_from_traceparent("garbage"), None);
+    }
+
+    #[test]
+    fn records_render_one_line_per_call() {
+        let facts = StreamFacts {
+            start_ms: 1_795_306_541_123,
+            agent_id: "demo-agent".into(),
+            server_id: "demo".into(),
+            http_method: "POST".into(),
+            http_status: Some(200),
+            session_id: Some("s1".into()),
+            trace_id: None,
+        };
+        let mut a = Call::bare(Decision::Allow);
+        a.method = Some("tools/call".into());
+        a.tool_name = Some("echo".into());
+        a.request_id = Some(Id::Number("1".into()));
+        a.input_hash = Some(input_hash(b"{}"));
+        a.output_status = Some(OutputStatus::Success);
+        let mut b = Call::bare(Decision::Deny);
+        b.request_id = Some(Id::Number("123456789012345678901234567890".into()));
+        b.output_status = Some(OutputStatus::Denied);
+        b.error_code = Some(-32001);
+        let text = String::from_utf8(render(&facts, &[a, b], 1_795_306_541_150)).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["timestamp"], "2026-11-22T00:15:41.123Z");
+        assert_eq!(lines[0]["request_id"], 1);
+        assert_eq!(lines[0]["latency_ms"], 27);
+        assert_eq!(lines[0]["output_status"], "success");
+        assert_eq!(lines[0]["prompt_name"], serde_json::Value::Null);
+        assert!(
+            text.contains(r#""request_id":123456789012345678901234567890,"#),
+            "{text}"
+        );
+        assert_eq!(lines[1]["decision"], "deny");
+        assert_eq!(lines[1]["error_code"], -32001);
+        assert!(!text.contains("arguments"));
+    }
+}

@@ -1,0 +1,366 @@
+//! The plugin configuration: parsed once in the root context's `on_configure` into an immutable
+//! [`Config`] shared by every HTTP stream.
+//!
+//! The plugin configuration is the JSON string Envoy passes as the Wasm filter's
+//! `config.configuration` (a `google.protobuf.StringValue`; Envoy doc
+//! `envoy.extensions.wasm.v3.PluginConfig`). Its shape (README "Policy format"):
+//!
+//! ```json
+//! {
+//!   "server_id": "demo-server",
+//!   "identity": {"sources": [{"header": "x-agent-id"}], "fallback": "anonymous"},
+//!   "headers": {"method": "x-mcp-method", "tool_name": "x-mcp-tool-name",
+//!               "agent_id": "x-agent-id", "prompt_name": "x-mcp-prompt-name",
+//!               "resource_uri": "x-mcp-resource-uri"},
+//!   "policy": {"mode": "enforce",
+//!              "agents": {"demo-agent": {"tools": ["echo", "search"]},
+//!                         "default": {"tools": ["echo"]}}},
+//!   "max_body_bytes": 4194304
+//! }
+//! ```
+//!
+//! Only `policy` is required. Unknown fields are rejected at every level. Errors name the field
+//! (a dotted path) and the problem, for the one log line `on_configure` writes.
+
+use crate::identity::{self, Identity, Source};
+use crate::policy::{Mode, Policy, ToolSet};
+use crate::tags::TagHeaders;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Default cap on a buffered request body, in bytes (4 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The compiled, immutable plugin configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `server_id` for audit records; `None` means "the upstream cluster name".
+    pub server_id: Option<String>,
+    /// How the agent id is resolved.
+    pub identity: Identity,
+    /// Names of the request headers mcp-guard owns.
+    pub headers: TagHeaders,
+    /// The allowlist policy.
+    pub policy: Policy,
+    /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
+    pub max_body_bytes: usize,
+}
+
+/// A configuration problem: the field path (for example `policy.agents.bot.tools[1]`) and what
+/// is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field; empty for the document itself.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}
+
+fn error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server_id: Option<String>,
+    #[serde(default)]
+    identity: Option<RawIdentity>,
+    #[serde(default)]
+    headers: Option<RawHeaders>,
+    policy: RawPolicy,
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    fallback: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    tool_name: Option<String>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    prompt_name: Option<String>,
+    #[serde(default)]
+    resource_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    mode: Option<RawMode>,
+    agents: BTreeMap<String, RawAgent>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawMode {
+    Enforce,
+    DryRun,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    tools: Vec<String>,
+}
+
+impl Config {
+    /// Parses and compiles a plugin configuration.
+    ///
+    /// Errors: invalid JSON or an unknown/mistyped field (serde's message, which names the
+    /// field, with its line and column); an invalid header name; an empty tool pattern; an
+    /// invalid fallback agent id; a `max_body_bytes` of 0; an empty `identity.sources`.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| error("", e.to_string()))?;
+
+        if raw.server_id.as_deref().is_some_and(str::is_empty) {
+            return Err(error("server_id", "must not be empty"));
+        }
+
+        let identity = match raw.identity {
+            None => Identity::new(
+                vec![Source::Header("x-agent-id".into())],
+                "anonymous".into(),
+            ),
+            Some(ri) => {
+                if ri.sources.is_empty() {
+                    return Err(error("identity.sources", "needs at least one source"));
+                }
+                let mut sources = Vec::with_capacity(ri.sources.len());
+                for (i, s) in ri.sources.into_iter().enumerate() {
+                    let name = header_name(&format!("identity.sources[{i}].header"), s.header)?;
+                    sources.push(Source::Header(name));
+                }
+                let fallback = ri.fallback.unwrap_or_else(|| "anonymous".into());
+                if !identity::is_valid_agent_id(&fallback) {
+                    return Err(error("identity.fallback", "not a valid agent id"));
+                }
+                Identity::new(sources, fallback)
+            }
+        };
+
+        let defaults = TagHeaders::default();
+        let headers = match raw.headers {
+            None => defaults,
+            Some(h) => TagHeaders {
+                method: opt_header("headers.method", h.method, defaults.method)?,
+                tool_name: opt_header("headers.tool_name", h.tool_name, defaults.tool_name)?,
+                agent_id: opt_header("headers.agent_id", h.agent_id, defaults.agent_id)?,
+                prompt_name: opt_header(
+                    "headers.prompt_name",
+                    h.prompt_name,
+                    defaults.prompt_name,
+                )?,
+                resource_uri: opt_header(
+                    "headers.resource_uri",
+                    h.resource_uri,
+                    defaults.resource_uri,
+                )?,
+            },
+        };
+        if let Some(dup) = headers.duplicate() {
+            return Err(error(
+                "headers",
+                format!("header {dup:?} is used for two tags"),
+            ));
+        }
+
+        let mode = match raw.policy.mode.unwrap_or(RawMode::Enforce) {
+            RawMode::Enforce => Mode::Enforce,
+            RawMode::DryRun => Mode::DryRun,
+        };
+        let mut agents = HashMap::with_capacity(raw.policy.agents.len());
+        for (agent, rules) in raw.policy.agents {
+            if !identity::is_valid_agent_id(&agent) {
+                return Err(error(
+                    format!("policy.agents.{agent}"),
+                    "not a valid agent id",
+                ));
+            }
+            let set = ToolSet::compile(&rules.tools)
+                .map_err(|(i, why)| error(format!("policy.agents.{agent}.tools[{i}]"), why))?;
+            agents.insert(agent, set);
+        }
+
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            return Err(error("max_body_bytes", "must be greater than 0"));
+        }
+
+        Ok(Config {
+            server_id: raw.server_id,
+            identity,
+            headers,
+            policy: Policy::new(mode, agents),
+            max_body_bytes,
+        })
+    }
+}
+
+fn opt_header(field: &str, value: Option<String>, default: String) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => header_name(field, v),
+    }
+}
+
+/// Validates an HTTP header name: a non-empty RFC 9110 token, stored lower-case (Envoy keeps
+/// header names lower-case), and not a pseudo-header.
+fn header_name(field: &str, name: String) -> Result<String, ConfigError> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(error(
+            field,
+            format!("{name:?} is not a valid HTTP header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = r#"{
+      "server_id": "demo-server",
+      "identity": {"sources": [{"header": "x-agent-id"}], "fallback": "anonymous"},
+      "headers": {"method": "x-mcp-method", "tool_name": "x-mcp-tool-name", "agent_id": "x-agent-id",
+                  "prompt_name": "x-mcp-prompt-name", "resource_uri": "x-mcp-resource-uri"},
+      "policy": {"mode": "enforce", "agents": {
+          "demo-agent": {"tools": ["echo", "add", "search", "fail"]},
+          "admin-agent": {"tools": ["*"]},
+          "default": {"tools": ["echo"]}}},
+      "max_body_bytes": 4194304
+    }"#;
+
+    #[test]
+    fn demo_configuration_compiles() {
+        let c = Config::from_json(DEMO.as_bytes()).unwrap();
+        assert_eq!(c.server_id.as_deref(), Some("demo-server"));
+        assert_eq!(c.headers.tool_name, "x-mcp-tool-name");
+        assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.policy.mode(), Mode::Enforce);
+        assert!(
+            c.policy.decide_tool("admin-agent", "delete_repo") == crate::policy::Decision::Allow
+        );
+    }
+
+    #[test]
+    fn minimal_configuration_uses_defaults() {
+        let c = Config::from_json(br#"{"policy":{"agents":{}}}"#).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                server_id: None,
+                identity: Identity::new(
+                    vec![Source::Header("x-agent-id".into())],
+                    "anonymous".into()
+                ),
+                headers: TagHeaders::default(),
+                policy: Policy::new(Mode::Enforce, HashMap::new()),
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"policy":{"agents":{}},"bogus":1}"#,
+                "unknown field `bogus`",
+            ),
+            (
+                r#"{"policy":{"agents":{"a":{"tools":["x"],"extra":1}}}}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"policy":{"mode":"sometimes","agents":{}}}"#,
+                "unknown variant `sometimes`",
+            ),
+            (r#"{}"#, "missing field `policy`"),
+            (
+                r#"{"policy":{"agents":{"a":{"tools":["x",""]}}}}"#,
+                "policy.agents.a.tools[1]: empty tool pattern",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"headers":{"method":"bad name"}}"#,
+                "headers.method:",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"headers":{"method":":path"}}"#,
+                "headers.method:",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"headers":{"method":"x-agent-id"}}"#,
+                "used for two tags",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"max_body_bytes":0}"#,
+                "max_body_bytes: must be greater than 0",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"identity":{"sources":[]}}"#,
+                "identity.sources:",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"identity":{"sources":[{"header":"x"}],"fallback":"a b"}}"#,
+                "identity.fallback:",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"server_id":""}"#,
+                "server_id: must not be empty",
+            ),
+            ("not json", "expected"),
+        ];
+        for (json, want) in cases {
+            let err = Config::from_json(json.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{json}: got {err:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn header_names_are_lowercased() {
+        let c = Config::from_json(
+            br#"{"policy":{"agents":{}},"headers":{"tool_name":"X-Tool"},
+                                        "identity":{"sources":[{"header":"X-Caller"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.headers.tool_name, "x-tool");
+        assert_eq!(c.identity.sources(), &[Source::Header("x-caller".into())]);
+    }
+}

@@ -1,0 +1,460 @@
+//! The per-stream filter logic: what mcp-guard does at each HTTP callback, expressed against a
+//! small [`Host`] trait so it runs natively in tests. The proxy-wasm HTTP context
+//! (`crate::wasm`) only forwards callbacks here.
+//!
+//! Request path (MCP Streamable HTTP, spec "Transports"):
+//! 1. Request headers: resolve the agent identity, remove client-sent copies of every tag
+//!    header, set the agent tag. A POST pauses (Envoy's Wasm `allow_on_headers_stop_iteration`
+//!    must be true) until its whole body is buffered.
+//! 2. End of body (or trailers): parse the JSON-RPC body, evaluate policy for every message.
+//!    Malformed → HTTP 400 with the JSON-RPC code. Denied → HTTP 200 `application/json` with
+//!    a JSON-RPC error per request ([`DENIED`]). Otherwise set the tags and continue, so that
+//!    rate-limit filters after mcp-guard see them.
+//!
+//! Response path: a 429 (Envoy's local rate limit reply, or an upstream's) becomes a JSON-RPC
+//! error body ([`RATE_LIMITED`]) carrying the request ids; JSON and SSE bodies are scanned
+//! incrementally to find each request's response and its outcome.
+//!
+//! Audit: the records are written to filter state when the response headers arrive (so a
+//! stream cut short still leaves a record) and again once the outcome is known.
+
+use crate::audit::{self, Call, OutputStatus, StreamFacts};
+use crate::config::Config;
+use crate::identity::Source;
+use crate::jsonrpc::{self, Id, Kind, Message, ParseError};
+use crate::policy::Decision;
+use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner};
+use std::rc::Rc;
+
+/// JSON-RPC error code for a call refused by policy (implementation-defined server-error range,
+/// JSON-RPC 2.0 §5.1).
+pub const DENIED: i32 = -32001;
+/// JSON-RPC error code for a call refused by a rate limiter (HTTP 429), same range.
+pub const RATE_LIMITED: i32 = -32029;
+/// JSON-RPC error code when the filter has no valid configuration (JSON-RPC internal error).
+pub const NOT_CONFIGURED: i32 = -32603;
+
+/// The host operations the filter needs. `crate::wasm` implements it with proxy-wasm
+/// hostcalls; tests implement it with plain data.
+///
+/// Every method is infallible from the filter's point of view: a failed hostcall is logged by
+/// the implementation and reads as "absent".
+pub trait Host {
+    /// A request header (lower-case name), including pseudo-headers such as `:method`.
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// Replaces (`Some`) or removes (`None`) a request header.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// The first `size` bytes of the buffered request body.
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// A response header, including `:status`. Valid only in the response-headers callback.
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// Replaces or removes a response header. Valid only in the response-headers callback.
+    fn set_response_header(&mut self, name: &str, value: Option<&str>);
+    /// The first `size` bytes of the current (or buffered) response body.
+    fn response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Replaces the first `size` bytes of the response body with `data`.
+    fn set_response_body(&mut self, size: usize, data: &[u8]);
+    /// Sends a local reply with `content-type: application/json` and `body`.
+    fn send_local_reply(&mut self, status: u32, body: &[u8]);
+    /// The upstream cluster the route selected (Envoy attribute `xds.cluster_name`).
+    fn upstream_cluster(&self) -> Option<String>;
+    /// Stores the audit records in filter state for the access log.
+    fn write_audit(&mut self, records: &[u8]);
+    /// Wall-clock time, Unix milliseconds.
+    fn now_ms(&self) -> u64;
+}
+
+/// What the HTTP callback returns to Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Continue the filter chain.
+    Continue,
+    /// Stop iteration (and buffer, in body callbacks).
+    Pause,
+}
+
+/// The state of one HTTP stream.
+#[derive(Debug)]
+pub struct Stream {
+    config: Rc<Config>,
+    facts: StreamFacts,
+    calls: Vec<Call>,
+    is_post: bool,
+    awaiting_body: bool,
+    body_size: usize,
+    replied: bool,
+    rate_limited: bool,
+    finished: bool,
+    correlator: Correlator,
+    scanner: Option<ResponseScanner>,
+}
+
+impl Stream {
+    /// A new stream under `config`.
+    pub fn new(config: Rc<Config>) -> Self {
+        Stream {
+            config,
+            facts: StreamFacts::default(),
+            calls: Vec::new(),
+            is_post: false,
+            awaiting_body: false,
+            body_size: 0,
+            replied: false,
+            rate_limited: false,
+            finished: false,
+            correlator: Correlator::default(),
+            scanner: None,
+        }
+    }
+
+    /// Request headers callback.
+    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        let config = Rc::clone(&self.config);
+        self.facts.start_ms = host.now_ms();
+        self.facts.http_method = host.request_header(":method").unwrap_or_default();
+        self.facts.agent_id = config.identity.resolve(|source| match source {
+            Source::Header(name) => host.request_header(name),
+        });
+        self.facts.session_id = host.request_header("mcp-session-id");
+        self.facts.trace_id = host
+            .request_header("traceparent")
+            .and_then(|v| audit::trace_id_from_traceparent(&v).map(str::to_owned))
+            .or_else(|| host.request_header("x-request-id"));
+        self.facts.server_id = config
+            .server_id
+            .clone()
+            .or_else(|| host.upstream_cluster())
+            .unwrap_or_else(|| "unknown".to_owned());
+
+        for name in config.headers.all() {
+            host.set_request_header(name, None);
+        }
+        host.set_request_header(&config.headers.agent_id, Some(&self.facts.agent_id));
+
+        self.is_post = self.facts.http_method == "POST";
+        if self.is_post {
+            if end_of_stream {
+                return self.refuse(
+                    host,
+                    &ParseError {
+                        code: jsonrpc::PARSE_ERROR,
+                        message: "Parse error: empty body".into(),
+                        id: None,
+                        method: None,
+                    },
+                );
+            }
+            self.awaiting_body = true;
+            return Action::Pause;
+        }
+        // GET (server stream), DELETE (end session) and other methods pass through, audited.
+        self.calls.push(Call::bare(Decision::Allow));
+        if end_of_stream {
+            Action::Continue
+        } else {
+            // Only a POST may carry JSON-RPC; look at any other body before forwarding it.
+            self.awaiting_body = true;
+            Action::Pause
+        }
+    }
+
+    /// Request body callback; `body_size` is the size buffered so far.
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if !self.awaiting_body {
+            return Action::Continue;
+        }
+        self.body_size = body_size;
+        if body_size > self.config.max_body_bytes {
+            self.awaiting_body = false;
+            let message = format!(
+                "Invalid Request: body exceeds {} bytes",
+                self.config.max_body_bytes
+            );
+            return self.refuse_with(host, 413, None, None, jsonrpc::INVALID_REQUEST, &message);
+        }
+        if end_of_stream {
+            self.decide(host)
+        } else {
+            Action::Pause
+        }
+    }
+
+    /// Request trailers callback: with HTTP/2 trailers the body callback never sees
+    /// `end_of_stream`, so the decision is made here.
+    pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if self.awaiting_body {
+            self.decide(host)
+        } else {
+            Action::Continue
+        }
+    }
+
+    /// Response headers callback.
+    pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Continue;
+        }
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        self.facts.http_status = status;
+        if self.facts.session_id.is_none() {
+            self.facts.session_id = host.response_header("mcp-session-id");
+        }
+        if status == Some(429) {
+            self.rate_limited = true;
+            for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+                call.output_status = Some(OutputStatus::RateLimited);
+                call.error_code = Some(i64::from(RATE_LIMITED));
+            }
+            if !end_of_stream {
+                host.set_response_header("content-type", Some("application/json"));
+                host.set_response_header("content-length", None);
+            }
+            self.write_audit(host);
+            return Action::Continue;
+        }
+        if self.is_post && !self.correlator.complete() {
+            let kind = BodyKind::from_content_type(host.response_header("content-type").as_deref());
+            if kind != BodyKind::Other {
+                self.scanner = Some(ResponseScanner::new(kind));
+            }
+        }
+        if end_of_stream {
+            self.finish(host);
+        } else {
+            self.write_audit(host);
+        }
+        Action::Continue
+    }
+
+    /// Response body callback; `body_size` is the size of this chunk (or of the buffered body
+    /// after a pause).
+    pub fn on_response_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if self.replied || self.finished {
+            return Action::Continue;
+        }
+        if self.rate_limited {
+            if !end_of_stream {
+                return Action::Pause; // buffer the (small) 429 body, then replace it whole
+            }
+            let body = self.error_body(RATE_LIMITED, |_| {
+                "Rate limited: too many requests, retry later".to_owned()
+            });
+            host.set_response_body(body_size, body.as_bytes());
+            self.finished = true;
+            return Action::Continue;
+        }
+        if let Some(scanner) = self.scanner.as_mut() {
+            if body_size > 0 {
+                if let Some(chunk) = host.response_body(body_size) {
+                    scanner.feed(&chunk, &mut self.correlator);
+                }
+            }
+            if self.correlator.complete() {
+                self.finish(host);
+                return Action::Continue;
+            }
+        }
+        if end_of_stream {
+            self.finish(host);
+        }
+        Action::Continue
+    }
+
+    /// The calls of this stream (for tests and diagnostics).
+    pub fn calls(&self) -> &[Call] {
+        &self.calls
+    }
+
+    fn decide(&mut self, host: &mut dyn Host) -> Action {
+        self.awaiting_body = false;
+        let bytes = host.request_body(self.body_size).unwrap_or_default();
+        if !self.is_post {
+            if bytes.is_empty() {
+                return Action::Continue;
+            }
+            let message = format!(
+                "Invalid Request: a {} request must not carry a body",
+                self.facts.http_method
+            );
+            return self.refuse_with(host, 400, None, None, jsonrpc::INVALID_REQUEST, &message);
+        }
+        let body = match jsonrpc::parse_body(&bytes) {
+            Ok(body) => body,
+            Err(e) => return self.refuse(host, &e),
+        };
+        self.calls = body.messages().iter().map(|m| self.evaluate(m)).collect();
+
+        if self.calls.iter().any(|c| c.decision.blocks()) {
+            return self.deny(host);
+        }
+
+        let config = Rc::clone(&self.config);
+        for (name, value) in config.headers.for_body(&body) {
+            host.set_request_header(name, Some(&value));
+        }
+        let expected: Vec<Id> = body
+            .messages()
+            .iter()
+            .filter_map(|m| match &m.kind {
+                Kind::Request(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.correlator = Correlator::new(expected);
+        Action::Continue
+    }
+
+    fn evaluate(&self, m: &Message<'_>) -> Call {
+        let decision = match (m.method.as_deref(), m.tool_name.as_deref()) {
+            (Some(jsonrpc::TOOLS_CALL), Some(tool)) => {
+                self.config.policy.decide_tool(&self.facts.agent_id, tool)
+            }
+            _ => Decision::Allow,
+        };
+        Call {
+            method: m.method.clone(),
+            tool_name: m.tool_name.clone(),
+            prompt_name: m.prompt_name.clone(),
+            resource_uri: m.resource_uri.clone(),
+            request_id: m.id().cloned(),
+            input_hash: m.hash_input.map(|s| audit::input_hash(s.as_bytes())),
+            decision,
+            output_status: None,
+            error_code: None,
+        }
+    }
+
+    /// Refuses a body with at least one denied call: no element reaches the upstream, every
+    /// request element gets its own error.
+    fn deny(&mut self, host: &mut dyn Host) -> Action {
+        let agent = self.facts.agent_id.clone();
+        for call in &mut self.calls {
+            call.output_status = Some(OutputStatus::Denied);
+            call.error_code = Some(i64::from(DENIED));
+        }
+        let text = self.error_body(DENIED, |call| {
+            match (&call.tool_name, call.decision.blocks()) {
+                (Some(tool), true) => {
+                    format!("Tool \"{tool}\" is not allowed for agent \"{agent}\"")
+                }
+                _ => format!(
+                    "Batch refused: it contains a call that is not allowed for agent \"{agent}\""
+                ),
+            }
+        });
+        self.reply(host, 200, text.as_bytes())
+    }
+
+    /// The JSON-RPC error body answering this stream's calls with `code`: one error object per
+    /// request (an array for a batch), or a single error with id `null` if none has an id.
+    fn error_body(&self, code: i32, message: impl Fn(&Call) -> String) -> String {
+        let errors: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|c| c.method.is_some() && c.request_id.is_some())
+            .map(|c| jsonrpc::error_response(c.request_id.as_ref(), code, &message(c)))
+            .collect();
+        match (self.calls.len() > 1, errors.as_slice()) {
+            (true, [_, ..]) => format!("[{}]", errors.join(",")),
+            (false, [one]) => one.clone(),
+            _ => {
+                let first = self.calls.first().map(&message).unwrap_or_default();
+                jsonrpc::error_response(None, code, &first)
+            }
+        }
+    }
+
+    fn refuse(&mut self, host: &mut dyn Host, e: &ParseError) -> Action {
+        self.refuse_with(
+            host,
+            400,
+            e.id.clone(),
+            e.method.clone(),
+            e.code,
+            &e.message,
+        )
+    }
+
+    /// Refuses a malformed request: one `invalid_request` record, an HTTP error with the
+    /// JSON-RPC error body.
+    fn refuse_with(
+        &mut self,
+        host: &mut dyn Host,
+        status: u32,
+        id: Option<Id>,
+        method: Option<String>,
+        code: i32,
+        message: &str,
+    ) -> Action {
+        let mut call = Call::bare(Decision::Deny);
+        call.method = method;
+        call.request_id = id.clone();
+        call.output_status = Some(OutputStatus::InvalidRequest);
+        call.error_code = Some(i64::from(code));
+        self.calls = vec![call];
+        let body = jsonrpc::error_response(id.as_ref(), code, message);
+        self.reply(host, status, body.as_bytes())
+    }
+
+    fn reply(&mut self, host: &mut dyn Host, status: u32, body: &[u8]) -> Action {
+        self.replied = true;
+        self.finished = true;
+        self.facts.http_status = Some(status);
+        self.write_audit(host);
+        host.send_local_reply(status, body);
+        Action::Pause
+    }
+
+    /// Settles every call still open from what the response showed, and writes the records.
+    fn finish(&mut self, host: &mut dyn Host) {
+        if let Some(mut scanner) = self.scanner.take() {
+            scanner.finish(&mut self.correlator);
+        }
+        self.finished = true;
+        let status = self.facts.http_status.unwrap_or(0);
+        let unmatched = self.correlator.unmatched_error().flatten();
+        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+            let is_request = call.method.is_some() && call.request_id.is_some();
+            let outcome = if is_request {
+                call.request_id
+                    .as_ref()
+                    .and_then(|id| self.correlator.outcome(id))
+            } else {
+                None
+            };
+            let (output, code) = match outcome {
+                Some(Outcome::Success) => (OutputStatus::Success, None),
+                Some(Outcome::ToolError) => (OutputStatus::ToolError, None),
+                Some(Outcome::Error(code)) => (OutputStatus::Error, code),
+                None => match status {
+                    200..=399 if !is_request => (OutputStatus::Success, None),
+                    400..=499 => (OutputStatus::Error, unmatched),
+                    _ => (OutputStatus::UpstreamError, None),
+                },
+            };
+            call.output_status = Some(output);
+            call.error_code = code;
+        }
+        self.write_audit(host);
+    }
+
+    fn write_audit(&self, host: &mut dyn Host) {
+        let records = audit::render(&self.facts, &self.calls, host.now_ms());
+        host.write_audit(&records);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,578 @@
+//! Stream-level tests against a fake host: the same callbacks Envoy makes, in the same order.
+
+use super::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const POLICY: &str = r#"{
+  "server_id": "demo-server",
+  "policy": {"mode": "enforce", "agents": {
+      "demo-agent": {"tools": ["echo", "add", "search", "fail"]},
+      "admin-agent": {"tools": ["*"]},
+      "default": {"tools": ["echo"]}}}
+}"#;
+
+#[derive(Default)]
+struct FakeHost {
+    request_headers: BTreeMap<String, String>,
+    request_body: Vec<u8>,
+    response_headers: BTreeMap<String, String>,
+    response_chunk: Vec<u8>,
+    replaced_response_body: Option<Vec<u8>>,
+    local_reply: Option<(u32, Vec<u8>)>,
+    audit: Vec<u8>,
+    audit_writes: usize,
+    now: u64,
+}
+
+impl Host for FakeHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.request_headers.get(name).cloned()
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.request_headers.insert(name.to_owned(), v.to_owned()),
+            None => self.request_headers.remove(name),
+        };
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.request_body.get(..size).map(<[u8]>::to_vec)
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers.get(name).cloned()
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.response_headers.insert(name.to_owned(), v.to_owned()),
+            None => self.response_headers.remove(name),
+        };
+    }
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.response_chunk.get(..size).map(<[u8]>::to_vec)
+    }
+    fn set_response_body(&mut self, _size: usize, data: &[u8]) {
+        self.replaced_response_body = Some(data.to_vec());
+    }
+    fn send_local_reply(&mut self, status: u32, body: &[u8]) {
+        self.local_reply = Some((status, body.to_vec()));
+    }
+    fn upstream_cluster(&self) -> Option<String> {
+        Some("mcp_demo".into())
+    }
+    fn write_audit(&mut self, records: &[u8]) {
+        self.audit = records.to_vec();
+        self.audit_writes += 1;
+    }
+    fn now_ms(&self) -> u64 {
+        self.now
+    }
+}
+
+impl FakeHost {
+    fn records(&self) -> Vec<Value> {
+        std::str::from_utf8(&self.audit)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    fn reply_json(&self) -> (u32, Value) {
+        let (status, body) = self.local_reply.clone().expect("a local reply");
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+}
+
+fn stream(policy: &str) -> Stream {
+    Stream::new(Rc::new(Config::from_json(policy.as_bytes()).unwrap()))
+}
+
+fn post(agent: Option<&str>, body: &str) -> FakeHost {
+    let mut h = FakeHost {
+        now: 1_795_306_541_000,
+        ..FakeHost::default()
+    };
+    h.request_headers.insert(":method".into(), "POST".into());
+    h.request_headers.insert(":path".into(), "/mcp".into());
+    h.request_headers
+        .insert("x-request-id".into(), "req-1".into());
+    if let Some(a) = agent {
+        h.request_headers.insert("x-agent-id".into(), a.into());
+    }
+    h.request_body = body.as_bytes().to_vec();
+    h
+}
+
+/// Runs the request side; returns the action of the final request callback.
+fn send_request(s: &mut Stream, h: &mut FakeHost) -> Action {
+    assert_eq!(s.on_request_headers(h, false), Action::Pause);
+    let len = h.request_body.len();
+    // Two chunks, as Envoy would deliver them while buffering.
+    assert_eq!(s.on_request_body(h, len / 2, false), Action::Pause);
+    s.on_request_body(h, len, true)
+}
+
+fn respond(s: &mut Stream, h: &mut FakeHost, status: &str, content_type: &str, chunks: &[&[u8]]) {
+    h.response_headers.insert(":status".into(), status.into());
+    h.response_headers
+        .insert("content-type".into(), content_type.into());
+    assert_eq!(s.on_response_headers(h, false), Action::Continue);
+    h.now += 12;
+    for (i, chunk) in chunks.iter().enumerate() {
+        h.response_chunk = chunk.to_vec();
+        s.on_response_body(h, chunk.len(), i + 1 == chunks.len());
+    }
+}
+
+const CALL_ECHO: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+
+#[test]
+fn allowed_call_is_tagged_forwarded_and_audited_from_the_sse_response() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.request_headers
+        .insert("x-mcp-tool-name".into(), "forged".into());
+    h.request_headers
+        .insert("x-mcp-prompt-name".into(), "forged".into());
+    h.request_headers
+        .insert("mcp-session-id".into(), "sess-9".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+        Some("echo")
+    );
+    assert_eq!(
+        h.request_headers.get("x-mcp-method").map(String::as_str),
+        Some("tools/call")
+    );
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("demo-agent")
+    );
+    assert_eq!(h.request_headers.get("x-mcp-prompt-name"), None);
+    assert!(h.local_reply.is_none());
+
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "text/event-stream",
+        &[
+            b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"res",
+            b"ult\":{\"content\":[],\"isError\":false}}\r\n\r\n",
+        ],
+    );
+    let r = h.records();
+    assert_eq!(r.len(), 1);
+    let r = &r[0];
+    assert_eq!(r["agent_id"], "demo-agent");
+    assert_eq!(r["server_id"], "demo-server");
+    assert_eq!(r["method"], "tools/call");
+    assert_eq!(r["tool_name"], "echo");
+    assert_eq!(r["request_id"], 1);
+    assert_eq!(r["decision"], "allow");
+    assert_eq!(r["output_status"], "success");
+    assert_eq!(r["error_code"], Value::Null);
+    assert_eq!(r["latency_ms"], 12);
+    assert_eq!(r["http_status"], 200);
+    assert_eq!(r["session_id"], "sess-9");
+    assert_eq!(r["trace_id"], "req-1");
+    assert_eq!(r["input_hash"], audit::input_hash(br#"{"text":"hi"}"#));
+    assert_eq!(r["timestamp"], "2026-11-22T00:15:41.000Z");
+}
+
+#[test]
+fn denied_call_gets_a_jsonrpc_error_with_its_id_and_never_continues() {
+    let mut s = stream(POLICY);
+    let body = r#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"name":"delete_repo","arguments":{"name":"x"}}}"#;
+    let mut h = post(Some("demo-agent"), body);
+    assert_eq!(send_request(&mut s, &mut h), Action::Pause);
+    let (status, reply) = h.reply_json();
+    assert_eq!(status, 200);
+    assert_eq!(reply["id"], "abc");
+    assert_eq!(reply["error"]["code"], DENIED);
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("delete_repo") && message.contains("demo-agent"),
+        "{message}"
+    );
+    // No tag for the upstream: nothing is forwarded.
+    assert_eq!(h.request_headers.get("x-mcp-tool-name"), None);
+    let r = &h.records()[0];
+    assert_eq!(
+        (r["decision"].as_str(), r["output_status"].as_str()),
+        (Some("deny"), Some("denied"))
+    );
+    assert_eq!(r["error_code"], DENIED);
+    assert_eq!(r["http_status"], 200);
+    // The local reply passes back through the response callbacks untouched.
+    let writes = h.audit_writes;
+    h.response_headers.insert(":status".into(), "200".into());
+    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    assert_eq!(h.audit_writes, writes);
+}
+
+#[test]
+fn unknown_agents_fall_back_to_the_default_entry() {
+    let mut s = stream(POLICY);
+    let mut h = post(
+        None,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#,
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Pause);
+    assert_eq!(h.records()[0]["agent_id"], "anonymous");
+    let mut s = stream(POLICY);
+    let mut h = post(None, CALL_ECHO);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("anonymous")
+    );
+}
+
+#[test]
+fn dry_run_forwards_and_records_the_would_be_denial() {
+    let mut s = stream(&POLICY.replace("\"enforce\"", "\"dry_run\""));
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_repo"}}"#,
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert!(h.local_reply.is_none());
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "application/json",
+        &[br#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#],
+    );
+    let r = &h.records()[0];
+    assert_eq!(
+        (r["decision"].as_str(), r["output_status"].as_str()),
+        (Some("dry_run_deny"), Some("success"))
+    );
+    assert_eq!(r["input_hash"], Value::Null);
+}
+
+#[test]
+fn batch_with_one_denied_call_is_refused_whole() {
+    let mut s = stream(POLICY);
+    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},
+                  {"jsonrpc":"2.0","method":"notifications/progress","params":{}},
+                  {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}]"#;
+    let mut h = post(Some("demo-agent"), body);
+    assert_eq!(send_request(&mut s, &mut h), Action::Pause);
+    let (status, reply) = h.reply_json();
+    assert_eq!(status, 200);
+    let errors = reply.as_array().unwrap();
+    assert_eq!(
+        errors.len(),
+        2,
+        "one error per request element, none for the notification"
+    );
+    assert_eq!(errors[0]["id"], 1);
+    assert_eq!(errors[1]["id"], 2);
+    assert!(errors[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("delete_repo"));
+    assert!(errors[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Batch refused"));
+    let records = h.records();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0]["decision"], "allow");
+    assert_eq!(records[2]["decision"], "deny");
+    assert!(records.iter().all(|r| r["output_status"] == "denied"));
+}
+
+#[test]
+fn allowed_batch_correlates_every_response() {
+    let mut s = stream(POLICY);
+    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},
+                  {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fail","arguments":{}}}]"#;
+    let mut h = post(Some("demo-agent"), body);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+        Some("echo,fail")
+    );
+    respond(&mut s, &mut h, "200", "application/json", &[
+        br#"[{"jsonrpc":"2.0","id":2,"result":{"isError":true}},{"jsonrpc":"2.0","id":1,"result":{}}]"#,
+    ]);
+    let r = h.records();
+    assert_eq!(
+        (
+            r[0]["output_status"].as_str(),
+            r[1]["output_status"].as_str()
+        ),
+        (Some("success"), Some("tool_error"))
+    );
+}
+
+#[test]
+fn malformed_bodies_are_refused_with_400_and_audited() {
+    for (body, code) in [
+        ("not json", jsonrpc::PARSE_ERROR),
+        (
+            r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+            jsonrpc::INVALID_REQUEST,
+        ),
+        ("[]", jsonrpc::INVALID_REQUEST),
+        (
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#,
+            jsonrpc::INVALID_PARAMS,
+        ),
+    ] {
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), body);
+        assert_eq!(send_request(&mut s, &mut h), Action::Pause, "{body}");
+        let (status, reply) = h.reply_json();
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(reply["error"]["code"], code, "{body}");
+        let r = &h.records()[0];
+        assert_eq!(r["output_status"], "invalid_request", "{body}");
+        assert_eq!(r["error_code"], code, "{body}");
+        assert!(!h.request_headers.contains_key("x-mcp-method"));
+    }
+    // The id is echoed when it could be read.
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#,
+    );
+    send_request(&mut s, &mut h);
+    assert_eq!(h.reply_json().1["id"], 4);
+}
+
+#[test]
+fn empty_post_and_oversize_bodies_are_refused() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), "");
+    assert_eq!(s.on_request_headers(&mut h, true), Action::Pause);
+    assert_eq!(h.reply_json().0, 400);
+
+    let mut s = stream(&POLICY.replacen('{', "{\"max_body_bytes\": 10,", 1));
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    assert_eq!(
+        s.on_request_body(&mut h, CALL_ECHO.len(), false),
+        Action::Pause
+    );
+    let (status, reply) = h.reply_json();
+    assert_eq!(
+        (status, reply["error"]["code"].as_i64()),
+        (413, Some(i64::from(jsonrpc::INVALID_REQUEST)))
+    );
+}
+
+#[test]
+fn http2_trailers_finish_the_request() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    assert_eq!(
+        s.on_request_body(&mut h, CALL_ECHO.len(), false),
+        Action::Pause
+    );
+    assert_eq!(s.on_request_trailers(&mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+        Some("echo")
+    );
+}
+
+#[test]
+fn rate_limit_reply_becomes_a_jsonrpc_error_with_the_request_id() {
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"search","arguments":{"query":"q"}}}"#,
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    h.response_headers.insert(":status".into(), "429".into());
+    h.response_headers
+        .insert("content-type".into(), "text/plain".into());
+    h.response_headers
+        .insert("content-length".into(), "18".into());
+    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    assert_eq!(
+        h.response_headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    assert_eq!(h.response_headers.get("content-length"), None);
+    h.response_chunk = b"local_rate_limited".to_vec();
+    assert_eq!(s.on_response_body(&mut h, 18, true), Action::Continue);
+    let body: Value = serde_json::from_slice(h.replaced_response_body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["id"], 77);
+    assert_eq!(body["error"]["code"], RATE_LIMITED);
+    let r = &h.records()[0];
+    assert_eq!(
+        (r["output_status"].as_str(), r["http_status"].as_i64()),
+        (Some("rate_limited"), Some(429))
+    );
+}
+
+#[test]
+fn tool_errors_jsonrpc_errors_and_upstream_failures() {
+    let cases: &[(&str, &str, &[u8], &str, Value)] = &[
+        ("200", "application/json", br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true}}"#, "tool_error", Value::Null),
+        ("200", "application/json", br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#, "error", (-32602).into()),
+        ("503", "text/plain", b"upstream connect error", "upstream_error", Value::Null),
+        ("200", "text/event-stream", b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n", "upstream_error", Value::Null),
+        ("404", "application/json", br#"{"jsonrpc":"2.0","id":"server-error","error":{"code":-32001,"message":"Session not found"}}"#, "error", (-32001).into()),
+    ];
+    for (status, ct, body, want, code) in cases {
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), CALL_ECHO);
+        send_request(&mut s, &mut h);
+        respond(&mut s, &mut h, status, ct, &[body]);
+        let r = &h.records()[0];
+        assert_eq!(
+            r["output_status"],
+            *want,
+            "{status} {}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(r["error_code"], *code);
+    }
+}
+
+#[test]
+fn notifications_and_get_streams_are_audited_from_the_status() {
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    h.response_headers.insert(":status".into(), "202".into());
+    assert_eq!(s.on_response_headers(&mut h, true), Action::Continue);
+    let r = &h.records()[0];
+    assert_eq!(
+        (r["method"].as_str(), r["output_status"].as_str()),
+        (Some("notifications/initialized"), Some("success"))
+    );
+    assert_eq!(r["request_id"], Value::Null);
+
+    for (method, status, want) in [
+        ("GET", "200", "success"),
+        ("DELETE", "404", "error"),
+        ("GET", "503", "upstream_error"),
+    ] {
+        let mut s = stream(POLICY);
+        let mut h = FakeHost::default();
+        h.request_headers.insert(":method".into(), method.into());
+        h.request_headers
+            .insert("x-agent-id".into(), "demo-agent".into());
+        h.request_headers
+            .insert("x-mcp-method".into(), "tools/call".into());
+        assert_eq!(s.on_request_headers(&mut h, true), Action::Continue);
+        assert_eq!(
+            h.request_headers.get("x-mcp-method"),
+            None,
+            "client tag removed"
+        );
+        h.response_headers.insert(":status".into(), status.into());
+        h.response_headers
+            .insert("content-type".into(), "text/event-stream".into());
+        s.on_response_headers(&mut h, false);
+        // A provisional record exists as soon as the headers are seen.
+        assert_eq!(h.records()[0]["http_method"], method);
+        h.response_chunk = b": ping\n\n".to_vec();
+        s.on_response_body(&mut h, 8, true);
+        let r = &h.records()[0];
+        assert_eq!(
+            (r["method"].clone(), r["output_status"].as_str()),
+            (Value::Null, Some(want)),
+            "{method} {status}"
+        );
+    }
+}
+
+#[test]
+fn non_post_bodies_are_examined() {
+    let mut s = stream(POLICY);
+    let mut h = FakeHost::default();
+    h.request_headers.insert(":method".into(), "DELETE".into());
+    h.request_body = CALL_ECHO.as_bytes().to_vec();
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    assert_eq!(
+        s.on_request_body(&mut h, CALL_ECHO.len(), true),
+        Action::Pause
+    );
+    assert_eq!(h.reply_json().0, 400);
+}
+
+#[test]
+fn session_id_assigned_by_the_initialize_response_is_recorded() {
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#,
+    );
+    send_request(&mut s, &mut h);
+    h.response_headers
+        .insert("mcp-session-id".into(), "new-session".into());
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "application/json",
+        &[br#"{"jsonrpc":"2.0","id":0,"result":{}}"#],
+    );
+    let r = &h.records()[0];
+    assert_eq!(
+        (r["session_id"].as_str(), r["output_status"].as_str()),
+        (Some("new-session"), Some("success"))
+    );
+    assert_eq!(
+        r["input_hash"],
+        audit::input_hash(br#"{"protocolVersion":"2025-06-18"}"#)
+    );
+}
+
+#[test]
+fn traceparent_wins_over_request_id() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.request_headers.insert(
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    );
+    send_request(&mut s, &mut h);
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "application/json",
+        &[br#"{"jsonrpc":"2.0","id":1,"result":{}}"#],
+    );
+    assert_eq!(
+        h.records()[0]["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+}
+
+#[test]
+fn reading_stops_once_every_response_is_found() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    send_request(&mut s, &mut h);
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "text/event-stream",
+        &[b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"],
+    );
+    let writes = h.audit_writes;
+    h.response_chunk = b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":1}}\n\n".to_vec();
+    let len = h.response_chunk.len();
+    s.on_response_body(&mut h, len, true);
+    assert_eq!(
+        h.audit_writes, writes,
+        "nothing more is written after the outcome is known"
+    );
+    assert_eq!(h.records()[0]["output_status"], "success");
+}

@@ -1,0 +1,662 @@
+//! JSON-RPC 2.0 request-side framing for MCP over Streamable HTTP.
+//!
+//! Implements the message shapes of the JSON-RPC 2.0 specification (§4 request object, §4.1
+//! notification, §5 response object, §6 batch) as MCP restricts them (MCP "Base Protocol":
+//! request ids are strings or integers and never `null`; batches exist only in protocol
+//! revision 2025-03-26).
+//!
+//! The parser works on the complete POST body and never builds a full DOM: every member is
+//! borrowed as a [`serde_json::value::RawValue`], so the exact bytes of `params.arguments` are
+//! available for the audit `input_hash`.
+//!
+//! Security properties relied on by the filter:
+//! - **Duplicate members** among `jsonrpc`, `id`, `method`, `params`, `result`, `error` and, in
+//!   `params`, `name`, `uri`, `arguments` are refused. Servers keep the *last* value of a
+//!   duplicated key, so a proxy that kept the first would be bypassable.
+//! - **Escapes** (`\u0065cho`) in methods, tool names, prompt names and URIs are decoded before
+//!   any comparison.
+//! - Anything else that is not a well-formed message is refused with the code the JSON-RPC
+//!   specification assigns (-32700 parse error, -32600 invalid request), or -32602 (invalid
+//!   params) when a method MCP defines lacks the member policy needs.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// JSON-RPC 2.0 §5.1: invalid JSON was received.
+pub const PARSE_ERROR: i32 = -32700;
+/// JSON-RPC 2.0 §5.1: the JSON sent is not a valid request object.
+pub const INVALID_REQUEST: i32 = -32600;
+/// JSON-RPC 2.0 §5.1: invalid method parameters.
+pub const INVALID_PARAMS: i32 = -32602;
+
+/// Deepest JSON nesting accepted in a request body (objects and arrays). serde_json skips
+/// borrowed raw values without its own recursion limit, so the filter checks depth itself.
+pub const MAX_NESTING: usize = 64;
+
+/// MCP method whose `params.name` names a tool (MCP "Server features / Tools").
+pub const TOOLS_CALL: &str = "tools/call";
+/// MCP method whose `params.name` names a prompt (MCP "Server features / Prompts").
+pub const PROMPTS_GET: &str = "prompts/get";
+/// MCP method whose `params.uri` names a resource (MCP "Server features / Resources").
+pub const RESOURCES_READ: &str = "resources/read";
+
+/// A JSON-RPC request id (JSON-RPC 2.0 §4 `id`).
+///
+/// Numbers keep their exact textual form, so integers beyond `i64` are neither rounded nor
+/// confused, and `1` (a number) never equals `"1"` (a string).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Id {
+    /// A JSON number, as the raw text that appeared on the wire (for example `42`).
+    Number(String),
+    /// A JSON string, with escapes decoded.
+    Str(String),
+}
+
+impl Id {
+    /// Classifies the raw JSON text of an `id` member.
+    ///
+    /// Returns `None` for anything that is not a JSON string or number (`null`, objects,
+    /// arrays, booleans) or for a string whose escapes are invalid.
+    pub fn from_raw(raw: &str) -> Option<Id> {
+        let raw = raw.trim();
+        match raw.as_bytes().first()? {
+            b'"' => serde_json::from_str::<String>(raw).ok().map(Id::Str),
+            b'-' | b'0'..=b'9' => {
+                // Validate the number grammar without converting it (no precision loss).
+                serde_json::from_str::<serde::de::IgnoredAny>(raw).ok()?;
+                Some(Id::Number(raw.to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The id as JSON text, ready to embed in a response or an audit record.
+    pub fn to_json(&self) -> String {
+        match self {
+            Id::Number(raw) => raw.clone(),
+            Id::Str(s) => serde_json::Value::String(s.clone()).to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+/// What kind of JSON-RPC message a POSTed element is (JSON-RPC 2.0 §4, §4.1, §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A request: it has an `id` and expects a response with the same id.
+    Request(Id),
+    /// A notification: a `method` and no `id`; it is never answered.
+    Notification,
+    /// A response the client sends back to a server-initiated request (`result` or `error`).
+    Response(Id),
+}
+
+/// One parsed JSON-RPC message, borrowing from the request body.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    /// Request, notification or response.
+    pub kind: Kind,
+    /// The MCP method (escapes decoded); `None` for responses.
+    pub method: Option<String>,
+    /// `params.name` of a `tools/call`.
+    pub tool_name: Option<String>,
+    /// `params.name` of a `prompts/get`.
+    pub prompt_name: Option<String>,
+    /// `params.uri` of a `resources/read`.
+    pub resource_uri: Option<String>,
+    /// The exact bytes the audit `input_hash` covers: `params.arguments` for `tools/call`,
+    /// `params` for any other method; `None` when that member is absent.
+    pub hash_input: Option<&'a str>,
+}
+
+impl Message<'_> {
+    /// The request id, for requests and client-sent responses.
+    pub fn id(&self) -> Option<&Id> {
+        match &self.kind {
+            Kind::Request(id) | Kind::Response(id) => Some(id),
+            Kind::Notification => None,
+        }
+    }
+}
+
+/// A POST body: one message, or a batch (JSON-RPC 2.0 §6, MCP 2025-03-26 only).
+#[derive(Debug, Clone)]
+pub enum Body<'a> {
+    /// A single JSON-RPC message.
+    Single(Message<'a>),
+    /// A non-empty batch of messages, in wire order.
+    Batch(Vec<Message<'a>>),
+}
+
+impl<'a> Body<'a> {
+    /// The messages of the body, in wire order (one for [`Body::Single`]).
+    pub fn messages(&self) -> &[Message<'a>] {
+        match self {
+            Body::Single(m) => std::slice::from_ref(m),
+            Body::Batch(v) => v,
+        }
+    }
+
+    /// Whether the body was a batch array.
+    pub fn is_batch(&self) -> bool {
+        matches!(self, Body::Batch(_))
+    }
+}
+
+/// Why a body was refused, with the JSON-RPC error to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// JSON-RPC error code: [`PARSE_ERROR`], [`INVALID_REQUEST`] or [`INVALID_PARAMS`].
+    pub code: i32,
+    /// Human-readable reason; never contains argument values.
+    pub message: String,
+    /// The request id, when the message was sound enough to carry one.
+    pub id: Option<Id>,
+    /// The method, when it could be read.
+    pub method: Option<String>,
+}
+
+impl ParseError {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        ParseError {
+            code,
+            message: message.into(),
+            id: None,
+            method: None,
+        }
+    }
+}
+
+/// Deserializes a present member into `Some(raw)`, including a literal `null`, so that
+/// `"id": null` is told apart from a missing `id`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+/// The members of a JSON-RPC message that matter here. Serde's derive refuses a member that
+/// appears twice; other members are skipped (but still syntax-checked).
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// The `params` members policy looks at; duplicates are refused as in [`Wire`].
+#[derive(Deserialize)]
+struct WireParams<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    uri: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    arguments: Option<&'a RawValue>,
+}
+
+/// Parses a complete Streamable HTTP POST body.
+///
+/// `body` must be the whole body; UTF-8 is required (RFC 8259 §8.1), so a byte-order mark,
+/// invalid UTF-8, trailing bytes after the JSON value, or nesting deeper than serde_json's
+/// [`MAX_NESTING`] is a [`PARSE_ERROR`]. An empty batch, a non-object element, a wrong
+/// `jsonrpc` version, a non-string method, a `null`/non-scalar id, or a message that is neither
+/// request, notification nor response is an [`INVALID_REQUEST`]. A `tools/call` or
+/// `prompts/get` without a string `params.name`, or a `resources/read` without a string
+/// `params.uri`, is [`INVALID_PARAMS`].
+///
+/// A batch with one bad element is refused whole; the error names the element index.
+pub fn parse_body(body: &[u8]) -> Result<Body<'_>, ParseError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ParseError::new(PARSE_ERROR, "Parse error: body is not UTF-8"))?;
+    if exceeds_nesting(text.as_bytes(), MAX_NESTING) {
+        return Err(ParseError::new(
+            PARSE_ERROR,
+            format!("Parse error: JSON nested deeper than {MAX_NESTING}"),
+        ));
+    }
+    let first = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .as_bytes()
+        .first()
+        .copied();
+    if first == Some(b'[') {
+        let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
+            ParseError::new(PARSE_ERROR, format!("Parse error: {}", json_error(&e)))
+        })?;
+        if elements.is_empty() {
+            return Err(ParseError::new(
+                INVALID_REQUEST,
+                "Invalid Request: empty batch",
+            ));
+        }
+        let mut messages = Vec::with_capacity(elements.len());
+        for (index, element) in elements.into_iter().enumerate() {
+            let message = parse_message(element.get()).map_err(|mut e| {
+                e.message = format!("{} (batch element {index})", e.message);
+                e
+            })?;
+            messages.push(message);
+        }
+        Ok(Body::Batch(messages))
+    } else {
+        // Syntax first, so that malformed JSON is -32700 rather than -32600.
+        serde_json::from_str::<&RawValue>(text).map_err(|e| {
+            ParseError::new(PARSE_ERROR, format!("Parse error: {}", json_error(&e)))
+        })?;
+        parse_message(text).map(Body::Single)
+    }
+}
+
+/// Whether brackets outside strings nest deeper than `limit`. Only a pre-check: syntax errors
+/// are left to the parser.
+fn exceeds_nesting(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A serde_json error without any echo of the input (its messages quote keys, not values).
+fn json_error(e: &serde_json::Error) -> String {
+    format!("{} at line {} column {}", classify(e), e.line(), e.column())
+}
+
+fn classify(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "unexpected JSON shape",
+        serde_json::error::Category::Eof => "truncated JSON",
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ParseError {
+    ParseError::new(INVALID_REQUEST, message)
+}
+
+fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(invalid("Invalid Request: not a JSON object"));
+    }
+    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
+        // Duplicate members and type mismatches land here; the text names the member only.
+        invalid(format!("Invalid Request: {}", strip_position(&e)))
+    })?;
+
+    let version = wire
+        .jsonrpc
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    if version.as_deref() != Some("2.0") {
+        return Err(invalid("Invalid Request: jsonrpc must be \"2.0\""));
+    }
+
+    let id = match wire.id {
+        None => None,
+        Some(raw) => Some(Id::from_raw(raw.get()).ok_or_else(|| {
+            invalid("Invalid Request: id must be a string or a number, not null")
+        })?),
+    };
+
+    let method = match wire.method {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|_| invalid("Invalid Request: method must be a string"))?,
+        ),
+    };
+
+    let Some(method) = method else {
+        // No method: only a response (to a server-initiated request) is acceptable.
+        return match (id, wire.result.is_some(), wire.error.is_some()) {
+            (Some(id), true, false) | (Some(id), false, true) if wire.params.is_none() => {
+                Ok(Message {
+                    kind: Kind::Response(id),
+                    method: None,
+                    tool_name: None,
+                    prompt_name: None,
+                    resource_uri: None,
+                    hash_input: None,
+                })
+            }
+            _ => Err(invalid(
+                "Invalid Request: neither a request, a notification nor a response",
+            )),
+        };
+    };
+    if wire.result.is_some() || wire.error.is_some() {
+        return Err(with_context(
+            invalid("Invalid Request: a request cannot carry result or error"),
+            id,
+            Some(method),
+        ));
+    }
+
+    let params = wire.params;
+    if let Some(raw) = params {
+        if !raw.get().starts_with('{') && !raw.get().starts_with('[') {
+            return Err(with_context(
+                invalid("Invalid Request: params must be an object or an array"),
+                id,
+                Some(method),
+            ));
+        }
+    }
+
+    let mut message = Message {
+        kind: match id.clone() {
+            Some(id) => Kind::Request(id),
+            None => Kind::Notification,
+        },
+        method: None,
+        tool_name: None,
+        prompt_name: None,
+        resource_uri: None,
+        hash_input: params.map(RawValue::get),
+    };
+
+    match method.as_str() {
+        TOOLS_CALL | PROMPTS_GET | RESOURCES_READ => {
+            let fields = parse_params(params)
+                .map_err(|e| with_context(e, id.clone(), Some(method.clone())))?;
+            let string_member = |raw: Option<&RawValue>, member: &str| {
+                raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+                    .ok_or_else(|| {
+                        with_context(
+                            ParseError::new(
+                                INVALID_PARAMS,
+                                format!("Invalid params: {method} needs a string params.{member}"),
+                            ),
+                            id.clone(),
+                            Some(method.clone()),
+                        )
+                    })
+            };
+            match method.as_str() {
+                TOOLS_CALL => {
+                    message.tool_name = Some(string_member(fields.name, "name")?);
+                    message.hash_input = fields.arguments.map(RawValue::get);
+                }
+                PROMPTS_GET => message.prompt_name = Some(string_member(fields.name, "name")?),
+                _ => message.resource_uri = Some(string_member(fields.uri, "uri")?),
+            }
+        }
+        _ => {}
+    }
+    message.method = Some(method);
+    Ok(message)
+}
+
+fn parse_params(params: Option<&RawValue>) -> Result<WireParams<'_>, ParseError> {
+    match params {
+        Some(raw) if raw.get().starts_with('{') => serde_json::from_str(raw.get()).map_err(|e| {
+            ParseError::new(
+                INVALID_PARAMS,
+                format!("Invalid params: {}", strip_position(&e)),
+            )
+        }),
+        _ => Err(ParseError::new(
+            INVALID_PARAMS,
+            "Invalid params: params must be an object",
+        )),
+    }
+}
+
+fn with_context(mut e: ParseError, id: Option<Id>, method: Option<String>) -> ParseError {
+    e.id = id;
+    e.method = method;
+    e
+}
+
+/// serde_json's message without the " at line X column Y" suffix.
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(pos) => text.get(..pos).unwrap_or(&text).to_owned(),
+        None => text,
+    }
+}
+
+/// Builds one JSON-RPC error response object (JSON-RPC 2.0 §5, §5.1).
+///
+/// `id` is `None` when the request id could not be determined (the spec then requires `null`).
+/// The result is compact JSON text, for example
+/// `{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"..."}}`.
+pub fn error_response(id: Option<&Id>, code: i32, message: &str) -> String {
+    let id = id.map_or_else(|| "null".to_owned(), Id::to_json);
+    let message = serde_json::Value::String(message.to_owned());
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":{{\"code\":{code},\"message\":{message}}}}}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(body: &str) -> Message<'_> {
+        match parse_body(body.as_bytes()) {
+            Ok(Body::Single(m)) => m,
+            other => panic!("expected a single message, got {other:?}"),
+        }
+    }
+
+    fn refused(body: &str) -> ParseError {
+        match parse_body(body.as_bytes()) {
+            Err(e) => e,
+            Ok(b) => panic!("expected refusal, got {b:?}"),
+        }
+    }
+
+    #[test]
+    fn tools_call_exposes_name_and_exact_argument_bytes() {
+        let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{ "text" : "hi" }}}"#;
+        let m = single(body);
+        assert_eq!(m.kind, Kind::Request(Id::Number("3".into())));
+        assert_eq!(m.method.as_deref(), Some("tools/call"));
+        assert_eq!(m.tool_name.as_deref(), Some("echo"));
+        assert_eq!(m.hash_input, Some(r#"{ "text" : "hi" }"#));
+    }
+
+    #[test]
+    fn other_methods_hash_params() {
+        let m = single(r#"{"jsonrpc":"2.0","id":"a","method":"initialize","params":{"x":1}}"#);
+        assert_eq!(m.kind, Kind::Request(Id::Str("a".into())));
+        assert_eq!(m.hash_input, Some(r#"{"x":1}"#));
+        let m = single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(m.kind, Kind::Notification);
+        assert_eq!(m.hash_input, None);
+    }
+
+    #[test]
+    fn escapes_are_decoded_before_matching() {
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools\/c\u0061ll","params":{"name":"d\u0065lete_repo"}}"#,
+        );
+        assert_eq!(m.method.as_deref(), Some("tools/call"));
+        assert_eq!(m.tool_name.as_deref(), Some("delete_repo"));
+    }
+
+    #[test]
+    fn prompt_and_resource_names() {
+        let m =
+            single(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greet"}}"#);
+        assert_eq!(m.prompt_name.as_deref(), Some("greet"));
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#,
+        );
+        assert_eq!(m.resource_uri.as_deref(), Some("file:///a"));
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"delete_repo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"params":{"name":"x"}}"#,
+        ] {
+            let e = refused(body);
+            assert!(
+                e.code == INVALID_REQUEST || e.code == INVALID_PARAMS,
+                "{body}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_get_the_spec_codes() {
+        assert_eq!(refused("not json").code, PARSE_ERROR);
+        assert_eq!(refused("{\"jsonrpc\":\"2.0\"").code, PARSE_ERROR);
+        assert_eq!(refused("\u{feff}{}").code, PARSE_ERROR);
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":1,"method":"ping"} x"#).code,
+            PARSE_ERROR
+        );
+        assert_eq!(refused("[]").code, INVALID_REQUEST);
+        assert_eq!(refused("[ ]").code, INVALID_REQUEST);
+        assert_eq!(refused("42").code, INVALID_REQUEST);
+        assert_eq!(
+            refused(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#).code,
+            INVALID_REQUEST
+        );
+        assert_eq!(refused(r#"{"id":1,"method":"x"}"#).code, INVALID_REQUEST);
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).code,
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).code,
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":1,"method":5}"#).code,
+            INVALID_REQUEST
+        );
+        assert_eq!(refused(r#"{"jsonrpc":"2.0","id":1}"#).code, INVALID_REQUEST);
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#).code,
+            INVALID_REQUEST
+        );
+        let e =
+            refused(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"arguments":{}}}"#);
+        assert_eq!(
+            (e.code, e.id),
+            (INVALID_PARAMS, Some(Id::Number("9".into())))
+        );
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":7}}"#).code,
+            INVALID_PARAMS
+        );
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call"}"#).code,
+            INVALID_PARAMS
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_a_parse_error() {
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"a":{}1{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(refused(&deep).code, PARSE_ERROR);
+        // Brackets inside strings do not count; 62 levels under params is fine.
+        let ok = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"s":"[[[[{{{{","a":{}{}}}}}"#,
+            "[".repeat(62),
+            "]".repeat(62)
+        );
+        assert!(parse_body(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn ids_keep_type_and_precision() {
+        let m = single(r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#);
+        assert_eq!(
+            m.kind,
+            Kind::Request(Id::Number("123456789012345678901234567890".into()))
+        );
+        assert_ne!(Id::from_raw("1"), Id::from_raw("\"1\""));
+        assert_eq!(Id::from_raw("\"a\\u0062\""), Some(Id::Str("ab".into())));
+        assert_eq!(Id::Str("x\"y".into()).to_json(), r#""x\"y""#);
+    }
+
+    #[test]
+    fn batches_parse_every_element_and_refuse_a_bad_one() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},
+                      {"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+        match parse_body(body.as_bytes()) {
+            Ok(Body::Batch(v)) => {
+                assert_eq!(v.len(), 2);
+                assert_eq!(v[0].tool_name.as_deref(), Some("echo"));
+                assert_eq!(v[1].kind, Kind::Notification);
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = refused(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 3]"#);
+        assert_eq!(e.code, INVALID_REQUEST);
+        assert!(e.message.contains("batch element 1"), "{}", e.message);
+    }
+
+    #[test]
+    fn client_responses_are_accepted() {
+        let m = single(r#"{"jsonrpc":"2.0","id":"srv-1","result":{}}"#);
+        assert_eq!(m.kind, Kind::Response(Id::Str("srv-1".into())));
+        assert_eq!(m.method, None);
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#).code,
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            refused(r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#).code,
+            INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn error_response_shape() {
+        assert_eq!(
+            error_response(Some(&Id::Number("7".into())), -32001, "no \"x\""),
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"no \"x\""}}"#
+        );
+        assert_eq!(
+            error_response(None, PARSE_ERROR, "bad"),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"bad"}}"#
+        );
+    }
+}

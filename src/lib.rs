@@ -1,0 +1,23 @@
+//! mcp-guard: a proxy-wasm HTTP filter for Envoy that governs Model Context Protocol traffic.
+//!
+//! It reads the JSON-RPC messages of MCP Streamable HTTP requests, tags each request with
+//! headers Envoy's rate-limit filters can use as descriptors (`x-mcp-method`,
+//! `x-mcp-tool-name`, `x-agent-id`, ...), enforces per-agent tool allowlists, scans responses
+//! to learn each call's outcome, and writes one audit record per call to Envoy's access log
+//! through filter state.
+//!
+//! Layout: the protocol and policy logic are plain Rust modules tested natively
+//! ([`jsonrpc`], [`sse`], [`response`], [`policy`], [`identity`], [`tags`], [`audit`],
+//! [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
+//! glue (root context and HTTP context) that maps hostcalls onto [`filter::Host`].
+
+pub mod audit;
+pub mod config;
+pub mod filter;
+pub mod identity;
+pub mod jsonrpc;
+pub mod policy;
+pub mod response;
+pub mod sse;
+pub mod tags;
+pub mod wasm;

@@ -1,0 +1,730 @@
+//! Response-side correlation: finds, in a streamed `application/json` or `text/event-stream`
+//! response, the JSON-RPC response whose id matches each forwarded request, and reports how it
+//! ended (JSON-RPC 2.0 §5; MCP "Tools": a tool failure is a result with `isError: true`).
+//!
+//! Nothing is held whole. [`JsonScanner`] is a streaming structural scanner: it tracks nesting
+//! and strings byte by byte and keeps only the few members correlation needs (`id` up to
+//! [`MAX_ID_LEN`] bytes, `method` presence, `result.isError`, `error.code`), so a 30 MB tool
+//! result costs a constant amount of memory. Server-initiated requests and notifications (which
+//! carry `method`) on the same stream are skipped.
+
+use crate::jsonrpc::Id;
+use crate::sse::{EventSink, SseScanner};
+
+/// Longest raw `id` kept for correlation, in bytes; longer ids never match.
+pub const MAX_ID_LEN: usize = 256;
+/// Deepest nesting scanned; a deeper document is abandoned (no outcome from it).
+pub const MAX_DEPTH: usize = 256;
+const MAX_KEY_LEN: usize = 8;
+const MAX_SCALAR_LEN: usize = 32;
+
+/// How one JSON-RPC request ended, as seen in its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A `result` without `isError: true`.
+    Success,
+    /// A `result` with `isError: true` (a tool execution error).
+    ToolError,
+    /// An `error` object; its `code`, when it was an integer.
+    Error(Option<i64>),
+}
+
+/// What the scanner learned about one JSON-RPC message on the response stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Raw JSON text of `id`; `None` when absent or longer than [`MAX_ID_LEN`].
+    pub id: Option<Vec<u8>>,
+    /// The message has a `method` member (a server request or notification).
+    pub has_method: bool,
+    /// The message has a `result` member.
+    pub has_result: bool,
+    /// The message has an `error` member.
+    pub has_error: bool,
+    /// `error.code`, when an integer.
+    pub error_code: Option<i64>,
+    /// `result.isError` is `true`.
+    pub is_error: bool,
+}
+
+impl Summary {
+    /// The outcome this message reports, if it is a response.
+    pub fn outcome(&self) -> Option<Outcome> {
+        if self.has_method {
+            None
+        } else if self.has_error {
+            Some(Outcome::Error(self.error_code))
+        } else if self.has_result {
+            Some(if self.is_error {
+                Outcome::ToolError
+            } else {
+                Outcome::Success
+            })
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Other,
+    Id,
+    Method,
+    Result,
+    Error,
+    ErrorCode,
+    IsError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Value,
+    ArrayFirst,
+    KeyOrClose,
+    Key,
+    Colon,
+    AfterValue,
+    Str { key: bool },
+    Escape { key: bool },
+    Scalar,
+    Broken,
+}
+
+/// Streaming scanner over a sequence of JSON documents (one per SSE event, or one body).
+///
+/// A document whose root is an object is one message; a root array is a batch whose object
+/// elements are messages. Syntax errors abandon the rest of the document.
+#[derive(Debug, Clone)]
+pub struct JsonScanner {
+    state: State,
+    stack: Vec<u8>,
+    /// Depth at which message members live: 1 for an object root, 2 for a batch.
+    level: usize,
+    key: [u8; MAX_KEY_LEN],
+    key_len: usize,
+    key_overflow: bool,
+    top_member: Member,
+    value_member: Member,
+    capture: Vec<u8>,
+    capture_overflow: bool,
+    current: Summary,
+}
+
+impl Default for JsonScanner {
+    fn default() -> Self {
+        JsonScanner {
+            state: State::Value,
+            stack: Vec::new(),
+            level: 0,
+            key: [0; MAX_KEY_LEN],
+            key_len: 0,
+            key_overflow: false,
+            top_member: Member::Other,
+            value_member: Member::Other,
+            capture: Vec::new(),
+            capture_overflow: false,
+            current: Summary::default(),
+        }
+    }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+impl JsonScanner {
+    /// A scanner at the start of a document.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scans a chunk; `emit` is called once per complete message.
+    pub fn feed(&mut self, chunk: &[u8], emit: &mut impl FnMut(&Summary)) {
+        let mut rest = chunk;
+        while let Some((&b, tail)) = rest.split_first() {
+            match self.state {
+                State::Broken => return,
+                State::Str { key } => {
+                    // Fast path: copy up to the next quote or backslash.
+                    let end = rest
+                        .iter()
+                        .position(|&c| c == b'"' || c == b'\\')
+                        .unwrap_or(rest.len());
+                    let (text, after) = rest.split_at(end);
+                    self.take(text, key);
+                    rest = after;
+                    if let Some((&c, tail)) = rest.split_first() {
+                        // Value captures keep their quotes (raw JSON); keys keep escapes only.
+                        if !key || c == b'\\' {
+                            self.take(&[c], key);
+                        }
+                        if c == b'\\' {
+                            self.state = State::Escape { key };
+                        } else {
+                            self.end_string(key);
+                        }
+                        rest = tail;
+                    }
+                    continue;
+                }
+                State::Escape { key } => {
+                    self.take(&[b], key);
+                    self.state = State::Str { key };
+                }
+                State::Scalar => {
+                    if is_ws(b) || matches!(b, b',' | b'}' | b']') {
+                        self.end_value();
+                        continue; // re-read the delimiter in AfterValue
+                    }
+                    self.take(&[b], false);
+                }
+                _ if is_ws(b) => {}
+                State::Value => self.start_value(b),
+                State::ArrayFirst => {
+                    if b == b']' {
+                        self.close(b, emit);
+                    } else {
+                        self.start_value(b);
+                    }
+                }
+                State::KeyOrClose | State::Key => {
+                    if b == b'"' {
+                        self.key_len = 0;
+                        self.key_overflow = false;
+                        self.state = State::Str { key: true };
+                    } else if b == b'}' && self.state == State::KeyOrClose {
+                        self.close(b, emit);
+                    } else {
+                        self.state = State::Broken;
+                    }
+                }
+                State::Colon => {
+                    self.state = if b == b':' {
+                        State::Value
+                    } else {
+                        State::Broken
+                    };
+                }
+                State::AfterValue => match (b, self.stack.last()) {
+                    (b',', Some(b'{')) => self.state = State::Key,
+                    (b',', Some(_)) => self.state = State::Value,
+                    (b'}', Some(b'{')) | (b']', Some(b'[')) => self.close(b, emit),
+                    _ => self.state = State::Broken,
+                },
+            }
+            rest = tail;
+        }
+    }
+
+    /// Ends the current document (end of an SSE event or of a JSON body) and gets ready for
+    /// the next. An incomplete document yields nothing.
+    pub fn end_document(&mut self) {
+        // Keep the two small allocations for the next document.
+        let (mut stack, mut capture) = (
+            std::mem::take(&mut self.stack),
+            std::mem::take(&mut self.capture),
+        );
+        stack.clear();
+        capture.clear();
+        *self = JsonScanner {
+            stack,
+            capture,
+            ..JsonScanner::default()
+        };
+    }
+
+    fn take(&mut self, bytes: &[u8], key: bool) {
+        if key {
+            for &b in bytes {
+                match self.key.get_mut(self.key_len) {
+                    Some(slot) => {
+                        *slot = b;
+                        self.key_len += 1;
+                    }
+                    None => self.key_overflow = true,
+                }
+            }
+        } else if self.capturing() && !self.capture_overflow {
+            if self.capture.len() + bytes.len() > self.capture_limit() {
+                self.capture_overflow = true;
+            } else {
+                self.capture.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn capturing(&self) -> bool {
+        matches!(
+            self.value_member,
+            Member::Id | Member::ErrorCode | Member::IsError
+        )
+    }
+
+    fn capture_limit(&self) -> usize {
+        if self.value_member == Member::Id {
+            MAX_ID_LEN
+        } else {
+            MAX_SCALAR_LEN
+        }
+    }
+
+    fn start_value(&mut self, b: u8) {
+        match b {
+            b'{' | b'[' => {
+                if self.stack.len() >= MAX_DEPTH {
+                    self.state = State::Broken;
+                    return;
+                }
+                if self.stack.is_empty() {
+                    self.level = if b == b'{' { 1 } else { 2 };
+                }
+                self.stack.push(b);
+                if b == b'{' && self.stack.len() == self.level {
+                    self.current = Summary::default();
+                }
+                // A container value is never captured.
+                self.value_member = Member::Other;
+                self.state = if b == b'{' {
+                    State::KeyOrClose
+                } else {
+                    State::ArrayFirst
+                };
+            }
+            b'"' => {
+                self.begin_capture();
+                self.take(b"\"", false);
+                self.state = State::Str { key: false };
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                self.begin_capture();
+                self.take(&[b], false);
+                self.state = State::Scalar;
+            }
+            _ => self.state = State::Broken,
+        }
+    }
+
+    fn begin_capture(&mut self) {
+        self.capture.clear();
+        self.capture_overflow = false;
+    }
+
+    fn end_string(&mut self, key: bool) {
+        if key {
+            self.end_key();
+        } else {
+            self.end_value();
+        }
+    }
+
+    fn end_key(&mut self) {
+        let key = if self.key_overflow {
+            &[][..]
+        } else {
+            self.key.get(..self.key_len).unwrap_or_default()
+        };
+        let depth = self.stack.len();
+        if depth == self.level {
+            self.top_member = match key {
+                b"id" => Member::Id,
+                b"method" => Member::Method,
+                b"result" => Member::Result,
+                b"error" => Member::Error,
+                _ => Member::Other,
+            };
+            match self.top_member {
+                Member::Method => self.current.has_method = true,
+                Member::Result => self.current.has_result = true,
+                Member::Error => self.current.has_error = true,
+                _ => {}
+            }
+            self.value_member = self.top_member;
+        } else if depth == self.level + 1 {
+            self.value_member = match (self.top_member, key) {
+                (Member::Error, b"code") => Member::ErrorCode,
+                (Member::Result, b"isError") => Member::IsError,
+                _ => Member::Other,
+            };
+        } else {
+            self.value_member = Member::Other;
+        }
+        self.state = State::Colon;
+    }
+
+    fn end_value(&mut self) {
+        if !self.capture_overflow {
+            match self.value_member {
+                Member::Id => self.current.id = Some(self.capture.clone()),
+                Member::ErrorCode => {
+                    self.current.error_code = std::str::from_utf8(&self.capture)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok());
+                }
+                Member::IsError => self.current.is_error = self.capture == b"true",
+                _ => {}
+            }
+        }
+        self.value_member = Member::Other;
+        self.state = State::AfterValue;
+    }
+
+    fn close(&mut self, b: u8, emit: &mut impl FnMut(&Summary)) {
+        let depth = self.stack.len();
+        self.stack.pop();
+        if b == b'}' && depth == self.level {
+            emit(&self.current);
+        }
+        self.value_member = Member::Other;
+        self.state = if self.stack.is_empty() {
+            // Document complete; anything after it starts a new one.
+            self.level = 0;
+            State::Value
+        } else {
+            State::AfterValue
+        };
+    }
+}
+
+/// The requests a stream waits for, and what became of each.
+#[derive(Debug, Clone, Default)]
+pub struct Correlator {
+    expected: Vec<(Id, Option<Outcome>)>,
+    unmatched_error: Option<Option<i64>>,
+    messages: u64,
+}
+
+impl Correlator {
+    /// Waits for responses to `ids` (the forwarded requests' ids, in order).
+    pub fn new(ids: Vec<Id>) -> Self {
+        Correlator {
+            expected: ids.into_iter().map(|id| (id, None)).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Records one scanned message: a response whose id matches a request not yet answered
+    /// settles it; an error response that matches nothing (for example `id: null`) is kept as
+    /// the stream-level error.
+    pub fn observe(&mut self, message: &Summary) {
+        self.messages += 1;
+        let Some(outcome) = message.outcome() else {
+            return;
+        };
+        let id = message
+            .id
+            .as_deref()
+            .and_then(|raw| std::str::from_utf8(raw).ok())
+            .and_then(Id::from_raw);
+        let slot = id.and_then(|id| {
+            self.expected
+                .iter_mut()
+                .find(|(want, got)| *want == id && got.is_none())
+        });
+        match (slot, outcome) {
+            (Some((_, got)), _) => *got = Some(outcome),
+            (None, Outcome::Error(code)) if self.unmatched_error.is_none() => {
+                self.unmatched_error = Some(code)
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Whether every expected request has its outcome (the rest of the body need not be read).
+    pub fn complete(&self) -> bool {
+        self.expected.iter().all(|(_, got)| got.is_some())
+    }
+
+    /// The outcome of request `id`, if its response was seen.
+    pub fn outcome(&self, id: &Id) -> Option<Outcome> {
+        self.expected
+            .iter()
+            .find(|(want, _)| want == id)
+            .and_then(|(_, got)| *got)
+    }
+
+    /// The code of the first error response that matched no request (`Some(None)` when that
+    /// error had no integer code).
+    pub fn unmatched_error(&self) -> Option<Option<i64>> {
+        self.unmatched_error
+    }
+
+    /// JSON-RPC messages seen on the stream so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+}
+
+/// The kind of body a response carries, from its `content-type` (media type compared
+/// case-insensitively, parameters ignored; RFC 9110 §8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`.
+    Json,
+    /// `text/event-stream`.
+    EventStream,
+    /// Anything else: not scanned.
+    Other,
+}
+
+impl BodyKind {
+    /// Classifies a `content-type` header value.
+    pub fn from_content_type(value: Option<&str>) -> BodyKind {
+        let media = value
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .unwrap_or_default();
+        if media.eq_ignore_ascii_case("application/json") {
+            BodyKind::Json
+        } else if media.eq_ignore_ascii_case("text/event-stream") {
+            BodyKind::EventStream
+        } else {
+            BodyKind::Other
+        }
+    }
+}
+
+/// Feeds SSE `data` into a [`JsonScanner`], one document per event.
+struct SseToJson<'a, F: FnMut(&Summary)> {
+    json: &'a mut JsonScanner,
+    emit: &'a mut F,
+}
+
+impl<F: FnMut(&Summary)> EventSink for SseToJson<'_, F> {
+    fn data(&mut self, bytes: &[u8]) {
+        self.json.feed(bytes, self.emit);
+    }
+    fn data_line_end(&mut self) {
+        self.json.feed(b"\n", self.emit);
+    }
+    fn dispatch(&mut self) {
+        self.json.end_document();
+    }
+}
+
+/// Scans one response body of a known [`BodyKind`] into a [`Correlator`].
+#[derive(Debug, Clone)]
+pub struct ResponseScanner {
+    kind: BodyKind,
+    sse: SseScanner,
+    json: JsonScanner,
+}
+
+impl ResponseScanner {
+    /// A scanner for a body of `kind`.
+    pub fn new(kind: BodyKind) -> Self {
+        ResponseScanner {
+            kind,
+            sse: SseScanner::new(),
+            json: JsonScanner::new(),
+        }
+    }
+
+    /// Scans one body chunk.
+    pub fn feed(&mut self, chunk: &[u8], correlator: &mut Correlator) {
+        let mut emit = |s: &Summary| correlator.observe(s);
+        match self.kind {
+            BodyKind::Json => self.json.feed(chunk, &mut emit),
+            BodyKind::EventStream => {
+                self.sse.feed(
+                    chunk,
+                    &mut SseToJson {
+                        json: &mut self.json,
+                        emit: &mut emit,
+                    },
+                );
+            }
+            BodyKind::Other => {}
+        }
+    }
+
+    /// Ends the body.
+    pub fn finish(&mut self, correlator: &mut Correlator) {
+        let mut emit = |s: &Summary| correlator.observe(s);
+        match self.kind {
+            BodyKind::Json => self.json.end_document(),
+            BodyKind::EventStream => self.sse.finish(&mut SseToJson {
+                json: &mut self.json,
+                emit: &mut emit,
+            }),
+            BodyKind::Other => {}
+        }
+    }
+
+    /// SSE events dispatched so far (0 for JSON bodies).
+    pub fn events(&self) -> u64 {
+        self.sse.events()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summaries(doc: &[u8]) -> Vec<Summary> {
+        let mut out = Vec::new();
+        let mut s = JsonScanner::new();
+        s.feed(doc, &mut |m: &Summary| out.push(m.clone()));
+        s.end_document();
+        out
+    }
+
+    fn num(n: &str) -> Id {
+        Id::Number(n.into())
+    }
+
+    fn correlate(kind: BodyKind, ids: Vec<Id>, chunks: &[&[u8]]) -> Correlator {
+        let mut c = Correlator::new(ids);
+        let mut r = ResponseScanner::new(kind);
+        for chunk in chunks {
+            r.feed(chunk, &mut c);
+        }
+        r.finish(&mut c);
+        c
+    }
+
+    #[test]
+    fn finds_result_error_and_tool_error() {
+        let s = summaries(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"}{\"id\":9"}],"isError":true}}"#);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].id.as_deref(), Some(&b"1"[..]));
+        assert_eq!(s[0].outcome(), Some(Outcome::ToolError));
+        let s = summaries(br#"{"result":{"isError":false},"id":"a\"b","jsonrpc":"2.0"}"#);
+        assert_eq!(
+            (s[0].id.as_deref(), s[0].outcome()),
+            (Some(&br#""a\"b""#[..]), Some(Outcome::Success))
+        );
+        let s = summaries(br#"{"jsonrpc":"2.0","id":null,"error":{"message":"x","code":-32600,"data":{"code":5}}}"#);
+        assert_eq!(s[0].outcome(), Some(Outcome::Error(Some(-32600))));
+    }
+
+    #[test]
+    fn nested_members_do_not_confuse_the_scanner() {
+        // `id`, `isError` and `code` deeper than their own level are ignored.
+        let s = summaries(br#"{"jsonrpc":"2.0","result":{"content":[{"id":5,"isError":true}],"structured":{"error":{"code":1}}},"id":2}"#);
+        assert_eq!(
+            (s[0].id.as_deref(), s[0].outcome()),
+            (Some(&b"2"[..]), Some(Outcome::Success))
+        );
+    }
+
+    #[test]
+    fn requests_and_notifications_on_the_stream_are_not_responses() {
+        let s =
+            summaries(br#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}"#);
+        assert_eq!(s[0].outcome(), None);
+        let c = correlate(
+            BodyKind::Json,
+            vec![num("1")],
+            &[br#"{"jsonrpc":"2.0","id":1,"method":"roots/list"}"#],
+        );
+        assert_eq!(c.outcome(&num("1")), None);
+    }
+
+    #[test]
+    fn batch_responses() {
+        let c = correlate(
+            BodyKind::Json,
+            vec![num("1"), Id::Str("2".into())],
+            &[br#"[{"jsonrpc":"2.0","id":"2","error":{"code":-32601,"message":"no"}},{"jsonrpc":"2.0","id":1,"result":{}}]"#],
+        );
+        assert_eq!(c.outcome(&num("1")), Some(Outcome::Success));
+        assert_eq!(
+            c.outcome(&Id::Str("2".into())),
+            Some(Outcome::Error(Some(-32601)))
+        );
+        assert!(c.complete());
+    }
+
+    #[test]
+    fn number_and_string_ids_are_not_confused() {
+        let c = correlate(
+            BodyKind::Json,
+            vec![num("1")],
+            &[br#"{"jsonrpc":"2.0","id":"1","result":{}}"#],
+        );
+        assert_eq!(c.outcome(&num("1")), None);
+        assert!(!c.complete());
+        let big = "123456789012345678901234567890";
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{big},"result":{{}}}}"#);
+        let c = correlate(
+            BodyKind::Json,
+            vec![num("123456789012345678901234567891")],
+            &[body.as_bytes()],
+        );
+        assert_eq!(c.outcome(&num("123456789012345678901234567891")), None);
+    }
+
+    #[test]
+    fn sse_stream_split_at_every_byte_with_crlf_and_notifications() {
+        let stream = b": ping\r\n\r\nid: 0\r\ndata: \r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"id\":7}}\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\r\ndata: \"result\":{\"isError\":true}}\r\n\r\n";
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        let c = correlate(BodyKind::EventStream, vec![num("7")], &chunks);
+        assert_eq!(c.outcome(&num("7")), Some(Outcome::ToolError));
+        assert_eq!(c.messages(), 2);
+    }
+
+    #[test]
+    fn unmatched_error_is_kept() {
+        let c = correlate(
+            BodyKind::Json,
+            vec![num("3")],
+            &[br#"{"jsonrpc":"2.0","id":"server-error","error":{"code":-32600,"message":"Bad Request: No valid session ID provided"}}"#],
+        );
+        assert_eq!(c.outcome(&num("3")), None);
+        assert_eq!(c.unmatched_error(), Some(Some(-32600)));
+    }
+
+    #[test]
+    fn huge_result_is_scanned_in_constant_memory() {
+        let mut c = Correlator::new(vec![num("5")]);
+        let mut r = ResponseScanner::new(BodyKind::EventStream);
+        r.feed(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"content\":[{\"type\":\"image\",\"data\":\"", &mut c);
+        let block = vec![b'A'; 1 << 20];
+        for _ in 0..30 {
+            r.feed(&block, &mut c);
+        }
+        r.feed(b"\"}],\"isError\":false}}\n\n", &mut c);
+        assert_eq!(c.outcome(&num("5")), Some(Outcome::Success));
+        assert!(
+            r.json.capture.capacity() <= MAX_ID_LEN * 2,
+            "{}",
+            r.json.capture.capacity()
+        );
+    }
+
+    #[test]
+    fn broken_and_deep_documents_yield_nothing() {
+        assert!(summaries(b"{\"id\":1,\"result\":{} x").is_empty());
+        let deep = format!(
+            "{{\"id\":1,\"result\":{}{}}}",
+            "[".repeat(300),
+            "]".repeat(300)
+        );
+        assert!(summaries(deep.as_bytes()).is_empty());
+        assert!(summaries(b"Not Found").is_empty());
+        // A broken event does not poison the next one.
+        let c = correlate(
+            BodyKind::EventStream,
+            vec![num("1")],
+            &[b"data: {oops\n\ndata: {\"id\":1,\"result\":{}}\n\n"],
+        );
+        assert_eq!(c.outcome(&num("1")), Some(Outcome::Success));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            BodyKind::from_content_type(Some("Application/JSON; charset=utf-8")),
+            BodyKind::Json
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("text/event-stream")),
+            BodyKind::EventStream
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("text/plain")),
+            BodyKind::Other
+        );
+        assert_eq!(BodyKind::from_content_type(None), BodyKind::Other);
+    }
+}

@@ -1,0 +1,317 @@
+//! Incremental Server-Sent Events scanner (WHATWG HTML Living Standard, §9.2.6 "Interpreting an
+//! event stream"), as used by MCP Streamable HTTP responses (`text/event-stream`).
+//!
+//! The scanner is fed body chunks as Envoy delivers them and never holds an event: the value of
+//! each `data:` line is handed to an [`EventSink`] piece by piece, so memory stays constant
+//! whatever the size of an event (tool results of tens of megabytes occur). It handles:
+//! - events split anywhere across chunks, including between `\r` and `\n`;
+//! - LF, CRLF and CR line endings (Python SDK: CRLF; TypeScript SDK: LF);
+//! - comment lines (`: ping`), `event:`, `id:` and `retry:` fields (skipped), fields without a
+//!   colon, and empty priming events (`id: X` + `data:` with no value).
+
+/// Receives the `data` of SSE events as the scanner finds it.
+pub trait EventSink {
+    /// A piece of the value of a `data:` line (the one optional leading space removed).
+    fn data(&mut self, bytes: &[u8]);
+    /// The end of one `data:` line; the standard joins data lines with `\n`.
+    fn data_line_end(&mut self);
+    /// A blank line ended an event that had at least one `data:` line.
+    fn dispatch(&mut self);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Data,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the first byte of a line.
+    LineStart,
+    /// Reading a field name.
+    Name,
+    /// Just after the colon: one leading space is dropped.
+    ValueStart(Field),
+    /// Inside a field value.
+    Value(Field),
+    /// Inside a comment line.
+    Comment,
+}
+
+/// Field names longer than this are not `data` and are skipped.
+const MAX_FIELD_NAME: usize = 8;
+
+/// The scanner state; constant size.
+#[derive(Debug, Clone)]
+pub struct SseScanner {
+    state: State,
+    name: [u8; MAX_FIELD_NAME],
+    name_len: usize,
+    name_overflow: bool,
+    after_cr: bool,
+    event_has_data: bool,
+    events: u64,
+}
+
+impl Default for SseScanner {
+    fn default() -> Self {
+        SseScanner {
+            state: State::LineStart,
+            name: [0; MAX_FIELD_NAME],
+            name_len: 0,
+            name_overflow: false,
+            after_cr: false,
+            event_has_data: false,
+            events: 0,
+        }
+    }
+}
+
+fn is_newline(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+impl SseScanner {
+    /// A scanner at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of events dispatched so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Scans one body chunk.
+    pub fn feed(&mut self, chunk: &[u8], sink: &mut impl EventSink) {
+        let mut rest = chunk;
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some((b'\n', tail)) = rest.split_first() {
+                rest = tail;
+            }
+        }
+        while let Some((&b, tail)) = rest.split_first() {
+            if is_newline(b) {
+                self.end_line(sink);
+                rest = tail;
+                if b == b'\r' {
+                    match rest.split_first() {
+                        Some((b'\n', t)) => rest = t,
+                        None => self.after_cr = true,
+                        Some(_) => {}
+                    }
+                }
+                continue;
+            }
+            match self.state {
+                State::ValueStart(field) => {
+                    // Drop the single optional space after the colon.
+                    self.state = State::Value(field);
+                    if b == b' ' {
+                        rest = tail;
+                    }
+                }
+                State::Value(field) => {
+                    let end = rest
+                        .iter()
+                        .position(|&c| is_newline(c))
+                        .unwrap_or(rest.len());
+                    let (value, after) = rest.split_at(end);
+                    if field == Field::Data {
+                        sink.data(value);
+                    }
+                    rest = after;
+                }
+                State::Comment => {
+                    let end = rest
+                        .iter()
+                        .position(|&c| is_newline(c))
+                        .unwrap_or(rest.len());
+                    rest = rest.get(end..).unwrap_or_default();
+                }
+                State::LineStart if b == b':' => {
+                    self.state = State::Comment;
+                    rest = tail;
+                }
+                State::LineStart | State::Name => {
+                    if self.state == State::LineStart {
+                        self.name_len = 0;
+                        self.name_overflow = false;
+                        self.state = State::Name;
+                    }
+                    if b == b':' {
+                        self.state = State::ValueStart(self.field());
+                    } else if let Some(slot) = self.name.get_mut(self.name_len) {
+                        *slot = b;
+                        self.name_len += 1;
+                    } else {
+                        self.name_overflow = true;
+                    }
+                    rest = tail;
+                }
+            }
+        }
+    }
+
+    /// Ends the stream. An event still open (no final blank line) is dispatched if it carried
+    /// data: the standard would discard it, but an observer must not lose a response that a
+    /// lenient client may still accept.
+    pub fn finish(&mut self, sink: &mut impl EventSink) {
+        if self.state != State::LineStart {
+            self.end_line(sink);
+        }
+        if self.event_has_data {
+            self.event_has_data = false;
+            self.events += 1;
+            sink.dispatch();
+        }
+        self.after_cr = false;
+    }
+
+    fn field(&self) -> Field {
+        if !self.name_overflow && self.name.get(..self.name_len) == Some(b"data".as_slice()) {
+            Field::Data
+        } else {
+            Field::Other
+        }
+    }
+
+    fn end_line(&mut self, sink: &mut impl EventSink) {
+        match self.state {
+            State::LineStart => {
+                if self.event_has_data {
+                    self.event_has_data = false;
+                    self.events += 1;
+                    sink.dispatch();
+                }
+            }
+            State::Name => {
+                // A line with no colon is a field with an empty value.
+                if self.field() == Field::Data {
+                    self.event_has_data = true;
+                    sink.data_line_end();
+                }
+            }
+            State::ValueStart(Field::Data) | State::Value(Field::Data) => {
+                self.event_has_data = true;
+                sink.data_line_end();
+            }
+            State::ValueStart(Field::Other) | State::Value(Field::Other) | State::Comment => {}
+        }
+        self.state = State::LineStart;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        current: Vec<u8>,
+        events: Vec<String>,
+    }
+
+    impl EventSink for Collect {
+        fn data(&mut self, bytes: &[u8]) {
+            self.current.extend_from_slice(bytes);
+        }
+        fn data_line_end(&mut self) {
+            self.current.push(b'\n');
+        }
+        fn dispatch(&mut self) {
+            let mut data = std::mem::take(&mut self.current);
+            data.pop(); // the standard drops the last line feed
+            self.events.push(String::from_utf8(data).unwrap());
+        }
+    }
+
+    fn scan_chunks(chunks: &[&[u8]]) -> Vec<String> {
+        let mut s = SseScanner::new();
+        let mut c = Collect::default();
+        for chunk in chunks {
+            s.feed(chunk, &mut c);
+        }
+        s.finish(&mut c);
+        c.events
+    }
+
+    fn scan_bytewise(stream: &[u8]) -> Vec<String> {
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        scan_chunks(&chunks)
+    }
+
+    #[test]
+    fn line_endings_and_fields() {
+        let want = vec!["{\"a\":1}".to_owned(), "x\ny".to_owned()];
+        for stream in [
+            &b"event: message\ndata: {\"a\":1}\n\ndata: x\ndata: y\n\n"[..],
+            b"event: message\r\ndata: {\"a\":1}\r\n\r\ndata: x\r\ndata: y\r\n\r\n",
+            b"event: message\rdata: {\"a\":1}\r\rdata: x\rdata: y\r\r",
+            b": ping - 2025\nretry: 3000\nid: 7\ndata:{\"a\":1}\n\nevent: message\ndata: x\ndata: y\n\n",
+        ] {
+            assert_eq!(scan_chunks(&[stream]), want, "{stream:?}");
+            assert_eq!(scan_bytewise(stream), want, "bytewise {stream:?}");
+        }
+    }
+
+    #[test]
+    fn priming_and_empty_events() {
+        // Empty priming event (data with no value) is dispatched with empty data; an event with
+        // only an id is not dispatched at all.
+        let events = scan_chunks(&[b"id: 0\ndata: \n\nid: 1\n\ndata\n\ndata: z\n\n"]);
+        assert_eq!(events, vec!["".to_owned(), "".to_owned(), "z".to_owned()]);
+    }
+
+    #[test]
+    fn only_one_leading_space_is_removed_and_colons_in_values_stay() {
+        assert_eq!(scan_chunks(&[b"data:  a:b\n\n"]), vec![" a:b".to_owned()]);
+        assert_eq!(
+            scan_chunks(&[b"datax: no\ndata: yes\n\n"]),
+            vec!["yes".to_owned()]
+        );
+        assert_eq!(
+            scan_chunks(&[b"verylongfieldname: no\ndata: yes\n\n"]),
+            vec!["yes".to_owned()]
+        );
+    }
+
+    #[test]
+    fn crlf_split_across_chunks_is_one_line_end() {
+        let events = scan_chunks(&[b"data: a\r", b"\n\r", b"\ndata: b\r", b"\r"]);
+        assert_eq!(events, vec!["a".to_owned(), "b".to_owned()]);
+    }
+
+    #[test]
+    fn unterminated_event_is_dispatched_at_finish() {
+        assert_eq!(
+            scan_chunks(&[b"data: {\"id\":1}"]),
+            vec!["{\"id\":1}".to_owned()]
+        );
+    }
+
+    #[test]
+    fn large_data_is_passed_through_in_pieces() {
+        struct Count(usize, usize);
+        impl EventSink for Count {
+            fn data(&mut self, b: &[u8]) {
+                self.0 += b.len();
+            }
+            fn data_line_end(&mut self) {}
+            fn dispatch(&mut self) {
+                self.1 += 1;
+            }
+        }
+        let mut s = SseScanner::new();
+        let mut c = Count(0, 0);
+        s.feed(b"data: ", &mut c);
+        let block = vec![b'x'; 1 << 16];
+        for _ in 0..64 {
+            s.feed(&block, &mut c);
+        }
+        s.feed(b"\n\n", &mut c);
+        assert_eq!((c.0, c.1, s.events()), (64 << 16, 1, 1));
+    }
+}

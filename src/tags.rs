@@ -1,0 +1,208 @@
+//! The request headers mcp-guard owns ("tags"), which Envoy's rate-limit filters placed after
+//! it use as descriptor sources (Envoy doc: route `rate_limits` actions `request_headers`).
+//!
+//! Every client-sent copy of a tag header is removed before mcp-guard sets its own value, so a
+//! client can never choose its own descriptor.
+//!
+//! Values: the JSON-RPC method, tool name, prompt name or resource URI as decoded from the body.
+//! Bytes outside visible ASCII (and `%` itself) are percent-encoded (RFC 3986 §2.1), so a value
+//! can never break a header line. For a batch, the distinct values of all its messages are
+//! joined with `,` in first-seen order.
+
+use crate::jsonrpc::Body;
+use std::fmt::Write as _;
+
+/// Names of the tag headers (lower-case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagHeaders {
+    /// JSON-RPC method of the request; default `x-mcp-method`.
+    pub method: String,
+    /// `params.name` of `tools/call`; default `x-mcp-tool-name`.
+    pub tool_name: String,
+    /// The resolved agent id; default `x-agent-id`.
+    pub agent_id: String,
+    /// `params.name` of `prompts/get`; default `x-mcp-prompt-name`.
+    pub prompt_name: String,
+    /// `params.uri` of `resources/read`; default `x-mcp-resource-uri`.
+    pub resource_uri: String,
+}
+
+impl Default for TagHeaders {
+    fn default() -> Self {
+        TagHeaders {
+            method: "x-mcp-method".into(),
+            tool_name: "x-mcp-tool-name".into(),
+            agent_id: "x-agent-id".into(),
+            prompt_name: "x-mcp-prompt-name".into(),
+            resource_uri: "x-mcp-resource-uri".into(),
+        }
+    }
+}
+
+impl TagHeaders {
+    /// All tag header names, in a fixed order.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.method,
+            &self.tool_name,
+            &self.agent_id,
+            &self.prompt_name,
+            &self.resource_uri,
+        ]
+    }
+
+    /// A header name configured for two different tags, if any.
+    pub fn duplicate(&self) -> Option<&str> {
+        let all = self.all();
+        all.iter()
+            .enumerate()
+            .find(|(i, n)| all.iter().skip(i + 1).any(|m| m == *n))
+            .map(|(_, n)| *n)
+    }
+
+    /// The tag headers to set for a parsed body: `(header name, value)` pairs, leaving out tags
+    /// that have no value (for example the tool name of a `ping`). The agent tag is set
+    /// separately, at request-header time.
+    pub fn for_body(&self, body: &Body<'_>) -> Vec<(&str, String)> {
+        let m = body.messages();
+        let tags: [(&str, Option<String>); 4] = [
+            (
+                &self.method,
+                join_distinct(m.iter().filter_map(|x| x.method.as_deref())),
+            ),
+            (
+                &self.tool_name,
+                join_distinct(m.iter().filter_map(|x| x.tool_name.as_deref())),
+            ),
+            (
+                &self.prompt_name,
+                join_distinct(m.iter().filter_map(|x| x.prompt_name.as_deref())),
+            ),
+            (
+                &self.resource_uri,
+                join_distinct(m.iter().filter_map(|x| x.resource_uri.as_deref())),
+            ),
+        ];
+        tags.into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+            .collect()
+    }
+}
+
+/// Distinct values in first-seen order, header-encoded and joined with `,`; `None` if empty.
+fn join_distinct<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for v in values {
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    Some(
+        seen.into_iter()
+            .map(header_value)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+/// Encodes `value` for use as a header value: visible ASCII other than `%` and `,` is kept,
+/// every other byte becomes `%XX` (upper-case hex).
+pub fn header_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' && b != b',' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jsonrpc::parse_body;
+
+    #[test]
+    fn tags_for_a_tool_call() {
+        let body = parse_body(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#,
+        )
+        .unwrap();
+        let headers = TagHeaders::default();
+        let tags = headers.for_body(&body);
+        assert_eq!(
+            tags,
+            vec![
+                ("x-mcp-method", "tools/call".to_owned()),
+                ("x-mcp-tool-name", "search".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn tags_for_prompts_resources_and_plain_methods() {
+        let h = TagHeaders::default();
+        let b = parse_body(
+            br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greet"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h.for_body(&b),
+            vec![
+                ("x-mcp-method", "prompts/get".into()),
+                ("x-mcp-prompt-name", "greet".into())
+            ]
+        );
+        let b = parse_body(
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h.for_body(&b),
+            vec![
+                ("x-mcp-method", "resources/read".into()),
+                ("x-mcp-resource-uri", "file:///a%20b".into())
+            ]
+        );
+        let b = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
+        assert_eq!(h.for_body(&b), vec![("x-mcp-method", "ping".into())]);
+        let b = parse_body(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).unwrap();
+        assert!(h.for_body(&b).is_empty());
+    }
+
+    #[test]
+    fn batch_tags_join_distinct_values() {
+        let b = parse_body(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}},
+                 {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search"}},
+                 {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo"}}]"#,
+        )
+        .unwrap();
+        let headers = TagHeaders::default();
+        let tags = headers.for_body(&b);
+        assert_eq!(tags[1], ("x-mcp-tool-name", "echo,search".to_owned()));
+        assert_eq!(tags[0], ("x-mcp-method", "tools/call".to_owned()));
+    }
+
+    #[test]
+    fn values_cannot_break_header_lines() {
+        assert_eq!(
+            header_value("a\r\nx-agent-id: admin"),
+            "a%0D%0Ax-agent-id:%20admin"
+        );
+        assert_eq!(header_value("50%,ü"), "50%25%2C%C3%BC");
+    }
+
+    #[test]
+    fn duplicate_names_are_found() {
+        let mut h = TagHeaders::default();
+        assert_eq!(h.duplicate(), None);
+        h.tool_name = "x-mcp-method".into();
+        assert_eq!(h.duplicate(), Some("x-mcp-method"));
+    }
+}

@@ -1,0 +1,216 @@
+//! proxy-wasm glue (proxy-wasm ABI 0.2.1, Rust SDK `proxy-wasm` 0.2): the root context parses
+//! the plugin configuration once per `on_configure`; each HTTP context forwards Envoy's
+//! callbacks to a [`Stream`] through [`WasmHost`], which maps [`Host`] onto hostcalls.
+//!
+//! Only the non-panicking `proxy_wasm::hostcalls` functions are used: a failed hostcall is
+//! logged and reads as "absent". A panic would trap the VM for every stream on the worker.
+
+use crate::config::Config;
+use crate::filter::{self, Action, Host, Stream};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, MapType};
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+/// Filter state key of the audit records; Envoy's access log reads it as
+/// `%FILTER_STATE(wasm.mcp_audit:PLAIN)%`.
+pub const AUDIT_PROPERTY: &str = "mcp_audit";
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// The root context: holds the compiled configuration shared by every stream.
+#[derive(Default)]
+pub struct Root {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        match Config::from_json(&bytes) {
+            Ok(config) => {
+                log::info!("mcp-guard: configuration loaded");
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(e) => {
+                log::error!("mcp-guard: invalid plugin configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            stream: self.config.clone().map(Stream::new),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One HTTP stream. `stream` is `None` only if no configuration was ever accepted, in which
+/// case every request is refused (fail closed).
+pub struct Http {
+    stream: Option<Stream>,
+}
+
+impl Context for Http {}
+
+fn to_wasm(action: Action) -> WasmAction {
+    match action {
+        Action::Continue => WasmAction::Continue,
+        Action::Pause => WasmAction::Pause,
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> WasmAction {
+        match self.stream.as_mut() {
+            Some(s) => to_wasm(s.on_request_headers(&mut WasmHost, end_of_stream)),
+            None => {
+                let body = crate::jsonrpc::error_response(
+                    None,
+                    filter::NOT_CONFIGURED,
+                    "mcp-guard is not configured",
+                );
+                WasmHost.send_local_reply(503, body.as_bytes());
+                WasmAction::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> WasmAction {
+        self.stream.as_mut().map_or(WasmAction::Continue, |s| {
+            to_wasm(s.on_request_body(&mut WasmHost, body_size, end_of_stream))
+        })
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> WasmAction {
+        self.stream.as_mut().map_or(WasmAction::Continue, |s| {
+            to_wasm(s.on_request_trailers(&mut WasmHost))
+        })
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> WasmAction {
+        self.stream.as_mut().map_or(WasmAction::Continue, |s| {
+            to_wasm(s.on_response_headers(&mut WasmHost, end_of_stream))
+        })
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> WasmAction {
+        self.stream.as_mut().map_or(WasmAction::Continue, |s| {
+            to_wasm(s.on_response_body(&mut WasmHost, body_size, end_of_stream))
+        })
+    }
+}
+
+/// [`Host`] over proxy-wasm hostcalls, for the stream whose callback is running.
+pub struct WasmHost;
+
+fn logged<T: Default>(what: &str, result: Result<T, proxy_wasm::types::Status>) -> T {
+    result.unwrap_or_else(|status| {
+        log::warn!("mcp-guard: hostcall {what} failed: {status:?}");
+        T::default()
+    })
+}
+
+impl Host for WasmHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        logged(
+            "get request header",
+            hostcalls::get_map_value(MapType::HttpRequestHeaders, name),
+        )
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        logged(
+            "set request header",
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value),
+        );
+    }
+
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        logged(
+            "get request body",
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size),
+        )
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        logged(
+            "get response header",
+            hostcalls::get_map_value(MapType::HttpResponseHeaders, name),
+        )
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        logged(
+            "set response header",
+            hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value),
+        );
+    }
+
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        logged(
+            "get response body",
+            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size),
+        )
+    }
+
+    fn set_response_body(&mut self, size: usize, data: &[u8]) {
+        logged(
+            "set response body",
+            hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, data),
+        );
+    }
+
+    fn send_local_reply(&mut self, status: u32, body: &[u8]) {
+        logged(
+            "send local reply",
+            hostcalls::send_http_response(
+                status,
+                vec![("content-type", "application/json")],
+                Some(body),
+            ),
+        );
+    }
+
+    fn upstream_cluster(&self) -> Option<String> {
+        logged(
+            "get property xds.cluster_name",
+            hostcalls::get_property(vec!["xds", "cluster_name"]),
+        )
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+    }
+
+    fn write_audit(&mut self, records: &[u8]) {
+        logged(
+            "set filter state",
+            hostcalls::set_property(vec![AUDIT_PROPERTY], Some(records)),
+        );
+    }
+
+    fn now_ms(&self) -> u64 {
+        logged("get current time", hostcalls::get_current_time().map(Some))
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_millis()).ok())
+            .unwrap_or(0)
+    }
+}
