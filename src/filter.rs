@@ -73,6 +73,15 @@ pub enum Action {
     Pause,
 }
 
+/// Whether a message is a call: a request, or any message naming a tool, prompt or resource
+/// (a `tools/call` sent as a notification still names a tool a lax server might run).
+fn is_call(m: &Message<'_>) -> bool {
+    matches!(m.kind, Kind::Request(_))
+        || m.tool_name.is_some()
+        || m.prompt_name.is_some()
+        || m.resource_uri.is_some()
+}
+
 /// The state of one HTTP stream.
 #[derive(Debug)]
 pub struct Stream {
@@ -203,6 +212,19 @@ impl Stream {
             .response_header(":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
         self.facts.http_status = status;
+        if self.awaiting_body {
+            // Envoy answered before the body was complete (for example its own 413 at the
+            // buffer limit): mcp-guard never examined the request and it was not forwarded.
+            // Record that, settled from the status.
+            self.awaiting_body = false;
+            let mut call = Call::bare(Decision::Deny);
+            call.output_status = match status {
+                Some(429) => None, // settled as rate_limited below
+                Some(400..=499) => Some(OutputStatus::InvalidRequest),
+                _ => Some(OutputStatus::UpstreamError),
+            };
+            self.calls = vec![call];
+        }
         if self.facts.session_id.is_none() {
             self.facts.session_id = host.response_header("mcp-session-id");
         }
@@ -299,6 +321,9 @@ impl Stream {
         if self.calls.iter().any(|c| c.decision.blocks()) {
             return self.deny(host);
         }
+        if body.messages().iter().filter(|m| is_call(m)).count() > 1 {
+            return self.refuse_batch(host);
+        }
 
         let config = Rc::clone(&self.config);
         for (name, value) in config.headers.for_body(&body) {
@@ -355,6 +380,23 @@ impl Stream {
             }
         });
         self.reply(host, 200, text.as_bytes())
+    }
+
+    /// Refuses a batch that carries more than one call. Tags and rate-limit descriptors
+    /// describe one HTTP request; with two calls in it, one of them would pass under the
+    /// other's name (or two would cost one token), so such a batch never reaches the upstream.
+    fn refuse_batch(&mut self, host: &mut dyn Host) -> Action {
+        let code = jsonrpc::INVALID_REQUEST;
+        for call in &mut self.calls {
+            call.output_status = Some(OutputStatus::InvalidRequest);
+            call.error_code = Some(i64::from(code));
+        }
+        let text = self.error_body(code, |_| {
+            "Invalid Request: mcp-guard forwards at most one call per batch, so that every call \
+             is tagged and rate-limited; send the calls separately"
+                .to_owned()
+        });
+        self.reply(host, 400, text.as_bytes())
     }
 
     /// The JSON-RPC error body answering this stream's calls with `code`: one error object per
@@ -451,6 +493,9 @@ impl Stream {
     }
 
     fn write_audit(&self, host: &mut dyn Host) {
+        if self.calls.is_empty() {
+            return; // nothing examined yet; an empty value would print an empty log line
+        }
         let records = audit::render(&self.facts, &self.calls, host.now_ms());
         host.write_audit(&records);
     }

@@ -287,27 +287,84 @@ fn batch_with_one_denied_call_is_refused_whole() {
 }
 
 #[test]
-fn allowed_batch_correlates_every_response() {
+fn batch_with_one_call_is_forwarded_and_correlated() {
     let mut s = stream(POLICY);
-    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},
+    let body = r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},
+                  {"jsonrpc":"2.0","id":"srv-1","result":{}},
                   {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fail","arguments":{}}}]"#;
     let mut h = post(Some("demo-agent"), body);
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
     assert_eq!(
         h.request_headers.get("x-mcp-tool-name").map(String::as_str),
-        Some("echo,fail")
+        Some("fail")
     );
-    respond(&mut s, &mut h, "200", "application/json", &[
-        br#"[{"jsonrpc":"2.0","id":2,"result":{"isError":true}},{"jsonrpc":"2.0","id":1,"result":{}}]"#,
-    ]);
-    let r = h.records();
     assert_eq!(
-        (
-            r[0]["output_status"].as_str(),
-            r[1]["output_status"].as_str()
-        ),
-        (Some("success"), Some("tool_error"))
+        h.request_headers.get("x-mcp-method").map(String::as_str),
+        Some("notifications/initialized,tools/call")
     );
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "application/json",
+        &[br#"[{"jsonrpc":"2.0","id":2,"result":{"isError":true}}]"#],
+    );
+    let r = h.records();
+    let statuses: Vec<&str> = r
+        .iter()
+        .map(|r| r["output_status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["success", "success", "tool_error"]);
+    assert_eq!(r[1]["request_id"], "srv-1");
+    assert_eq!(r[1]["method"], Value::Null);
+}
+
+#[test]
+fn batch_with_two_calls_is_refused_so_tags_and_rate_limits_cover_every_call() {
+    // [search, echo] would be tagged "search,echo" and escape a `tool: search` descriptor;
+    // [search, search] would cost one token for two calls.
+    for body in [
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{}}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}}]"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{}}},
+            {"jsonrpc":"2.0","method":"tools/call","params":{"name":"search","arguments":{}}}]"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
+    ] {
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), body);
+        assert_eq!(send_request(&mut s, &mut h), Action::Pause, "{body}");
+        assert!(!h.request_headers.contains_key("x-mcp-tool-name"));
+        let (status, reply) = h.reply_json();
+        assert_eq!(status, 400);
+        let errors = reply.as_array().unwrap();
+        assert!(errors
+            .iter()
+            .all(|e| e["error"]["code"] == jsonrpc::INVALID_REQUEST));
+        assert_eq!(errors[0]["id"], 1);
+        assert!(h
+            .records()
+            .iter()
+            .all(|r| r["output_status"] == "invalid_request"));
+    }
+}
+
+#[test]
+fn envoy_reply_before_the_body_is_complete_is_still_audited() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    assert_eq!(s.on_request_body(&mut h, 10, false), Action::Pause);
+    h.response_headers.insert(":status".into(), "413".into());
+    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    h.response_chunk = b"Payload Too Large".to_vec();
+    s.on_response_body(&mut h, 17, true);
+    let r = h.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0]["decision"].as_str(), r[0]["output_status"].as_str()),
+        (Some("deny"), Some("invalid_request"))
+    );
+    assert_eq!(r[0]["http_status"], 413);
 }
 
 #[test]
