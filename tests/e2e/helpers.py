@@ -1,0 +1,252 @@
+"""Test helpers: SDK sessions with a response recorder, raw HTTP for what no SDK sends,
+audit-log polling with schema validation. Every wait is bounded."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import httpx2
+import jsonschema
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO / "schemas" / "audit-record.schema.json"
+
+ACCEPT = "application/json, text/event-stream"
+PROTOCOL_VERSION = "2025-06-18"
+TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+HTTP_TIMEOUT = httpx2.Timeout(30.0)
+
+# Error codes (the filter's, and JSON-RPC 2.0's).
+DENIED = -32001
+RATE_LIMITED = -32029
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
+
+AUDIT_FIELDS = {
+    "timestamp", "agent_id", "server_id", "method", "http_method", "tool_name", "prompt_name",
+    "resource_uri", "request_id", "input_hash", "decision", "output_status", "error_code",
+    "latency_ms", "http_status", "session_id", "trace_id",
+}  # fmt: skip
+
+
+def sha256_tag(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- audit log
+
+_validator: jsonschema.protocols.Validator | None = None
+
+
+def schema_validator() -> jsonschema.protocols.Validator:
+    global _validator
+    if _validator is None:
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+        _validator = jsonschema.Draft202012Validator(schema)
+    return _validator
+
+
+def check_record(record: dict) -> dict:
+    """Schema (Draft 2020-12) + the fixed shape every record must have."""
+    errors = sorted(schema_validator().iter_errors(record), key=lambda e: list(e.path))
+    assert not errors, f"audit record fails the schema: {[e.message for e in errors]}\n{record}"
+    assert set(record) >= AUDIT_FIELDS, f"missing fields {AUDIT_FIELDS - set(record)} in {record}"
+    assert TIMESTAMP_RE.match(record["timestamp"]), record["timestamp"]
+    assert isinstance(record["latency_ms"], (int, float)) and record["latency_ms"] >= 0, record
+    return record
+
+
+def wait_for_audit(stack: Any, match: Callable[[dict], bool], count: int = 1, timeout: float = 10.0) -> list[dict]:
+    """Poll the access log until `count` records satisfy `match`; return them (schema-checked).
+
+    Fails if more than `count` match, so a duplicated record is caught.
+    """
+    deadline = time.monotonic() + timeout
+    found: list[dict] = []
+    while True:
+        found = [r for r in stack.audit_records() if match(r)]
+        if len(found) >= count or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    assert len(found) == count, f"expected {count} matching audit record(s), found {len(found)}: {found}"
+    return [check_record(r) for r in found]
+
+
+def audit_for(stack: Any, count: int = 1, timeout: float = 10.0, **fields: Any) -> list[dict]:
+    """wait_for_audit for records whose fields equal the given values."""
+    return wait_for_audit(stack, lambda r: all(r.get(k) == v for k, v in fields.items()), count, timeout)
+
+
+def upstream_requests(stack: Any) -> int:
+    """Envoy's count of requests sent to the demo server (cluster mcp_demo)."""
+    text = stack.admin_get(r"/stats?filter=^cluster\.mcp_demo\.upstream_rq_total$")
+    name, _, value = text.partition(": ")
+    assert name == "cluster.mcp_demo.upstream_rq_total", text
+    return int(value)
+
+
+# --------------------------------------------------------------------------- SDK
+
+
+@dataclass
+class Seen:
+    method: str
+    status: int
+    headers: dict[str, str]
+
+
+@dataclass
+class Recorder:
+    """Every HTTP response the SDK's httpx2 client received (status and headers)."""
+
+    responses: list[Seen] = field(default_factory=list)
+
+    async def hook(self, response: httpx2.Response) -> None:
+        self.responses.append(
+            Seen(response.request.method, response.status_code, {k.lower(): v for k, v in response.headers.items()})
+        )
+
+    @property
+    def session_id(self) -> str | None:
+        for r in self.responses:
+            if "mcp-session-id" in r.headers:
+                return r.headers["mcp-session-id"]
+        return None
+
+
+@dataclass
+class Conn:
+    session: ClientSession
+    recorder: Recorder
+
+    @property
+    def session_id(self) -> str | None:
+        return self.recorder.session_id
+
+
+@asynccontextmanager
+async def mcp_session(url: str, agent: str | None = None, headers: dict[str, str] | None = None) -> AsyncIterator[Conn]:
+    """An initialized official-SDK session through Envoy; DELETE is sent on exit (SDK default)."""
+    all_headers = {} if agent is None else {"x-agent-id": agent}
+    all_headers.update(headers or {})
+    recorder = Recorder()
+    async with httpx2.AsyncClient(
+        headers=all_headers, timeout=HTTP_TIMEOUT, event_hooks={"response": [recorder.hook]}
+    ) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                yield Conn(session, recorder)
+
+
+# --------------------------------------------------------------------------- raw HTTP
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    messages: list[Any]
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+    def single(self) -> dict:
+        assert len(self.messages) == 1, f"expected one JSON-RPC message, got {self.messages!r} ({self.body!r})"
+        return self.messages[0]
+
+
+def parse_messages(content_type: str, body: bytes) -> list[Any]:
+    """JSON-RPC messages in a JSON body or in the data: fields of an SSE body."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == "application/json":
+        return [json.loads(body)] if body.strip() else []
+    if media == "text/event-stream":
+        out = []
+        for event in re.split(r"\r\n\r\n|\n\n|\r\r", body.decode("utf-8")):
+            data = [ln[5:].lstrip(" ") for ln in re.split(r"\r\n|\n|\r", event) if ln.startswith("data:")]
+            text = "\n".join(data).strip()
+            if text:
+                out.append(json.loads(text))
+        return out
+    return []
+
+
+async def raw_request(
+    url: str, method: str = "POST", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> RawResponse:
+    base = {"accept": ACCEPT}
+    if body is not None:
+        base["content-type"] = "application/json"
+    base.update(headers or {})
+    async with httpx2.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+        resp = await http.request(method, url, content=body, headers=base)
+        data = await resp.aread()
+    hdrs = {k.lower(): v for k, v in resp.headers.items()}
+    return RawResponse(resp.status_code, hdrs, data, parse_messages(hdrs.get("content-type", ""), data))
+
+
+class RawSession:
+    """An MCP session spoken byte by byte (for exact input_hash, ids, spoofed headers)."""
+
+    def __init__(self, url: str, agent: str | None = None, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = {} if agent is None else {"x-agent-id": agent}
+        self.headers.update(headers or {})
+        self.session_id: str | None = None
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        h = dict(self.headers)
+        if self.session_id:
+            h["mcp-session-id"] = self.session_id
+            h["mcp-protocol-version"] = PROTOCOL_VERSION
+        h.update(extra or {})
+        return h
+
+    async def post(self, body: bytes | str | dict, headers: dict[str, str] | None = None) -> RawResponse:
+        if isinstance(body, dict):
+            body = json.dumps(body, separators=(",", ":"))
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        return await raw_request(self.url, "POST", body, self._headers(headers))
+
+    async def initialize(self, request_id: Any = 1, headers: dict[str, str] | None = None) -> RawResponse:
+        resp = await self.post(
+            {
+                "jsonrpc": "2.0", "id": request_id, "method": "initialize",
+                "params": {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                           "clientInfo": {"name": "mcp-guard-e2e", "version": "0"}},
+            },
+            headers,
+        )  # fmt: skip
+        assert resp.status == 200, resp
+        self.session_id = resp.headers.get("mcp-session-id")
+        assert self.session_id, f"no Mcp-Session-Id in {resp.headers}"
+        assert resp.single()["id"] == request_id
+        note = await self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert note.status == 202, note
+        return resp
+
+    async def delete(self, headers: dict[str, str] | None = None) -> RawResponse:
+        return await raw_request(self.url, "DELETE", None, self._headers(headers))
+
+
+def tools_call_body(request_id: Any, name: str, arguments_json: str) -> bytes:
+    """A tools/call body with `arguments_json` spliced in verbatim (its exact bytes are hashed)."""
+    rid = json.dumps(request_id)
+    return (
+        f'{{"jsonrpc":"2.0","id":{rid},"method":"tools/call",'
+        f'"params":{{"name":{json.dumps(name)},"arguments":{arguments_json}}}}}'
+    ).encode("utf-8")
