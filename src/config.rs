@@ -141,11 +141,19 @@ struct RawAgent {
 impl Config {
     /// Parses and compiles a plugin configuration.
     ///
-    /// Errors: invalid JSON or an unknown/mistyped field (serde's message, which names the
-    /// field, with its line and column); an invalid header name; an empty tool pattern; an
+    /// Errors: invalid JSON, or an unknown, missing or mistyped field (the path of the field
+    /// and serde's message, with line and column); an invalid header name; an empty tool pattern; an
     /// invalid fallback agent id; a `max_body_bytes` of 0; an empty `identity.sources`.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| error("", e.to_string()))?;
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            error(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })?;
+        de.end().map_err(|e| error("", e.to_string()))?;
 
         if raw.server_id.as_deref().is_some_and(str::is_empty) {
             return Err(error("server_id", "must not be empty"));
@@ -346,6 +354,18 @@ mod tests {
                 "server_id: must not be empty",
             ),
             ("not json", "expected"),
+            (
+                r#"{"policy":{"agents":{}},"max_body_bytes":"big"}"#,
+                "max_body_bytes: invalid type: string",
+            ),
+            (
+                r#"{"policy":{"agents":{"bot":{"tools":["a",3]}}}}"#,
+                "policy.agents.bot.tools[1]: invalid type: integer",
+            ),
+            (
+                r#"{"policy":{"agents":{}}} trailing"#,
+                "trailing characters",
+            ),
         ];
         for (json, want) in cases {
             let err = Config::from_json(json.as_bytes()).unwrap_err().to_string();
