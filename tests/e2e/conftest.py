@@ -54,13 +54,13 @@ def base_policy() -> dict:
     return test_policy()
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
+def start_stack(tmp_path_factory: pytest.TempPathFactory, policy: dict, server_args: list[str] | None = None):
+    """Start a stack on free ports in a fresh temp dir; yield it; stop it."""
     if not WASM.is_file():
         pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
     workdir = tmp_path_factory.mktemp("stack")
     policy_file = workdir / "policy.json"
-    policy_file.write_text(json.dumps(base_policy, indent=2), encoding="utf-8")
+    policy_file.write_text(json.dumps(policy, indent=2), encoding="utf-8")
     s = Stack(
         workdir=workdir,
         listen_port=free_port(),
@@ -70,12 +70,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
         wasm=WASM,
         concurrency=2,
         component_log_level="wasm:debug",
+        server_args=list(server_args or []),
     )
     s.start()
     try:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
+    """The shared stack: the demo server answers POSTs with SSE streams (the SDK default)."""
+    yield from start_stack(tmp_path_factory, base_policy)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -66,6 +66,20 @@ def check_record(record: dict) -> dict:
     return record
 
 
+def assert_access_log_valid(stack: Any) -> None:
+    """Every line of the stack's access log is one schema-valid audit record with exactly the
+    documented fields (every request the tests send goes to /mcp, so none may print "-")."""
+    lines = stack.access_log.read_text(encoding="utf-8").splitlines()
+    assert len(lines) >= 3
+    for n, line in enumerate(lines, 1):
+        # Every request in this session went to /mcp, so none may lack a record ("-").
+        assert line not in ("", "-"), f"line {n}: request without an audit record"
+        record = json.loads(line)
+        assert isinstance(record, dict), f"line {n}: {line}"
+        check_record(record)
+        assert set(record) == AUDIT_FIELDS, f"line {n}: unexpected fields {set(record) ^ AUDIT_FIELDS}"
+
+
 def wait_for_audit(stack: Any, match: Callable[[dict], bool], count: int = 1, timeout: float = 10.0) -> list[dict]:
     """Poll the access log until `count` records satisfy `match`; return them (schema-checked).
 
