@@ -633,3 +633,105 @@ fn reading_stops_once_every_response_is_found() {
     );
     assert_eq!(h.records()[0]["output_status"], "success");
 }
+
+/// Deterministic xorshift generator for the robustness test below (no extra dependency).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Mutates `seed`: byte flips, insertions of structural bytes, truncation, duplication.
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    const BYTES: &[u8] = b"{}[]\":,\\\r\n \x00\xff-0123456789eE.tfnu";
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(6) {
+        match rng.below(5) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = BYTES[rng.below(BYTES.len())];
+            }
+            1 => {
+                let i = rng.below(v.len() + 1);
+                v.insert(i, BYTES[rng.below(BYTES.len())]);
+            }
+            2 => v.truncate(rng.below(v.len() + 1)),
+            3 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                let tail = v[i..].to_vec();
+                v.extend_from_slice(&tail);
+            }
+            _ if !v.is_empty() => {
+                v.remove(rng.below(v.len()));
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+#[test]
+fn arbitrary_requests_and_responses_never_panic_and_always_settle() {
+    let requests: &[&[u8]] = &[
+        CALL_ECHO.as_bytes(),
+        br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo"}},{"jsonrpc":"2.0","method":"x"}]"#,
+        br#"{"jsonrpc":"2.0","id":"a\u0062","method":"resources/read","params":{"uri":"file:///x"}}"#,
+    ];
+    let responses: &[&[u8]] = &[
+        b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"isError\":true}}\r\n\r\n",
+        br#"[{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"m"}}]"#,
+        b": ping\n\nid: 0\ndata:\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"ab\",\n",
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..3000 {
+        let body = mutate(&mut rng, requests[round % requests.len()]);
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), "");
+        h.request_body = body.clone();
+        s.on_request_headers(&mut h, false);
+        let action = s.on_request_body(&mut h, body.len(), true);
+        // Either refused with a JSON-RPC body, or forwarded: never both, never neither.
+        match (&h.local_reply, action) {
+            (Some((_, reply)), Action::Pause) => {
+                assert!(
+                    serde_json::from_slice::<Value>(reply).is_ok(),
+                    "reply is JSON"
+                );
+                continue;
+            }
+            (None, Action::Continue) => {}
+            other => panic!("round {round}: inconsistent outcome {other:?} for {body:?}"),
+        }
+        let content_type = if round % 2 == 0 {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let response = mutate(&mut rng, responses[round % responses.len()]);
+        let mut chunks = Vec::new();
+        let mut rest = response.as_slice();
+        while !rest.is_empty() {
+            let (a, b) = rest.split_at(1 + rng.below(rest.len()).min(7));
+            chunks.push(a);
+            rest = b;
+        }
+        respond(&mut s, &mut h, "200", content_type, &chunks);
+        if chunks.is_empty() {
+            s.on_response_body(&mut h, 0, true);
+        }
+        let records = h.records();
+        assert!(!records.is_empty(), "round {round}: no audit record");
+        assert!(
+            records.iter().all(|r| r["output_status"].is_string()),
+            "round {round}"
+        );
+    }
+}
