@@ -294,11 +294,6 @@ impl Stream {
         Action::Continue
     }
 
-    /// The calls of this stream (for tests and diagnostics).
-    pub fn calls(&self) -> &[Call] {
-        &self.calls
-    }
-
     fn decide(&mut self, host: &mut dyn Host) -> Action {
         self.awaiting_body = false;
         let bytes = host.request_body(self.body_size).unwrap_or_default();

@@ -549,11 +549,6 @@ impl ResponseScanner {
             BodyKind::Other => {}
         }
     }
-
-    /// SSE events dispatched so far (0 for JSON bodies).
-    pub fn events(&self) -> u64 {
-        self.sse.events()
-    }
 }
 
 #[cfg(test)]
