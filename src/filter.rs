@@ -143,15 +143,8 @@ impl Stream {
         self.is_post = self.facts.http_method == "POST";
         if self.is_post {
             if end_of_stream {
-                return self.refuse(
-                    host,
-                    &ParseError {
-                        code: jsonrpc::PARSE_ERROR,
-                        message: "Parse error: empty body".into(),
-                        id: None,
-                        method: None,
-                    },
-                );
+                let (code, message) = (jsonrpc::PARSE_ERROR, "Parse error: empty body");
+                return self.refuse_with(host, 400, None, None, code, message);
             }
             self.awaiting_body = true;
             return Action::Pause;
