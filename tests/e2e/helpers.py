@@ -181,6 +181,19 @@ class RawResponse:
         assert len(self.messages) == 1, f"expected one JSON-RPC message, got {self.messages!r} ({self.body!r})"
         return self.messages[0]
 
+    def jsonrpc_error(self, status: int, request_id: Any, code: int) -> dict:
+        """Assert this is the filter's refusal shape: HTTP `status`, application/json, one
+        JSON-RPC error object carrying `request_id` and `code` with a message. Returns it."""
+        assert self.status == status, (self.status, self.body[:300])
+        assert self.content_type.split(";")[0] == "application/json", self.content_type
+        msg = self.single()
+        assert msg["jsonrpc"] == "2.0"
+        assert msg["id"] == request_id
+        assert msg["error"]["code"] == code
+        assert isinstance(msg["error"]["message"], str) and msg["error"]["message"]
+        assert "result" not in msg
+        return msg
+
 
 def parse_messages(content_type: str, body: bytes) -> list[Any]:
     """JSON-RPC messages in a JSON body or in the data: fields of an SSE body."""

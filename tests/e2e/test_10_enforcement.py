@@ -63,14 +63,8 @@ async def test_denied_call_is_a_jsonrpc_error_and_never_reaches_the_server(stack
     raw = RawSession(stack.url, agent="demo-agent")
     await raw.initialize()
     resp = await raw.post(tools_call_body("deny-7", "delete_repo", '{"name":"prod"}'))
-    assert resp.status == 200
-    assert resp.content_type.split(";")[0] == "application/json"
-    body = resp.single()
-    assert body["jsonrpc"] == "2.0"
-    assert body["id"] == "deny-7"
-    assert body["error"]["code"] == DENIED
+    body = resp.jsonrpc_error(200, "deny-7", DENIED)
     assert "delete_repo" in body["error"]["message"] and "demo-agent" in body["error"]["message"]
-    assert "result" not in body
     await raw.delete()
 
     assert [c for c in stack.calls() if c["tool"] == "delete_repo"] == []

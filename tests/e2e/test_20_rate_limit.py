@@ -21,12 +21,7 @@ async def test_sixth_search_in_a_minute_is_http_429_with_a_jsonrpc_error(stack):
         raw = RawSession(stack.url, agent=agent)
         await raw.initialize()
         resp = await raw.post(tools_call_body("rl-6", "search", '{"query":"one too many"}'))
-        assert resp.status == 429
-        assert resp.content_type.split(";")[0] == "application/json"
-        body = resp.single()
-        assert body["jsonrpc"] == "2.0"
-        assert body["id"] == "rl-6"
-        assert body["error"]["code"] == RATE_LIMITED
+        resp.jsonrpc_error(429, "rl-6", RATE_LIMITED)
         await raw.delete()
 
         # 7th, SDK: it surfaces the JSON-RPC error from the 429 body as MCPError.

@@ -25,13 +25,8 @@ MALFORMED = [
 async def test_malformed_body_is_400_jsonrpc_error_not_forwarded(stack, agent, body, code):
     before = upstream_requests(stack)
     resp = await raw_request(stack.url, "POST", body, {"x-agent-id": agent})
-    assert resp.status == 400
-    assert resp.content_type.split(";")[0] == "application/json"
-    msg = resp.single()
-    assert msg["jsonrpc"] == "2.0"
-    assert msg["id"] is None  # the id could not be determined (JSON-RPC 2.0 §5)
-    assert msg["error"]["code"] == code
-    assert isinstance(msg["error"]["message"], str) and msg["error"]["message"]
+    # The id could not be determined, so it is null (JSON-RPC 2.0 §5).
+    resp.jsonrpc_error(400, None, code)
     assert upstream_requests(stack) == before, "a malformed body reached the upstream"
 
     (rec,) = audit_for(stack, agent_id=agent)
@@ -47,11 +42,7 @@ async def test_tools_call_without_a_tool_name_is_invalid_params(stack):
     await s.initialize()
     before = upstream_requests(stack)
     resp = await s.post(b'{"jsonrpc":"2.0","id":"no-name","method":"tools/call","params":{"arguments":{}}}')
-    assert resp.status == 400
-    assert resp.content_type.split(";")[0] == "application/json"
-    msg = resp.single()
-    assert msg["id"] == "no-name"  # the id was readable, so it is echoed
-    assert msg["error"]["code"] == INVALID_PARAMS
+    resp.jsonrpc_error(400, "no-name", INVALID_PARAMS)  # the id was readable, so it is echoed
     assert upstream_requests(stack) == before
     await s.delete()
 
@@ -90,11 +81,7 @@ async def test_body_over_max_body_bytes_is_413_jsonrpc_error_not_forwarded(stack
     await s.initialize()
     before = upstream_requests(stack)
     resp = await s.post(echo_body("too-big", MAX_BODY_BYTES + 1024))
-    assert resp.status == 413
-    assert resp.content_type.split(";")[0] == "application/json"
-    msg = resp.single()
-    assert msg["error"]["code"] == INVALID_REQUEST
-    assert msg["id"] is None  # refused before the body was parsed
+    resp.jsonrpc_error(413, None, INVALID_REQUEST)  # refused before the body was parsed: id null
     assert upstream_requests(stack) == before
     await s.delete()
     (rec,) = audit_for(stack, agent_id="huge-agent", http_status=413)
