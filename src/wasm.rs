@@ -82,6 +82,7 @@ fn to_wasm(action: Action) -> WasmAction {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> WasmAction {
+        fault_injection::maybe_trap();
         match self.stream.as_mut() {
             Some(s) => to_wasm(s.on_request_headers(&mut WasmHost, end_of_stream)),
             None => {
@@ -119,6 +120,26 @@ impl HttpContext for Http {
             to_wasm(s.on_response_body(&mut WasmHost, body_size, end_of_stream))
         })
     }
+}
+
+/// Test-only fault injection. Built only with `--features fault-injection` (`make wasm-fault`,
+/// a separate module that is never shipped): a request carrying `x-mcp-guard-fault: trap` traps
+/// the Wasm VM, so the e2e suite can show what `failure_policy: FAIL_CLOSED` does when the VM
+/// fails. The shipped build compiles this to nothing.
+mod fault_injection {
+    #[cfg(all(feature = "fault-injection", target_arch = "wasm32"))]
+    pub fn maybe_trap() {
+        let value = proxy_wasm::hostcalls::get_map_value(
+            proxy_wasm::types::MapType::HttpRequestHeaders,
+            "x-mcp-guard-fault",
+        );
+        if matches!(value, Ok(Some(v)) if v == "trap") {
+            core::arch::wasm32::unreachable();
+        }
+    }
+
+    #[cfg(not(all(feature = "fault-injection", target_arch = "wasm32")))]
+    pub fn maybe_trap() {}
 }
 
 /// [`Host`] over proxy-wasm hostcalls, for the stream whose callback is running.

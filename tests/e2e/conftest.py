@@ -54,10 +54,20 @@ def base_policy() -> dict:
     return test_policy()
 
 
-def start_stack(tmp_path_factory: pytest.TempPathFactory, policy: dict, server_args: list[str] | None = None):
-    """Start a stack on free ports in a fresh temp dir; yield it; stop it."""
-    if not WASM.is_file():
-        pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
+def start_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    policy: dict,
+    server_args: list[str] | None = None,
+    server_command: list[str] | None = None,
+    wasm: Path | None = None,
+):
+    """Start a stack on free ports in a fresh temp dir; yield it; stop it.
+
+    `server_command` replaces the demo server (see Stack.server_command); `wasm` replaces the
+    module under test (e.g. the fault-injection build)."""
+    wasm = wasm or WASM
+    if not wasm.is_file():
+        pytest.fail(f"{wasm} is missing: build it with `make wasm`", pytrace=False)
     workdir = tmp_path_factory.mktemp("stack")
     policy_file = workdir / "policy.json"
     policy_file.write_text(json.dumps(policy, indent=2), encoding="utf-8")
@@ -67,10 +77,11 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory, policy: dict, server_a
         admin_port=free_port(),
         upstream_port=free_port(),
         policy=policy_file,
-        wasm=WASM,
+        wasm=wasm,
         concurrency=2,
         component_log_level="wasm:debug",
         server_args=list(server_args or []),
+        server_command=server_command,
     )
     s.start()
     try:
