@@ -30,6 +30,15 @@ pub enum OutputStatus {
     UpstreamError,
     /// mcp-guard refused a malformed request.
     InvalidRequest,
+    /// The request was forwarded and its stream ended without the response, which the server
+    /// will send on another stream of the same session: the legacy HTTP+SSE transport (POST
+    /// answered `202 Accepted`), or a Streamable HTTP SSE stream closed before the response
+    /// (resumption with `Last-Event-ID`). The outcome is a later record with
+    /// `"correlated": true` and the same session and request id (README "Audit record").
+    Deferred,
+    /// The client went away before the call ended: before its request body was complete (never
+    /// forwarded), or before the response was delivered.
+    ClientDisconnected,
 }
 
 /// Per-stream facts shared by every record of the stream.
@@ -72,6 +81,10 @@ pub struct Call {
     pub output_status: Option<OutputStatus>,
     /// JSON-RPC error code, when the call ended in one.
     pub error_code: Option<i64>,
+    /// For an outcome seen on another stream than the request's (`crate::correlation`): the
+    /// facts of the stream that forwarded the request (agent, server, start, trace, session).
+    /// The record then says `"correlated": true`.
+    pub origin: Option<Box<StreamFacts>>,
 }
 
 impl Call {
@@ -87,6 +100,7 @@ impl Call {
             decision,
             output_status: None,
             error_code: None,
+            origin: None,
         }
     }
 }
@@ -121,6 +135,8 @@ struct Record<'a> {
     http_status: Option<u32>,
     session_id: Option<&'a str>,
     trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    correlated: bool,
 }
 
 /// The id exactly as JSON: numbers keep their wire text (no rounding beyond 2^53 or i64).
@@ -131,19 +147,21 @@ fn id_value(id: &Id) -> Option<Box<serde_json::value::RawValue>> {
 /// Renders the records of a stream: one compact JSON object per call, joined by `\n`.
 ///
 /// `now_ms` (Unix ms) gives `latency_ms`; a call whose status is still unknown is written as
-/// `upstream_error` (no usable response was seen).
+/// `upstream_error` (no usable response was seen). A call with an `origin` (its outcome was
+/// correlated from another stream) takes agent, server, timestamp, latency, session and trace
+/// from that origin, and HTTP method and status from this stream.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
-    let timestamp = rfc3339_millis(facts.start_ms);
-    let latency_ms = now_ms.saturating_sub(facts.start_ms);
     let mut out = Vec::with_capacity(400 * calls.len().max(1));
     for (i, call) in calls.iter().enumerate() {
         if i > 0 {
             out.push(b'\n');
         }
+        let origin = call.origin.as_deref().unwrap_or(facts);
+        let timestamp = rfc3339_millis(origin.start_ms);
         let record = Record {
             timestamp: &timestamp,
-            agent_id: &facts.agent_id,
-            server_id: &facts.server_id,
+            agent_id: &origin.agent_id,
+            server_id: &origin.server_id,
             method: call.method.as_deref(),
             http_method: &facts.http_method,
             tool_name: call.tool_name.as_deref(),
@@ -154,10 +172,11 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
             decision: call.decision.as_str(),
             output_status: call.output_status.unwrap_or(OutputStatus::UpstreamError),
             error_code: call.error_code,
-            latency_ms,
+            latency_ms: now_ms.saturating_sub(origin.start_ms),
             http_status: facts.http_status,
-            session_id: facts.session_id.as_deref(),
-            trace_id: facts.trace_id.as_deref(),
+            session_id: origin.session_id.as_deref(),
+            trace_id: origin.trace_id.as_deref(),
+            correlated: call.origin.is_some(),
         };
         // Serializing this struct into a Vec cannot fail (no maps with non-string keys).
         let _ = serde_json::to_writer(&mut out, &record);

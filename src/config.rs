@@ -15,7 +15,9 @@
 //!   "policy": {"mode": "enforce",
 //!              "agents": {"demo-agent": {"tools": ["echo", "search"]},
 //!                         "default": {"tools": ["echo"]}}},
-//!   "max_body_bytes": 4194304
+//!   "max_body_bytes": 4194304,
+//!   "max_json_depth": 64,
+//!   "max_batch_calls": 1
 //! }
 //! ```
 //!
@@ -32,6 +34,18 @@ use std::fmt;
 /// Default cap on a buffered request body, in bytes (4 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Default limit on JSON nesting (objects and arrays) in a request body.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Largest accepted `max_json_depth`: serde_json refuses deeper documents on its own (128 in
+/// its recursion limit), and no MCP message needs more.
+pub const MAX_MAX_JSON_DEPTH: usize = 128;
+
+/// Default number of calls a JSON-RPC batch may carry (1: every call is its own HTTP request,
+/// so every call costs one rate-limit hit).
+pub const DEFAULT_MAX_BATCH_CALLS: usize = 1;
+/// Largest accepted `max_batch_calls`.
+pub const MAX_MAX_BATCH_CALLS: usize = 100;
+
 /// The compiled, immutable plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -45,6 +59,12 @@ pub struct Config {
     pub policy: Policy,
     /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
     pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted in a request body; deeper bodies are refused (-32700).
+    pub max_json_depth: usize,
+    /// Most calls (requests, or messages naming a tool/prompt/resource) a forwarded JSON-RPC
+    /// batch (MCP 2025-03-26) may carry. A batch is one HTTP request, so it costs one
+    /// rate-limit hit whatever its size: above 1, an agent gets up to this many calls per hit.
+    pub max_batch_calls: usize,
 }
 
 /// A configuration problem: the field path (for example `policy.agents.bot.tools[1]`) and what
@@ -86,6 +106,10 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    max_json_depth: Option<usize>,
+    #[serde(default)]
+    max_batch_calls: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -143,7 +167,8 @@ impl Config {
     ///
     /// Errors: invalid JSON, or an unknown, missing or mistyped field (the path of the field
     /// and serde's message, with line and column); an invalid header name; an empty tool pattern; an
-    /// invalid fallback agent id; a `max_body_bytes` of 0; an empty `identity.sources`.
+    /// invalid fallback agent id; a `max_body_bytes` of 0; a `max_json_depth` outside 1..=128;
+    /// a `max_batch_calls` outside 1..=100; an empty `identity.sources`.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -229,12 +254,30 @@ impl Config {
             return Err(error("max_body_bytes", "must be greater than 0"));
         }
 
+        let max_json_depth = raw.max_json_depth.unwrap_or(DEFAULT_MAX_JSON_DEPTH);
+        if !(1..=MAX_MAX_JSON_DEPTH).contains(&max_json_depth) {
+            return Err(error(
+                "max_json_depth",
+                format!("must be between 1 and {MAX_MAX_JSON_DEPTH}"),
+            ));
+        }
+
+        let max_batch_calls = raw.max_batch_calls.unwrap_or(DEFAULT_MAX_BATCH_CALLS);
+        if !(1..=MAX_MAX_BATCH_CALLS).contains(&max_batch_calls) {
+            return Err(error(
+                "max_batch_calls",
+                format!("must be between 1 and {MAX_MAX_BATCH_CALLS}"),
+            ));
+        }
+
         Ok(Config {
             server_id: raw.server_id,
             identity,
             headers,
             policy: Policy::new(mode, agents),
             max_body_bytes,
+            max_json_depth,
+            max_batch_calls,
         })
     }
 }
@@ -301,6 +344,8 @@ mod tests {
                 headers: TagHeaders::default(),
                 policy: Policy::new(Mode::Enforce, HashMap::new()),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+                max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
             }
         );
     }
@@ -354,6 +399,18 @@ mod tests {
                 "server_id: must not be empty",
             ),
             ("not json", "expected"),
+            (
+                r#"{"policy":{"agents":{}},"max_json_depth":0}"#,
+                "max_json_depth: must be between 1 and 128",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"max_batch_calls":0}"#,
+                "max_batch_calls: must be between 1 and 100",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"max_json_depth":129}"#,
+                "max_json_depth: must be between 1 and 128",
+            ),
             (
                 r#"{"policy":{"agents":{}},"max_body_bytes":"big"}"#,
                 "max_body_bytes: invalid type: string",

@@ -20,10 +20,12 @@
 
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
+use crate::correlation::{self, Pending};
 use crate::identity::Source;
-use crate::jsonrpc::{self, Id, Kind, Message, ParseError};
+use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::policy::Decision;
-use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner};
+use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
+use crate::routing;
 use std::rc::Rc;
 
 /// JSON-RPC error code for a call refused by policy (implementation-defined server-error range,
@@ -33,6 +35,8 @@ pub const DENIED: i32 = -32001;
 pub const RATE_LIMITED: i32 = -32029;
 /// JSON-RPC error code when the filter has no valid configuration (JSON-RPC internal error).
 pub const NOT_CONFIGURED: i32 = -32603;
+/// HTTP status for a request body with a `content-encoding` (RFC 9110 §15.5.16).
+pub const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
 
 /// The host operations the filter needs. `crate::wasm` implements it with proxy-wasm
 /// hostcalls; tests implement it with plain data.
@@ -62,6 +66,15 @@ pub trait Host {
     fn write_audit(&mut self, records: &[u8]);
     /// Wall-clock time, Unix milliseconds.
     fn now_ms(&self) -> u64;
+    /// proxy-wasm shared data (one store per VM id, shared by every worker thread): the value
+    /// of `key` and its compare-and-swap token; `None` when absent or empty.
+    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)>;
+    /// Writes shared data; with `cas`, only if the value is unchanged since that token was
+    /// read. Returns whether the write happened.
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+    /// Envoy's `response.code_details` attribute (why the stream ended, e.g.
+    /// `downstream_remote_disconnect`); read only when a stream ends unfinished.
+    fn response_code_details(&self) -> Option<String>;
 }
 
 /// What the HTTP callback returns to Envoy.
@@ -82,6 +95,21 @@ fn is_call(m: &Message<'_>) -> bool {
         || m.resource_uri.is_some()
 }
 
+/// Whether every message with a method in a batch has the same method and the same tool,
+/// prompt or resource name, so that one set of tags describes every call in it.
+fn uniform(messages: &[Message<'_>]) -> bool {
+    let mut with_method = messages.iter().filter(|m| m.method.is_some());
+    let Some(first) = with_method.next() else {
+        return true;
+    };
+    with_method.all(|m| {
+        m.method == first.method
+            && m.tool_name == first.tool_name
+            && m.prompt_name == first.prompt_name
+            && m.resource_uri == first.resource_uri
+    })
+}
+
 /// The state of one HTTP stream.
 #[derive(Debug)]
 pub struct Stream {
@@ -89,6 +117,11 @@ pub struct Stream {
     facts: StreamFacts,
     calls: Vec<Call>,
     is_post: bool,
+    /// `Mcp-Method` / `Mcp-Name` request headers (MCP 2026-07-28), raw.
+    routing_headers: (Option<String>, Option<String>),
+    /// The response is a server stream (GET) whose responses are correlated to POSTs.
+    correlating: bool,
+    response_kind: BodyKind,
     awaiting_body: bool,
     body_size: usize,
     replied: bool,
@@ -106,6 +139,9 @@ impl Stream {
             facts: StreamFacts::default(),
             calls: Vec::new(),
             is_post: false,
+            routing_headers: (None, None),
+            correlating: false,
+            response_kind: BodyKind::Other,
             awaiting_body: false,
             body_size: 0,
             replied: false,
@@ -124,7 +160,12 @@ impl Stream {
         self.facts.agent_id = config.identity.resolve(|source| match source {
             Source::Header(name) => host.request_header(name),
         });
-        self.facts.session_id = host.request_header("mcp-session-id");
+        // Streamable HTTP: the Mcp-Session-Id header. Legacy HTTP+SSE: the POST URI's
+        // sessionId / session_id query parameter.
+        self.facts.session_id = host.request_header("mcp-session-id").or_else(|| {
+            host.request_header(":path")
+                .and_then(|path| correlation::session_from_uri(&path))
+        });
         self.facts.trace_id = host
             .request_header("traceparent")
             .and_then(|v| audit::trace_id_from_traceparent(&v).map(str::to_owned))
@@ -140,8 +181,33 @@ impl Stream {
         }
         host.set_request_header(&config.headers.agent_id, Some(&self.facts.agent_id));
 
+        if !end_of_stream {
+            if let Some(encoding) = host.request_header("content-encoding") {
+                if !encoding.trim().eq_ignore_ascii_case("identity") {
+                    // The filter reads bodies as sent; a compressed one cannot be examined
+                    // (and must not pass unexamined). Envoy's decompressor filter, placed
+                    // before mcp-guard, removes the header and inflates the body.
+                    let message = "Invalid Request: the request body has a content-encoding; \
+                                   mcp-guard examines only identity-encoded bodies";
+                    let code = jsonrpc::INVALID_REQUEST;
+                    return self.refuse_with(
+                        host,
+                        UNSUPPORTED_MEDIA_TYPE,
+                        None,
+                        None,
+                        code,
+                        message,
+                    );
+                }
+            }
+        }
+
         self.is_post = self.facts.http_method == "POST";
         if self.is_post {
+            self.routing_headers = (
+                host.request_header(routing::MCP_METHOD),
+                host.request_header(routing::MCP_NAME),
+            );
             if end_of_stream {
                 let (code, message) = (jsonrpc::PARSE_ERROR, "Parse error: empty body");
                 return self.refuse_with(host, 400, None, None, code, message);
@@ -234,11 +300,16 @@ impl Stream {
             self.write_audit(host);
             return Action::Continue;
         }
-        if self.is_post && !self.correlator.complete() {
-            let kind = BodyKind::from_content_type(host.response_header("content-type").as_deref());
-            if kind != BodyKind::Other {
-                self.scanner = Some(ResponseScanner::new(kind));
-            }
+        self.response_kind =
+            BodyKind::from_content_type(host.response_header("content-type").as_deref());
+        if self.is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
+            self.scanner = Some(ResponseScanner::new(self.response_kind));
+        } else if !self.is_post && self.response_kind == BodyKind::EventStream {
+            // A server stream (Streamable HTTP GET, legacy GET /sse): responses to requests
+            // POSTed on other streams can arrive here. The legacy `endpoint` event (not JSON)
+            // names the session.
+            self.correlating = true;
+            self.scanner = Some(ResponseScanner::with_text_events(self.response_kind));
         }
         if end_of_stream {
             self.finish(host);
@@ -270,6 +341,16 @@ impl Stream {
             self.finished = true;
             return Action::Continue;
         }
+        if self.correlating {
+            if body_size > 0 {
+                self.correlate(host, body_size);
+            }
+            if end_of_stream {
+                self.scanner = None;
+                self.finish(host);
+            }
+            return Action::Continue;
+        }
         if let Some(scanner) = self.scanner.as_mut() {
             if body_size > 0 {
                 if let Some(chunk) = host.response_body(body_size) {
@@ -287,6 +368,76 @@ impl Stream {
         Action::Continue
     }
 
+    /// The stream is over (Envoy's access-log callback): settles what the response callbacks
+    /// never saw end: a client that went away mid-response, an upstream reset, or a client
+    /// that never finished sending its body.
+    pub fn on_stream_end(&mut self, host: &mut dyn Host) {
+        if self.finished {
+            return;
+        }
+        let client_gone = host
+            .response_code_details()
+            .is_some_and(|d| d.contains("downstream"));
+        if self.awaiting_body {
+            // Never examined, never forwarded: the client stopped before the body ended.
+            self.awaiting_body = false;
+            let mut call = Call::bare(Decision::Deny);
+            call.output_status = Some(if client_gone {
+                OutputStatus::ClientDisconnected
+            } else {
+                OutputStatus::InvalidRequest
+            });
+            self.calls = vec![call];
+        }
+        self.finish_with(host, client_gone);
+    }
+
+    /// Looks at the server stream's new events: the legacy `endpoint` event names the session;
+    /// each response whose (session, id) matches a call POSTed on another stream gets that
+    /// call's outcome record.
+    fn correlate(&mut self, host: &mut dyn Host, body_size: usize) {
+        let Some(scanner) = self.scanner.as_mut() else {
+            return;
+        };
+        let Some(chunk) = host.response_body(body_size) else {
+            return;
+        };
+        let mut answered: Vec<(Id, Outcome)> = Vec::new();
+        scanner.feed_each(&chunk, &mut |s: &Summary| {
+            let id =
+                s.id.as_deref()
+                    .and_then(|raw| std::str::from_utf8(raw).ok())
+                    .and_then(Id::from_raw);
+            if let (Some(id), Some(outcome)) = (id, s.outcome()) {
+                answered.push((id, outcome));
+            }
+        });
+        if self.facts.session_id.is_none() {
+            self.facts.session_id = scanner
+                .take_text_event()
+                .and_then(|uri| correlation::session_from_uri(&uri));
+        }
+        let Some(session) = self.facts.session_id.clone() else {
+            return;
+        };
+        let now = host.now_ms();
+        let mut found = false;
+        for (id, outcome) in answered {
+            if let Some(pending) = correlation::claim(host, &session, &id, now) {
+                let (mut call, origin) = pending.into_call();
+                let (status, code) = settle(outcome);
+                call.output_status = Some(status);
+                call.error_code = code;
+                call.origin = Some(Box::new(origin));
+                self.calls.push(call);
+                found = true;
+            }
+        }
+        if found {
+            self.write_audit(host);
+        }
+    }
+
     fn decide(&mut self, host: &mut dyn Host) -> Action {
         self.awaiting_body = false;
         let bytes = host.request_body(self.body_size).unwrap_or_default();
@@ -300,16 +451,29 @@ impl Stream {
             );
             return self.refuse_with(host, 400, None, None, jsonrpc::INVALID_REQUEST, &message);
         }
-        let body = match jsonrpc::parse_body(&bytes) {
+        let body = match jsonrpc::parse_body(&bytes, self.config.max_json_depth) {
             Ok(body) => body,
             Err(e) => return self.refuse(host, &e),
         };
+        let (method_header, name_header) = &self.routing_headers;
+        if let Err(header) =
+            routing::verify(method_header.as_deref(), name_header.as_deref(), &body)
+        {
+            let (id, method) = match &body {
+                Body::Single(m) => (m.id().cloned(), m.method.clone()),
+                Body::Batch(_) => (None, None),
+            };
+            let message =
+                format!("Header mismatch: {header} header value does not match the request body");
+            return self.refuse_with(host, 400, id, method, routing::HEADER_MISMATCH, &message);
+        }
         self.calls = body.messages().iter().map(|m| self.evaluate(m)).collect();
 
         if self.calls.iter().any(|c| c.decision.blocks()) {
             return self.deny(host);
         }
-        if body.messages().iter().filter(|m| is_call(m)).count() > 1 {
+        let calls = body.messages().iter().filter(|m| is_call(m)).count();
+        if calls > self.config.max_batch_calls || !uniform(body.messages()) {
             return self.refuse_batch(host);
         }
 
@@ -346,6 +510,7 @@ impl Stream {
             decision,
             output_status: None,
             error_code: None,
+            origin: None,
         }
     }
 
@@ -370,19 +535,25 @@ impl Stream {
         self.reply(host, 200, text.as_bytes())
     }
 
-    /// Refuses a batch that carries more than one call. Tags and rate-limit descriptors
-    /// describe one HTTP request; with two calls in it, one of them would pass under the
-    /// other's name (or two would cost one token), so such a batch never reaches the upstream.
+    /// Refuses a batch with more calls than `max_batch_calls`, or whose messages differ in
+    /// method or name. Tags and rate-limit descriptors describe one HTTP request: with two
+    /// different messages in it, one would pass under the other's name (or escape a
+    /// method/tool descriptor), and N calls would cost one hit. Such a batch never reaches the
+    /// upstream; a uniform one within the limit is forwarded with exact tags.
     fn refuse_batch(&mut self, host: &mut dyn Host) -> Action {
         let code = jsonrpc::INVALID_REQUEST;
+        let max = self.config.max_batch_calls;
         for call in &mut self.calls {
             call.output_status = Some(OutputStatus::InvalidRequest);
             call.error_code = Some(i64::from(code));
         }
         let text = self.error_body(code, |_| {
-            "Invalid Request: mcp-guard forwards at most one call per batch, so that every call \
-             is tagged and rate-limited; send the calls separately"
-                .to_owned()
+            format!(
+                "Invalid Request: mcp-guard forwards a batch only with at most {} call(s), all \
+                 with the same method and name, so that its tags and rate limits cover every \
+                 call; send the calls separately",
+                max
+            )
         });
         self.reply(host, 400, text.as_bytes())
     }
@@ -449,12 +620,25 @@ impl Stream {
 
     /// Settles every call still open from what the response showed, and writes the records.
     fn finish(&mut self, host: &mut dyn Host) {
+        self.finish_with(host, false);
+    }
+
+    /// [`Stream::finish`]; `client_gone` when the client went away before the response ended.
+    ///
+    /// A forwarded request whose response never came on this stream is `deferred` (and stored
+    /// for [`correlation`]) when the server may still answer it on another stream of the same
+    /// session: a legacy `202 Accepted`, or an SSE response (resumable with `Last-Event-ID`).
+    fn finish_with(&mut self, host: &mut dyn Host, client_gone: bool) {
         if let Some(mut scanner) = self.scanner.take() {
             scanner.finish(&mut self.correlator);
         }
         self.finished = true;
         let status = self.facts.http_status.unwrap_or(0);
         let unmatched = self.correlator.unmatched_error().flatten();
+        let resumable = self.facts.session_id.is_some()
+            && (status == 202
+                || ((200..300).contains(&status) && self.response_kind == BodyKind::EventStream));
+        let mut deferred: Vec<Pending> = Vec::new();
         for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
             let is_request = call.method.is_some() && call.request_id.is_some();
             let outcome = if is_request {
@@ -465,9 +649,13 @@ impl Stream {
                 None
             };
             let (output, code) = match outcome {
-                Some(Outcome::Success) => (OutputStatus::Success, None),
-                Some(Outcome::ToolError) => (OutputStatus::ToolError, None),
-                Some(Outcome::Error(code)) => (OutputStatus::Error, code),
+                Some(outcome) => settle(outcome),
+                None if is_request && resumable => {
+                    let session = self.facts.session_id.as_deref().unwrap_or_default();
+                    deferred.extend(Pending::new(session, &self.facts, call));
+                    (OutputStatus::Deferred, None)
+                }
+                None if client_gone => (OutputStatus::ClientDisconnected, None),
                 None => match status {
                     200..=399 if !is_request => (OutputStatus::Success, None),
                     400..=499 => (OutputStatus::Error, unmatched),
@@ -476,6 +664,11 @@ impl Stream {
             };
             call.output_status = Some(output);
             call.error_code = code;
+        }
+        for pending in &deferred {
+            if !correlation::store(host, pending) {
+                log::warn!("mcp-guard: could not store a deferred call for correlation");
+            }
         }
         self.write_audit(host);
     }
@@ -486,6 +679,15 @@ impl Stream {
         }
         let records = audit::render(&self.facts, &self.calls, host.now_ms());
         host.write_audit(&records);
+    }
+}
+
+/// The record status and error code for a response's outcome.
+fn settle(outcome: Outcome) -> (OutputStatus, Option<i64>) {
+    match outcome {
+        Outcome::Success => (OutputStatus::Success, None),
+        Outcome::ToolError => (OutputStatus::ToolError, None),
+        Outcome::Error(code) => (OutputStatus::Error, code),
     }
 }
 

@@ -30,10 +30,6 @@ pub const INVALID_REQUEST: i32 = -32600;
 /// JSON-RPC 2.0 §5.1: invalid method parameters.
 pub const INVALID_PARAMS: i32 = -32602;
 
-/// Deepest JSON nesting accepted in a request body (objects and arrays). serde_json skips
-/// borrowed raw values without its own recursion limit, so the filter checks depth itself.
-pub const MAX_NESTING: usize = 64;
-
 /// MCP method whose `params.name` names a tool (MCP "Server features / Tools").
 pub const TOOLS_CALL: &str = "tools/call";
 /// MCP method whose `params.name` names a prompt (MCP "Server features / Prompts").
@@ -208,24 +204,32 @@ struct WireParams<'a> {
     arguments: Option<&'a RawValue>,
 }
 
-/// Parses a complete Streamable HTTP POST body.
+/// Parses a complete Streamable HTTP POST body, refusing JSON nested deeper than `max_depth`
+/// objects/arrays (the plugin configuration's `max_json_depth`; serde_json skips borrowed raw
+/// values without its own recursion limit, so the depth is checked here first).
 ///
 /// `body` must be the whole body; UTF-8 is required (RFC 8259 §8.1), so a byte-order mark,
-/// invalid UTF-8, trailing bytes after the JSON value, or nesting deeper than serde_json's
-/// [`MAX_NESTING`] is a [`PARSE_ERROR`]. An empty batch, a non-object element, a wrong
+/// invalid UTF-8, trailing bytes after the JSON value, or nesting deeper than `max_depth` is a
+/// [`PARSE_ERROR`]. An empty batch, a non-object element, a wrong
 /// `jsonrpc` version, a non-string method, a `null`/non-scalar id, or a message that is neither
 /// request, notification nor response is an [`INVALID_REQUEST`]. A `tools/call` or
 /// `prompts/get` without a string `params.name`, or a `resources/read` without a string
 /// `params.uri`, is [`INVALID_PARAMS`].
 ///
 /// A batch with one bad element is refused whole; the error names the element index.
-pub fn parse_body(body: &[u8]) -> Result<Body<'_>, ParseError> {
+pub fn parse_body(body: &[u8], max_depth: usize) -> Result<Body<'_>, ParseError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ParseError::new(PARSE_ERROR, "Parse error: body is not UTF-8"))?;
-    if exceeds_nesting(text.as_bytes(), MAX_NESTING) {
+    if text.starts_with('\u{feff}') {
         return Err(ParseError::new(
             PARSE_ERROR,
-            format!("Parse error: JSON nested deeper than {MAX_NESTING}"),
+            "Parse error: byte-order mark before the JSON text",
+        ));
+    }
+    if exceeds_nesting(text.as_bytes(), max_depth) {
+        return Err(ParseError::new(
+            PARSE_ERROR,
+            format!("Parse error: JSON nested deeper than {max_depth}"),
         ));
     }
     let first = text
@@ -467,6 +471,11 @@ pub fn error_response(id: Option<&Id>, code: i32, message: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The parser with the default depth limit.
+    fn parse_body(body: &[u8]) -> Result<Body<'_>, ParseError> {
+        super::parse_body(body, crate::config::DEFAULT_MAX_JSON_DEPTH)
+    }
+
     fn single(body: &str) -> Message<'_> {
         match parse_body(body.as_bytes()) {
             Ok(Body::Single(m)) => m,
@@ -602,6 +611,22 @@ mod tests {
             "]".repeat(62)
         );
         assert!(parse_body(ok.as_bytes()).is_ok());
+        // The limit is the caller's (max_json_depth): 3 levels refused at 2, accepted at 3.
+        let three = br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":[1]}}"#;
+        assert_eq!(super::parse_body(three, 2).unwrap_err().code, PARSE_ERROR);
+        assert!(super::parse_body(three, 3).is_ok());
+    }
+
+    #[test]
+    fn byte_order_mark_and_trailing_bytes_are_parse_errors() {
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let bom = format!("\u{feff}{ping}");
+        let e = refused(&bom);
+        assert_eq!(e.code, PARSE_ERROR);
+        assert!(e.message.contains("byte-order mark"), "{}", e.message);
+        assert_eq!(refused(&format!("{ping} x")).code, PARSE_ERROR);
+        assert_eq!(refused(&format!("{ping}{ping}")).code, PARSE_ERROR);
+        assert!(parse_body(format!("{ping}\r\n").as_bytes()).is_ok());
     }
 
     #[test]

@@ -7,17 +7,19 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`jsonrpc`], [`sse`], [`response`], [`policy`], [`identity`], [`tags`], [`audit`],
-//! [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
+//! ([`jsonrpc`], [`sse`], [`response`], [`routing`], [`correlation`], [`policy`],
+//! [`identity`], [`tags`], [`audit`], [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
 //! glue (root context and HTTP context) that maps hostcalls onto [`filter::Host`].
 
 pub mod audit;
 pub mod config;
+pub mod correlation;
 pub mod filter;
 pub mod identity;
 pub mod jsonrpc;
 pub mod policy;
 pub mod response;
+pub mod routing;
 pub mod sse;
 pub mod tags;
 pub mod wasm;

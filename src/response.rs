@@ -483,30 +483,69 @@ impl BodyKind {
     }
 }
 
+/// Longest event data kept by [`TextEvents`], in bytes.
+pub const MAX_TEXT_EVENT: usize = 512;
+
+/// Keeps the start of each SSE event's data, to find events whose data is not JSON (the legacy
+/// HTTP+SSE transport's `endpoint` event carries a URI). Bounded: at most
+/// [`MAX_TEXT_EVENT`] bytes, whatever the event's size.
+#[derive(Debug, Clone, Default)]
+struct TextEvents {
+    current: Vec<u8>,
+    /// The data of the most recent complete event that did not start with `{` or `[`.
+    last: Option<String>,
+}
+
+impl TextEvents {
+    fn data(&mut self, bytes: &[u8]) {
+        let room = MAX_TEXT_EVENT.saturating_sub(self.current.len());
+        self.current
+            .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+    }
+    fn dispatch(&mut self) {
+        let text = String::from_utf8_lossy(&self.current);
+        let text = text.trim();
+        if !text.is_empty() && !text.starts_with(['{', '[']) && self.current.len() < MAX_TEXT_EVENT
+        {
+            self.last = Some(text.to_owned());
+        }
+        self.current.clear();
+    }
+}
+
 /// Feeds SSE `data` into a [`JsonScanner`], one document per event.
 struct SseToJson<'a, F: FnMut(&Summary)> {
     json: &'a mut JsonScanner,
+    text: Option<&'a mut TextEvents>,
     emit: &'a mut F,
 }
 
 impl<F: FnMut(&Summary)> EventSink for SseToJson<'_, F> {
     fn data(&mut self, bytes: &[u8]) {
+        if let Some(text) = self.text.as_deref_mut() {
+            text.data(bytes);
+        }
         self.json.feed(bytes, self.emit);
     }
     fn data_line_end(&mut self) {
         self.json.feed(b"\n", self.emit);
     }
     fn dispatch(&mut self) {
+        if let Some(text) = self.text.as_deref_mut() {
+            text.dispatch();
+        }
         self.json.end_document();
     }
 }
 
-/// Scans one response body of a known [`BodyKind`] into a [`Correlator`].
+/// Scans one response body of a known [`BodyKind`] into a [`Correlator`] (or any consumer of
+/// [`Summary`]s). Memory is constant in the body size.
 #[derive(Debug, Clone)]
 pub struct ResponseScanner {
     kind: BodyKind,
     sse: SseScanner,
     json: JsonScanner,
+    text: Option<TextEvents>,
 }
 
 impl ResponseScanner {
@@ -516,25 +555,47 @@ impl ResponseScanner {
             kind,
             sse: SseScanner::new(),
             json: JsonScanner::new(),
+            text: None,
+        }
+    }
+
+    /// A scanner that also keeps the data of SSE events that are not JSON (at most
+    /// [`MAX_TEXT_EVENT`] bytes each), for [`ResponseScanner::take_text_event`].
+    pub fn with_text_events(kind: BodyKind) -> Self {
+        ResponseScanner {
+            text: Some(TextEvents::default()),
+            ..Self::new(kind)
         }
     }
 
     /// Scans one body chunk.
     pub fn feed(&mut self, chunk: &[u8], correlator: &mut Correlator) {
-        let mut emit = |s: &Summary| correlator.observe(s);
+        self.feed_each(chunk, &mut |s: &Summary| correlator.observe(s));
+    }
+
+    /// Scans one body chunk, calling `emit` for every JSON-RPC message completed in it.
+    pub fn feed_each(&mut self, chunk: &[u8], emit: &mut impl FnMut(&Summary)) {
         match self.kind {
-            BodyKind::Json => self.json.feed(chunk, &mut emit),
+            BodyKind::Json => self.json.feed(chunk, emit),
             BodyKind::EventStream => {
                 self.sse.feed(
                     chunk,
                     &mut SseToJson {
                         json: &mut self.json,
-                        emit: &mut emit,
+                        text: self.text.as_mut(),
+                        emit,
                     },
                 );
             }
             BodyKind::Other => {}
         }
+    }
+
+    /// The data of the latest complete SSE event that was not JSON (shorter than
+    /// [`MAX_TEXT_EVENT`] bytes, trimmed), taken once; only with
+    /// [`ResponseScanner::with_text_events`].
+    pub fn take_text_event(&mut self) -> Option<String> {
+        self.text.as_mut().and_then(|t| t.last.take())
     }
 
     /// Ends the body.
@@ -544,6 +605,7 @@ impl ResponseScanner {
             BodyKind::Json => self.json.end_document(),
             BodyKind::EventStream => self.sse.finish(&mut SseToJson {
                 json: &mut self.json,
+                text: self.text.as_mut(),
                 emit: &mut emit,
             }),
             BodyKind::Other => {}

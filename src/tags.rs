@@ -125,7 +125,10 @@ pub fn header_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jsonrpc::parse_body;
+
+    fn parse_body(body: &[u8]) -> Result<Body<'_>, crate::jsonrpc::ParseError> {
+        crate::jsonrpc::parse_body(body, crate::config::DEFAULT_MAX_JSON_DEPTH)
+    }
 
     #[test]
     fn tags_for_a_tool_call() {

@@ -120,6 +120,12 @@ impl HttpContext for Http {
             to_wasm(s.on_response_body(&mut WasmHost, body_size, end_of_stream))
         })
     }
+
+    fn on_log(&mut self) {
+        if let Some(s) = self.stream.as_mut() {
+            s.on_stream_end(&mut WasmHost);
+        }
+    }
 }
 
 /// Test-only fault injection. Built only with `--features fault-injection` (`make wasm-fault`,
@@ -226,6 +232,26 @@ impl Host for WasmHost {
             "set filter state",
             hostcalls::set_property(vec![AUDIT_PROPERTY], Some(records)),
         );
+    }
+
+    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        match logged("get shared data", hostcalls::get_shared_data(key).map(Some)) {
+            Some((Some(value), cas)) if !value.is_empty() => Some((value, cas)),
+            _ => None,
+        }
+    }
+
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        // A CAS mismatch is an expected race (another worker took the slot), not a failure.
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+
+    fn response_code_details(&self) -> Option<String> {
+        logged(
+            "get property response.code_details",
+            hostcalls::get_property(vec!["response", "code_details"]),
+        )
+        .and_then(|bytes| String::from_utf8(bytes).ok())
     }
 
     fn now_ms(&self) -> u64 {

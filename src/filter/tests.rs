@@ -2,7 +2,12 @@
 
 use super::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+/// proxy-wasm shared data as Envoy keeps it: one map for every worker's VM, with a CAS token
+/// per key that changes on every write.
+type Shared = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
 
 const POLICY: &str = r#"{
   "server_id": "demo-server",
@@ -23,6 +28,8 @@ struct FakeHost {
     audit: Vec<u8>,
     audit_writes: usize,
     now: u64,
+    shared: Shared,
+    code_details: Option<String>,
 }
 
 impl Host for FakeHost {
@@ -65,6 +72,24 @@ impl Host for FakeHost {
     }
     fn now_ms(&self) -> u64 {
         self.now
+    }
+    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        match self.shared.borrow().get(key) {
+            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
+            _ => None,
+        }
+    }
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut map = self.shared.borrow_mut();
+        let current = map.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+        true
+    }
+    fn response_code_details(&self) -> Option<String> {
+        self.code_details.clone()
     }
 }
 
@@ -289,8 +314,8 @@ fn batch_with_one_denied_call_is_refused_whole() {
 #[test]
 fn batch_with_one_call_is_forwarded_and_correlated() {
     let mut s = stream(POLICY);
-    let body = r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},
-                  {"jsonrpc":"2.0","id":"srv-1","result":{}},
+    // A client response (no method) travels with one call.
+    let body = r#"[{"jsonrpc":"2.0","id":"srv-1","result":{}},
                   {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fail","arguments":{}}}]"#;
     let mut h = post(Some("demo-agent"), body);
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
@@ -300,7 +325,7 @@ fn batch_with_one_call_is_forwarded_and_correlated() {
     );
     assert_eq!(
         h.request_headers.get("x-mcp-method").map(String::as_str),
-        Some("notifications/initialized,tools/call")
+        Some("tools/call")
     );
     respond(
         &mut s,
@@ -314,9 +339,53 @@ fn batch_with_one_call_is_forwarded_and_correlated() {
         .iter()
         .map(|r| r["output_status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["success", "success", "tool_error"]);
-    assert_eq!(r[1]["request_id"], "srv-1");
-    assert_eq!(r[1]["method"], Value::Null);
+    assert_eq!(statuses, ["success", "tool_error"]);
+    assert_eq!(r[0]["request_id"], "srv-1");
+    assert_eq!(r[0]["method"], Value::Null);
+}
+
+#[test]
+fn uniform_batch_within_max_batch_calls_is_forwarded_with_exact_tags() {
+    let policy = POLICY.replacen('{', r#"{"max_batch_calls": 3,"#, 1);
+    let mut s = stream(&policy);
+    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"}}},
+                  {"jsonrpc":"2.0","id":"1","method":"tools/call","params":{"name":"echo","arguments":{"text":"b"}}}]"#;
+    let mut h = post(Some("demo-agent"), body);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+        Some("echo")
+    );
+    // The response for "1" (a string) must not settle id 1 (a number).
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "application/json",
+        &[br#"[{"jsonrpc":"2.0","id":"1","result":{"isError":true}},{"jsonrpc":"2.0","id":1,"result":{}}]"#],
+    );
+    let r = h.records();
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (&r[0]["request_id"], &r[0]["output_status"]),
+        (&Value::from(1), &Value::from("success"))
+    );
+    assert_eq!(
+        (&r[1]["request_id"], &r[1]["output_status"]),
+        (&Value::from("1"), &Value::from("tool_error"))
+    );
+    // Two different tools, or more calls than the limit, are refused even so.
+    for body in [
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","arguments":{}}}]"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"},
+            {"jsonrpc":"2.0","id":3,"method":"ping"},{"jsonrpc":"2.0","id":4,"method":"ping"}]"#,
+    ] {
+        let mut s = stream(&policy);
+        let mut h = post(Some("demo-agent"), body);
+        assert_eq!(send_request(&mut s, &mut h), Action::Pause, "{body}");
+        assert_eq!(h.reply_json().0, 400);
+    }
 }
 
 #[test]
@@ -329,6 +398,10 @@ fn batch_with_two_calls_is_refused_so_tags_and_rate_limits_cover_every_call() {
         r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{}}},
             {"jsonrpc":"2.0","method":"tools/call","params":{"name":"search","arguments":{}}}]"#,
         r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
+        // A notification beside a call would make the method tag "notifications/…,tools/call"
+        // and escape a `method: tools/call` descriptor.
+        r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},
+            {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{}}}]"#,
     ] {
         let mut s = stream(POLICY);
         let mut h = post(Some("demo-agent"), body);
@@ -340,7 +413,7 @@ fn batch_with_two_calls_is_refused_so_tags_and_rate_limits_cover_every_call() {
         assert!(errors
             .iter()
             .all(|e| e["error"]["code"] == jsonrpc::INVALID_REQUEST));
-        assert_eq!(errors[0]["id"], 1);
+        assert!(errors.iter().any(|e| e["id"] == 1), "{errors:?}");
         assert!(h
             .records()
             .iter()
@@ -734,4 +807,263 @@ fn arbitrary_requests_and_responses_never_panic_and_always_settle() {
             "round {round}"
         );
     }
+}
+
+#[test]
+fn compressed_request_bodies_are_refused_before_buffering() {
+    for encoding in ["gzip", "br", "GZIP", "deflate, gzip"] {
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), CALL_ECHO);
+        h.request_headers
+            .insert("content-encoding".into(), encoding.into());
+        assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+        let (status, reply) = h.reply_json();
+        assert_eq!(status, 415, "{encoding}");
+        assert_eq!(reply["error"]["code"], jsonrpc::INVALID_REQUEST);
+        assert_eq!(h.records()[0]["output_status"], "invalid_request");
+        assert_eq!(h.request_headers.get("x-mcp-tool-name"), None);
+    }
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.request_headers
+        .insert("content-encoding".into(), "identity".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+}
+
+#[test]
+fn routing_headers_that_disagree_with_the_body_are_refused_before_tagging() {
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("mcp-method", "tools/list", None),
+        ("mcp-name", "delete_repo", None),
+        ("mcp-name", "=?base64?ZGVsZXRlX3JlcG8=?=", None), // "delete_repo"
+        ("mcp-name", "=?base64?%%%?=", None),
+        ("mcp-name", "echo", Some("echo")),
+        ("mcp-name", "=?base64?ZWNobw==?=", Some("echo")), // "echo"
+        ("mcp-method", "tools/call", Some("echo")),
+    ];
+    for (header, value, forwarded) in cases {
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), CALL_ECHO);
+        h.request_headers
+            .insert((*header).to_owned(), (*value).to_owned());
+        let action = send_request(&mut s, &mut h);
+        match forwarded {
+            Some(tool) => {
+                assert_eq!(action, Action::Continue, "{header}: {value}");
+                assert_eq!(
+                    h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+                    Some(*tool)
+                );
+            }
+            None => {
+                assert_eq!(action, Action::Pause, "{header}: {value}");
+                let (status, reply) = h.reply_json();
+                assert_eq!(status, 400);
+                assert_eq!(reply["error"]["code"], routing::HEADER_MISMATCH);
+                assert_eq!(reply["id"], 1);
+                assert_eq!(h.request_headers.get("x-mcp-tool-name"), None);
+                let r = &h.records()[0];
+                assert_eq!(r["output_status"], "invalid_request");
+                assert_eq!(r["error_code"], routing::HEADER_MISMATCH);
+            }
+        }
+    }
+}
+
+/// A GET server stream on another worker: same shared data, its own stream state.
+fn get_stream(shared: &Shared, path: &str, session: Option<&str>) -> (Stream, FakeHost) {
+    let mut h = FakeHost {
+        now: 1_795_306_542_000,
+        shared: Rc::clone(shared),
+        ..FakeHost::default()
+    };
+    h.request_headers.insert(":method".into(), "GET".into());
+    h.request_headers.insert(":path".into(), path.into());
+    h.request_headers
+        .insert("x-agent-id".into(), "demo-agent".into());
+    if let Some(id) = session {
+        h.request_headers.insert("mcp-session-id".into(), id.into());
+    }
+    let mut s = stream(POLICY);
+    assert_eq!(s.on_request_headers(&mut h, true), Action::Continue);
+    h.response_headers.insert(":status".into(), "200".into());
+    h.response_headers
+        .insert("content-type".into(), "text/event-stream".into());
+    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    (s, h)
+}
+
+fn stream_chunk(s: &mut Stream, h: &mut FakeHost, chunk: &[u8], end: bool) {
+    h.response_chunk = chunk.to_vec();
+    s.on_response_body(h, chunk.len(), end);
+}
+
+#[test]
+fn legacy_sse_responses_are_correlated_by_session_and_id_across_streams() {
+    let shared = Shared::default();
+    // The GET /sse stream opens first and announces the POST endpoint.
+    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: endpoint\r\ndata: /messages/?session_id=abc123\r\n\r\n",
+        false,
+    );
+
+    // The POST (another worker): enforced and tagged there, answered 202 Accepted.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.shared = Rc::clone(&shared);
+    h.request_headers
+        .insert(":path".into(), "/messages/?session_id=abc123".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+        Some("echo")
+    );
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+    let post_record = h.records()[0].clone();
+    assert_eq!(post_record["output_status"], "deferred");
+    assert_eq!(post_record["session_id"], "abc123");
+
+    // A response with the same id but as a string is not this call's.
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"1\",\"result\":{}}\r\n\r\n",
+        false,
+    );
+    assert_eq!(gh.records().len(), 1);
+    gh.now += 40;
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"isError\":true}}\r\n\r\n",
+        false,
+    );
+    let records = gh.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["method"], Value::Null);
+    assert_eq!(records[0]["session_id"], "abc123");
+    let done = &records[1];
+    assert_eq!(done["correlated"], true);
+    assert_eq!(done["http_method"], "GET");
+    assert_eq!(done["output_status"], "tool_error");
+    for field in [
+        "agent_id",
+        "tool_name",
+        "method",
+        "request_id",
+        "input_hash",
+        "session_id",
+        "timestamp",
+        "trace_id",
+    ] {
+        assert_eq!(done[field], post_record[field], "{field}");
+    }
+    assert_eq!(done["latency_ms"], 1040);
+    // Claimed once: a replay of the same response is not audited twice.
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n\r\n",
+        true,
+    );
+    assert_eq!(gh.records().len(), 2);
+    assert_eq!(gh.records()[0]["output_status"], "success");
+}
+
+#[test]
+fn resumed_streamable_responses_arrive_on_the_get_stream() {
+    let shared = Shared::default();
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.shared = Rc::clone(&shared);
+    h.request_headers
+        .insert("mcp-session-id".into(), "sess-7".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    // The server closes the POST's SSE stream after a priming event (SEP-1699).
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "text/event-stream",
+        &[b"id: e1\nretry: 100\ndata: \n\n", b""],
+    );
+    assert_eq!(h.records()[0]["output_status"], "deferred");
+
+    // A JSON response on a POST is not resumable: no deferral without SSE.
+    let mut s2 = stream(POLICY);
+    let mut h2 = post(Some("demo-agent"), CALL_ECHO);
+    h2.shared = Rc::clone(&shared);
+    h2.request_headers
+        .insert("mcp-session-id".into(), "sess-7".into());
+    send_request(&mut s2, &mut h2);
+    respond(&mut s2, &mut h2, "200", "application/json", &[b""]);
+    assert_eq!(h2.records()[0]["output_status"], "upstream_error");
+
+    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("other-session"));
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"id: e2\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+        false,
+    );
+    assert_eq!(
+        gh.records().len(),
+        1,
+        "another session's stream does not claim it"
+    );
+
+    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("sess-7"));
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"id: e2\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+        true,
+    );
+    let r = gh.records();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1]["correlated"], true);
+    assert_eq!(r[1]["output_status"], "success");
+    assert_eq!(r[1]["tool_name"], "echo");
+}
+
+#[test]
+fn streams_that_end_early_are_settled_at_the_end() {
+    // The client goes away mid-response (no session: nothing to resume).
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    h.response_headers.insert(":status".into(), "200".into());
+    h.response_headers
+        .insert("content-type".into(), "text/event-stream".into());
+    s.on_response_headers(&mut h, false);
+    h.code_details = Some("downstream_remote_disconnect".into());
+    s.on_stream_end(&mut h);
+    assert_eq!(h.records()[0]["output_status"], "client_disconnected");
+
+    // An upstream reset after the headers.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    send_request(&mut s, &mut h);
+    s.on_response_headers(&mut h, false);
+    h.code_details = Some("upstream_reset_after_response_started{remote_reset}".into());
+    s.on_stream_end(&mut h);
+    assert_eq!(h.records()[0]["output_status"], "upstream_error");
+
+    // The client stops before its body is complete: recorded, never forwarded.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    assert_eq!(s.on_request_body(&mut h, 10, false), Action::Pause);
+    h.code_details = Some("downstream_remote_disconnect".into());
+    s.on_stream_end(&mut h);
+    let r = &h.records()[0];
+    assert_eq!(r["output_status"], "client_disconnected");
+    assert_eq!(r["decision"], "deny");
+    // A finished stream is left alone.
+    let writes = h.audit_writes;
+    s.on_stream_end(&mut h);
+    assert_eq!(h.audit_writes, writes);
 }
