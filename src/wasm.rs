@@ -2,8 +2,10 @@
 //! the plugin configuration once per `on_configure`; each HTTP context forwards Envoy's
 //! callbacks to a [`Stream`] through [`WasmHost`], which maps [`Host`] onto hostcalls.
 //!
-//! Only the non-panicking `proxy_wasm::hostcalls` functions are used: a failed hostcall is
-//! logged and reads as "absent". A panic would trap the VM for every stream on the worker.
+//! Hostcalls go through the `Result`-returning `proxy_wasm::hostcalls` functions, never the
+//! context-trait helpers that unwrap: a failed hostcall is logged and reads as "absent". (The SDK
+//! still panics on a status the ABI does not define for a call; Envoy does not return those.) A
+//! panic would trap the VM for every stream on the worker.
 
 use crate::config::Config;
 use crate::filter::{self, Action, Host, Stream};
