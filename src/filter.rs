@@ -44,8 +44,11 @@ pub const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
 /// Every method is infallible from the filter's point of view: a failed hostcall is logged by
 /// the implementation and reads as "absent".
 pub trait Host {
-    /// A request header (lower-case name), including pseudo-headers such as `:method`.
+    /// A request header (lower-case name), including pseudo-headers such as `:method`; the
+    /// first value if it was sent more than once. Bytes that are not UTF-8 read as U+FFFD.
     fn request_header(&self, name: &str) -> Option<String>;
+    /// Every value of a request header, in order (empty when absent).
+    fn request_header_values(&self, name: &str) -> Vec<String>;
     /// Replaces (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// The first `size` bytes of the buffered request body.
@@ -118,7 +121,7 @@ pub struct Stream {
     calls: Vec<Call>,
     is_post: bool,
     /// `Mcp-Method` / `Mcp-Name` request headers (MCP 2026-07-28), raw.
-    routing_headers: (Option<String>, Option<String>),
+    routing_headers: routing::RoutingHeaders,
     /// The response is a server stream (GET) whose responses are correlated to POSTs.
     correlating: bool,
     response_kind: BodyKind,
@@ -139,7 +142,7 @@ impl Stream {
             facts: StreamFacts::default(),
             calls: Vec::new(),
             is_post: false,
-            routing_headers: (None, None),
+            routing_headers: routing::RoutingHeaders::default(),
             correlating: false,
             response_kind: BodyKind::Other,
             awaiting_body: false,
@@ -204,10 +207,10 @@ impl Stream {
 
         self.is_post = self.facts.http_method == "POST";
         if self.is_post {
-            self.routing_headers = (
-                host.request_header(routing::MCP_METHOD),
-                host.request_header(routing::MCP_NAME),
-            );
+            self.routing_headers = routing::RoutingHeaders {
+                method: host.request_header_values(routing::MCP_METHOD),
+                name: host.request_header_values(routing::MCP_NAME),
+            };
             if end_of_stream {
                 let (code, message) = (jsonrpc::PARSE_ERROR, "Parse error: empty body");
                 return self.refuse_with(host, 400, None, None, code, message);
@@ -455,10 +458,7 @@ impl Stream {
             Ok(body) => body,
             Err(e) => return self.refuse(host, &e),
         };
-        let (method_header, name_header) = &self.routing_headers;
-        if let Err(header) =
-            routing::verify(method_header.as_deref(), name_header.as_deref(), &body)
-        {
+        if let Err(header) = routing::check(&self.routing_headers, &body) {
             let (id, method) = match &body {
                 Body::Single(m) => (m.id().cloned(), m.method.clone()),
                 Body::Batch(_) => (None, None),

@@ -36,6 +36,9 @@ pub const TOOLS_CALL: &str = "tools/call";
 pub const PROMPTS_GET: &str = "prompts/get";
 /// MCP method whose `params.uri` names a resource (MCP "Server features / Resources").
 pub const RESOURCES_READ: &str = "resources/read";
+/// MCP task methods whose `params.taskId` is mirrored in the 2026-07-28 `Mcp-Name` header
+/// (SEP-2663, tasks extension).
+pub const TASK_METHODS: [&str; 3] = ["tasks/get", "tasks/update", "tasks/cancel"];
 
 /// A JSON-RPC request id (JSON-RPC 2.0 §4 `id`).
 ///
@@ -106,6 +109,8 @@ pub struct Message<'a> {
     pub prompt_name: Option<String>,
     /// `params.uri` of a `resources/read`.
     pub resource_uri: Option<String>,
+    /// `params.taskId` of a task method ([`TASK_METHODS`]), when it is a string.
+    pub task_id: Option<String>,
     /// The exact bytes the audit `input_hash` covers: `params.arguments` for `tools/call`,
     /// `params` for any other method; `None` when that member is absent.
     pub hash_input: Option<&'a str>,
@@ -202,6 +207,8 @@ struct WireParams<'a> {
     uri: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     arguments: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present", rename = "taskId")]
+    task_id: Option<&'a RawValue>,
 }
 
 /// Parses a complete Streamable HTTP POST body, refusing JSON nested deeper than `max_depth`
@@ -353,6 +360,7 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
                     tool_name: None,
                     prompt_name: None,
                     resource_uri: None,
+                    task_id: None,
                     hash_input: None,
                 })
             }
@@ -389,6 +397,7 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
         tool_name: None,
         prompt_name: None,
         resource_uri: None,
+        task_id: None,
         hash_input: params.map(RawValue::get),
     };
 
@@ -417,6 +426,14 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
                 PROMPTS_GET => message.prompt_name = Some(string_member(fields.name, "name")?),
                 _ => message.resource_uri = Some(string_member(fields.uri, "uri")?),
             }
+        }
+        m if TASK_METHODS.contains(&m) => {
+            // Only for checking the Mcp-Name header; a missing or duplicated taskId leaves it
+            // unset (a header naming a task then disagrees with the body).
+            message.task_id = parse_params(params)
+                .ok()
+                .and_then(|fields| fields.task_id)
+                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
         }
         _ => {}
     }

@@ -160,12 +160,30 @@ fn logged<T: Default>(what: &str, result: Result<T, proxy_wasm::types::Status>) 
     })
 }
 
+/// One header value. Read as bytes: Envoy passes header values with bytes that are not UTF-8
+/// (obs-text, RFC 9110 §5.5), and the SDK's `get_map_value` unwraps a UTF-8 conversion, so one
+/// such header would trap the VM. Invalid bytes become U+FFFD, which no agent id, routing header
+/// or encoding name accepts: the value is refused or ignored, never trusted.
+fn header(map: MapType, name: &str) -> Option<String> {
+    logged("get header", hostcalls::get_map_value_bytes(map, name))
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
+        header(MapType::HttpRequestHeaders, name)
+    }
+
+    fn request_header_values(&self, name: &str) -> Vec<String> {
+        // Pairs as bytes: the SDK's `get_map` unwraps UTF-8 (see `header`).
         logged(
-            "get request header",
-            hostcalls::get_map_value(MapType::HttpRequestHeaders, name),
+            "get request headers",
+            hostcalls::get_map_bytes(MapType::HttpRequestHeaders),
         )
+        .into_iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| String::from_utf8_lossy(&value).into_owned())
+        .collect()
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -183,10 +201,7 @@ impl Host for WasmHost {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        logged(
-            "get response header",
-            hostcalls::get_map_value(MapType::HttpResponseHeaders, name),
-        )
+        header(MapType::HttpResponseHeaders, name)
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {

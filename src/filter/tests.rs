@@ -30,11 +30,25 @@ struct FakeHost {
     now: u64,
     shared: Shared,
     code_details: Option<String>,
+    /// Further values of a header sent more than once (after the one in `request_headers`).
+    repeated_headers: BTreeMap<String, Vec<String>>,
 }
 
 impl Host for FakeHost {
     fn request_header(&self, name: &str) -> Option<String> {
         self.request_headers.get(name).cloned()
+    }
+    fn request_header_values(&self, name: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .request_headers
+            .get(name)
+            .cloned()
+            .into_iter()
+            .collect();
+        if let Some(extra) = self.repeated_headers.get(name) {
+            values.extend(extra.iter().cloned());
+        }
+        values
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -840,6 +854,7 @@ fn routing_headers_that_disagree_with_the_body_are_refused_before_tagging() {
         ("mcp-name", "echo", Some("echo")),
         ("mcp-name", "=?base64?ZWNobw==?=", Some("echo")), // "echo"
         ("mcp-method", "tools/call", Some("echo")),
+        ("mcp-name", "=?BASE64?ZWNobw==?=", None), // markers are lower-case only
     ];
     for (header, value, forwarded) in cases {
         let mut s = stream(POLICY);
@@ -1066,4 +1081,34 @@ fn streams_that_end_early_are_settled_at_the_end() {
     let writes = h.audit_writes;
     s.on_stream_end(&mut h);
     assert_eq!(h.audit_writes, writes);
+}
+
+#[test]
+fn a_routing_header_sent_twice_is_refused() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.request_headers.insert("mcp-name".into(), "echo".into());
+    h.repeated_headers
+        .insert("mcp-name".into(), vec!["delete_repo".into()]);
+    assert_eq!(send_request(&mut s, &mut h), Action::Pause);
+    let (status, reply) = h.reply_json();
+    assert_eq!(
+        (status, &reply["error"]["code"]),
+        (400, &Value::from(routing::HEADER_MISMATCH))
+    );
+}
+
+#[test]
+fn header_values_that_are_not_utf8_are_never_trusted() {
+    // WasmHost reads header bytes lossily (a non-UTF-8 value would otherwise trap the VM in the
+    // SDK); U+FFFD makes the agent id invalid, so the fallback applies.
+    let mut s = stream(POLICY);
+    let mut h = post(None, CALL_ECHO);
+    h.request_headers
+        .insert("x-agent-id".into(), "admin\u{fffd}".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("anonymous")
+    );
 }
