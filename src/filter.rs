@@ -655,7 +655,8 @@ impl Stream {
                     deferred.extend(Pending::new(session, &self.facts, call));
                     (OutputStatus::Deferred, None)
                 }
-                None if client_gone => (OutputStatus::ClientDisconnected, None),
+                // A server stream (GET) normally ends by the client closing it.
+                None if client_gone && is_request => (OutputStatus::ClientDisconnected, None),
                 None => match status {
                     200..=399 if !is_request => (OutputStatus::Success, None),
                     400..=499 => (OutputStatus::Error, unmatched),

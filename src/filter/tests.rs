@@ -1077,6 +1077,12 @@ fn streams_that_end_early_are_settled_at_the_end() {
     let r = &h.records()[0];
     assert_eq!(r["output_status"], "client_disconnected");
     assert_eq!(r["decision"], "deny");
+    // A server stream (GET) ends when the client closes it: that is its normal end.
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("sess-1"));
+    gh.code_details = Some("downstream_remote_disconnect".into());
+    get.on_stream_end(&mut gh);
+    assert_eq!(gh.records()[0]["output_status"], "success");
     // A finished stream is left alone.
     let writes = h.audit_writes;
     s.on_stream_end(&mut h);
