@@ -2,6 +2,7 @@
 """Demo MCP server behind mcp-guard: the official MCP Python SDK (mcp 2.x), Streamable HTTP.
 
     python examples/demo_server.py [--host 127.0.0.1] [--port 8000] [--json-response] [--call-log FILE]
+                                   [--resumable [--retry-ms N]] [--log-http-requests]
 
 Serves MCP at http://HOST:PORT/mcp. Responses to POSTs are SSE streams (the SDK
 default) unless --json-response is given. Tools:
@@ -12,6 +13,24 @@ default) unless --json-response is given. Tools:
     delete_repo(name) -> "deleted <name>" (nothing is deleted: it exists to be denied)
 
 Also a prompt greet(name) and resources demo://docs/{name}, for the prompt/resource tags.
+
+--resumable turns on stream resumability (SEP-1699, protocol 2025-11-25): an in-memory event
+store, so every POST SSE stream starts with a priming event (`id:`, empty data, `retry:` N ms
+from --retry-ms) and events can be replayed on a GET carrying Last-Event-ID; plus two tools
+for the session's other streams:
+
+    resume_echo(text, delay_ms, closes=1) -> text, but first closes the POST's SSE stream (no
+        result on it) and waits delay_ms, `closes` times (the 2nd and later close the client's
+        GET reconnection stream, if it has reconnected by then), then returns: the client gets
+        the result on its last GET reconnection (Last-Event-ID), live or from the event store.
+    server_push() -> the root URIs the client listed, one per line: sends, on the session's
+        standalone GET stream (not on this request's stream), notifications/tools/list_changed
+        and a roots/list request, whose answer the client POSTs back.
+
+--log-http-requests appends, besides the tool calls, one line per HTTP request this server
+received to the call log: {"http": METHOD, "path": PATH, "headers": {...}} (the headers below
+plus mcp-method, mcp-name, mcp-protocol-version, last-event-id), so tests can see what
+Envoy forwarded for GET / DELETE and that a refused request never arrived.
 
 --call-log FILE appends one JSON line per tool invocation that reached this server:
     {"tool": NAME, "arguments": {...}, "headers": {...}}
@@ -26,11 +45,13 @@ import argparse
 import json
 import os
 import threading
+import uuid
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 
 # Request headers copied into the call log (lower-case; as received from Envoy).
 LOGGED_HEADERS = (
@@ -43,6 +64,9 @@ LOGGED_HEADERS = (
     "x-request-id",
     "traceparent",
 )
+
+# Extra request headers in --log-http-requests lines.
+HTTP_LOGGED_HEADERS = LOGGED_HEADERS + ("mcp-method", "mcp-name", "mcp-protocol-version", "last-event-id")
 
 FAKE_INDEX = [
     ("Model Context Protocol", "https://modelcontextprotocol.io/"),
@@ -71,14 +95,68 @@ class CallLog:
                 values = list(getlist(name)) if getlist else ([raw[name]] if name in raw else [])
                 if values:
                     headers[name] = values
-        line = json.dumps({kind: tool, "arguments": arguments, "headers": headers}, sort_keys=True)
+        self._append({kind: tool, "arguments": arguments, "headers": headers})
+
+    def record_http(self, method: str, path: str, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        """One HTTP request as received (--log-http-requests)."""
+        if not self._path:
+            return
+        headers: dict[str, list[str]] = {}
+        for k, v in raw_headers:
+            name = k.decode("latin-1").lower()
+            if name in HTTP_LOGGED_HEADERS:
+                headers.setdefault(name, []).append(v.decode("latin-1"))
+        self._append({"http": method, "path": path, "headers": headers})
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, sort_keys=True)
         with self._lock, open(self._path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
 
 
-def build_server(call_log: CallLog, log_level: str = "INFO") -> MCPServer:
+class InMemoryEventStore(EventStore):
+    """Keeps every SSE event of the process's lifetime (a demo: nothing is ever evicted).
+
+    Event ids are random (not guessable across sessions); replay sends the events of the same
+    stream stored after the given id, in order (priming events, stored as None, are not sent)."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[EventId, StreamId, Any]] = []
+
+    async def store_event(self, stream_id: StreamId, message: Any) -> EventId:
+        event_id = uuid.uuid4().hex
+        self._events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        stream_id = next((s for e, s, _ in self._events if e == last_event_id), None)
+        if stream_id is None:
+            return None
+        after = False
+        for event_id, sid, message in list(self._events):
+            if event_id == last_event_id:
+                after = True
+            elif after and sid == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
+class HttpRequestLog:
+    """ASGI wrapper: logs each HTTP request (method, path, headers) before the app sees it."""
+
+    def __init__(self, app: Any, call_log: CallLog) -> None:
+        self.app = app
+        self.call_log = call_log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.call_log.record_http(scope["method"], scope["path"], list(scope["headers"]))
+        await self.app(scope, receive, send)
+
+
+def build_server(call_log: CallLog, log_level: str = "INFO", resumable: bool = False) -> MCPServer:
     mcp = MCPServer(
         "mcp-guard-demo",
         instructions="Demo server for the mcp-guard Envoy filter.",
@@ -131,6 +209,28 @@ def build_server(call_log: CallLog, log_level: str = "INFO") -> MCPServer:
         call_log.record("delete_repo", {"name": name}, ctx)
         return f"deleted {name}"
 
+    if resumable:
+
+        @mcp.tool()
+        async def resume_echo(text: str, delay_ms: int, ctx: Context, closes: int = 1) -> str:
+            """Close this request's SSE stream (SEP-1699) and wait delay_ms, `closes` times, then
+            return the text: the result reaches the client on a GET reconnection with
+            Last-Event-ID."""
+            call_log.record("resume_echo", {"text": text, "delay_ms": delay_ms, "closes": closes}, ctx)
+            for _ in range(max(1, min(closes, 5))):
+                await ctx.close_sse_stream()
+                await anyio.sleep(max(0, min(delay_ms, 5000)) / 1000)
+            return text
+
+        @mcp.tool()
+        async def server_push(ctx: Context) -> str:
+            """Server-initiated messages on the standalone GET stream: tools/list_changed, then
+            roots/list; returns the client's root URIs."""
+            call_log.record("server_push", {}, ctx)
+            await ctx.session.send_tool_list_changed()
+            roots = await ctx.session.list_roots()
+            return "\n".join(str(r.uri) for r in roots.roots)
+
     @mcp.prompt()
     def greet(name: str, ctx: Context) -> str:
         """A prompt (its name is tagged as x-mcp-prompt-name)."""
@@ -153,16 +253,27 @@ def main() -> None:
     parser.add_argument("--json-response", action="store_true", help="answer POSTs with application/json, not SSE")
     parser.add_argument("--call-log", metavar="FILE", help="append one JSON line per tool invocation")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--resumable", action="store_true",
+                        help="in-memory event store (priming events, Last-Event-ID replay) and the resume_echo tool")
+    parser.add_argument("--retry-ms", type=int, default=100, metavar="N",
+                        help="with --resumable: the retry: field of priming events (default 100)")
+    parser.add_argument("--log-http-requests", action="store_true",
+                        help="also log every HTTP request (method, path, MCP headers) to the call log")
     args = parser.parse_args()
 
-    server = build_server(CallLog(args.call_log), args.log_level)
-    server.run(
-        transport="streamable-http",
-        host=args.host,
-        port=args.port,
-        streamable_http_path="/mcp",
-        json_response=args.json_response,
-    )
+    call_log = CallLog(args.call_log)
+    server = build_server(call_log, args.log_level, resumable=args.resumable)
+    options: dict[str, Any] = {"streamable_http_path": "/mcp", "json_response": args.json_response}
+    if args.resumable:
+        options.update(event_store=InMemoryEventStore(), retry_interval=args.retry_ms)
+    if not args.log_http_requests:
+        server.run(transport="streamable-http", host=args.host, port=args.port, **options)
+        return
+    # The same app and uvicorn settings MCPServer.run uses, wrapped in the request logger.
+    import uvicorn
+
+    app = HttpRequestLog(server.streamable_http_app(host=args.host, **options), call_log)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
 
 
 if __name__ == "__main__":
