@@ -161,7 +161,12 @@ impl Stream {
         self.facts.start_ms = host.now_ms();
         self.facts.http_method = host.request_header(":method").unwrap_or_default();
         self.facts.agent_id = config.identity.resolve(|source| match source {
-            Source::Header(name) => host.request_header(name),
+            // Sent more than once, the header names no one: an edge that appends instead of
+            // replacing must not let the client's copy win.
+            Source::Header(name) => match host.request_header_values(name).as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
         });
         // Streamable HTTP: the Mcp-Session-Id header. Legacy HTTP+SSE: the POST URI's
         // sessionId / session_id query parameter.
@@ -182,6 +187,10 @@ impl Stream {
         for name in config.headers.all() {
             host.set_request_header(name, None);
         }
+        // The response must be readable to learn each call's outcome: ask the server for an
+        // uncompressed body. (Envoy's compressor filter, placed before mcp-guard, has already
+        // read the client's Accept-Encoding and compresses for the client on the way back.)
+        host.set_request_header("accept-encoding", Some("identity"));
         host.set_request_header(&config.headers.agent_id, Some(&self.facts.agent_id));
 
         if !end_of_stream {

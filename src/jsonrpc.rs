@@ -337,9 +337,10 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
 
     let id = match wire.id {
         None => None,
-        Some(raw) => Some(Id::from_raw(raw.get()).ok_or_else(|| {
-            invalid("Invalid Request: id must be a string or a number, not null")
-        })?),
+        Some(raw) => Some(
+            Id::from_raw(raw.get())
+                .ok_or_else(|| invalid("Invalid Request: id must be a string or a number"))?,
+        ),
     };
 
     let method = match wire.method {

@@ -1118,3 +1118,22 @@ fn header_values_that_are_not_utf8_are_never_trusted() {
         Some("anonymous")
     );
 }
+
+#[test]
+fn identity_header_sent_twice_names_no_one_and_responses_stay_readable() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("admin-agent"), CALL_ECHO);
+    h.repeated_headers
+        .insert("x-agent-id".into(), vec!["demo-agent".into()]);
+    h.request_headers
+        .insert("accept-encoding".into(), "gzip, br".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("anonymous")
+    );
+    assert_eq!(
+        h.request_headers.get("accept-encoding").map(String::as_str),
+        Some("identity")
+    );
+}
