@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""A raw HTTP/1.1 test upstream for what no MCP SDK would send (stdlib asyncio only).
+
+    python tests/e2e/raw_upstream.py --host 127.0.0.1 --port N --call-log FILE
+
+Started by the e2e tests through `start_stack(..., server_command=[...])` in place of the demo
+server. It logs every request that reaches it (one JSON line in FILE, fsynced before it
+answers), so a test can prove that a refused request never arrived:
+
+    {"http": "POST", "path": "/mcp", "headers": {name: [values]}, "body_len": N,
+     "method": "tools/call", "id": <id as sent>, "tool": "echo", "arguments": {...}}
+
+("method"/"id"/"tool"/"arguments" only when the body is a JSON-RPC object; "tool" only for
+tools/call, so Stack.calls() lists the tool calls as for the demo server.)
+
+It answers `initialize` (with an Mcp-Session-Id), notifications (202) and DELETE like a minimal
+server. A `tools/call` is answered with the exact bytes of the scenario named by
+`params.arguments.scenario` (see SCENARIOS), echoing the request id (same JSON value and
+type; json.dumps escapes non-ASCII as \\uXXXX). One body byte per write means one chunk per write.
+`GET /mcp?events=<url-encoded JSON list of {"id": ..., "is_error": bool}>` is a server stream
+carrying one result event per entry (for cross-stream correlation), then its end.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import socket
+import struct
+import sys
+import urllib.parse
+import uuid
+from typing import Any, Awaitable, Callable
+
+SSE = "text/event-stream"
+BIG_EVENT_BYTES = 30 * 1024 * 1024  # the text of the sse-30mb result
+
+
+def result_json(rid: Any, text: str, is_error: bool = False) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": rid,
+         "result": {"content": [{"type": "text", "text": text}], "isError": is_error}},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+
+
+def other_type(rid: Any) -> Any:
+    """The same id with the other JSON type: 1 -> "1", "1" -> 1."""
+    if isinstance(rid, str):
+        return int(rid) if rid.lstrip("-").isdigit() else rid + "-x"
+    return json.dumps(rid)
+
+
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.request_headers: dict[str, list[str]] = {}
+
+    async def head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await self.writer.drain()
+
+    async def chunk(self, data: bytes) -> None:
+        if data:
+            self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            await self.writer.drain()
+
+    async def end_chunks(self) -> None:
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+    async def sse(self, body: bytes, piece: int | None = None, pause: float = 0.0) -> None:
+        """A chunked text/event-stream response carrying `body`, `piece` bytes per write."""
+        await self.head(200, "OK", [("content-type", SSE), ("cache-control", "no-cache"),
+                                    ("transfer-encoding", "chunked")])  # fmt: skip
+        step = piece or len(body)
+        for i in range(0, len(body), step):
+            await self.chunk(body[i : i + step])
+            if pause:
+                await asyncio.sleep(pause)
+        await self.end_chunks()
+
+    async def plain(self, status: int, reason: str, body: bytes, ctype: str = "text/plain") -> None:
+        await self.head(status, reason, [("content-type", ctype), ("content-length", str(len(body)))])
+        self.writer.write(body)
+        await self.writer.drain()
+
+    def reset(self) -> None:
+        """Close the TCP connection with a RST (SO_LINGER 0)."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+Scenario = Callable[[Conn, Any], Awaitable[bool]]  # returns False when the connection is gone
+
+
+async def sse_bytewise(c: Conn, rid: Any) -> bool:
+    # One byte per chunk, each its own write and TCP segment (TCP_NODELAY, a pause between).
+    event = b"event: message\r\ndata: " + result_json(rid, "bytewise") + b"\r\n\r\n"
+    await c.sse(event, piece=1, pause=0.002)
+    return True
+
+
+async def sse_cr_only(c: Conn, rid: Any) -> bool:
+    await c.sse(b"event: message\rdata: " + result_json(rid, "cr only") + b"\r\r")
+    return True
+
+
+async def sse_comments_retry(c: Conn, rid: Any) -> bool:
+    body = (b": ping - keepalive\n\nretry: 1500\n\n: a comment inside the event\nretry: 3000\n"
+            b"event: message\nid: evt-7\ndata: " + result_json(rid, "after comments") + b"\n\n")  # fmt: skip
+    await c.sse(body, piece=16, pause=0.001)
+    return True
+
+
+async def sse_priming(c: Conn, rid: Any) -> bool:
+    await c.sse(b"id: prime-0\ndata: \n\n", piece=None)
+    return True
+
+
+async def sse_priming_then_result(c: Conn, rid: Any) -> bool:
+    body = b"id: prime-0\ndata: \n\n" + b"id: evt-1\nevent: message\ndata: " + result_json(rid, "primed") + b"\n\n"
+    await c.sse(body)
+    return True
+
+
+async def sse_multiline_data(c: Conn, rid: Any) -> bool:
+    doc = result_json(rid, "multi-line")
+    mid = doc.index(b',"result"')
+    await c.sse(b"data: " + doc[:mid] + b"\r\ndata: " + doc[mid:] + b"\r\n\r\n")
+    return True
+
+
+async def sse_30mb(c: Conn, rid: Any) -> bool:
+    head = b'event: message\r\ndata: {"jsonrpc":"2.0","id":' + json.dumps(rid).encode() + \
+        b',"result":{"content":[{"type":"text","text":"'
+    tail = b'"}],"isError":false}}\r\n\r\n'
+    await c.head(200, "OK", [("content-type", SSE), ("transfer-encoding", "chunked")])
+    await c.chunk(head)
+    block = b"A" * (256 * 1024)
+    left = BIG_EVENT_BYTES
+    while left > 0:
+        n = min(left, len(block))
+        await c.chunk(block[:n])
+        left -= n
+    await c.chunk(tail)
+    await c.end_chunks()
+    return True
+
+
+async def tool_error(c: Conn, rid: Any) -> bool:
+    await c.sse(b"event: message\r\ndata: " + result_json(rid, "it failed", is_error=True) + b"\r\n\r\n")
+    return True
+
+
+async def text_404(c: Conn, rid: Any) -> bool:
+    await c.plain(404, "Not Found", b"Not Found")
+    return True
+
+
+async def html_500(c: Conn, rid: Any) -> bool:
+    await c.plain(500, "Internal Server Error", b"<html><body>oops</body></html>", "text/html")
+    return True
+
+
+async def accepted_202(c: Conn, rid: Any) -> bool:
+    await c.plain(202, "Accepted", b"Accepted")
+    return True
+
+
+async def reset_mid_event(c: Conn, rid: Any) -> bool:
+    await c.head(200, "OK", [("content-type", SSE), ("transfer-encoding", "chunked")])
+    doc = result_json(rid, "never finished")
+    await c.chunk(b"event: message\r\ndata: " + doc[: len(doc) // 2])
+    await asyncio.sleep(0.3)
+    c.reset()
+    return False
+
+
+async def close_mid_event(c: Conn, rid: Any) -> bool:
+    """FIN (not RST) inside an unterminated chunked body."""
+    await c.head(200, "OK", [("content-type", SSE), ("transfer-encoding", "chunked")])
+    doc = result_json(rid, "never finished")
+    await c.chunk(b"event: message\r\ndata: " + doc[: len(doc) // 2])
+    await asyncio.sleep(0.3)
+    c.writer.close()
+    return False
+
+
+async def wrong_id_type(c: Conn, rid: Any) -> bool:
+    await c.sse(b"event: message\r\ndata: " + result_json(other_type(rid), "wrong id type") + b"\r\n\r\n")
+    return True
+
+
+async def wrong_then_right(c: Conn, rid: Any) -> bool:
+    """A success for the other-typed id first, then this request's own response (a tool error)."""
+    body = (b"event: message\r\ndata: " + result_json(other_type(rid), "not yours") + b"\r\n\r\n"
+            b"event: message\r\ndata: " + result_json(rid, "yours", is_error=True) + b"\r\n\r\n")  # fmt: skip
+    await c.sse(body)
+    return True
+
+
+async def sse_slow(c: Conn, rid: Any) -> bool:
+    """A progress notification at once, the result 2 s later (for a client that leaves)."""
+    await c.head(200, "OK", [("content-type", SSE), ("transfer-encoding", "chunked")])
+    note = {"jsonrpc": "2.0", "method": "notifications/progress",
+            "params": {"progressToken": "p", "progress": 1, "total": 2}}  # fmt: skip
+    await c.chunk(b"event: message\r\ndata: " + json.dumps(note).encode() + b"\r\n\r\n")
+    await asyncio.sleep(2.0)
+    await c.chunk(b"event: message\r\ndata: " + result_json(rid, "too late") + b"\r\n\r\n")
+    await c.end_chunks()
+    return True
+
+
+async def json_gzip(c: Conn, rid: Any) -> bool:
+    """A JSON result, gzip-compressed when the request's Accept-Encoding allows gzip (what a
+    server behind a compression middleware does), else plain."""
+    body = result_json(rid, "compressed")
+    headers = [("content-type", "application/json")]
+    if "gzip" in ",".join(c.request_headers.get("accept-encoding", [])).lower():
+        body = gzip.compress(body)
+        headers.append(("content-encoding", "gzip"))
+    await c.head(200, "OK", headers + [("content-length", str(len(body)))])
+    c.writer.write(body)
+    await c.writer.drain()
+    return True
+
+
+async def json_id_last(c: Conn, rid: Any) -> bool:
+    doc = b'{"jsonrpc":"2.0","result":{"content":[{"type":"text","text":"id last"}],"isError":false},"id":' + \
+        json.dumps(rid).encode() + b"}"
+    await c.plain(200, "OK", doc, "application/json")
+    return True
+
+
+async def json_batch_array(c: Conn, rid: Any) -> bool:
+    await c.plain(200, "OK", b"[" + result_json(rid, "in an array") + b"]", "application/json")
+    return True
+
+
+async def nested_decoys(c: Conn, rid: Any) -> bool:
+    """id / isError / error members nested inside the result must not count."""
+    doc = {"jsonrpc": "2.0", "id": rid, "result": {
+        "content": [{"type": "text", "text": "decoys", "id": "other", "isError": True}],
+        "structuredContent": {"error": {"code": -1}, "id": rid, "isError": True}, "isError": False}}  # fmt: skip
+    await c.sse(b"event: message\ndata: " + json.dumps(doc).encode() + b"\n\n")
+    return True
+
+
+async def server_request_same_id(c: Conn, rid: Any) -> bool:
+    """A server-to-client request that happens to reuse the client's id, then the response."""
+    req = {"jsonrpc": "2.0", "id": rid, "method": "sampling/createMessage",
+           "params": {"messages": [], "maxTokens": 1}}  # fmt: skip
+    body = (b"event: message\ndata: " + json.dumps(req).encode() + b"\n\n"
+            b"event: message\ndata: " + result_json(rid, "after a server request", is_error=True) + b"\n\n")  # fmt: skip
+    await c.sse(body)
+    return True
+
+
+async def jsonrpc_error(c: Conn, rid: Any) -> bool:
+    doc = {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "bad arguments"}}
+    await c.sse(b"event: message\r\ndata: " + json.dumps(doc).encode() + b"\r\n\r\n")
+    return True
+
+
+async def json_ok(c: Conn, rid: Any) -> bool:
+    await c.plain(200, "OK", result_json(rid, "json ok"), "application/json")
+    return True
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "sse-bytewise": sse_bytewise,
+    "sse-cr-only": sse_cr_only,
+    "sse-comments-retry": sse_comments_retry,
+    "sse-priming-only": sse_priming,
+    "sse-priming-then-result": sse_priming_then_result,
+    "sse-multiline-data": sse_multiline_data,
+    "sse-30mb": sse_30mb,
+    "tool-error": tool_error,
+    "text-404": text_404,
+    "html-500": html_500,
+    "accepted-202": accepted_202,
+    "reset-mid-event": reset_mid_event,
+    "close-mid-event": close_mid_event,
+    "wrong-id-type": wrong_id_type,
+    "wrong-then-right": wrong_then_right,
+    "sse-slow": sse_slow,
+    "json-gzip": json_gzip,
+    "json-id-last": json_id_last,
+    "json-batch-array": json_batch_array,
+    "nested-decoys": nested_decoys,
+    "server-request-same-id": server_request_same_id,
+    "jsonrpc-error": jsonrpc_error,
+    "json-ok": json_ok,
+}
+
+
+class Server:
+    def __init__(self, call_log: str | None) -> None:
+        self.call_log = call_log
+
+    def log(self, entry: dict) -> None:
+        if not self.call_log:
+            return
+        with open(self.call_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Conn(reader, writer)
+        try:
+            while await self.one(conn):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            if not writer.is_closing():
+                writer.close()
+
+    async def one(self, c: Conn) -> bool:
+        line = await c.reader.readline()
+        if not line:
+            return False
+        method, path, _ = line.decode("latin-1").split(" ", 2)
+        headers: dict[str, list[str]] = {}
+        while True:
+            h = (await c.reader.readline()).decode("latin-1").rstrip("\r\n")
+            if not h:
+                break
+            name, _, value = h.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        body = b""
+        if "chunked" in ",".join(headers.get("transfer-encoding", [])).lower():
+            while True:
+                size = int((await c.reader.readline()).split(b";")[0].strip(), 16)
+                if size == 0:
+                    while (await c.reader.readline()).strip():  # trailers
+                        pass
+                    break
+                body += await c.reader.readexactly(size)
+                await c.reader.readexactly(2)
+        elif "content-length" in headers:
+            body = await c.reader.readexactly(int(headers["content-length"][0]))
+
+        c.request_headers = headers
+        entry: dict[str, Any] = {"http": method, "path": path, "headers": headers, "body_len": len(body)}
+        msg: Any = None
+        try:
+            msg = json.loads(body) if body else None
+        except ValueError:
+            pass
+        if isinstance(msg, dict):
+            entry["method"] = msg.get("method")
+            if "id" in msg:
+                entry["id"] = msg["id"]
+            params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+            if msg.get("method") == "tools/call":
+                entry["tool"] = params.get("name")
+                entry["arguments"] = params.get("arguments")
+        self.log(entry)
+
+        if method == "GET" and "?events=" in path:
+            # A server stream carrying the responses the query names, then its end:
+            # GET /mcp?events=<url-encoded JSON list of {"id": ..., "is_error": bool}>
+            spec = json.loads(urllib.parse.unquote(path.split("?events=", 1)[1]))
+            body = b"".join(b"event: message\r\ndata: " + result_json(e["id"], "on the GET stream",
+                            e.get("is_error", False)) + b"\r\n\r\n" for e in spec)  # fmt: skip
+            await c.sse(body, piece=None)
+            return True
+        if method != "POST":
+            await c.plain(200 if method == "DELETE" else 405, "OK" if method == "DELETE" else "Method Not Allowed", b"")
+            return True
+        if not isinstance(msg, dict):
+            await c.plain(400, "Bad Request", b"not a JSON-RPC object")
+            return True
+        rid = msg.get("id")
+        if "id" not in msg:
+            await c.plain(202, "Accepted", b"")
+            return True
+        if msg.get("method") == "initialize":
+            doc = json.dumps({"jsonrpc": "2.0", "id": rid, "result": {
+                "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "raw-upstream", "version": "0"}}}).encode()  # fmt: skip
+            await c.head(200, "OK", [("content-type", "application/json"), ("content-length", str(len(doc))),
+                                     ("mcp-session-id", uuid.uuid4().hex)])  # fmt: skip
+            c.writer.write(doc)
+            await c.writer.drain()
+            return True
+        args = (msg.get("params") or {}).get("arguments") if isinstance(msg.get("params"), dict) else None
+        scenario = SCENARIOS.get(args.get("scenario", "json-ok") if isinstance(args, dict) else "json-ok")
+        if scenario is None:
+            await c.plain(400, "Bad Request", b"unknown scenario")
+            return True
+        return await scenario(c, rid)
+
+
+async def main_async(host: str, port: int, call_log: str | None) -> None:
+    srv = Server(call_log)
+    server = await asyncio.start_server(srv.handle, host, port, limit=1 << 20)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--call-log")
+    args = parser.parse_args()
+    try:
+        asyncio.run(main_async(args.host, args.port, args.call_log))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
