@@ -36,6 +36,10 @@ pub const TOOLS_CALL: &str = "tools/call";
 pub const PROMPTS_GET: &str = "prompts/get";
 /// MCP method whose `params.uri` names a resource (MCP "Server features / Resources").
 pub const RESOURCES_READ: &str = "resources/read";
+/// Longest request `id` accepted, as raw JSON text in bytes. A longer id could not be matched
+/// to its response in constant memory (`crate::response::MAX_ID_LEN`), so its outcome could not
+/// be audited: such a request is refused (-32600). SDK ids are integers or UUIDs.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// MCP task methods whose `params.taskId` is mirrored in the 2026-07-28 `Mcp-Name` header
 /// (SEP-2663, tasks extension).
 pub const TASK_METHODS: [&str; 3] = ["tasks/get", "tasks/update", "tasks/cancel"];
@@ -337,6 +341,11 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
 
     let id = match wire.id {
         None => None,
+        Some(raw) if raw.get().len() > MAX_REQUEST_ID_LEN => {
+            return Err(invalid(format!(
+                "Invalid Request: id longer than {MAX_REQUEST_ID_LEN} bytes"
+            )))
+        }
         Some(raw) => Some(
             Id::from_raw(raw.get())
                 .ok_or_else(|| invalid("Invalid Request: id must be a string or a number"))?,
@@ -645,6 +654,19 @@ mod tests {
         assert_eq!(refused(&format!("{ping} x")).code, PARSE_ERROR);
         assert_eq!(refused(&format!("{ping}{ping}")).code, PARSE_ERROR);
         assert!(parse_body(format!("{ping}\r\n").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn overlong_ids_are_refused() {
+        let id = "7".repeat(MAX_REQUEST_ID_LEN);
+        assert!(
+            parse_body(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#).as_bytes())
+                .is_ok()
+        );
+        let long = format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"ping"}}"#);
+        let e = refused(&long);
+        assert_eq!(e.code, INVALID_REQUEST);
+        assert!(e.message.contains("longer than"), "{}", e.message);
     }
 
     #[test]

@@ -11,8 +11,10 @@
 use crate::jsonrpc::Id;
 use crate::sse::{EventSink, SseScanner};
 
-/// Longest raw `id` kept for correlation, in bytes; longer ids never match.
-pub const MAX_ID_LEN: usize = 256;
+/// Longest raw `id` kept for correlation, in bytes; longer ids never match. Three times the
+/// request-side limit ([`crate::jsonrpc::MAX_REQUEST_ID_LEN`]): a server may re-encode a string
+/// id with `\uXXXX` escapes, at most tripling its length.
+pub const MAX_ID_LEN: usize = 3 * crate::jsonrpc::MAX_REQUEST_ID_LEN + 2;
 /// Deepest nesting scanned; a deeper document is abandoned (no outcome from it).
 pub const MAX_DEPTH: usize = 256;
 const MAX_KEY_LEN: usize = 8;
