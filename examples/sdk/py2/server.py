@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""examples/demo_server.py (official MCP Python SDK 2.x) served over a chosen transport, for
+the e2e SDK matrix: the same server object (build_server), tools and --call-log format.
+
+    python examples/sdk/py2/server.py [--host 127.0.0.1] [--port 8000] [--call-log FILE]
+                                      [--transport streamable-http|sse]
+
+streamable-http serves /mcp exactly like demo_server.py; sse serves the legacy HTTP+SSE
+transport (2024-11-05): GET /sse, POST /messages/?session_id=...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # examples/
+from demo_server import CallLog, build_server  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
+    parser.add_argument("--call-log", metavar="FILE")
+    args = parser.parse_args()
+    server = build_server(CallLog(args.call_log), "WARNING")
+    if args.transport == "sse":
+        server.run(transport="sse", host=args.host, port=args.port)
+    else:
+        server.run(transport="streamable-http", host=args.host, port=args.port, streamable_http_path="/mcp")
+
+
+if __name__ == "__main__":
+    main()

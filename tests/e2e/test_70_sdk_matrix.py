@@ -1,0 +1,471 @@
+"""The SDK matrix: the same end-to-end scenario for every pairing of an official MCP SDK as
+client with an official MCP SDK as server, through Envoy + mcp-guard, over both transports.
+
+SDKs (installed by `make sdks` besides `make venv`):
+  py2  Python SDK 2.x (PyPI mcp, the project venv): server examples/sdk/py2/server.py (the demo
+       server's build_server), client examples/sdk/py_client.py;
+  py1  Python SDK 1.x (PyPI mcp<2, .venv-mcp1/): examples/sdk/py1/server.py, the same py_client.py;
+  ts   TypeScript SDK (npm @modelcontextprotocol/sdk, examples/sdk/ts/node_modules):
+       examples/sdk/ts/server.mjs, client.mjs.
+Transports: Streamable HTTP (/mcp) and the legacy HTTP+SSE transport of 2024-11-05 (GET /sse,
+POST /messages...; the response comes on the GET stream, the POST is answered 202).
+
+Each client is a CLI that drives the SDK's own client session (initialize, tools/list,
+tools/call echo, fail, delete_repo) and prints one JSON object with what it observed; each
+server implements the demo server's tools and writes the demo server's call log (tools that
+reached it, with the tag headers it received). One stack per (server SDK, transport), started on
+first use and kept for the module. Every pairing has its own agent id (a clone of demo-agent),
+so its audit records and call-log lines are told apart from the others'.
+
+SSE framing seen per SDK server (saved, byte for byte, under tests/e2e/data/sse/ for the fuzz
+corpus): Python 1.x and 2.x (sse-starlette) `event: message\\r\\ndata: ...\\r\\n\\r\\n` (CRLF);
+TypeScript `event: message\\ndata: ...\\n\\n` (LF).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from conftest import start_stack, test_policy
+from helpers import (
+    ACCEPT,
+    DENIED,
+    INVALID_REQUEST,
+    audit_for,
+    raw_request,
+    upstream_requests,
+)
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[2]
+SDK_DIR = REPO / "examples" / "sdk"
+PY2 = sys.executable  # the project venv (.venv), Python SDK 2.x
+PY1 = REPO / ".venv-mcp1" / "bin" / "python"
+NODE = shutil.which("node") or "/usr/bin/node"
+TS_MODULES = SDK_DIR / "ts" / "node_modules" / "@modelcontextprotocol" / "sdk"
+CORPUS = Path(__file__).resolve().parent / "data" / "sse"
+
+SDKS = ("py2", "py1", "ts")
+TRANSPORTS = ("streamable-http", "sse")
+SHORT = {"streamable-http": "shttp", "sse": "sse"}
+SERVER_NAMES = {"py2": "mcp-guard-demo", "py1": "mcp-guard-demo-py1", "ts": "mcp-guard-demo-ts"}
+DEMO_TOOLS = {"echo", "add", "search", "fail", "delete_repo"}
+# Legacy transport: a call whose response never comes on the GET stream (the POST was refused
+# by mcp-guard, which the SDK clients do not read) is given up after this many seconds.
+DENY_TIMEOUT = 2.0
+CLIENT_TIMEOUT = 90.0  # above the clients' own overall limit (3 x --timeout), so they report first
+BATCH_AGENT = "mx-batch"
+FRAMING_AGENT = "mx-framing"
+BATCH_VERSION = "2025-03-26"  # the one protocol version with JSON-RPC batches
+# The plugin's max_batch_calls in the batch tests' policy (the default 1 forwards no batch of
+# more than one call): a batch of up to this many calls of one tool is forwarded.
+MAX_BATCH_CALLS = 2
+
+
+def agent_for(client: str, server: str, transport: str) -> str:
+    return f"mx-{client}-{server}-{SHORT[transport]}"
+
+
+ALL_AGENTS = [agent_for(c, s, t) for c in SDKS for s in SDKS for t in TRANSPORTS] + [BATCH_AGENT, FRAMING_AGENT]
+
+
+def server_command(server: str, transport: str) -> list[str]:
+    args = ["--host", "{host}", "--port", "{port}", "--call-log", "{call_log}", "--transport", transport]
+    if server == "py2":
+        return [PY2, str(SDK_DIR / "py2" / "server.py"), *args]
+    if server == "py1":
+        return [str(PY1), str(SDK_DIR / "py1" / "server.py"), *args]
+    return [NODE, str(SDK_DIR / "ts" / "server.mjs"), *args]
+
+
+def client_command(client: str) -> list[str]:
+    if client == "py2":
+        return [PY2, str(SDK_DIR / "py_client.py")]
+    if client == "py1":
+        return [str(PY1), str(SDK_DIR / "py_client.py")]
+    return [NODE, str(SDK_DIR / "ts" / "client.mjs")]
+
+
+def require_sdks(*sdks: str) -> None:
+    if "py1" in sdks and not PY1.exists():
+        pytest.fail(f"{PY1} is missing: install the Python SDK 1.x venv with `make sdks`", pytrace=False)
+    if "ts" in sdks and not TS_MODULES.is_dir():
+        pytest.fail(f"{TS_MODULES} is missing: install the TypeScript SDK with `make sdks`", pytrace=False)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class Stacks:
+    """One stack per (server SDK, transport), started on first use, stopped at module end."""
+
+    def __init__(self, factory: pytest.TempPathFactory, policy: dict) -> None:
+        self._factory = factory
+        self._policy = policy
+        self._running: dict[tuple[str, str, int | None], tuple[Any, Any]] = {}
+
+    def get(self, server: str, transport: str, max_batch_calls: int | None = None) -> Any:
+        """The stack of this server SDK and transport; with max_batch_calls, a separate one whose
+        policy sets it (so that only the batch tests depend on that setting)."""
+        key = (server, transport, max_batch_calls)
+        if key not in self._running:
+            require_sdks(server)
+            policy = copy.deepcopy(self._policy)
+            if max_batch_calls is not None:
+                policy["max_batch_calls"] = max_batch_calls
+            gen = start_stack(self._factory, policy, server_command=server_command(server, transport))
+            self._running[key] = (gen, next(gen))
+        return self._running[key][1]
+
+    def close(self) -> None:
+        for gen, _ in self._running.values():
+            gen.close()  # runs start_stack's finally: Stack.stop()
+        self._running.clear()
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory: pytest.TempPathFactory):
+    policy = test_policy()
+    agents = policy["policy"]["agents"]
+    for name in ALL_AGENTS:
+        agents[name] = copy.deepcopy(agents["demo-agent"])  # echo, add, search, fail
+    s = Stacks(tmp_path_factory, policy)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def stack(stacks: Stacks, server: str, transport: str):
+    """This test's stack (named `stack` so conftest attaches its logs to a failure report)."""
+    return stacks.get(server, transport)
+
+
+# One client run per pairing, shared by the tests that read its outcome (the audit tests of the
+# legacy transport read the records the pairing test's run left); a test run alone runs it.
+_runs: dict[tuple[str, str, str], dict] = {}
+
+
+def run_pairing(stack: Any, client: str, server: str, transport: str) -> dict:
+    key = (client, server, transport)
+    if key not in _runs:
+        require_sdks(client)
+        path = "/sse" if transport == "sse" else "/mcp"
+        url = f"http://127.0.0.1:{stack.listen_port}{path}"
+        cmd = [
+            *client_command(client), "--url", url, "--agent", agent_for(client, server, transport),
+            "--transport", transport, "--scenario", "basic", "--timeout", "20",
+            "--deny-timeout", str(DENY_TIMEOUT),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLIENT_TIMEOUT, cwd=REPO)
+        assert proc.returncode == 0, f"{client} client failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["sdk"] == client and out["transport"] == transport, out
+        _runs[key] = out
+    return _runs[key]
+
+
+def call_of(out: dict, tool: str) -> dict:
+    (entry,) = [c for c in out["calls"] if c["tool"] == tool]
+    return entry
+
+
+def post_of(out: dict, request_id: Any) -> dict:
+    """The one POST whose JSON-RPC message had this id (a call is sent once)."""
+    posts = [p for p in out["posts"] if isinstance(p["request"], dict) and p["request"].get("id") == request_id]
+    assert len(posts) == 1, (request_id, out["posts"])
+    return posts[0]
+
+
+def pairings(transports: tuple[str, ...] = TRANSPORTS) -> Callable:
+    """Parametrize over server SDK (outermost, so one stack's tests run together) x transport
+    x client SDK."""
+    params = [
+        pytest.param(s, t, c, id=f"{c}-client-{s}-server-{SHORT[t]}") for s in SDKS for t in transports for c in SDKS
+    ]
+    return pytest.mark.parametrize(("server", "transport", "client"), params)
+
+
+# --------------------------------------------------------------------------- the matrix
+
+
+@pairings()
+def test_pairing_tags_enforces_and_audits(stack, server, transport, client):
+    agent = agent_for(client, server, transport)
+    out = run_pairing(stack, client, server, transport)
+
+    # initialize + tools/list through the proxy, answered by this server SDK.
+    assert out["server_name"] == SERVER_NAMES[server], out
+    assert isinstance(out["protocol_version"], str) and out["protocol_version"], out
+    assert DEMO_TOOLS <= set(out["tools"]), out["tools"]
+
+    # The allowed calls came back through the SDK: echo's text, fail as a tool error.
+    echo, fail, denied = call_of(out, "echo"), call_of(out, "fail"), call_of(out, "delete_repo")
+    assert echo.get("result") == {"is_error": False, "text": [echo["arguments"]["text"]]}, echo
+    assert fail.get("result", {}).get("is_error") is True, fail
+    assert any(fail["arguments"]["reason"] in t for t in fail["result"]["text"]), fail
+
+    # The denied call: mcp-guard answered the POST itself with JSON-RPC error -32003 (HTTP 200,
+    # application/json), carrying the call's id.
+    wire = post_of(out, denied["request_id"])
+    assert wire["status"] == 200 and wire["content_type"].split(";")[0] == "application/json", wire
+    error = wire["response"]
+    assert error["jsonrpc"] == "2.0" and error["id"] == denied["request_id"] and "result" not in error, error
+    assert error["error"]["code"] == DENIED and error["error"]["message"], error
+    assert "result" not in denied, denied
+    if transport == "streamable-http":
+        # ... and the SDK client surfaced it as a JSON-RPC error with that code and message.
+        assert denied.get("error") == {"code": DENIED, "message": error["error"]["message"]}, denied
+    else:
+        # Legacy transport: the SDKs do not read a POST's body (they expect 202 and the answer on
+        # the GET stream), so the SDK call only ends by its timeout; the refusal is on the wire.
+        assert denied.get("timeout") == DENY_TIMEOUT, denied
+        # The allowed calls were answered 202 and their results came on the GET stream.
+        for call in (echo, fail):
+            assert post_of(out, call["request_id"])["status"] == 202, out["posts"]
+
+    # What reached the server: echo and fail, each with exactly one value of each tag header
+    # (the filter's), never delete_repo.
+    reached = [c for c in stack.calls() if agent in c["headers"].get("x-agent-id", [])]
+    assert [c["tool"] for c in reached] == ["echo", "fail"], reached
+    for c in reached:
+        h = c["headers"]
+        assert h["x-agent-id"] == [agent], h
+        assert h["x-mcp-method"] == ["tools/call"], h
+        assert h["x-mcp-tool-name"] == [c["tool"]], h
+        if transport == "streamable-http":
+            assert h["mcp-session-id"] == [out["session_id"]], h
+    assert not [c for c in stack.calls() if c["tool"] == "delete_repo"], "a denied call reached the server"
+
+    # Audit: one record per call on its POST, schema-checked (wait_for_audit), right id/decision.
+    (rec,) = audit_for(stack, agent_id=agent, tool_name="delete_repo", http_method="POST")
+    assert (rec["method"], rec["decision"], rec["output_status"]) == ("tools/call", "deny", "denied"), rec
+    assert (rec["error_code"], rec["http_status"], rec["request_id"]) == (DENIED, 200, denied["request_id"]), rec
+    if transport == "streamable-http":
+        assert rec["session_id"] == out["session_id"], rec
+        for call, status in ((echo, "success"), (fail, "tool_error")):
+            (rec,) = audit_for(stack, agent_id=agent, tool_name=call["tool"], http_method="POST")
+            assert (rec["method"], rec["decision"], rec["output_status"]) == ("tools/call", "allow", status), rec
+            assert (rec["error_code"], rec["http_status"]) == (None, 200), rec
+            assert (rec["request_id"], rec["session_id"]) == (call["request_id"], out["session_id"]), rec
+        (rec,) = audit_for(stack, agent_id=agent, method="initialize")
+        assert (rec["decision"], rec["output_status"]) == ("allow", "success"), rec
+        (rec,) = audit_for(stack, agent_id=agent, method="tools/list")
+        assert (rec["decision"], rec["output_status"]) == ("allow", "success"), rec
+
+
+@pairings(("sse",))
+def test_legacy_post_answered_202_is_audited_deferred(stack, server, transport, client):
+    """Legacy transport, the POST side: a forwarded call answered 202 is recorded with
+    output_status "deferred" (its outcome comes on the GET stream), one record per call, with
+    the session id the endpoint event gave (Python `session_id=`, TypeScript `sessionId=`)."""
+    agent = agent_for(client, server, transport)
+    out = run_pairing(stack, client, server, transport)
+    assert out["session_id"], out
+    for tool in ("echo", "fail"):
+        call = call_of(out, tool)
+        (rec,) = audit_for(stack, agent_id=agent, tool_name=tool, http_method="POST")
+        assert (rec["method"], rec["decision"], rec["output_status"]) == ("tools/call", "allow", "deferred"), rec
+        assert (rec["error_code"], rec["http_status"], rec["request_id"]) == (None, 202, call["request_id"]), rec
+        assert rec["session_id"] == out["session_id"], rec
+    (rec,) = audit_for(stack, agent_id=agent, tool_name="delete_repo", http_method="POST")
+    assert rec["session_id"] == out["session_id"], rec
+
+
+@pairings(("sse",))
+def test_legacy_get_stream_line_carries_correlated_records(stack, server, transport, client):
+    """The GET /sse stream's access-log line carries one extra record per response it
+    matched by (session, id) to a deferred POST: "correlated": true, the POST's method, tool,
+    request id, input hash, session and trace id, and the outcome read from the stream. A denied
+    call (never forwarded) has none. The line is written when the client closes the stream.
+    (Seen with the filter of 4bdf8f7, about once in 30 pairings: a response on the stream with
+    no correlated record, as if it came before its POST stored the deferred call; the POST
+    stores it only when its own 202 stream ends.)"""
+    agent = agent_for(client, server, transport)
+    out = run_pairing(stack, client, server, transport)
+    for tool, status in (("echo", "success"), ("fail", "tool_error")):
+        call = call_of(out, tool)
+        (post,) = audit_for(stack, agent_id=agent, tool_name=tool, http_method="POST")
+        (rec,) = audit_for(stack, agent_id=agent, tool_name=tool, correlated=True)
+        assert (rec["method"], rec["decision"], rec["output_status"]) == ("tools/call", "allow", status), rec
+        assert (rec["request_id"], rec["session_id"]) == (call["request_id"], out["session_id"]), rec
+        for field in ("input_hash", "trace_id", "session_id"):
+            assert rec[field] == post[field], (field, rec, post)
+        assert rec["error_code"] is None, rec
+    assert not audit_for(stack, count=0, agent_id=agent, tool_name="delete_repo", correlated=True)
+
+
+@pairings(("sse",))
+def test_correlated_record_latency_ends_at_the_response(stack, server, transport, client):
+    """A correlated record's latency_ms runs from the POST to the moment its response was
+    seen on the GET stream (schema: "to the moment the outcome was known (the matching
+    response ...)"), not to the end of the GET stream. Here the response follows the POST within
+    milliseconds, while the stream stays open for more than DENY_TIMEOUT (the denied call's
+    timeout), so a latency above that measures the stream's lifetime."""
+    agent = agent_for(client, server, transport)
+    run_pairing(stack, client, server, transport)
+    for tool in ("echo", "fail"):
+        (rec,) = audit_for(stack, agent_id=agent, tool_name=tool, correlated=True)
+        assert rec["latency_ms"] < DENY_TIMEOUT * 1000, rec
+
+
+# --------------------------------------------------------------------------- SSE framing
+
+
+@pytest.mark.parametrize("transport", ["streamable-http"])
+@pytest.mark.parametrize("server", SDKS)
+async def test_sse_framing_of_each_server_sdk_passes_through_unchanged(stack, server, transport):
+    """A tools/call answered as an SSE stream reaches the client byte for byte as this SDK
+    server frames it: the same bytes as the corpus file captured from it
+    (tests/e2e/data/sse/<sdk>-streamable-http-post.sse; regenerate it if an SDK upgrade changes
+    the framing)."""
+    headers = await raw_initialize(stack.url, FRAMING_AGENT, "2025-06-18")
+    body = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"corpus"}}}'
+    resp = await raw_request(stack.url, "POST", body, headers)
+    assert resp.status == 200 and resp.content_type.startswith("text/event-stream"), resp
+    assert resp.messages and resp.messages[-1]["id"] == 7, resp
+    expected = (CORPUS / f"{server}-streamable-http-post.sse").read_bytes()
+    assert resp.body == expected, (resp.body, expected)
+    if server == "ts":
+        assert b"\r" not in resp.body and resp.body.startswith(b"event: message\ndata: "), resp.body
+    else:
+        assert resp.body.startswith(b"event: message\r\ndata: ") and resp.body.endswith(b"\r\n\r\n"), resp.body
+
+
+# --------------------------------------------------------------------------- batches (TS server)
+
+
+async def raw_initialize(url: str, agent: str, version: str) -> dict[str, str]:
+    """Initialize a session by raw HTTP; the headers for its later requests."""
+    init = {
+        "jsonrpc": "2.0", "id": "init", "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "mx-raw", "version": "0"}},
+    }  # fmt: skip
+    base = {"x-agent-id": agent, "accept": ACCEPT}
+    resp = await raw_request(url, "POST", json.dumps(init).encode(), base)
+    assert resp.status == 200, resp
+    assert resp.single()["result"]["protocolVersion"] == version, resp.messages
+    headers = dict(base, **{"mcp-session-id": resp.headers["mcp-session-id"], "mcp-protocol-version": version})
+    note = await raw_request(url, "POST", b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers)
+    assert note.status == 202, note
+    return headers
+
+
+def batch(*calls: tuple[str, str, dict]) -> bytes:
+    return json.dumps(
+        [{"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": name, "arguments": args}}
+         for rid, name, args in calls]  # fmt: skip
+    ).encode()
+
+
+def batch_calls(stack: Any) -> list[dict]:
+    return [c for c in stack.calls() if BATCH_AGENT in c["headers"].get("x-agent-id", [])]
+
+
+@pytest.fixture
+def ts_stack(stacks: Stacks):
+    return stacks.get("ts", "streamable-http", max_batch_calls=MAX_BATCH_CALLS)
+
+
+async def test_python_sdk_servers_refuse_batches(stacks):
+    """Why the batch tests use the TS server: the Python SDK servers (1.x and 2.x) answer a
+    2025-03-26 batch with HTTP 400 and a JSON-RPC error instead of processing it. Sent to the
+    upstream directly (not through mcp-guard), to see the server's own behaviour."""
+    for server in ("py2", "py1"):
+        s = stacks.get(server, "streamable-http")
+        upstream = f"http://127.0.0.1:{s.upstream_port}/mcp"
+        headers = await raw_initialize(upstream, BATCH_AGENT, BATCH_VERSION)
+        before = len(batch_calls(s))
+        body = batch(("p1", "echo", {"text": "a"}), ("p2", "echo", {"text": "b"}))
+        resp = await raw_request(upstream, "POST", body, headers)
+        assert resp.status == 400, (server, resp.status, resp.body[:300])
+        assert "error" in resp.single(), (server, resp.messages)
+        assert len(batch_calls(s)) == before, server
+
+
+async def test_batch_of_two_echo_calls_is_forwarded_and_audited(ts_stack):
+    """A 2025-03-26 batch of calls to one tool is forwarded whole; the TS server answers
+    both (one SSE stream, two events); two audit records; both calls reached the server tagged."""
+    stack = ts_stack
+    headers = await raw_initialize(stack.url, BATCH_AGENT, BATCH_VERSION)
+    before = len(batch_calls(stack))
+    body = batch(("e1", "echo", {"text": "one"}), ("e2", "echo", {"text": "two"}))
+    resp = await raw_request(stack.url, "POST", body, headers)
+    assert resp.status == 200, (resp.status, resp.body[:400])
+    by_id = {m["id"]: m for m in resp.messages}
+    assert set(by_id) == {"e1", "e2"}, resp.messages
+    assert by_id["e1"]["result"]["content"][0]["text"] == "one", by_id
+    assert by_id["e2"]["result"]["content"][0]["text"] == "two", by_id
+    reached = batch_calls(stack)[before:]
+    assert [(c["tool"], c["arguments"]["text"]) for c in reached] == [("echo", "one"), ("echo", "two")], reached
+    for c in reached:
+        assert (c["headers"]["x-mcp-tool-name"], c["headers"]["x-mcp-method"]) == (["echo"], ["tools/call"]), c
+    for rid in ("e1", "e2"):
+        (rec,) = audit_for(stack, agent_id=BATCH_AGENT, request_id=rid)
+        assert (rec["tool_name"], rec["decision"], rec["output_status"]) == ("echo", "allow", "success"), rec
+        assert rec["session_id"] == headers["mcp-session-id"], rec
+
+
+async def test_batch_with_a_denied_call_is_refused_whole_with_denied_errors(ts_stack):
+    """echo + delete_repo in one batch: HTTP 200 with an array of two -32003 (denied) errors (one
+    per id); nothing reaches the server. Audit: both calls `denied`, each with its own policy
+    decision (echo allowed, delete_repo denied), as src/filter/tests.rs has it."""
+    stack = ts_stack
+    headers = await raw_initialize(stack.url, BATCH_AGENT, BATCH_VERSION)
+    calls_before, upstream_before = len(batch_calls(stack)), upstream_requests(stack)
+    body = batch(("d1", "echo", {"text": "x"}), ("d2", "delete_repo", {"name": "prod"}))
+    resp = await raw_request(stack.url, "POST", body, headers)
+    assert resp.status == 200, (resp.status, resp.body[:400])
+    assert resp.content_type.split(";")[0] == "application/json", resp.content_type
+    array = json.loads(resp.body)
+    assert isinstance(array, list) and len(array) == 2, array
+    assert sorted(m["id"] for m in array) == ["d1", "d2"], array
+    for m in array:
+        assert m["jsonrpc"] == "2.0" and "result" not in m and m["error"]["code"] == DENIED and m["error"]["message"], m
+    assert len(batch_calls(stack)) == calls_before
+    assert upstream_requests(stack) == upstream_before, "the batch was forwarded"
+    for rid, tool, decision in (("d1", "echo", "allow"), ("d2", "delete_repo", "deny")):
+        (rec,) = audit_for(stack, agent_id=BATCH_AGENT, request_id=rid)
+        assert (rec["tool_name"], rec["decision"], rec["output_status"]) == (tool, decision, "denied"), rec
+        assert (rec["error_code"], rec["http_status"]) == (DENIED, 200), rec
+
+
+BATCHES_REFUSED_WITH_32600 = {
+    # tags could not name both tools
+    "different-tools": [("m1", "echo", {"text": "x"}), ("m2", "add", {"a": 1, "b": 2})],
+    # more calls than max_batch_calls
+    "too-many-calls": [(f"n{i}", "echo", {"text": str(i)}) for i in range(MAX_BATCH_CALLS + 1)],
+}
+
+
+@pytest.mark.parametrize("calls", list(BATCHES_REFUSED_WITH_32600.values()), ids=list(BATCHES_REFUSED_WITH_32600))
+async def test_batch_that_tags_cannot_cover_is_refused_with_32600_and_not_forwarded(ts_stack, calls):
+    """echo + add in one batch, or more calls than max_batch_calls: HTTP 400 with an array of
+    -32600 errors, one per id; nothing reaches the server; one invalid_request record per call."""
+    stack = ts_stack
+    headers = await raw_initialize(stack.url, BATCH_AGENT, BATCH_VERSION)
+    calls_before, upstream_before = len(batch_calls(stack)), upstream_requests(stack)
+    ids = sorted(rid for rid, _, _ in calls)
+    body = batch(*calls)
+    resp = await raw_request(stack.url, "POST", body, headers)
+    assert resp.status == 400, (resp.status, resp.body[:400])
+    assert resp.content_type.split(";")[0] == "application/json", resp.content_type
+    array = json.loads(resp.body)
+    assert isinstance(array, list) and sorted(m["id"] for m in array) == ids, array
+    for m in array:
+        assert "result" not in m and m["error"]["code"] == INVALID_REQUEST and m["error"]["message"], m
+    assert len(batch_calls(stack)) == calls_before
+    assert upstream_requests(stack) == upstream_before, "the batch was forwarded"
+    for rid, tool, _ in calls:
+        (rec,) = audit_for(stack, agent_id=BATCH_AGENT, request_id=rid)
+        assert (rec["tool_name"], rec["output_status"]) == (tool, "invalid_request"), rec
+        assert rec["error_code"] == INVALID_REQUEST, rec
+        assert rec["http_status"] == 400, rec
