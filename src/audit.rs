@@ -85,6 +85,9 @@ pub struct Call {
     /// facts of the stream that forwarded the request (agent, server, start, trace, session).
     /// The record then says `"correlated": true`.
     pub origin: Option<Box<StreamFacts>>,
+    /// When the outcome became known, Unix milliseconds (set when the record is first written
+    /// with an `output_status`); `latency_ms` ends here.
+    pub settled_ms: Option<u64>,
 }
 
 impl Call {
@@ -101,6 +104,7 @@ impl Call {
             output_status: None,
             error_code: None,
             origin: None,
+            settled_ms: None,
         }
     }
 }
@@ -146,8 +150,9 @@ fn id_value(id: &Id) -> Option<Box<serde_json::value::RawValue>> {
 
 /// Renders the records of a stream: one compact JSON object per call, joined by `\n`.
 ///
-/// `now_ms` (Unix ms) gives `latency_ms`; a call whose status is still unknown is written as
-/// `upstream_error` (no usable response was seen). A call with an `origin` (its outcome was
+/// `latency_ms` runs from the stream's (or origin's) start to the call's `settled_ms`, else to
+/// `now_ms` (Unix ms); a call whose status is still unknown is written as `upstream_error` (no
+/// usable response was seen). A call with an `origin` (its outcome was
 /// correlated from another stream) takes agent, server, timestamp, latency, session and trace
 /// from that origin, and HTTP method and status from this stream.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
@@ -172,7 +177,10 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
             decision: call.decision.as_str(),
             output_status: call.output_status.unwrap_or(OutputStatus::UpstreamError),
             error_code: call.error_code,
-            latency_ms: now_ms.saturating_sub(origin.start_ms),
+            latency_ms: call
+                .settled_ms
+                .unwrap_or(now_ms)
+                .saturating_sub(origin.start_ms),
             http_status: facts.http_status,
             session_id: origin.session_id.as_deref(),
             trace_id: origin.trace_id.as_deref(),
@@ -289,7 +297,7 @@ mod tests {
         let mut b = Call::bare(Decision::Deny);
         b.request_id = Some(Id::Number("123456789012345678901234567890".into()));
         b.output_status = Some(OutputStatus::Denied);
-        b.error_code = Some(-32001);
+        b.error_code = Some(-32003);
         let text = String::from_utf8(render(&facts, &[a, b], 1_795_306_541_150)).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -306,7 +314,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines[1]["decision"], "deny");
-        assert_eq!(lines[1]["error_code"], -32001);
+        assert_eq!(lines[1]["error_code"], -32003);
         assert!(!text.contains("arguments"));
     }
 }

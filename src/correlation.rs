@@ -96,6 +96,7 @@ impl Pending {
             output_status: None,
             error_code: None,
             origin: None,
+            settled_ms: None,
         };
         let facts = StreamFacts {
             start_ms: self.start_ms,

@@ -28,11 +28,14 @@ use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
 use std::rc::Rc;
 
-/// JSON-RPC error code for a call refused by policy (implementation-defined server-error range,
-/// JSON-RPC 2.0 §5.1).
-pub const DENIED: i32 = -32001;
-/// JSON-RPC error code for a call refused by a rate limiter (HTTP 429), same range.
-pub const RATE_LIMITED: i32 = -32029;
+/// JSON-RPC error code for a call refused by policy. JSON-RPC 2.0 §5.1 leaves -32000..-32099
+/// to implementations; MCP 2026-07-28 keeps -32000..-32019 implementation-defined and reserves
+/// -32020 onwards for the specification. The SDKs use -32000 (connection closed) and -32001
+/// (request timeout), and -32002 is retired, so a denial uses -32003 and cannot be mistaken for
+/// a timeout (which an agent might retry).
+pub const DENIED: i32 = -32003;
+/// JSON-RPC error code for a call refused by a rate limiter (HTTP 429), same band.
+pub const RATE_LIMITED: i32 = -32004;
 /// JSON-RPC error code when the filter has no valid configuration (JSON-RPC internal error).
 pub const NOT_CONFIGURED: i32 = -32603;
 /// HTTP status for a request body with a `content-encoding` (RFC 9110 §15.5.16).
@@ -124,6 +127,10 @@ pub struct Stream {
     routing_headers: routing::RoutingHeaders,
     /// The response is a server stream (GET) whose responses are correlated to POSTs.
     correlating: bool,
+    /// The session came from the POST URI (legacy HTTP+SSE): responses come on the GET stream.
+    legacy_session: bool,
+    /// The forwarded requests were stored for correlation when they were forwarded.
+    stored_early: bool,
     response_kind: BodyKind,
     awaiting_body: bool,
     body_size: usize,
@@ -144,6 +151,8 @@ impl Stream {
             is_post: false,
             routing_headers: routing::RoutingHeaders::default(),
             correlating: false,
+            legacy_session: false,
+            stored_early: false,
             response_kind: BodyKind::Other,
             awaiting_body: false,
             body_size: 0,
@@ -170,10 +179,13 @@ impl Stream {
         });
         // Streamable HTTP: the Mcp-Session-Id header. Legacy HTTP+SSE: the POST URI's
         // sessionId / session_id query parameter.
-        self.facts.session_id = host.request_header("mcp-session-id").or_else(|| {
-            host.request_header(":path")
-                .and_then(|path| correlation::session_from_uri(&path))
-        });
+        self.facts.session_id = host.request_header("mcp-session-id");
+        if self.facts.session_id.is_none() {
+            self.facts.session_id = host
+                .request_header(":path")
+                .and_then(|path| correlation::session_from_uri(&path));
+            self.legacy_session = self.facts.session_id.is_some();
+        }
         self.facts.trace_id = host
             .request_header("traceparent")
             .and_then(|v| audit::trace_id_from_traceparent(&v).map(str::to_owned))
@@ -499,7 +511,30 @@ impl Stream {
             })
             .collect();
         self.correlator = Correlator::new(expected);
+        if self.legacy_session {
+            // Legacy HTTP+SSE: the response will come on the GET stream, possibly before this
+            // POST's own `202 Accepted` has passed back through here. Store the calls now.
+            self.store_pending(host);
+            self.stored_early = true;
+        }
         Action::Continue
+    }
+
+    /// Stores every forwarded request of this stream for correlation (one shared-data write
+    /// each).
+    fn store_pending(&self, host: &mut dyn Host) {
+        let Some(session) = self.facts.session_id.as_deref() else {
+            return;
+        };
+        let requests = self
+            .calls
+            .iter()
+            .filter(|c| c.method.is_some() && c.request_id.is_some());
+        for pending in requests.filter_map(|c| Pending::new(session, &self.facts, c)) {
+            if !correlation::store(host, &pending) {
+                log::warn!("mcp-guard: could not store a deferred call for correlation");
+            }
+        }
     }
 
     fn evaluate(&self, m: &Message<'_>) -> Call {
@@ -520,6 +555,7 @@ impl Stream {
             output_status: None,
             error_code: None,
             origin: None,
+            settled_ms: None,
         }
     }
 
@@ -553,6 +589,8 @@ impl Stream {
         let code = jsonrpc::INVALID_REQUEST;
         let max = self.config.max_batch_calls;
         for call in &mut self.calls {
+            // Refused as malformed: recorded as deny, like every other refused request.
+            call.decision = Decision::Deny;
             call.output_status = Some(OutputStatus::InvalidRequest);
             call.error_code = Some(i64::from(code));
         }
@@ -661,7 +699,9 @@ impl Stream {
                 Some(outcome) => settle(outcome),
                 None if is_request && resumable => {
                     let session = self.facts.session_id.as_deref().unwrap_or_default();
-                    deferred.extend(Pending::new(session, &self.facts, call));
+                    if !self.stored_early {
+                        deferred.extend(Pending::new(session, &self.facts, call));
+                    }
                     (OutputStatus::Deferred, None)
                 }
                 // A server stream (GET) normally ends by the client closing it.
@@ -680,14 +720,38 @@ impl Stream {
                 log::warn!("mcp-guard: could not store a deferred call for correlation");
             }
         }
+        if self.stored_early {
+            // Calls settled on this stream after all (an error answer instead of 202) must not
+            // wait in the store for a response that will not come.
+            let now = host.now_ms();
+            if let Some(session) = self.facts.session_id.clone() {
+                let settled: Vec<Id> = self
+                    .calls
+                    .iter()
+                    .filter(|c| c.output_status != Some(OutputStatus::Deferred))
+                    .filter_map(|c| c.request_id.clone())
+                    .collect();
+                for id in settled {
+                    let _ = correlation::claim(host, &session, &id, now);
+                }
+            }
+        }
         self.write_audit(host);
     }
 
-    fn write_audit(&self, host: &mut dyn Host) {
+    fn write_audit(&mut self, host: &mut dyn Host) {
         if self.calls.is_empty() {
             return; // nothing examined yet; an empty value would print an empty log line
         }
-        let records = audit::render(&self.facts, &self.calls, host.now_ms());
+        let now = host.now_ms();
+        // Every call settled since the last write was settled now; its latency ends here, not
+        // when a later record on the same (long-lived) stream is written.
+        for call in self.calls.iter_mut() {
+            if call.output_status.is_some() && call.settled_ms.is_none() {
+                call.settled_ms = Some(now);
+            }
+        }
+        let records = audit::render(&self.facts, &self.calls, now);
         host.write_audit(&records);
     }
 }

@@ -485,7 +485,7 @@ fn strip_position(e: &serde_json::Error) -> String {
 ///
 /// `id` is `None` when the request id could not be determined (the spec then requires `null`).
 /// The result is compact JSON text, for example
-/// `{"jsonrpc":"2.0","id":7,"error":{"code":-32001,"message":"..."}}`.
+/// `{"jsonrpc":"2.0","id":7,"error":{"code":-32003,"message":"..."}}`.
 pub fn error_response(id: Option<&Id>, code: i32, message: &str) -> String {
     let id = id.map_or_else(|| "null".to_owned(), Id::to_json);
     let message = serde_json::Value::String(message.to_owned());

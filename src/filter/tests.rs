@@ -1137,3 +1137,55 @@ fn identity_header_sent_twice_names_no_one_and_responses_stay_readable() {
         Some("identity")
     );
 }
+
+#[test]
+fn legacy_response_may_overtake_the_posts_own_202() {
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: endpoint\ndata: /messages?sessionId=s-1\n\n",
+        false,
+    );
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.shared = Rc::clone(&shared);
+    h.request_headers
+        .insert(":path".into(), "/messages?sessionId=s-1".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    // The server answers on the GET stream before the POST's 202 comes back through Envoy.
+    gh.now += 5;
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+        false,
+    );
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+    assert_eq!(h.records()[0]["output_status"], "deferred");
+    let r = gh.records();
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (&r[1]["correlated"], &r[1]["output_status"]),
+        (&Value::from(true), &Value::from("success"))
+    );
+    // Its latency ends when the response was seen, not when the GET stream's line is written.
+    assert_eq!(r[1]["latency_ms"], 1005);
+    gh.now += 60_000;
+    stream_chunk(&mut get, &mut gh, b": ping\n\n", true);
+    assert_eq!(gh.records()[1]["latency_ms"], 1005);
+
+    // A legacy POST answered with an error on its own stream leaves nothing in the store.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.shared = Rc::clone(&shared);
+    h.request_headers
+        .insert(":path".into(), "/messages?sessionId=s-2".into());
+    send_request(&mut s, &mut h);
+    respond(&mut s, &mut h, "400", "text/plain", &[b"bad session"]);
+    assert!(
+        shared.borrow().values().all(|(v, _)| v.is_empty()),
+        "store not cleared"
+    );
+}

@@ -25,8 +25,8 @@ TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 HTTP_TIMEOUT = httpx2.Timeout(30.0)
 
 # Error codes (the filter's, and JSON-RPC 2.0's).
-DENIED = -32001
-RATE_LIMITED = -32029
+DENIED = -32003
+RATE_LIMITED = -32004
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602

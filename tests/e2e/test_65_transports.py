@@ -313,7 +313,7 @@ async def test_sdk_2026_client_sends_routing_headers_and_is_tagged(stack):
 
 async def test_sdk_2026_non_ascii_tool_name_is_base64_and_evaluated_by_name(stack):
     """The SDK sends a non-ASCII tool name as Mcp-Name: =?base64?...?=. The filter decodes it,
-    finds it equal to the body and applies the allowlist by that name: denied (-32001) for an
+    finds it equal to the body and applies the allowlist by that name: denied (-32003) for an
     echo-only agent, forwarded (tagged percent-encoded) for an all-tools agent."""
     name = "gr\u00fc\u00dfe"
     encoded = "=?base64?" + base64.b64encode(name.encode()).decode() + "?="
