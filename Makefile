@@ -40,6 +40,7 @@ help:
 	@echo "make policy POLICY=file.json   push a plugin configuration to the running demo (ECDS)"
 	@echo "make validate  envoy --mode validate for the bootstrap(s) and the rendered ECDS config"
 	@echo "make test      cargo test, clippy, validate, e2e tests (pytest tests/e2e)"
+	@echo "make fuzz      cargo-fuzz targets in fuzz/, FUZZ_SECONDS (60) each; not part of make test"
 	@echo "make clean     remove target/, run/, .venv/ and caches"
 
 # --- Python side: a project-local venv, rebuilt only when requirements.txt changes.
@@ -130,3 +131,47 @@ clean:
 	rm -rf target $(RUN_DIR) $(VENV) $(VENV_MCP1) $(TS_SDK_DIR)/node_modules .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
+# --- Fuzzing (not part of `make test`; the seeds are replayed by `cargo test`, tests/fuzz_corpus.rs).
+# cargo-fuzz is installed, pinned, into .tools/. Stable Rust is enough with --sanitizer none
+# (libFuzzer's coverage instrumentation needs no -Z flag); AddressSanitizer needs nightly:
+#   make fuzz FUZZ_TOOLCHAIN=nightly FUZZ_SANITIZER=address
+# New inputs go to target/fuzz-corpus/<target> (fuzz/corpus/ holds only the committed seeds,
+# from scripts/capture_corpus.py); crashes to fuzz/artifacts/<target>/; logs to target/fuzz-logs/.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TOOLS     := .tools
+CARGO_FUZZ     := $(FUZZ_TOOLS)/bin/cargo-fuzz
+FUZZ_TARGETS   ?= request_parser sse_scanner response_scanner stream
+FUZZ_SECONDS   ?= 60
+FUZZ_TOOLCHAIN ?= stable
+FUZZ_SANITIZER ?= none
+FUZZ_ARGS      ?=
+FUZZ_LOGS      := target/fuzz-logs
+
+.PHONY: fuzz
+
+$(CARGO_FUZZ):
+	cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root $(FUZZ_TOOLS)
+
+# -max_len: the request parser up to the default max_body_bytes (4 MiB), the others 1 MiB.
+fuzz: $(CARGO_FUZZ)
+	@mkdir -p $(FUZZ_LOGS); failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t fuzz/corpus/$$t; \
+	  seeds="fuzz/corpus/$$t"; \
+	  if [ $$t = sse_scanner ] && [ -d tests/e2e/data/sse ]; then seeds="$$seeds tests/e2e/data/sse"; fi; \
+	  maxlen=1048576; [ $$t = request_parser ] && maxlen=4194304; \
+	  echo "fuzz $$t for $(FUZZ_SECONDS)s (log $(FUZZ_LOGS)/$$t.log)"; \
+	  if PATH="$(CURDIR)/$(FUZZ_TOOLS)/bin:$$PATH" cargo +$(FUZZ_TOOLCHAIN) fuzz run \
+	      --sanitizer $(FUZZ_SANITIZER) --debug-assertions $$t target/fuzz-corpus/$$t $$seeds -- \
+	      -max_total_time=$(FUZZ_SECONDS) -max_len=$$maxlen -timeout=10 -rss_limit_mb=2048 \
+	      -dict=fuzz/dict/mcp.dict -print_final_stats=1 $(FUZZ_ARGS) >$(FUZZ_LOGS)/$$t.log 2>&1; \
+	  then :; else failed="$$failed $$t"; tail -n 40 $(FUZZ_LOGS)/$$t.log; fi; \
+	done; \
+	printf '%-18s %12s %9s %7s %7s %9s %8s\n' target execs exec/s cov ft corpus rss_mb; \
+	for t in $(FUZZ_TARGETS); do \
+	  awk -v t=$$t '/^#[0-9]+.*cov: /{for(i=1;i<=NF;i++){if($$i=="cov:")c=$$(i+1);if($$i=="ft:")f=$$(i+1);if($$i=="corp:")p=$$(i+1)}} \
+	    /stat::number_of_executed_units/{e=$$2} /stat::average_exec_per_sec/{s=$$2} /stat::peak_rss_mb/{r=$$2} \
+	    END{printf "%-18s %12s %9s %7s %7s %9s %8s\n",t,e,s,c,f,p,r}' $(FUZZ_LOGS)/$$t.log; \
+	  grep -h 'new maximum' $(FUZZ_LOGS)/$$t.log | tail -n 1 | sed 's/^mcp-guard-fuzz: new /  /' || true; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz FAILED:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi

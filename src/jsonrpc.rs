@@ -59,14 +59,19 @@ pub enum Id {
 impl Id {
     /// Classifies the raw JSON text of an `id` member.
     ///
-    /// Returns `None` for anything that is not a JSON string or number (`null`, objects,
-    /// arrays, booleans) or for a string whose escapes are invalid.
+    /// Returns `None` for anything that is not a JSON string or integer (`null`, objects,
+    /// arrays, booleans, and numbers with a fraction or exponent: MCP ids are strings or
+    /// integers, and `8e400` would be copied into audit records that JSON readers then refuse as
+    /// out of range) or for a string whose escapes are invalid.
     pub fn from_raw(raw: &str) -> Option<Id> {
         let raw = raw.trim();
         match raw.as_bytes().first()? {
             b'"' => serde_json::from_str::<String>(raw).ok().map(Id::Str),
             b'-' | b'0'..=b'9' => {
-                // Validate the number grammar without converting it (no precision loss).
+                if raw.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+                    return None;
+                }
+                // Validate the integer grammar without converting it (no precision loss).
                 serde_json::from_str::<serde::de::IgnoredAny>(raw).ok()?;
                 Some(Id::Number(raw.to_owned()))
             }
@@ -348,7 +353,7 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
         }
         Some(raw) => Some(
             Id::from_raw(raw.get())
-                .ok_or_else(|| invalid("Invalid Request: id must be a string or a number"))?,
+                .ok_or_else(|| invalid("Invalid Request: id must be a string or an integer"))?,
         ),
     };
 
@@ -654,6 +659,15 @@ mod tests {
         assert_eq!(refused(&format!("{ping} x")).code, PARSE_ERROR);
         assert_eq!(refused(&format!("{ping}{ping}")).code, PARSE_ERROR);
         assert!(parse_body(format!("{ping}\r\n").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn ids_that_are_not_integers_are_refused() {
+        for id in ["8e400", "1.5", "1E3", "-0.0", "true", "null", "{}"] {
+            let e = refused(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+            assert_eq!(e.code, INVALID_REQUEST, "{id}");
+        }
+        assert_eq!(Id::from_raw("-12"), Some(Id::Number("-12".into())));
     }
 
     #[test]
