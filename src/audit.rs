@@ -8,6 +8,7 @@
 
 use crate::jsonrpc::Id;
 use crate::policy::Decision;
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -58,6 +59,10 @@ pub struct StreamFacts {
     pub session_id: Option<String>,
     /// W3C `traceparent` trace-id, else `x-request-id`.
     pub trace_id: Option<String>,
+    /// `policy.name` of the configuration that decided.
+    pub policy_name: Option<String>,
+    /// `policy.version` of the configuration that decided.
+    pub policy_version: Option<String>,
 }
 
 /// The per-call part of a record.
@@ -111,13 +116,67 @@ impl Call {
 
 /// `sha256:` followed by the lower-case hex SHA-256 of `bytes` (FIPS 180-4).
 pub fn input_hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
+    hex_tagged("sha256:", &Sha256::digest(bytes))
+}
+
+fn hex_tagged(prefix: &str, digest: &[u8]) -> String {
+    let mut out = String::with_capacity(prefix.len() + 2 * digest.len());
+    out.push_str(prefix);
     for b in digest {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// How the audit record's `input_hash` is computed (plugin configuration `input_hash`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum InputHasher {
+    /// `sha256:<hex>`: plain SHA-256. Anyone can test a guess of low-entropy arguments (a user
+    /// id, an account number) against the log.
+    Sha256,
+    /// `hmac-sha256:<key_id>:<hex>`: HMAC-SHA256 (RFC 2104) with a secret key, so guesses
+    /// cannot be tested without the key. `key_id` names the key, for rotation.
+    Hmac {
+        /// The secret key (at least 32 bytes).
+        key: Vec<u8>,
+        /// The key's name, written into every hash.
+        key_id: String,
+    },
+}
+
+impl std::fmt::Debug for InputHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputHasher::Sha256 => f.write_str("Sha256"),
+            // Never print the key (configuration dumps, logs).
+            InputHasher::Hmac { key_id, .. } => write!(f, "Hmac {{ key_id: {key_id:?} }}"),
+        }
+    }
+}
+
+impl InputHasher {
+    /// A keyed hasher.
+    pub fn hmac(key: Vec<u8>, key_id: String) -> InputHasher {
+        InputHasher::Hmac { key, key_id }
+    }
+
+    /// The `input_hash` of `bytes` (the exact argument bytes).
+    pub fn hash(&self, bytes: &[u8]) -> String {
+        match self {
+            InputHasher::Sha256 => input_hash(bytes),
+            InputHasher::Hmac { key, key_id } => {
+                // HMAC accepts keys of any length; new_from_slice cannot fail.
+                match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+                    Ok(mut mac) => {
+                        mac.update(bytes);
+                        let tag = mac.finalize().into_bytes();
+                        hex_tagged(&format!("hmac-sha256:{key_id}:"), &tag)
+                    }
+                    Err(_) => input_hash(bytes),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -139,6 +198,8 @@ struct Record<'a> {
     http_status: Option<u32>,
     session_id: Option<&'a str>,
     trace_id: Option<&'a str>,
+    policy_name: Option<&'a str>,
+    policy_version: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     correlated: bool,
 }
@@ -184,6 +245,8 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
             http_status: facts.http_status,
             session_id: origin.session_id.as_deref(),
             trace_id: origin.trace_id.as_deref(),
+            policy_name: origin.policy_name.as_deref(),
+            policy_version: origin.policy_version.as_deref(),
             correlated: call.origin.is_some(),
         };
         // Serializing this struct into a Vec cannot fail (no maps with non-string keys).
@@ -278,6 +341,26 @@ mod tests {
     }
 
     #[test]
+    fn keyed_hashes_need_the_key() {
+        let a = InputHasher::hmac(vec![7u8; 32], "k1".into());
+        let b = InputHasher::hmac(vec![8u8; 32], "k2".into());
+        let (ha, hb) = (a.hash(b"{\"user\":42}"), b.hash(b"{\"user\":42}"));
+        assert!(ha.starts_with("hmac-sha256:k1:") && ha.len() == "hmac-sha256:k1:".len() + 64);
+        assert_ne!(ha[15..], hb[15..]);
+        assert_ne!(ha, InputHasher::Sha256.hash(b"{\"user\":42}"));
+        // RFC 4231 test case 2 ("Jefe").
+        let jefe = InputHasher::hmac(b"Jefe".to_vec(), "t".into());
+        assert_eq!(
+            jefe.hash(b"what do ya want for nothing?"),
+            "hmac-sha256:t:5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(
+            !format!("{a:?}").contains('7'),
+            "the key must not be printed"
+        );
+    }
+
+    #[test]
     fn records_render_one_line_per_call() {
         let facts = StreamFacts {
             start_ms: 1_795_306_541_123,
@@ -287,6 +370,8 @@ mod tests {
             http_status: Some(200),
             session_id: Some("s1".into()),
             trace_id: None,
+            policy_name: Some("demo".into()),
+            policy_version: Some("7".into()),
         };
         let mut a = Call::bare(Decision::Allow);
         a.method = Some("tools/call".into());

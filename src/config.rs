@@ -24,9 +24,11 @@
 //! Only `policy` is required. Unknown fields are rejected at every level. Errors name the field
 //! (a dotted path) and the problem, for the one log line `on_configure` writes.
 
+use crate::audit::InputHasher;
 use crate::identity::{self, Identity, Source};
-use crate::policy::{Mode, Policy, ToolSet};
+use crate::policy::{Lists, Mode, Patterns, Policy, RuleSet, DEFAULT_METHODS};
 use crate::tags::TagHeaders;
+use base64::Engine as _;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -57,6 +59,8 @@ pub struct Config {
     pub headers: TagHeaders,
     /// The allowlist policy.
     pub policy: Policy,
+    /// How `input_hash` is computed (plain SHA-256, or keyed HMAC-SHA256).
+    pub input_hash: InputHasher,
     /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
     pub max_body_bytes: usize,
     /// Deepest JSON nesting accepted in a request body; deeper bodies are refused (-32700).
@@ -110,6 +114,8 @@ struct RawConfig {
     max_json_depth: Option<usize>,
     #[serde(default)]
     max_batch_calls: Option<usize>,
+    #[serde(default)]
+    input_hash: Option<RawInputHash>,
 }
 
 #[derive(Deserialize)]
@@ -145,8 +151,99 @@ struct RawHeaders {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
     mode: Option<RawMode>,
-    agents: BTreeMap<String, RawAgent>,
+    agents: BTreeMap<String, RawRules>,
+    #[serde(default)]
+    groups: BTreeMap<String, RawGroup>,
+}
+
+/// A rule set's lists. `tools` etc. are either a list of allow patterns or
+/// `{"allow": [...], "deny": [...]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    #[serde(default)]
+    tools: Option<RawList>,
+    #[serde(default)]
+    prompts: Option<RawList>,
+    #[serde(default)]
+    resources: Option<RawList>,
+    #[serde(default)]
+    methods: Option<RawList>,
+    #[serde(default)]
+    mode: Option<RawMode>,
+}
+
+/// A group: its members (agent-id patterns) and the same lists as an agent entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    members: Vec<String>,
+    #[serde(default)]
+    tools: Option<RawList>,
+    #[serde(default)]
+    prompts: Option<RawList>,
+    #[serde(default)]
+    resources: Option<RawList>,
+    #[serde(default)]
+    methods: Option<RawList>,
+    #[serde(default)]
+    mode: Option<RawMode>,
+}
+
+#[derive(Default)]
+struct RawList {
+    allow: Vec<String>,
+    deny: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllowDeny {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for RawList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a list of allow patterns, or {"allow": [...], "deny": [...]}"#)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawList, A::Error> {
+                let allow =
+                    Vec::<String>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(RawList {
+                    allow,
+                    deny: Vec::new(),
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawList, A::Error> {
+                let both =
+                    RawAllowDeny::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawList {
+                    allow: both.allow,
+                    deny: both.deny,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInputHash {
+    hmac_key: String,
+    key_id: String,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -156,10 +253,68 @@ enum RawMode {
     DryRun,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAgent {
-    tools: Vec<String>,
+fn mode(raw: Option<RawMode>) -> Mode {
+    match raw.unwrap_or(RawMode::Enforce) {
+        RawMode::Enforce => Mode::Enforce,
+        RawMode::DryRun => Mode::DryRun,
+    }
+}
+
+fn compile_list(field: &str, raw: Option<RawList>, default: &[&str]) -> Result<Lists, ConfigError> {
+    let raw = raw.unwrap_or_else(|| RawList {
+        allow: default.iter().map(|s| (*s).to_owned()).collect(),
+        deny: Vec::new(),
+    });
+    let compile = |which: &str, patterns: &[String]| {
+        Patterns::compile(patterns).map_err(|(i, why)| {
+            let field = if which.is_empty() {
+                format!("{field}[{i}]")
+            } else {
+                format!("{field}.{which}[{i}]")
+            };
+            error(field, why)
+        })
+    };
+    // A plain list reports `tools[1]`; the object form `tools.allow[1]`.
+    let plain = raw.deny.is_empty();
+    Ok(Lists {
+        allow: compile(if plain { "" } else { "allow" }, &raw.allow)?,
+        deny: compile("deny", &raw.deny)?,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule_set(
+    origin: String,
+    members: Patterns,
+    tools: Option<RawList>,
+    prompts: Option<RawList>,
+    resources: Option<RawList>,
+    methods: Option<RawList>,
+    raw_mode: Option<RawMode>,
+) -> Result<RuleSet, ConfigError> {
+    Ok(RuleSet {
+        tools: compile_list(&format!("policy.{origin}.tools"), tools, &[])?,
+        prompts: compile_list(&format!("policy.{origin}.prompts"), prompts, &[])?,
+        resources: compile_list(&format!("policy.{origin}.resources"), resources, &[])?,
+        methods: compile_list(
+            &format!("policy.{origin}.methods"),
+            methods,
+            DEFAULT_METHODS,
+        )?,
+        mode: mode(raw_mode),
+        members,
+        origin,
+    })
+}
+
+/// A label for the audit record (`policy.name`, `policy.version`, `input_hash.key_id`): 1–128
+/// visible ASCII characters.
+fn label(field: &str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(error(field, "must be 1-128 visible ASCII characters"));
+    }
+    Ok(value)
 }
 
 impl Config {
@@ -232,22 +387,73 @@ impl Config {
             ));
         }
 
-        let mode = match raw.policy.mode.unwrap_or(RawMode::Enforce) {
-            RawMode::Enforce => Mode::Enforce,
-            RawMode::DryRun => Mode::DryRun,
-        };
+        let policy_mode = mode(raw.policy.mode);
         let mut agents = HashMap::with_capacity(raw.policy.agents.len());
-        for (agent, rules) in raw.policy.agents {
+        for (agent, r) in raw.policy.agents {
             if !identity::is_valid_agent_id(&agent) {
                 return Err(error(
                     format!("policy.agents.{agent}"),
                     "not a valid agent id",
                 ));
             }
-            let set = ToolSet::compile(&rules.tools)
-                .map_err(|(i, why)| error(format!("policy.agents.{agent}.tools[{i}]"), why))?;
+            let origin = format!("agents.{agent}");
+            let set = rule_set(
+                origin,
+                Patterns::default(),
+                r.tools,
+                r.prompts,
+                r.resources,
+                r.methods,
+                r.mode,
+            )?;
             agents.insert(agent, set);
         }
+        let mut groups = Vec::with_capacity(raw.policy.groups.len());
+        for (group, g) in raw.policy.groups {
+            let members = Patterns::compile(&g.members)
+                .map_err(|(i, why)| error(format!("policy.groups.{group}.members[{i}]"), why))?;
+            if g.members.is_empty() {
+                return Err(error(
+                    format!("policy.groups.{group}.members"),
+                    "needs at least one member pattern",
+                ));
+            }
+            let origin = format!("groups.{group}");
+            groups.push(rule_set(
+                origin,
+                members,
+                g.tools,
+                g.prompts,
+                g.resources,
+                g.methods,
+                g.mode,
+            )?);
+        }
+        let policy_name = raw
+            .policy
+            .name
+            .map(|v| label("policy.name", v))
+            .transpose()?;
+        let policy_version = raw
+            .policy
+            .version
+            .map(|v| label("policy.version", v))
+            .transpose()?;
+        let input_hash = match raw.input_hash {
+            None => InputHasher::Sha256,
+            Some(h) => {
+                let key = base64::engine::general_purpose::STANDARD
+                    .decode(h.hmac_key.as_bytes())
+                    .map_err(|_| error("input_hash.hmac_key", "not valid base64"))?;
+                if key.len() < 32 {
+                    return Err(error(
+                        "input_hash.hmac_key",
+                        "must decode to at least 32 bytes",
+                    ));
+                }
+                InputHasher::hmac(key, label("input_hash.key_id", h.key_id)?)
+            }
+        };
 
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
@@ -274,7 +480,8 @@ impl Config {
             server_id: raw.server_id,
             identity,
             headers,
-            policy: Policy::new(mode, agents),
+            policy: Policy::new(policy_name, policy_version, policy_mode, agents, groups),
+            input_hash,
             max_body_bytes,
             max_json_depth,
             max_batch_calls,
@@ -342,7 +549,8 @@ mod tests {
                     "anonymous".into()
                 ),
                 headers: TagHeaders::default(),
-                policy: Policy::new(Mode::Enforce, HashMap::new()),
+                policy: Policy::new(None, None, Mode::Enforce, HashMap::new(), Vec::new()),
+                input_hash: InputHasher::Sha256,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_json_depth: DEFAULT_MAX_JSON_DEPTH,
                 max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
@@ -368,7 +576,7 @@ mod tests {
             (r#"{}"#, "missing field `policy`"),
             (
                 r#"{"policy":{"agents":{"a":{"tools":["x",""]}}}}"#,
-                "policy.agents.a.tools[1]: empty tool pattern",
+                "policy.agents.a.tools[1]: empty pattern",
             ),
             (
                 r#"{"policy":{"agents":{}},"headers":{"method":"bad name"}}"#,
@@ -400,6 +608,38 @@ mod tests {
             ),
             ("not json", "expected"),
             (
+                r#"{"policy":{"agents":{"a":{"tools":{"allow":["x"],"deny":[""]}}}}}"#,
+                "policy.agents.a.tools.deny[0]: empty pattern",
+            ),
+            (
+                r#"{"policy":{"agents":{"a":{"tools":{"allow":[],"block":[]}}}}}"#,
+                "unknown field `block`",
+            ),
+            (
+                r#"{"policy":{"agents":{"a":{"tools":"echo"}}}}"#,
+                "policy.agents.a.tools: invalid type: string",
+            ),
+            (
+                r#"{"policy":{"agents":{},"groups":{"g":{"members":[]}}}}"#,
+                "policy.groups.g.members: needs at least one member pattern",
+            ),
+            (
+                r#"{"policy":{"agents":{},"groups":{"g":{"tools":["x"]}}}}"#,
+                "missing field `members`",
+            ),
+            (
+                r#"{"policy":{"agents":{},"name":"has space"}}"#,
+                "policy.name: must be 1-128 visible ASCII characters",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"input_hash":{"hmac_key":"c2hvcnQ=","key_id":"k"}}"#,
+                "input_hash.hmac_key: must decode to at least 32 bytes",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"input_hash":{"hmac_key":"%%%","key_id":"k"}}"#,
+                "input_hash.hmac_key: not valid base64",
+            ),
+            (
                 r#"{"policy":{"agents":{}},"max_json_depth":0}"#,
                 "max_json_depth: must be between 1 and 128",
             ),
@@ -428,6 +668,33 @@ mod tests {
             let err = Config::from_json(json.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn groups_lists_modes_and_keys_compile() {
+        let c = Config::from_json(
+            br#"{"policy":{"name":"prod","version":"42","agents":{
+                   "bot":{"tools":{"allow":["*"],"deny":["rm_*"]},"prompts":["greet"],
+                          "resources":["demo://*"],"methods":["initialize","tools/list"]},
+                   "trial":{"tools":["echo"],"mode":"dry_run"}},
+                 "groups":{"ops":{"members":["ops-*"],"tools":["git_*"]}}},
+                 "input_hash":{"hmac_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","key_id":"2026-11"}}"#,
+        )
+        .unwrap();
+        use crate::policy::{Decision, Subject};
+        let p = &c.policy;
+        assert_eq!(
+            (p.name.as_deref(), p.version.as_deref()),
+            (Some("prod"), Some("42"))
+        );
+        assert_eq!(p.decide_tool("bot", "ls"), Decision::Allow);
+        assert_eq!(p.decide_tool("bot", "rm_rf"), Decision::Deny);
+        assert_eq!(p.decide("bot", Subject::Prompt("greet")), Decision::Allow);
+        assert_eq!(p.decide("bot", Subject::Method("ping")), Decision::Deny); // methods listed
+        assert_eq!(p.decide("trial", Subject::Method("ping")), Decision::Allow); // defaults
+        assert_eq!(p.decide_tool("trial", "rm"), Decision::DryRunDeny);
+        assert_eq!(p.decide_tool("ops-1", "git_log"), Decision::Allow);
+        assert!(c.input_hash.hash(b"{}").starts_with("hmac-sha256:2026-11:"));
     }
 
     #[test]

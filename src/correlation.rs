@@ -60,6 +60,12 @@ pub struct Pending {
     pub resource_uri: Option<String>,
     /// The POST record's `input_hash`.
     pub input_hash: Option<String>,
+    /// The policy that decided on the POST.
+    #[serde(default)]
+    pub policy_name: Option<String>,
+    /// Its version.
+    #[serde(default)]
+    pub policy_version: Option<String>,
 }
 
 impl Pending {
@@ -79,6 +85,8 @@ impl Pending {
             prompt_name: call.prompt_name.clone(),
             resource_uri: call.resource_uri.clone(),
             input_hash: call.input_hash.clone(),
+            policy_name: facts.policy_name.clone(),
+            policy_version: facts.policy_version.clone(),
         })
     }
 
@@ -106,6 +114,8 @@ impl Pending {
             http_status: None,
             session_id: Some(self.session),
             trace_id: self.trace_id,
+            policy_name: self.policy_name,
+            policy_version: self.policy_version,
         };
         (call, facts)
     }

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::correlation::{self, Pending};
 use crate::identity::Source;
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
-use crate::policy::Decision;
+use crate::policy::{Decision, Subject};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
 use std::rc::Rc;
@@ -169,6 +169,8 @@ impl Stream {
         let config = Rc::clone(&self.config);
         self.facts.start_ms = host.now_ms();
         self.facts.http_method = host.request_header(":method").unwrap_or_default();
+        self.facts.policy_name = config.policy.name.clone();
+        self.facts.policy_version = config.policy.version.clone();
         self.facts.agent_id = config.identity.resolve(|source| match source {
             // Sent more than once, the header names no one: an edge that appends instead of
             // replacing must not let the client's copy win.
@@ -538,11 +540,14 @@ impl Stream {
     }
 
     fn evaluate(&self, m: &Message<'_>) -> Call {
-        let decision = match (m.method.as_deref(), m.tool_name.as_deref()) {
-            (Some(jsonrpc::TOOLS_CALL), Some(tool)) => {
-                self.config.policy.decide_tool(&self.facts.agent_id, tool)
-            }
-            _ => Decision::Allow,
+        let name = m
+            .tool_name
+            .as_deref()
+            .or(m.prompt_name.as_deref())
+            .or(m.resource_uri.as_deref());
+        let decision = match Subject::of(m.method.as_deref(), name) {
+            Some(subject) => self.config.policy.decide(&self.facts.agent_id, subject),
+            None => Decision::Allow, // a client-sent response: nothing is asked for
         };
         Call {
             method: m.method.clone(),
@@ -550,7 +555,9 @@ impl Stream {
             prompt_name: m.prompt_name.clone(),
             resource_uri: m.resource_uri.clone(),
             request_id: m.id().cloned(),
-            input_hash: m.hash_input.map(|s| audit::input_hash(s.as_bytes())),
+            input_hash: m
+                .hash_input
+                .map(|s| self.config.input_hash.hash(s.as_bytes())),
             decision,
             output_status: None,
             error_code: None,
@@ -568,14 +575,18 @@ impl Stream {
             call.error_code = Some(i64::from(DENIED));
         }
         let text = self.error_body(DENIED, |call| {
-            match (&call.tool_name, call.decision.blocks()) {
-                (Some(tool), true) => {
-                    format!("Tool \"{tool}\" is not allowed for agent \"{agent}\"")
-                }
-                _ => format!(
+            if !call.decision.blocks() {
+                return format!(
                     "Batch refused: it contains a call that is not allowed for agent \"{agent}\""
-                ),
+                );
             }
+            let what = match (&call.tool_name, &call.prompt_name, &call.resource_uri) {
+                (Some(tool), _, _) => format!("Tool \"{tool}\""),
+                (_, Some(prompt), _) => format!("Prompt \"{prompt}\""),
+                (_, _, Some(uri)) => format!("Resource \"{uri}\""),
+                _ => format!("Method \"{}\"", call.method.as_deref().unwrap_or_default()),
+            };
+            format!("{what} is not allowed for agent \"{agent}\"")
         });
         self.reply(host, 200, text.as_bytes())
     }

@@ -1,15 +1,26 @@
-//! Per-agent tool allowlists (the mcp-guard policy model, README "Policy").
+//! The mcp-guard policy model (README "Policy format"): rule sets for agents and groups, allow
+//! and deny pattern lists per MCP subject, deny over allow, a `default` rule set, and dry-run
+//! per rule set.
 //!
-//! An allowlist maps an agent id to the tool names it may call with `tools/call`. Patterns are
-//! exact names or globs in which `*` matches any run of characters (including none). The
-//! entry named `default` covers every agent that has no entry of its own; without a `default`
-//! entry such agents may call nothing (fail closed).
+//! A call is classified by its MCP method ([`Subject::of`]): `tools/call` by tool name,
+//! `prompts/get` by prompt name, `resources/read` by URI, every other method by the method
+//! itself. For an agent, the applicable rule sets are its own entry under `agents` plus every
+//! group whose `members` match it; when none applies, the `default` entry (if any) does. Then:
+//! 1. a `deny` pattern of any applicable set that matches refuses the call (deny wins);
+//! 2. else an `allow` pattern of any applicable set that matches admits it;
+//! 3. else the call is refused (fail closed).
 //!
-//! Methods other than `tools/call` are not restricted by this version of the policy.
+//! A set that does not mention `methods` allows [`DEFAULT_METHODS`]; a set that does not mention
+//! `tools`, `prompts` or `resources` allows none of them. Patterns are exact names or globs
+//! where `*` matches any run of characters (including none).
+//!
+//! A refusal made by a set in dry-run mode (or with the policy's own mode `dry_run`) is
+//! `dry_run_deny`: the call proceeds and the audit record shows what enforcement would do. A
+//! refusal because nothing allows the call is dry-run only if every applicable set is.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-/// What the policy does with a call it would deny.
+/// What a rule set does with a call it would deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Denied calls are answered with a JSON-RPC error and never reach the upstream.
@@ -46,40 +57,113 @@ impl Decision {
     }
 }
 
-/// A compiled set of tool-name patterns for one agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ToolSet {
-    exact: HashSet<String>,
-    globs: Vec<String>,
+/// Methods a rule set allows when it does not list `methods`: every client-to-server method of
+/// MCP up to 2026-07-28 — lifecycle (`initialize`, `server/discover`, `ping`), listing,
+/// subscriptions, completion, logging, tasks — and every notification. The methods named by
+/// [`Subject`] (`tools/call`, `prompts/get`, `resources/read`) are governed by their own lists.
+pub const DEFAULT_METHODS: &[&str] = &[
+    "initialize",
+    "server/discover",
+    "ping",
+    "notifications/*",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/*",
+];
+
+/// What one JSON-RPC message asks for, as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// `tools/call` of this tool.
+    Tool(&'a str),
+    /// `prompts/get` of this prompt.
+    Prompt(&'a str),
+    /// `resources/read` of this URI.
+    Resource(&'a str),
+    /// Any other method.
+    Method(&'a str),
 }
 
-impl ToolSet {
+impl<'a> Subject<'a> {
+    /// Classifies a message by its method and the name the parser extracted for it.
+    /// `None` (nothing to decide) for a message without a method (a client-sent response).
+    pub fn of(method: Option<&'a str>, name: Option<&'a str>) -> Option<Subject<'a>> {
+        let method = method?;
+        Some(match (method, name) {
+            ("tools/call", Some(n)) => Subject::Tool(n),
+            ("prompts/get", Some(n)) => Subject::Prompt(n),
+            ("resources/read", Some(n)) => Subject::Resource(n),
+            _ => Subject::Method(method),
+        })
+    }
+
+    /// The rule-list name (`tools`, `prompts`, `resources`, `methods`).
+    pub fn list(self) -> &'static str {
+        match self {
+            Subject::Tool(_) => "tools",
+            Subject::Prompt(_) => "prompts",
+            Subject::Resource(_) => "resources",
+            Subject::Method(_) => "methods",
+        }
+    }
+
+    /// The name matched against the patterns.
+    pub fn name(self) -> &'a str {
+        match self {
+            Subject::Tool(n) | Subject::Prompt(n) | Subject::Resource(n) | Subject::Method(n) => n,
+        }
+    }
+}
+
+/// Compiled patterns: exact names in a map, globs in order; each remembers its index in the
+/// configured list (for explanations).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Patterns {
+    exact: HashMap<String, usize>,
+    globs: Vec<(usize, String)>,
+}
+
+impl Patterns {
     /// Compiles patterns; a pattern containing `*` is a glob, any other is an exact name.
     ///
     /// Errors: an empty pattern, reported as `(index, reason)`.
-    pub fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<ToolSet, (usize, &'static str)> {
-        let mut set = ToolSet::default();
+    pub fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Patterns, (usize, &'static str)> {
+        let mut set = Patterns::default();
         for (index, pattern) in patterns.iter().enumerate() {
             let pattern = pattern.as_ref();
             if pattern.is_empty() {
-                return Err((index, "empty tool pattern"));
+                return Err((index, "empty pattern"));
             }
             if pattern.contains('*') {
-                set.globs.push(pattern.to_owned());
+                set.globs.push((index, pattern.to_owned()));
             } else {
-                set.exact.insert(pattern.to_owned());
+                set.exact.entry(pattern.to_owned()).or_insert(index);
             }
         }
         Ok(set)
     }
 
-    /// Whether `tool` matches any pattern of the set.
-    pub fn allows(&self, tool: &str) -> bool {
-        self.exact.contains(tool)
-            || self
-                .globs
-                .iter()
-                .any(|g| glob_match(g.as_bytes(), tool.as_bytes()))
+    /// The index and text of the first pattern matching `name` (exact names first).
+    pub fn find(&self, name: &str) -> Option<(usize, &str)> {
+        if let Some((pattern, index)) = self.exact.get_key_value(name) {
+            return Some((*index, pattern.as_str()));
+        }
+        self.globs
+            .iter()
+            .find(|(_, g)| glob_match(g.as_bytes(), name.as_bytes()))
+            .map(|(i, g)| (*i, g.as_str()))
+    }
+
+    /// Whether `name` is listed as an exact name (not only through a glob).
+    pub fn lists_exactly(&self, name: &str) -> bool {
+        self.exact.contains_key(name)
     }
 }
 
@@ -113,45 +197,160 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
         .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
-/// The compiled allowlist policy: agent id → [`ToolSet`], the `default` set, and the mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    mode: Mode,
-    agents: HashMap<String, ToolSet>,
-    default: ToolSet,
+/// Allow and deny patterns for one subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lists {
+    /// Patterns that admit a call.
+    pub allow: Patterns,
+    /// Patterns that refuse a call, whatever allows it.
+    pub deny: Patterns,
 }
 
-/// The agent name whose entry applies to agents without one of their own.
+/// One rule set: an agent's entry, a group, or `default`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSet {
+    /// Where the set is configured, e.g. `agents.demo-agent` or `groups.readers`.
+    pub origin: String,
+    /// Group members (agent-id patterns); empty for agent entries.
+    pub members: Patterns,
+    /// `tools/call` by tool name.
+    pub tools: Lists,
+    /// `prompts/get` by prompt name.
+    pub prompts: Lists,
+    /// `resources/read` by URI.
+    pub resources: Lists,
+    /// Every other method.
+    pub methods: Lists,
+    /// Enforce or dry-run this set's refusals.
+    pub mode: Mode,
+}
+
+impl RuleSet {
+    fn lists(&self, subject: Subject<'_>) -> &Lists {
+        match subject {
+            Subject::Tool(_) => &self.tools,
+            Subject::Prompt(_) => &self.prompts,
+            Subject::Resource(_) => &self.resources,
+            Subject::Method(_) => &self.methods,
+        }
+    }
+}
+
+/// A decision and the rule that made it, for audit and `mcp-guard explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The decision.
+    pub decision: Decision,
+    /// The deciding rule, e.g. `groups.ops.tools.deny[0] "delete_*"`, or why nothing allowed
+    /// the call.
+    pub rule: String,
+}
+
+/// The compiled policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// `policy.name`, written in every audit record.
+    pub name: Option<String>,
+    /// `policy.version`, written in every audit record.
+    pub version: Option<String>,
+    mode: Mode,
+    agents: HashMap<String, RuleSet>,
+    groups: Vec<RuleSet>,
+    default: Option<RuleSet>,
+}
+
+/// The agent name whose entry applies to agents without any applicable rule set.
 pub const DEFAULT_AGENT: &str = "default";
 
 impl Policy {
-    /// Builds a policy from compiled per-agent sets; the `default` entry, if any, is taken out
-    /// of `agents` and used for unknown agents.
-    pub fn new(mode: Mode, mut agents: HashMap<String, ToolSet>) -> Policy {
-        let default = agents.remove(DEFAULT_AGENT).unwrap_or_default();
+    /// Builds a policy. `mode` is the policy-wide mode (`dry_run` makes every refusal a
+    /// dry-run); the `default` entry, if any, is taken out of `agents`.
+    pub fn new(
+        name: Option<String>,
+        version: Option<String>,
+        mode: Mode,
+        mut agents: HashMap<String, RuleSet>,
+        groups: Vec<RuleSet>,
+    ) -> Policy {
+        let default = agents.remove(DEFAULT_AGENT);
         Policy {
+            name,
+            version,
             mode,
             agents,
+            groups,
             default,
         }
     }
 
-    /// The configured mode.
+    /// The policy-wide mode.
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
-    /// Decides whether `agent` may call `tool` with `tools/call`.
-    pub fn decide_tool(&self, agent: &str, tool: &str) -> Decision {
-        let set = self.agents.get(agent).unwrap_or(&self.default);
-        if set.allows(tool) {
-            Decision::Allow
-        } else {
-            match self.mode {
-                Mode::Enforce => Decision::Deny,
-                Mode::DryRun => Decision::DryRunDeny,
+    /// The rule sets that apply to `agent`, in evaluation order: its own entry, then its
+    /// groups in configuration order; the `default` set when none of those applies.
+    pub fn rule_sets(&self, agent: &str) -> Vec<&RuleSet> {
+        let mut sets: Vec<&RuleSet> = self.agents.get(agent).into_iter().collect();
+        sets.extend(
+            self.groups
+                .iter()
+                .filter(|g| g.members.find(agent).is_some()),
+        );
+        if sets.is_empty() {
+            sets.extend(self.default.as_ref());
+        }
+        sets
+    }
+
+    /// Decides `subject` for `agent`, naming the deciding rule.
+    pub fn evaluate(&self, agent: &str, subject: Subject<'_>) -> Verdict {
+        let sets = self.rule_sets(agent);
+        let name = subject.name();
+        let list = subject.list();
+        let refuse = |dry: bool| {
+            if dry || self.mode == Mode::DryRun {
+                Decision::DryRunDeny
+            } else {
+                Decision::Deny
+            }
+        };
+        for set in &sets {
+            if let Some((i, pattern)) = set.lists(subject).deny.find(name) {
+                return Verdict {
+                    decision: refuse(set.mode == Mode::DryRun),
+                    rule: format!("{}.{list}.deny[{i}] {pattern:?}", set.origin),
+                };
             }
         }
+        for set in &sets {
+            if let Some((i, pattern)) = set.lists(subject).allow.find(name) {
+                return Verdict {
+                    decision: Decision::Allow,
+                    rule: format!("{}.{list}.allow[{i}] {pattern:?}", set.origin),
+                };
+            }
+        }
+        let all_dry = !sets.is_empty() && sets.iter().all(|s| s.mode == Mode::DryRun);
+        let origins: Vec<&str> = sets.iter().map(|s| s.origin.as_str()).collect();
+        Verdict {
+            decision: refuse(all_dry),
+            rule: if origins.is_empty() {
+                "no rule set applies to this agent (and there is no default)".to_owned()
+            } else {
+                format!("no {list} pattern allows it in {}", origins.join(", "))
+            },
+        }
+    }
+
+    /// The decision alone ([`Policy::evaluate`]).
+    pub fn decide(&self, agent: &str, subject: Subject<'_>) -> Decision {
+        self.evaluate(agent, subject).decision
+    }
+
+    /// Decides `tools/call` of `tool` for `agent`.
+    pub fn decide_tool(&self, agent: &str, tool: &str) -> Decision {
+        self.decide(agent, Subject::Tool(tool))
     }
 }
 
@@ -159,15 +358,50 @@ impl Policy {
 mod tests {
     use super::*;
 
+    fn lists(allow: &[&str], deny: &[&str]) -> Lists {
+        Lists {
+            allow: Patterns::compile(allow).unwrap(),
+            deny: Patterns::compile(deny).unwrap(),
+        }
+    }
+
+    fn set(origin: &str, tools: Lists, mode: Mode) -> RuleSet {
+        RuleSet {
+            origin: origin.into(),
+            members: Patterns::default(),
+            tools,
+            prompts: Lists::default(),
+            resources: lists(&["demo://*"], &[]),
+            methods: lists(DEFAULT_METHODS, &[]),
+            mode,
+        }
+    }
+
     fn demo(mode: Mode) -> Policy {
         let mut agents = HashMap::new();
-        agents.insert(
-            "demo-agent".to_owned(),
-            ToolSet::compile(&["echo", "add", "search", "fail"]).unwrap(),
+        for (name, tools) in [
+            ("demo-agent", lists(&["echo", "add", "search", "fail"], &[])),
+            ("admin-agent", lists(&["*"], &[])),
+            ("default", lists(&["echo"], &[])),
+        ] {
+            agents.insert(
+                name.to_owned(),
+                set(&format!("agents.{name}"), tools, Mode::Enforce),
+            );
+        }
+        let mut ops = set(
+            "groups.ops",
+            lists(&["git_*"], &["git_push_force", "*delete*"]),
+            Mode::Enforce,
         );
-        agents.insert("admin-agent".to_owned(), ToolSet::compile(&["*"]).unwrap());
-        agents.insert("default".to_owned(), ToolSet::compile(&["echo"]).unwrap());
-        Policy::new(mode, agents)
+        ops.members = Patterns::compile(&["ops-*", "admin-agent"]).unwrap();
+        Policy::new(
+            Some("demo".into()),
+            Some("1".into()),
+            mode,
+            agents,
+            vec![ops],
+        )
     }
 
     #[test]
@@ -175,7 +409,6 @@ mod tests {
         let p = demo(Mode::Enforce);
         assert_eq!(p.decide_tool("demo-agent", "search"), Decision::Allow);
         assert_eq!(p.decide_tool("demo-agent", "delete_repo"), Decision::Deny);
-        assert_eq!(p.decide_tool("admin-agent", "delete_repo"), Decision::Allow);
         assert_eq!(p.decide_tool("stranger", "echo"), Decision::Allow);
         assert_eq!(p.decide_tool("stranger", "add"), Decision::Deny);
         // "default" is only a fallback, never an identity that gains extra rights.
@@ -183,18 +416,87 @@ mod tests {
     }
 
     #[test]
-    fn dry_run_reports_but_does_not_block() {
+    fn groups_apply_by_member_pattern_and_deny_wins() {
+        let p = demo(Mode::Enforce);
+        assert_eq!(p.decide_tool("ops-7", "git_pull"), Decision::Allow);
+        assert_eq!(p.decide_tool("ops-7", "echo"), Decision::Deny); // default does not apply
+                                                                    // admin-agent's own "*" allows everything, but its group's deny wins.
+        assert_eq!(p.decide_tool("admin-agent", "echo"), Decision::Allow);
+        let v = p.evaluate("admin-agent", Subject::Tool("delete_repo"));
+        assert_eq!(v.decision, Decision::Deny);
+        assert_eq!(v.rule, r#"groups.ops.tools.deny[1] "*delete*""#);
+        let v = p.evaluate("admin-agent", Subject::Tool("echo"));
+        assert_eq!(v.rule, r#"agents.admin-agent.tools.allow[0] "*""#);
+    }
+
+    #[test]
+    fn every_subject_has_its_own_lists() {
+        let p = demo(Mode::Enforce);
+        assert_eq!(
+            p.decide("demo-agent", Subject::Resource("demo://docs/a")),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("demo-agent", Subject::Resource("file:///etc/passwd")),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide("demo-agent", Subject::Prompt("greet")),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide("demo-agent", Subject::Method("initialize")),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("demo-agent", Subject::Method("notifications/initialized")),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("demo-agent", Subject::Method("x-custom/run")),
+            Decision::Deny
+        );
+        let v = p.evaluate("demo-agent", Subject::Method("x-custom/run"));
+        assert_eq!(v.rule, "no methods pattern allows it in agents.demo-agent");
+        assert_eq!(
+            Subject::of(Some("tools/call"), Some("echo")),
+            Some(Subject::Tool("echo"))
+        );
+        assert_eq!(
+            Subject::of(Some("tools/list"), None),
+            Some(Subject::Method("tools/list"))
+        );
+        assert_eq!(Subject::of(None, None), None);
+    }
+
+    #[test]
+    fn dry_run_per_rule_set_and_policy_wide() {
         let p = demo(Mode::DryRun);
         let d = p.decide_tool("demo-agent", "delete_repo");
         assert_eq!(d, Decision::DryRunDeny);
         assert!(!d.blocks());
         assert_eq!(d.as_str(), "dry_run_deny");
+
+        let mut agents = HashMap::new();
+        agents.insert(
+            "trial".to_owned(),
+            set("agents.trial", lists(&["echo"], &["rm"]), Mode::DryRun),
+        );
+        let mut strict = set("groups.all", lists(&[], &["drop"]), Mode::Enforce);
+        strict.members = Patterns::compile(&["*"]).unwrap();
+        let p = Policy::new(None, None, Mode::Enforce, agents, vec![strict]);
+        assert_eq!(p.decide_tool("trial", "rm"), Decision::DryRunDeny);
+        assert_eq!(p.decide_tool("trial", "drop"), Decision::Deny); // enforced by its set
+                                                                    // Nothing allows "ls": dry-run only if every applicable set is (groups.all is not).
+        assert_eq!(p.decide_tool("trial", "ls"), Decision::Deny);
     }
 
     #[test]
-    fn no_default_entry_denies_unknown_agents() {
-        let p = Policy::new(Mode::Enforce, HashMap::new());
-        assert_eq!(p.decide_tool("anyone", "echo"), Decision::Deny);
+    fn no_rule_set_denies() {
+        let p = Policy::new(None, None, Mode::Enforce, HashMap::new(), Vec::new());
+        let v = p.evaluate("anyone", Subject::Method("initialize"));
+        assert_eq!(v.decision, Decision::Deny);
+        assert!(v.rule.contains("no rule set applies"), "{}", v.rule);
     }
 
     #[test]
@@ -209,11 +511,11 @@ mod tests {
         assert!(glob_match(b"a**", b"a"));
         assert!(!glob_match(b"echo", b"echo2"));
         assert!(!glob_match(b"", b"x"));
-        let set = ToolSet::compile(&["git_*", "echo"]).unwrap();
-        assert!(set.allows("git_push") && set.allows("echo") && !set.allows("Echo"));
-        assert_eq!(
-            ToolSet::compile(&["ok", ""]),
-            Err((1, "empty tool pattern"))
-        );
+        let set = Patterns::compile(&["git_*", "echo"]).unwrap();
+        assert_eq!(set.find("git_push"), Some((0, "git_*")));
+        assert_eq!(set.find("echo"), Some((1, "echo")));
+        assert_eq!(set.find("Echo"), None);
+        assert!(set.lists_exactly("echo") && !set.lists_exactly("git_push"));
+        assert_eq!(Patterns::compile(&["ok", ""]), Err((1, "empty pattern")));
     }
 }

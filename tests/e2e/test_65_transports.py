@@ -53,7 +53,7 @@ SPOOFED_TAGS = {
     "x-mcp-resource-uri": "spoofed://x",
 }
 
-# Agents of this module. ALL_TOOLS ones may call any tool, so a refusal seen here comes from the
+# Agents of this module. ALL_TOOLS ones may call any tool, prompt and resource, so a refusal seen here comes from the
 # routing-header check, not from the allowlist; ECHO_ONLY ones may call only echo.
 ALL_TOOLS = [
     "t65-resume-0-1", "t65-resume-400-1", "t65-resume-800-2", "t65-delete", "t65-get", "t65-push",
@@ -67,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
     """A stack whose demo server is resumable and logs every HTTP request it receives."""
     policy = copy.deepcopy(base_policy)
     for agent in ALL_TOOLS + [f"t65-mm-{m[0]}" for m in MISMATCHES] + [f"t65-ok-{m[0]}" for m in MATCHES]:
-        policy["policy"]["agents"][agent] = {"tools": ["*"]}
+        policy["policy"]["agents"][agent] = {"tools": ["*"], "prompts": ["*"], "resources": ["*"]}
     for agent in ECHO_ONLY:
         policy["policy"]["agents"][agent] = {"tools": ["echo"]}
     yield from start_stack(tmp_path_factory, policy, server_args=["--resumable", "--log-http-requests"])
