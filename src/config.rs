@@ -25,7 +25,7 @@
 //! (a dotted path) and the problem, for the one log line `on_configure` writes.
 
 use crate::audit::InputHasher;
-use crate::identity::{self, Identity, Source};
+use crate::identity::{self, Identity, Source, Unidentified};
 use crate::policy::{Lists, Mode, Patterns, Policy, RuleSet, DEFAULT_METHODS};
 use crate::tags::TagHeaders;
 use base64::Engine as _;
@@ -124,12 +124,38 @@ struct RawIdentity {
     sources: Vec<RawSource>,
     #[serde(default)]
     fallback: Option<String>,
+    #[serde(default)]
+    unidentified: Option<RawUnidentified>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RawSource {
+    Header(String),
+    JwtClaim(RawJwtClaim),
+    PeerUriSan(RawPeerUriSan),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSource {
-    header: String,
+struct RawJwtClaim {
+    claim: String,
+    #[serde(default)]
+    metadata_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeerUriSan {
+    #[serde(default)]
+    strip_prefix: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum RawUnidentified {
+    Fallback,
+    Reject,
 }
 
 #[derive(Deserialize)]
@@ -350,14 +376,44 @@ impl Config {
                 }
                 let mut sources = Vec::with_capacity(ri.sources.len());
                 for (i, s) in ri.sources.into_iter().enumerate() {
-                    let name = header_name(&format!("identity.sources[{i}].header"), s.header)?;
-                    sources.push(Source::Header(name));
+                    sources.push(match s {
+                        RawSource::Header(name) => Source::Header(header_name(
+                            &format!("identity.sources[{i}].header"),
+                            name,
+                        )?),
+                        RawSource::JwtClaim(j) => {
+                            let field = format!("identity.sources[{i}].jwt_claim");
+                            Source::JwtClaim {
+                                metadata_key: label(
+                                    &format!("{field}.metadata_key"),
+                                    j.metadata_key.unwrap_or_else(|| "payload".into()),
+                                )?,
+                                claim: label(&format!("{field}.claim"), j.claim)?,
+                            }
+                        }
+                        RawSource::PeerUriSan(p) => Source::PeerUriSan {
+                            strip_prefix: p.strip_prefix.filter(|p| !p.is_empty()),
+                        },
+                    });
                 }
-                let fallback = ri.fallback.unwrap_or_else(|| "anonymous".into());
-                if !identity::is_valid_agent_id(&fallback) {
-                    return Err(error("identity.fallback", "not a valid agent id"));
+                match ri.unidentified.unwrap_or(RawUnidentified::Fallback) {
+                    RawUnidentified::Reject => {
+                        if ri.fallback.is_some() {
+                            return Err(error(
+                                "identity.fallback",
+                                "has no effect with unidentified: reject",
+                            ));
+                        }
+                        Identity::with_policy(sources, Unidentified::Reject)
+                    }
+                    RawUnidentified::Fallback => {
+                        let fallback = ri.fallback.unwrap_or_else(|| "anonymous".into());
+                        if !identity::is_valid_agent_id(&fallback) {
+                            return Err(error("identity.fallback", "not a valid agent id"));
+                        }
+                        Identity::new(sources, fallback)
+                    }
                 }
-                Identity::new(sources, fallback)
             }
         };
 
@@ -695,6 +751,48 @@ mod tests {
         assert_eq!(p.decide_tool("trial", "rm"), Decision::DryRunDeny);
         assert_eq!(p.decide_tool("ops-1", "git_log"), Decision::Allow);
         assert!(c.input_hash.hash(b"{}").starts_with("hmac-sha256:2026-11:"));
+    }
+
+    #[test]
+    fn identity_sources_compile_in_order() {
+        let c = Config::from_json(
+            br#"{"policy":{"agents":{}},"identity":{"sources":[
+                  {"jwt_claim":{"claim":"sub"}},
+                  {"peer_uri_san":{"strip_prefix":"spiffe://mesh/agent/"}},
+                  {"header":"X-Agent-Id"}],"unidentified":"reject"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.identity.sources(),
+            &[
+                Source::JwtClaim {
+                    metadata_key: "payload".into(),
+                    claim: "sub".into()
+                },
+                Source::PeerUriSan {
+                    strip_prefix: Some("spiffe://mesh/agent/".into())
+                },
+                Source::Header("x-agent-id".into()),
+            ]
+        );
+        assert_eq!(c.identity.resolve(|_| None), None);
+        for (json, want) in [
+            (
+                r#"{"policy":{"agents":{}},"identity":{"sources":[{"cookie":"a"}]}}"#,
+                "unknown variant `cookie`",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"identity":{"sources":[{"jwt_claim":{}}]}}"#,
+                "missing field `claim`",
+            ),
+            (
+                r#"{"policy":{"agents":{}},"identity":{"sources":[{"header":"x"}],"unidentified":"reject","fallback":"a"}}"#,
+                "identity.fallback: has no effect",
+            ),
+        ] {
+            let err = Config::from_json(json.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{json}: {err}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
-use crate::identity::Source;
+use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::policy::{Decision, Subject};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
@@ -40,6 +40,8 @@ pub const RATE_LIMITED: i32 = -32004;
 pub const NOT_CONFIGURED: i32 = -32603;
 /// HTTP status for a request body with a `content-encoding` (RFC 9110 §15.5.16).
 pub const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
+/// HTTP status for a request no identity source identified, under `unidentified: reject`.
+pub const UNAUTHORIZED: u32 = 401;
 
 /// The host operations the filter needs. `crate::wasm` implements it with proxy-wasm
 /// hostcalls; tests implement it with plain data.
@@ -78,6 +80,9 @@ pub trait Host {
     /// Writes shared data; with `cas`, only if the value is unchanged since that token was
     /// read. Returns whether the write happened.
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+    /// An Envoy attribute (`get_property`), e.g. `["connection", "uri_san_peer_certificate"]`
+    /// or a dynamic-metadata leaf; bytes that are not UTF-8 read as U+FFFD.
+    fn property(&self, path: &[&str]) -> Option<String>;
     /// Envoy's `response.code_details` attribute (why the stream ended, e.g.
     /// `downstream_remote_disconnect`); read only when a stream ends unfinished.
     fn response_code_details(&self) -> Option<String>;
@@ -171,13 +176,14 @@ impl Stream {
         self.facts.http_method = host.request_header(":method").unwrap_or_default();
         self.facts.policy_name = config.policy.name.clone();
         self.facts.policy_version = config.policy.version.clone();
-        self.facts.agent_id = config.identity.resolve(|source| match source {
+        let resolved = config.identity.resolve(|source| match source {
             // Sent more than once, the header names no one: an edge that appends instead of
             // replacing must not let the client's copy win.
             Source::Header(name) => match host.request_header_values(name).as_slice() {
                 [one] => Some(one.clone()),
                 _ => None,
             },
+            _ => source.property_path().and_then(|path| host.property(&path)),
         });
         // Streamable HTTP: the Mcp-Session-Id header. Legacy HTTP+SSE: the POST URI's
         // sessionId / session_id query parameter.
@@ -205,6 +211,17 @@ impl Stream {
         // uncompressed body. (Envoy's compressor filter, placed before mcp-guard, has already
         // read the client's Accept-Encoding and compresses for the client on the way back.)
         host.set_request_header("accept-encoding", Some("identity"));
+        let Some(agent_id) = resolved else {
+            // No source identified the request and the configuration rejects such requests.
+            self.facts.agent_id = identity::UNIDENTIFIED.to_owned();
+            let mut call = Call::bare(Decision::Deny);
+            call.output_status = Some(OutputStatus::Denied);
+            call.error_code = Some(i64::from(DENIED));
+            self.calls = vec![call];
+            let body = jsonrpc::error_response(None, DENIED, "Unauthorized: no agent identity");
+            return self.reply(host, UNAUTHORIZED, body.as_bytes());
+        };
+        self.facts.agent_id = agent_id;
         host.set_request_header(&config.headers.agent_id, Some(&self.facts.agent_id));
 
         if !end_of_stream {

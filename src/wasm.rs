@@ -263,6 +263,11 @@ impl Host for WasmHost {
         hostcalls::set_shared_data(key, Some(value), cas).is_ok()
     }
 
+    fn property(&self, path: &[&str]) -> Option<String> {
+        logged("get property", hostcalls::get_property(path.to_vec()))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     fn response_code_details(&self) -> Option<String> {
         logged(
             "get property response.code_details",

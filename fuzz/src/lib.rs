@@ -1128,6 +1128,10 @@ impl Host for FuzzHost {
         self.shared.insert(key.to_owned(), (value.to_vec(), next));
         true
     }
+    fn property(&self, _path: &[&str]) -> Option<String> {
+        // The fuzzed configurations use header identity; attribute sources read nothing here.
+        None
+    }
     fn response_code_details(&self) -> Option<String> {
         if self.phase != Phase::Log {
             return None; // only meaningful once the stream is over

@@ -32,6 +32,8 @@ struct FakeHost {
     code_details: Option<String>,
     /// Further values of a header sent more than once (after the one in `request_headers`).
     repeated_headers: BTreeMap<String, Vec<String>>,
+    /// Envoy attributes by path joined with `/`.
+    properties: BTreeMap<String, String>,
 }
 
 impl Host for FakeHost {
@@ -101,6 +103,9 @@ impl Host for FakeHost {
         }
         map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
         true
+    }
+    fn property(&self, path: &[&str]) -> Option<String> {
+        self.properties.get(&path.join("/")).cloned()
     }
     fn response_code_details(&self) -> Option<String> {
         self.code_details.clone()
@@ -1187,5 +1192,56 @@ fn legacy_response_may_overtake_the_posts_own_202() {
     assert!(
         shared.borrow().values().all(|(v, _)| v.is_empty()),
         "store not cleared"
+    );
+}
+
+#[test]
+fn verified_identity_sources_win_over_a_client_header() {
+    let policy = POLICY.replacen(
+        '{',
+        r#"{"identity":{"sources":[{"jwt_claim":{"claim":"sub"}},{"peer_uri_san":{"strip_prefix":"spiffe://mesh/agent/"}}],"unidentified":"reject"},"#,
+        1,
+    );
+    // The client claims admin-agent in the tag header; the token says demo-agent.
+    let mut s = stream(&policy);
+    let mut h = post(Some("admin-agent"), CALL_ECHO);
+    h.properties.insert(
+        "metadata/filter_metadata/envoy.filters.http.jwt_authn/payload/sub".into(),
+        "demo-agent".into(),
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("demo-agent")
+    );
+    // mTLS only.
+    let mut s = stream(&policy);
+    let mut h = post(Some("admin-agent"), CALL_ECHO);
+    h.properties.insert(
+        "connection/uri_san_peer_certificate".into(),
+        "spiffe://mesh/agent/demo-agent".into(),
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("demo-agent")
+    );
+    // Neither: refused at header time, never forwarded, audited.
+    let mut s = stream(&policy);
+    let mut h = post(Some("admin-agent"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    let (status, reply) = h.reply_json();
+    assert_eq!(
+        (status, &reply["error"]["code"]),
+        (401, &Value::from(DENIED))
+    );
+    let r = &h.records()[0];
+    assert_eq!(
+        (&r["agent_id"], &r["decision"], &r["output_status"]),
+        (
+            &Value::from("unidentified"),
+            &Value::from("deny"),
+            &Value::from("denied")
+        )
     );
 }
