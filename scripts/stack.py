@@ -141,6 +141,46 @@ def inline_bootstrap(bootstrap: dict, policy_text: str, wasm_path: Path, access_
     return copy
 
 
+# Cluster of the xDS (gRPC) server in a bootstrap made by ecds_over_grpc().
+XDS_CLUSTER = "mcp_guard_xds"
+
+
+def ecds_over_grpc(bootstrap: dict, xds_port: int, xds_host: str = "127.0.0.1") -> dict:
+    """A copy of `bootstrap` whose mcp-guard filter takes its config from an xDS server over
+    gRPC (ECDS, ExtensionConfigDiscoveryService, state of the world) at xds_host:xds_port
+    instead of the ECDS file: its config_source becomes an api_config_source (GRPC, V3) to a
+    static HTTP/2 cluster XDS_CLUSTER. Everything else is unchanged. Used by the e2e test of
+    policy pushes over a real xDS stream (tests/e2e/test_55_xds_push.py)."""
+    copy = json.loads(json.dumps(bootstrap))
+    discovery = _filter(_hcm(copy), FILTER_NAME)["config_discovery"]
+    discovery["config_source"] = {
+        "resource_api_version": "V3",
+        "api_config_source": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+        },
+    }
+    copy["static_resources"]["clusters"].append({
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        # gRPC needs HTTP/2 to the xDS server.
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": xds_host, "port_value": xds_port}}}}]}],
+        },
+    })  # fmt: skip
+    return copy
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -220,6 +260,10 @@ class Stack:
     # Another upstream instead of the demo server (e.g. an MCP server from another SDK, or a
     # raw test upstream): argv with "{host}", "{port}" and "{call_log}" substituted.
     server_command: list[str] | None = None
+    # Deliver the mcp-guard config by ECDS over gRPC from an xDS server on 127.0.0.1:xds_port
+    # (see ecds_over_grpc) instead of the ECDS file; that server then owns the policy, so
+    # push_policy / push_policy_and_wait (which write the file) do not apply.
+    xds_port: int | None = None
     file_flush_interval_ms: int = 100
     startup_timeout: float = 60.0
     stop_timeout: float = 10.0
@@ -280,8 +324,11 @@ class Stack:
             access_log=self.access_log,
             ecds_path=self.ecds_path,
         )
+        if self.xds_port is not None:
+            bootstrap = ecds_over_grpc(bootstrap, self.xds_port)
         render_ecds.write_atomically(self.bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))
-        self.push_policy(self.policy.read_text(encoding="utf-8"))
+        if self.xds_port is None:
+            self.push_policy(self.policy.read_text(encoding="utf-8"))
 
     def start(self) -> "Stack":
         self.prepare()
@@ -375,6 +422,8 @@ class Stack:
 
     def push_policy(self, policy_text: str) -> None:
         """Replace the ECDS file atomically with one carrying this plugin configuration."""
+        if self.xds_port is not None:
+            raise StackError("this stack takes its mcp-guard config from the xDS server, not the ECDS file")
         render_ecds.render(policy_text, self.wasm, self.ecds_path)
 
     def push_policy_and_wait(self, policy_text: str, timeout: float = 15.0) -> bool:
