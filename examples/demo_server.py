@@ -12,7 +12,9 @@ default) unless --json-response is given. Tools:
     countdown(steps, delay_ms) -> progress notifications over time, then "counted <steps>"
     delete_repo(name) -> "deleted <name>" (nothing is deleted: it exists to be denied)
 
-Also a prompt greet(name) and resources demo://docs/{name}, for the prompt/resource tags.
+Also prompts greet(name) and incident_report(summary), the resource template
+demo://docs/{name} and the listed resources demo://docs/index and secret://keys, for the
+prompt/resource tags and curated lists.
 
 --resumable turns on stream resumability (SEP-1699, protocol 2025-11-25): an in-memory event
 store, so every POST SSE stream starts with a priming event (`id:`, empty data, `retry:` N ms
@@ -242,6 +244,23 @@ def build_server(call_log: CallLog, log_level: str = "INFO", resumable: bool = F
         """A resource template (the URI read is tagged as x-mcp-resource-uri)."""
         call_log.record(f"demo://docs/{name}", {"name": name}, ctx, kind="resource")
         return f"mcp-guard demo document {name}"
+
+    # Listed resources and a second prompt, so resources/list and prompts/list have entries an
+    # agent may and may not use (curated per agent by mcp-guard).
+    @mcp.resource("demo://docs/index", mime_type="text/plain")
+    def docs_index() -> str:
+        """The demo documents' index."""
+        return "mcp-guard demo documents"
+
+    @mcp.resource("secret://keys", mime_type="text/plain")
+    def secret_keys() -> str:
+        """Pretend secrets (a resource the demo policy gives only to admin-agent)."""
+        return "nothing secret here"
+
+    @mcp.prompt()
+    def incident_report(summary: str) -> str:
+        """A prompt the demo policy gives only to admin-agent."""
+        return f"Write an incident report: {summary}"
 
     return mcp
 

@@ -61,6 +61,9 @@ pub struct Config {
     pub policy: Policy,
     /// How `input_hash` is computed (plain SHA-256, or keyed HMAC-SHA256).
     pub input_hash: InputHasher,
+    /// Rewrite `tools/list`, `prompts/list` and `resources/list` responses to what the agent
+    /// may use (`crate::curation`). Default true.
+    pub curate_lists: bool,
     /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
     pub max_body_bytes: usize,
     /// Deepest JSON nesting accepted in a request body; deeper bodies are refused (-32700).
@@ -116,6 +119,8 @@ struct RawConfig {
     max_batch_calls: Option<usize>,
     #[serde(default)]
     input_hash: Option<RawInputHash>,
+    #[serde(default)]
+    curate_lists: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +543,7 @@ impl Config {
             headers,
             policy: Policy::new(policy_name, policy_version, policy_mode, agents, groups),
             input_hash,
+            curate_lists: raw.curate_lists.unwrap_or(true),
             max_body_bytes,
             max_json_depth,
             max_batch_calls,
@@ -607,6 +613,7 @@ mod tests {
                 headers: TagHeaders::default(),
                 policy: Policy::new(None, None, Mode::Enforce, HashMap::new(), Vec::new()),
                 input_hash: InputHasher::Sha256,
+                curate_lists: true,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_json_depth: DEFAULT_MAX_JSON_DEPTH,
                 max_batch_calls: DEFAULT_MAX_BATCH_CALLS,

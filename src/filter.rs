@@ -21,6 +21,7 @@
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
+use crate::curation::{self, ListKind, Rewrite};
 use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::policy::{Decision, Subject};
@@ -144,6 +145,10 @@ pub struct Stream {
     finished: bool,
     correlator: Correlator,
     scanner: Option<ResponseScanner>,
+    /// A list request whose response is held and curated: its kind and request ids.
+    curate: Option<(ListKind, Vec<Id>)>,
+    /// The response body is being held for [`Stream::curate`].
+    holding: bool,
 }
 
 impl Stream {
@@ -166,6 +171,8 @@ impl Stream {
             finished: false,
             correlator: Correlator::default(),
             scanner: None,
+            curate: None,
+            holding: false,
         }
     }
 
@@ -347,6 +354,11 @@ impl Stream {
             BodyKind::from_content_type(host.response_header("content-type").as_deref());
         if self.is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
             self.scanner = Some(ResponseScanner::new(self.response_kind));
+            if self.curate.is_some() && !end_of_stream {
+                // The list is rewritten whole at the end of the body: its length changes.
+                self.holding = true;
+                host.set_response_header("content-length", None);
+            }
         } else if !self.is_post && self.response_kind == BodyKind::EventStream {
             // A server stream (Streamable HTTP GET, legacy GET /sse): responses to requests
             // POSTed on other streams can arrive here. The legacy `endpoint` event (not JSON)
@@ -394,6 +406,14 @@ impl Stream {
             }
             return Action::Continue;
         }
+        if self.holding {
+            if !end_of_stream {
+                return Action::Pause; // Envoy buffers the list response until its end
+            }
+            self.curate_held(host, body_size);
+            self.finish(host);
+            return Action::Continue;
+        }
         if let Some(scanner) = self.scanner.as_mut() {
             if body_size > 0 {
                 if let Some(chunk) = host.response_body(body_size) {
@@ -409,6 +429,41 @@ impl Stream {
             self.finish(host);
         }
         Action::Continue
+    }
+
+    /// Rewrites the held list response (`body_size` bytes) to the entries this agent may use,
+    /// and scans what the client will get.
+    fn curate_held(&mut self, host: &mut dyn Host, body_size: usize) {
+        self.holding = false;
+        let Some((kind, ids)) = self.curate.take() else {
+            return;
+        };
+        let body = host.response_body(body_size).unwrap_or_default();
+        let policy = &self.config.policy;
+        let agent = self.facts.agent_id.as_str();
+        let keep = |name: &str| {
+            let subject = match kind {
+                ListKind::Tools => Subject::Tool(name),
+                ListKind::Prompts => Subject::Prompt(name),
+                ListKind::Resources => Subject::Resource(name),
+            };
+            !policy.decide(agent, subject).blocks()
+        };
+        let mut stats = Rewrite::default();
+        let rewritten = match self.response_kind {
+            BodyKind::Json => std::str::from_utf8(&body)
+                .ok()
+                .and_then(|text| curation::rewrite_document(text, kind, &ids, &keep, &mut stats))
+                .map(String::into_bytes),
+            BodyKind::EventStream => curation::rewrite_sse(&body, kind, &ids, &keep, &mut stats),
+            BodyKind::Other => None,
+        };
+        if let Some(new) = &rewritten {
+            host.set_response_body(body_size, new);
+        }
+        if let Some(scanner) = self.scanner.as_mut() {
+            scanner.feed(rewritten.as_deref().unwrap_or(&body), &mut self.correlator);
+        }
     }
 
     /// The stream is over (Envoy's access-log callback): settles what the response callbacks
@@ -529,6 +584,13 @@ impl Stream {
                 _ => None,
             })
             .collect();
+        if self.config.curate_lists {
+            // A uniform body: every message has this method (checked above).
+            let method = body.messages().iter().find_map(|m| m.method.as_deref());
+            if let Some(kind) = method.and_then(ListKind::of) {
+                self.curate = Some((kind, expected.clone()));
+            }
+        }
         self.correlator = Correlator::new(expected);
         if self.legacy_session {
             // Legacy HTTP+SSE: the response will come on the GET stream, possibly before this

@@ -7,13 +7,14 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`jsonrpc`], [`sse`], [`response`], [`routing`], [`correlation`], [`policy`],
+//! ([`jsonrpc`], [`sse`], [`response`], [`routing`], [`correlation`], [`curation`], [`policy`],
 //! [`identity`], [`tags`], [`audit`], [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
 //! glue (root context and HTTP context) that maps hostcalls onto [`filter::Host`].
 
 pub mod audit;
 pub mod config;
 pub mod correlation;
+pub mod curation;
 pub mod filter;
 pub mod identity;
 pub mod jsonrpc;

@@ -1245,3 +1245,71 @@ fn verified_identity_sources_win_over_a_client_header() {
         )
     );
 }
+
+#[test]
+fn list_responses_are_curated_per_agent_across_chunks() {
+    let list = r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"},{"name":"search"}],"nextCursor":"n1"}}"#;
+    let sse = format!("event: message\r\ndata: {list}\r\n\r\n");
+    let (a, b) = sse.as_bytes().split_at(40);
+    for (agent, want) in [
+        ("demo-agent", vec!["echo", "search"]),
+        ("admin-agent", vec!["echo", "delete_repo", "search"]),
+    ] {
+        let mut s = stream(POLICY);
+        let mut h = post(
+            Some(agent),
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+        );
+        assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+        h.response_headers.insert(":status".into(), "200".into());
+        h.response_headers
+            .insert("content-type".into(), "text/event-stream".into());
+        h.response_headers
+            .insert("content-length".into(), sse.len().to_string());
+        assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+        assert!(!h.response_headers.contains_key("content-length"));
+        // Held until the end (Envoy buffers), then rewritten whole.
+        h.response_chunk = a.to_vec();
+        assert_eq!(s.on_response_body(&mut h, a.len(), false), Action::Pause);
+        h.response_chunk = sse.as_bytes().to_vec();
+        assert_eq!(
+            s.on_response_body(&mut h, sse.len(), true),
+            Action::Continue
+        );
+        let _ = b;
+        let body = h
+            .replaced_response_body
+            .clone()
+            .unwrap_or_else(|| sse.as_bytes().to_vec());
+        let text = String::from_utf8(body).unwrap();
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, want, "{agent}");
+        assert_eq!(v["result"]["nextCursor"], "n1");
+        assert_eq!(h.records()[0]["output_status"], "success");
+    }
+    // Curation off: the list passes as the server sent it, unheld.
+    let policy = POLICY.replacen('{', r#"{"curate_lists": false,"#, 1);
+    let mut s = stream(&policy);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+    );
+    send_request(&mut s, &mut h);
+    h.response_headers.insert(":status".into(), "200".into());
+    h.response_headers
+        .insert("content-type".into(), "application/json".into());
+    s.on_response_headers(&mut h, false);
+    h.response_chunk = list.as_bytes().to_vec();
+    assert_eq!(
+        s.on_response_body(&mut h, list.len(), false),
+        Action::Continue
+    );
+    assert!(h.replaced_response_body.is_none());
+}
