@@ -52,6 +52,7 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import ToolAnnotations
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 
@@ -165,7 +166,10 @@ def build_server(call_log: CallLog, log_level: str = "INFO", resumable: bool = F
         log_level=log_level,  # type: ignore[arg-type]
     )
 
-    @mcp.tool()
+    # Annotations (MCP ToolAnnotations) for mcp-guard's optional annotations rule.
+    read_only = ToolAnnotations(readOnlyHint=True)
+
+    @mcp.tool(annotations=read_only)
     def echo(text: str, ctx: Context) -> str:
         """Return the text unchanged."""
         call_log.record("echo", {"text": text}, ctx)
@@ -177,7 +181,7 @@ def build_server(call_log: CallLog, log_level: str = "INFO", resumable: bool = F
         call_log.record("add", {"a": a, "b": b}, ctx)
         return a + b
 
-    @mcp.tool()
+    @mcp.tool(annotations=read_only)
     def search(query: str, ctx: Context) -> str:
         """Search a tiny fake index; returns one result per line."""
         call_log.record("search", {"query": query}, ctx)
@@ -205,7 +209,7 @@ def build_server(call_log: CallLog, log_level: str = "INFO", resumable: bool = F
             await anyio.sleep(max(0, min(delay_ms, 5000)) / 1000)
         return f"counted {steps}"
 
-    @mcp.tool()
+    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
     def delete_repo(name: str, ctx: Context) -> str:
         """Pretend to delete a repository (a dangerous tool for the allowlist to deny)."""
         call_log.record("delete_repo", {"name": name}, ctx)

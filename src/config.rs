@@ -24,6 +24,7 @@
 //! Only `policy` is required. Unknown fields are rejected at every level. Errors name the field
 //! (a dotted path) and the problem, for the one log line `on_configure` writes.
 
+use crate::annotations::{AnnotationRule, Refuse};
 use crate::audit::InputHasher;
 use crate::identity::{self, Identity, Source, Unidentified};
 use crate::policy::{Lists, Mode, Patterns, Policy, RuleSet, DEFAULT_METHODS};
@@ -64,6 +65,8 @@ pub struct Config {
     /// Rewrite `tools/list`, `prompts/list` and `resources/list` responses to what the agent
     /// may use (`crate::curation`). Default true.
     pub curate_lists: bool,
+    /// Refuse tools by the server's own annotations (`crate::annotations`); `None`: off.
+    pub annotations: Option<AnnotationRule>,
     /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
     pub max_body_bytes: usize,
     /// Deepest JSON nesting accepted in a request body; deeper bodies are refused (-32700).
@@ -121,6 +124,30 @@ struct RawConfig {
     input_hash: Option<RawInputHash>,
     #[serde(default)]
     curate_lists: Option<bool>,
+    #[serde(default)]
+    annotations: Option<RawAnnotations>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnnotations {
+    refuse: RawRefuse,
+    #[serde(default)]
+    unseen: Option<RawUnseen>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawRefuse {
+    Destructive,
+    NotReadOnly,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawUnseen {
+    Refuse,
+    Allow,
 }
 
 #[derive(Deserialize)]
@@ -544,6 +571,13 @@ impl Config {
             policy: Policy::new(policy_name, policy_version, policy_mode, agents, groups),
             input_hash,
             curate_lists: raw.curate_lists.unwrap_or(true),
+            annotations: raw.annotations.map(|a| AnnotationRule {
+                refuse: match a.refuse {
+                    RawRefuse::Destructive => Refuse::Destructive,
+                    RawRefuse::NotReadOnly => Refuse::NotReadOnly,
+                },
+                refuse_unseen: !matches!(a.unseen, Some(RawUnseen::Allow)),
+            }),
             max_body_bytes,
             max_json_depth,
             max_batch_calls,
@@ -614,6 +648,7 @@ mod tests {
                 policy: Policy::new(None, None, Mode::Enforce, HashMap::new(), Vec::new()),
                 input_hash: InputHasher::Sha256,
                 curate_lists: true,
+                annotations: None,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_json_depth: DEFAULT_MAX_JSON_DEPTH,
                 max_batch_calls: DEFAULT_MAX_BATCH_CALLS,

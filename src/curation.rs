@@ -53,15 +53,31 @@ struct Named {
     name: Option<String>,
     #[serde(default)]
     uri: Option<String>,
+    #[serde(default)]
+    annotations: Option<ToolHints>,
+}
+
+/// A tool's behaviour hints from `tools/list` (MCP "Tools", `ToolAnnotations`); `None` when the
+/// server did not say. Hints are the server's claims, not guarantees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct ToolHints {
+    /// `readOnlyHint`: the tool does not modify its environment.
+    #[serde(default, rename = "readOnlyHint")]
+    pub read_only: Option<bool>,
+    /// `destructiveHint`: the tool may perform destructive updates.
+    #[serde(default, rename = "destructiveHint")]
+    pub destructive: Option<bool>,
 }
 
 /// What a rewrite did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rewrite {
     /// Entries kept.
     pub kept: usize,
     /// Entries removed.
     pub removed: usize,
+    /// Every tool of a `tools/list` response seen (kept or not), with its hints.
+    pub tools_seen: Vec<(String, ToolHints)>,
 }
 
 /// Rewrites one JSON-RPC document (a message or a batch array): in each response whose id is
@@ -114,12 +130,24 @@ fn rewrite_message(
     };
     let mut kept: Vec<&RawValue> = Vec::with_capacity(entries.len());
     for entry in entries {
-        let name = serde_json::from_str::<Named>(entry.get())
-            .ok()
-            .and_then(|n| match kind {
-                ListKind::Resources => n.uri,
-                ListKind::Tools | ListKind::Prompts => n.name,
-            });
+        let named = serde_json::from_str::<Named>(entry.get()).ok();
+        if let (
+            ListKind::Tools,
+            Some(Named {
+                name: Some(name),
+                annotations,
+                ..
+            }),
+        ) = (kind, &named)
+        {
+            stats
+                .tools_seen
+                .push((name.clone(), annotations.unwrap_or_default()));
+        }
+        let name = named.and_then(|n| match kind {
+            ListKind::Resources => n.uri,
+            ListKind::Tools | ListKind::Prompts => n.name,
+        });
         match name {
             Some(name) if keep(&name) => {
                 stats.kept += 1;
@@ -172,6 +200,30 @@ pub fn rewrite_sse(
         start = end;
     }
     changed.then_some(out)
+}
+
+/// Longest incomplete SSE event a server stream holds back for curation, in bytes; a longer
+/// one is passed on as it is (README "Curated tool surfaces").
+pub const MAX_HELD_EVENT: usize = 4 * 1024 * 1024;
+
+/// The length of the prefix of `data` that consists of complete SSE events (up to and
+/// including the blank line of the last one). A trailing CR is never counted as complete: it
+/// may be the first half of a CRLF.
+pub fn complete_events(data: &[u8]) -> usize {
+    let usable = if data.last() == Some(&b'\r') {
+        data.len().saturating_sub(1)
+    } else {
+        data.len()
+    };
+    let mut boundary = 0;
+    let mut pos = 0;
+    for (line, ending) in split_lines(data.get(..usable).unwrap_or_default()) {
+        pos += line.len() + ending.len();
+        if line.is_empty() && !ending.is_empty() {
+            boundary = pos;
+        }
+    }
+    boundary
 }
 
 type Line<'a> = (&'a [u8], &'a [u8]);
@@ -268,12 +320,17 @@ mod tests {
             (v["id"].clone(), v["jsonrpc"].clone()),
             (3.into(), "2.0".into())
         );
+        assert_eq!((stats.kept, stats.removed), (1, 3));
+        let destructive = ToolHints {
+            read_only: None,
+            destructive: Some(true),
+        };
         assert_eq!(
-            stats,
-            Rewrite {
-                kept: 1,
-                removed: 3
-            }
+            stats.tools_seen,
+            vec![
+                ("echo".to_owned(), ToolHints::default()),
+                ("delete_repo".to_owned(), destructive)
+            ]
         );
         // Another id, or "3" as a string, is not this request's response.
         let other = [Id::Str("3".into())];
@@ -346,6 +403,12 @@ mod tests {
                 && out.ends_with("}\r\r")
                 && !out.contains("delete_repo")
         );
+        // Complete events end at the last blank line; a trailing CR waits for its LF.
+        assert_eq!(complete_events(b"data: a\n\ndata: b"), 9);
+        assert_eq!(complete_events(b"data: a\r\n\r\ndata: b\r\n\r"), 11);
+        assert_eq!(complete_events(b"data: a\r\r"), 0);
+        assert_eq!(complete_events(b"data: a\r\rid: 2"), 9);
+        assert_eq!(complete_events(b"data: a\r\n"), 0);
         // Nothing to rewrite.
         assert_eq!(
             rewrite_sse(

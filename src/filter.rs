@@ -18,13 +18,14 @@
 //! Audit: the records are written to filter state when the response headers arrive (so a
 //! stream cut short still leaves a record) and again once the outcome is known.
 
+use crate::annotations;
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
 use crate::curation::{self, ListKind, Rewrite};
 use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
-use crate::policy::{Decision, Subject};
+use crate::policy::{Decision, Mode, Subject};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
 use std::rc::Rc;
@@ -149,6 +150,8 @@ pub struct Stream {
     curate: Option<(ListKind, Vec<Id>)>,
     /// The response body is being held for [`Stream::curate`].
     holding: bool,
+    /// A server stream's incomplete trailing SSE event, held back for curation.
+    sse_hold: Vec<u8>,
 }
 
 impl Stream {
@@ -173,6 +176,7 @@ impl Stream {
             scanner: None,
             curate: None,
             holding: false,
+            sse_hold: Vec::new(),
         }
     }
 
@@ -397,8 +401,8 @@ impl Stream {
             return Action::Continue;
         }
         if self.correlating {
-            if body_size > 0 {
-                self.correlate(host, body_size);
+            if body_size > 0 || (end_of_stream && !self.sse_hold.is_empty()) {
+                self.correlate(host, body_size, end_of_stream);
             }
             if end_of_stream {
                 self.scanner = None;
@@ -441,13 +445,10 @@ impl Stream {
         let body = host.response_body(body_size).unwrap_or_default();
         let policy = &self.config.policy;
         let agent = self.facts.agent_id.as_str();
+        let curate = self.config.curate_lists;
         let keep = |name: &str| {
-            let subject = match kind {
-                ListKind::Tools => Subject::Tool(name),
-                ListKind::Prompts => Subject::Prompt(name),
-                ListKind::Resources => Subject::Resource(name),
-            };
-            !policy.decide(agent, subject).blocks()
+            // Without curation the list is held only to learn annotations.
+            !curate || !policy.decide(agent, list_subject(kind, name)).blocks()
         };
         let mut stats = Rewrite::default();
         let rewritten = match self.response_kind {
@@ -458,6 +459,11 @@ impl Stream {
             BodyKind::EventStream => curation::rewrite_sse(&body, kind, &ids, &keep, &mut stats),
             BodyKind::Other => None,
         };
+        if self.config.annotations.is_some()
+            && !annotations::learn(host, &self.facts.server_id, &stats.tools_seen)
+        {
+            log::warn!("mcp-guard: could not store the tools' annotations");
+        }
         if let Some(new) = &rewritten {
             host.set_response_body(body_size, new);
         }
@@ -493,15 +499,37 @@ impl Stream {
     /// Looks at the server stream's new events: the legacy `endpoint` event names the session;
     /// each response whose (session, id) matches a call POSTed on another stream gets that
     /// call's outcome record.
-    fn correlate(&mut self, host: &mut dyn Host, body_size: usize) {
+    ///
+    /// With `curate_lists`, the stream is passed on event by event (an incomplete trailing
+    /// event is held back until it completes, up to [`curation::MAX_HELD_EVENT`]), so that a
+    /// list response arriving here (the legacy transport's `tools/list`) is curated for the
+    /// agent that asked for it.
+    fn correlate(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) {
         let Some(scanner) = self.scanner.as_mut() else {
             return;
         };
-        let Some(chunk) = host.response_body(body_size) else {
-            return;
+        let chunk = host.response_body(body_size).unwrap_or_default();
+        let curating = self.config.curate_lists;
+        let held_before = !self.sse_hold.is_empty();
+        let mut data = if curating && held_before {
+            let mut d = std::mem::take(&mut self.sse_hold);
+            d.extend_from_slice(&chunk);
+            d
+        } else {
+            chunk
         };
+        if curating && !end_of_stream {
+            let boundary = curation::complete_events(&data);
+            let rest = data.split_off(boundary);
+            if rest.len() > curation::MAX_HELD_EVENT {
+                log::warn!("mcp-guard: an SSE event on a server stream is too large to hold");
+                data.extend_from_slice(&rest);
+            } else {
+                self.sse_hold = rest;
+            }
+        }
         let mut answered: Vec<(Id, Outcome)> = Vec::new();
-        scanner.feed_each(&chunk, &mut |s: &Summary| {
+        scanner.feed_each(&data, &mut |s: &Summary| {
             let id =
                 s.id.as_deref()
                     .and_then(|raw| std::str::from_utf8(raw).ok())
@@ -515,13 +543,40 @@ impl Stream {
                 .take_text_event()
                 .and_then(|uri| correlation::session_from_uri(&uri));
         }
-        let Some(session) = self.facts.session_id.clone() else {
-            return;
-        };
+        let mut rewritten = false;
+        if let Some(session) = self.facts.session_id.clone() {
+            let lists = self.claim_answered(host, &session, answered);
+            for (kind, id, agent) in lists.into_iter().filter(|_| curating) {
+                let policy = &self.config.policy;
+                let keep = |name: &str| !policy.decide(&agent, list_subject(kind, name)).blocks();
+                let mut stats = Rewrite::default();
+                if let Some(new) = curation::rewrite_sse(&data, kind, &[id], &keep, &mut stats) {
+                    data = new;
+                    rewritten = true;
+                }
+            }
+        }
+        if curating && (held_before || rewritten || !self.sse_hold.is_empty()) {
+            host.set_response_body(body_size, &data);
+        }
+    }
+
+    /// Claims the pending calls these responses answer and records their outcomes; returns the
+    /// list requests among them (kind, id, agent), whose responses are to be curated.
+    fn claim_answered(
+        &mut self,
+        host: &mut dyn Host,
+        session: &str,
+        answered: Vec<(Id, Outcome)>,
+    ) -> Vec<(ListKind, Id, String)> {
         let now = host.now_ms();
         let mut found = false;
+        let mut lists = Vec::new();
         for (id, outcome) in answered {
-            if let Some(pending) = correlation::claim(host, &session, &id, now) {
+            if let Some(pending) = correlation::claim(host, session, &id, now) {
+                if let Some(kind) = pending.method.as_deref().and_then(ListKind::of) {
+                    lists.push((kind, id.clone(), pending.agent_id.clone()));
+                }
                 let (mut call, origin) = pending.into_call();
                 let (status, code) = settle(outcome);
                 call.output_status = Some(status);
@@ -534,6 +589,7 @@ impl Stream {
         if found {
             self.write_audit(host);
         }
+        lists
     }
 
     fn decide(&mut self, host: &mut dyn Host) -> Action {
@@ -563,6 +619,7 @@ impl Stream {
             return self.refuse_with(host, 400, id, method, routing::HEADER_MISMATCH, &message);
         }
         self.calls = body.messages().iter().map(|m| self.evaluate(m)).collect();
+        self.apply_annotations(host);
 
         if self.calls.iter().any(|c| c.decision.blocks()) {
             return self.deny(host);
@@ -584,10 +641,12 @@ impl Stream {
                 _ => None,
             })
             .collect();
-        if self.config.curate_lists {
-            // A uniform body: every message has this method (checked above).
-            let method = body.messages().iter().find_map(|m| m.method.as_deref());
-            if let Some(kind) = method.and_then(ListKind::of) {
+        // A uniform body: every message has this method (checked above). Lists are held to
+        // be curated, and tools/list also to learn the tools' annotations.
+        let method = body.messages().iter().find_map(|m| m.method.as_deref());
+        if let Some(kind) = method.and_then(ListKind::of) {
+            let learn = kind == ListKind::Tools && self.config.annotations.is_some();
+            if self.config.curate_lists || learn {
                 self.curate = Some((kind, expected.clone()));
             }
         }
@@ -614,6 +673,33 @@ impl Stream {
         for pending in requests.filter_map(|c| Pending::new(session, &self.facts, c)) {
             if !correlation::store(host, &pending) {
                 log::warn!("mcp-guard: could not store a deferred call for correlation");
+            }
+        }
+    }
+
+    /// The annotations rule (if configured): an allowed `tools/call` of a tool no rule set
+    /// names exactly is refused when the server's `tools/list` marked it so, or never showed it.
+    fn apply_annotations(&mut self, host: &dyn Host) {
+        let Some(rule) = self.config.annotations else {
+            return;
+        };
+        let policy = &self.config.policy;
+        let agent = self.facts.agent_id.as_str();
+        for call in self.calls.iter_mut() {
+            let (Some(jsonrpc::TOOLS_CALL), Some(tool)) =
+                (call.method.as_deref(), call.tool_name.as_deref())
+            else {
+                continue;
+            };
+            if call.decision != Decision::Allow || policy.allows_tool_by_name(agent, tool) {
+                continue;
+            }
+            let hints = annotations::lookup(host, &self.facts.server_id, tool);
+            if rule.refuses(hints).is_some() {
+                call.decision = match policy.mode() {
+                    Mode::Enforce => Decision::Deny,
+                    Mode::DryRun => Decision::DryRunDeny,
+                };
             }
         }
     }
@@ -843,6 +929,15 @@ impl Stream {
         }
         let records = audit::render(&self.facts, &self.calls, now);
         host.write_audit(&records);
+    }
+}
+
+/// The policy subject of a list entry named `name`.
+fn list_subject(kind: ListKind, name: &str) -> Subject<'_> {
+    match kind {
+        ListKind::Tools => Subject::Tool(name),
+        ListKind::Prompts => Subject::Prompt(name),
+        ListKind::Resources => Subject::Resource(name),
     }
 }
 

@@ -348,6 +348,14 @@ impl Policy {
         self.evaluate(agent, subject).decision
     }
 
+    /// Whether an applicable rule set of `agent` allows `tool` by its exact name (not only
+    /// through a glob): such a tool is exempt from the annotations rule.
+    pub fn allows_tool_by_name(&self, agent: &str, tool: &str) -> bool {
+        self.rule_sets(agent)
+            .iter()
+            .any(|s| s.tools.allow.lists_exactly(tool))
+    }
+
     /// Decides `tools/call` of `tool` for `agent`.
     pub fn decide_tool(&self, agent: &str, tool: &str) -> Decision {
         self.decide(agent, Subject::Tool(tool))

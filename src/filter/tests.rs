@@ -1313,3 +1313,105 @@ fn list_responses_are_curated_per_agent_across_chunks() {
     );
     assert!(h.replaced_response_body.is_none());
 }
+
+#[test]
+fn annotations_learned_from_tools_list_refuse_destructive_tools_unless_named() {
+    let policy = r#"{
+      "server_id": "demo-server",
+      "annotations": {"refuse": "destructive"},
+      "policy": {"agents": {
+          "ops": {"tools": ["*"]},
+          "janitor": {"tools": ["*", "delete_repo"]}}}
+    }"#;
+    let shared = Shared::default();
+    let call = |agent: &str, tool: &str| {
+        let mut s = stream(policy);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+        );
+        let mut h = post(Some(agent), &body);
+        h.shared = Rc::clone(&shared);
+        send_request(&mut s, &mut h)
+    };
+    // Nothing learned yet: an unseen tool is refused (fail closed).
+    assert_eq!(call("ops", "echo"), Action::Pause);
+
+    // A tools/list passes (another worker): the hints are learned.
+    let mut s = stream(policy);
+    let mut h = post(
+        Some("ops"),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    );
+    h.shared = Rc::clone(&shared);
+    send_request(&mut s, &mut h);
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "application/json",
+        &[br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","annotations":{"readOnlyHint":true}},{"name":"delete_repo","annotations":{"destructiveHint":true}},{"name":"add"}]}}"#],
+    );
+
+    assert_eq!(call("ops", "echo"), Action::Continue);
+    assert_eq!(call("ops", "add"), Action::Continue); // no destructiveHint: true
+    assert_eq!(call("ops", "delete_repo"), Action::Pause);
+    assert_eq!(call("ops", "never_listed"), Action::Pause);
+    // Named exactly by a rule set: exempt.
+    assert_eq!(call("janitor", "delete_repo"), Action::Continue);
+}
+
+#[test]
+fn legacy_list_responses_on_the_get_stream_are_curated_event_by_event() {
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
+        false,
+    );
+    assert!(
+        gh.replaced_response_body.is_none(),
+        "complete events pass untouched"
+    );
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+    );
+    h.shared = Rc::clone(&shared);
+    h.request_headers
+        .insert(":path".into(), "/messages/?session_id=L1".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+
+    let list =
+        r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}]}}"#;
+    let event = format!("event: message\r\ndata: {list}\r\n\r\n: ping\r\n");
+    let (a, b) = event.as_bytes().split_at(30);
+    // First part: an incomplete event is held back (the chunk becomes empty).
+    stream_chunk(&mut get, &mut gh, a, false);
+    assert_eq!(gh.replaced_response_body.as_deref(), Some(&b""[..]));
+    // Second part: the completed event, curated for demo-agent; the trailing comment waits.
+    stream_chunk(&mut get, &mut gh, b, false);
+    let out = String::from_utf8(gh.replaced_response_body.clone().unwrap()).unwrap();
+    assert!(
+        out.starts_with("event: message\r\ndata: {") && out.ends_with("}\r\n\r\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.contains("\"echo\"") && !out.contains("delete_repo"),
+        "{out}"
+    );
+    // The end of the stream flushes what was held.
+    stream_chunk(&mut get, &mut gh, b"", true);
+    assert_eq!(
+        gh.replaced_response_body.as_deref(),
+        Some(&b": ping\r\n"[..])
+    );
+    let r = gh.records();
+    assert_eq!(
+        (&r[1]["method"], &r[1]["correlated"]),
+        (&Value::from("tools/list"), &Value::from(true))
+    );
+}

@@ -45,3 +45,43 @@ async def test_each_agent_lists_exactly_what_it_may_use(any_stack, agent, tools,
         assert tool.input_schema["type"] == "object", tool
     (rec,) = audit_for(any_stack, agent_id=agent, session_id=sid, method="tools/list")
     assert (rec["decision"], rec["output_status"], rec["http_status"]) == ("allow", "success", 200)
+
+
+@pytest.fixture(scope="module")
+def annotated_stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
+    """Agents allowed every tool by glob, with the annotations rule refusing destructive tools;
+    `janitor` names delete_repo exactly and is exempt."""
+    import copy
+
+    policy = copy.deepcopy(base_policy)
+    policy["annotations"] = {"refuse": "destructive", "unseen": "refuse"}
+    policy["policy"]["agents"]["ops-agent"] = {"tools": ["*"]}
+    policy["policy"]["agents"]["janitor"] = {"tools": ["*", "delete_repo"]}
+    yield from start_stack(tmp_path_factory, policy)
+
+
+async def test_annotations_from_tools_list_refuse_destructive_tools(annotated_stack):
+    from helpers import DENIED
+    from mcp.shared.exceptions import MCPError
+
+    s = annotated_stack
+    async with mcp_session(s.url, agent="ops-agent") as conn:
+        # Before any tools/list, nothing is known: every tool is refused (unseen: refuse).
+        with pytest.raises(MCPError) as unseen:
+            await conn.session.call_tool("echo", {"text": "too early"})
+        assert unseen.value.code == DENIED
+        listed = await conn.session.list_tools()  # the server's annotations are learned here
+        assert "delete_repo" in {t.name for t in listed.tools}  # its "*" shows it
+        echoed = await conn.session.call_tool("echo", {"text": "read-only"})
+        with pytest.raises(MCPError) as destructive:
+            await conn.session.call_tool("delete_repo", {"name": "r"})
+    assert [c.text for c in echoed.content] == ["read-only"]
+    assert destructive.value.code == DENIED
+    # Learned in shared data: another session (any worker) sees it, and a rule set that names
+    # the tool exactly is exempt.
+    async with mcp_session(s.url, agent="janitor") as conn:
+        deleted = await conn.session.call_tool("delete_repo", {"name": "r2"})
+    assert [c.text for c in deleted.content] == ["deleted r2"]
+    assert [c["arguments"]["name"] for c in s.calls() if c["tool"] == "delete_repo"] == ["r2"]
+    (rec,) = audit_for(s, agent_id="ops-agent", tool_name="delete_repo")
+    assert (rec["decision"], rec["output_status"]) == ("deny", "denied")

@@ -56,7 +56,9 @@ SDKS = ("py2", "py1", "ts")
 TRANSPORTS = ("streamable-http", "sse")
 SHORT = {"streamable-http": "shttp", "sse": "sse"}
 SERVER_NAMES = {"py2": "mcp-guard-demo", "py1": "mcp-guard-demo-py1", "ts": "mcp-guard-demo-ts"}
-DEMO_TOOLS = {"echo", "add", "search", "fail", "delete_repo"}
+# What every pairing's agent (a clone of demo-agent) may call; mcp-guard curates tools/list to
+# exactly these (each server SDK implements all of them, plus delete_repo).
+DEMO_TOOLS = {"echo", "add", "search", "fail"}
 # Legacy transport: a call whose response never comes on the GET stream (the POST was refused
 # by mcp-guard, which the SDK clients do not read) is given up after this many seconds.
 DENY_TIMEOUT = 2.0
@@ -202,10 +204,11 @@ def test_pairing_tags_enforces_and_audits(stack, server, transport, client):
     agent = agent_for(client, server, transport)
     out = run_pairing(stack, client, server, transport)
 
-    # initialize + tools/list through the proxy, answered by this server SDK.
+    # initialize + tools/list through the proxy, answered by this server SDK and curated by
+    # mcp-guard to the agent's allowed tools (delete_repo is hidden).
     assert out["server_name"] == SERVER_NAMES[server], out
     assert isinstance(out["protocol_version"], str) and out["protocol_version"], out
-    assert DEMO_TOOLS <= set(out["tools"]), out["tools"]
+    assert set(out["tools"]) == DEMO_TOOLS, out["tools"]
 
     # The allowed calls came back through the SDK: echo's text, fail as a tool error.
     echo, fail, denied = call_of(out, "echo"), call_of(out, "fail"), call_of(out, "delete_repo")

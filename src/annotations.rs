@@ -1,0 +1,170 @@
+//! Tool annotations as policy input: optionally refuse tools the server's own `tools/list`
+//! marks destructive (`destructiveHint: true`) or does not mark read-only (`readOnlyHint` not
+//! `true`), unless a rule set allows the tool by its exact name (MCP "Tools", `ToolAnnotations`).
+//!
+//! The hints are learned from the `tools/list` responses that pass through mcp-guard and kept
+//! per server in proxy-wasm shared data (key `mcp_guard.annotations.<server_id>`, one JSON
+//! object `{tool: flags}` merged with compare-and-swap), so every Envoy worker decides the same
+//! way. A tool no `tools/list` has shown yet is refused or allowed as configured (`unseen`);
+//! refusing is the fail-closed default. At most [`MAX_TOOLS`] tools are kept per server.
+
+use crate::curation::ToolHints;
+use crate::filter::Host;
+use std::collections::BTreeMap;
+
+/// Most tools whose hints are kept per server.
+pub const MAX_TOOLS: usize = 4096;
+
+/// Which tools the annotations rule refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refuse {
+    /// `destructiveHint: true`.
+    Destructive,
+    /// Any tool without `readOnlyHint: true`.
+    NotReadOnly,
+}
+
+/// The annotations rule (plugin configuration `annotations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnotationRule {
+    /// Which tools are refused.
+    pub refuse: Refuse,
+    /// Whether a tool not seen in any `tools/list` yet is refused.
+    pub refuse_unseen: bool,
+}
+
+impl AnnotationRule {
+    /// Why a tool with these hints (`None`: never seen) is refused, or `None` if it is not.
+    pub fn refuses(&self, hints: Option<ToolHints>) -> Option<&'static str> {
+        match hints {
+            None if self.refuse_unseen => {
+                Some("annotations: the tool has not been seen in tools/list")
+            }
+            None => None,
+            Some(h) => match self.refuse {
+                Refuse::Destructive if h.destructive == Some(true) => {
+                    Some("annotations: destructiveHint is true")
+                }
+                Refuse::NotReadOnly if h.read_only != Some(true) => {
+                    Some("annotations: readOnlyHint is not true")
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
+fn key(server_id: &str) -> String {
+    format!("mcp_guard.annotations.{server_id}")
+}
+
+fn encode(h: ToolHints) -> String {
+    let flag = |v: Option<bool>, yes: char, no: char| v.map(|b| if b { yes } else { no });
+    [flag(h.read_only, 'r', 'R'), flag(h.destructive, 'd', 'D')]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn decode(flags: &str) -> ToolHints {
+    let get = |yes: char, no: char| {
+        if flags.contains(yes) {
+            Some(true)
+        } else if flags.contains(no) {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    ToolHints {
+        read_only: get('r', 'R'),
+        destructive: get('d', 'D'),
+    }
+}
+
+/// The hints last learned for `tool` of `server_id`.
+pub fn lookup(host: &dyn Host, server_id: &str, tool: &str) -> Option<ToolHints> {
+    let (bytes, _) = host.shared_data(&key(server_id))?;
+    let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
+    map.get(tool).map(|flags| decode(flags))
+}
+
+/// Records the hints of the tools a `tools/list` response showed (newer hints replace older
+/// ones). Retries a lost compare-and-swap race a few times; returns whether the store holds them.
+pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(String, ToolHints)]) -> bool {
+    if tools.is_empty() {
+        return true;
+    }
+    let key = key(server_id);
+    for _ in 0..4 {
+        let (mut map, cas) = match host.shared_data(&key) {
+            Some((bytes, cas)) => (
+                serde_json::from_slice::<BTreeMap<String, String>>(&bytes).unwrap_or_default(),
+                cas,
+            ),
+            None => (BTreeMap::new(), None),
+        };
+        let before = map.clone();
+        for (name, hints) in tools {
+            if map.len() < MAX_TOOLS || map.contains_key(name) {
+                map.insert(name.clone(), encode(*hints));
+            }
+        }
+        if map == before {
+            return true;
+        }
+        let Ok(value) = serde_json::to_vec(&map) else {
+            return false;
+        };
+        if host.set_shared_data(&key, &value, cas) {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_round_trip_and_rules() {
+        for h in [
+            ToolHints::default(),
+            ToolHints {
+                read_only: Some(true),
+                destructive: Some(false),
+            },
+            ToolHints {
+                read_only: Some(false),
+                destructive: Some(true),
+            },
+        ] {
+            assert_eq!(decode(&encode(h)), h);
+        }
+        let destructive = AnnotationRule {
+            refuse: Refuse::Destructive,
+            refuse_unseen: true,
+        };
+        assert!(destructive.refuses(None).is_some());
+        assert!(destructive.refuses(Some(ToolHints::default())).is_none());
+        assert!(destructive
+            .refuses(Some(ToolHints {
+                read_only: None,
+                destructive: Some(true)
+            }))
+            .is_some());
+        let read_only = AnnotationRule {
+            refuse: Refuse::NotReadOnly,
+            refuse_unseen: false,
+        };
+        assert!(read_only.refuses(None).is_none());
+        assert!(read_only.refuses(Some(ToolHints::default())).is_some());
+        assert!(read_only
+            .refuses(Some(ToolHints {
+                read_only: Some(true),
+                destructive: None
+            }))
+            .is_none());
+    }
+}
