@@ -67,6 +67,9 @@ pub struct Config {
     pub curate_lists: bool,
     /// Refuse tools by the server's own annotations (`crate::annotations`); `None`: off.
     pub annotations: Option<AnnotationRule>,
+    /// Answer a denied `tools/call` as the server answers an unknown tool; `None`: answer
+    /// with mcp-guard's own -32003 error.
+    pub hide_denied_tools: Option<HideDenied>,
     /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
     pub max_body_bytes: usize,
     /// Deepest JSON nesting accepted in a request body; deeper bodies are refused (-32700).
@@ -75,6 +78,40 @@ pub struct Config {
     /// batch (MCP 2025-03-26) may carry. A batch is one HTTP request, so it costs one
     /// rate-limit hit whatever its size: above 1, an agent gets up to this many calls per hit.
     pub max_batch_calls: usize,
+}
+
+/// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the
+/// text is replaced by the tool's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HideDenied {
+    /// A `tools/call` result with `isError: true` and this text (the official Python SDK:
+    /// `"Unknown tool: {name}"`).
+    ToolError(String),
+    /// A JSON-RPC error (the TypeScript SDK's McpServer: -32602 `"Tool {name} not found"`).
+    JsonRpcError {
+        /// The error code.
+        code: i32,
+        /// The message.
+        message: String,
+    },
+}
+
+impl HideDenied {
+    /// The JSON-RPC response answering request `id` for `tool`.
+    pub fn answer(&self, id: &crate::jsonrpc::Id, tool: &str) -> String {
+        match self {
+            HideDenied::ToolError(text) => {
+                let text = serde_json::Value::String(text.replace("{name}", tool));
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"result":{{"content":[{{"type":"text","text":{text}}}],"isError":true}}}}"#,
+                    id.to_json()
+                )
+            }
+            HideDenied::JsonRpcError { code, message } => {
+                crate::jsonrpc::error_response(Some(id), *code, &message.replace("{name}", tool))
+            }
+        }
+    }
 }
 
 /// A configuration problem: the field path (for example `policy.agents.bot.tools[1]`) and what
@@ -126,6 +163,22 @@ struct RawConfig {
     curate_lists: Option<bool>,
     #[serde(default)]
     annotations: Option<RawAnnotations>,
+    #[serde(default)]
+    hide_denied_tools: Option<RawHide>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RawHide {
+    ToolError(String),
+    JsonrpcError(RawHideError),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHideError {
+    code: i32,
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -571,6 +624,13 @@ impl Config {
             policy: Policy::new(policy_name, policy_version, policy_mode, agents, groups),
             input_hash,
             curate_lists: raw.curate_lists.unwrap_or(true),
+            hide_denied_tools: raw.hide_denied_tools.map(|h| match h {
+                RawHide::ToolError(text) => HideDenied::ToolError(text),
+                RawHide::JsonrpcError(e) => HideDenied::JsonRpcError {
+                    code: e.code,
+                    message: e.message,
+                },
+            }),
             annotations: raw.annotations.map(|a| AnnotationRule {
                 refuse: match a.refuse {
                     RawRefuse::Destructive => Refuse::Destructive,
@@ -649,6 +709,7 @@ mod tests {
                 input_hash: InputHasher::Sha256,
                 curate_lists: true,
                 annotations: None,
+                hide_denied_tools: None,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_json_depth: DEFAULT_MAX_JSON_DEPTH,
                 max_batch_calls: DEFAULT_MAX_BATCH_CALLS,

@@ -739,6 +739,14 @@ impl Stream {
             call.output_status = Some(OutputStatus::Denied);
             call.error_code = Some(i64::from(DENIED));
         }
+        if let (Some(hide), [call]) = (&self.config.hide_denied_tools, self.calls.as_slice()) {
+            if let (Some(tool), Some(id)) = (&call.tool_name, &call.request_id) {
+                // Answer as the server answers a tool it does not have, so an agent cannot
+                // tell a denied tool from a missing one. The audit record still says denied.
+                let body = hide.answer(id, tool);
+                return self.reply(host, 200, body.as_bytes());
+            }
+        }
         let text = self.error_body(DENIED, |call| {
             if !call.decision.blocks() {
                 return format!(

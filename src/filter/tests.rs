@@ -1415,3 +1415,47 @@ fn legacy_list_responses_on_the_get_stream_are_curated_event_by_event() {
         (&Value::from("tools/list"), &Value::from(true))
     );
 }
+
+#[test]
+fn hidden_denials_look_like_unknown_tools_but_are_audited() {
+    let policy = POLICY.replacen(
+        '{',
+        r#"{"hide_denied_tools": {"tool_error": "Unknown tool: {name}"},"#,
+        1,
+    );
+    let mut s = stream(&policy);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":"x1","method":"tools/call","params":{"name":"delete_repo","arguments":{}}}"#,
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Pause);
+    let (status, reply) = h.reply_json();
+    assert_eq!(status, 200);
+    assert_eq!(reply["id"], "x1");
+    assert_eq!(reply["result"]["isError"], true);
+    assert_eq!(
+        reply["result"]["content"][0]["text"],
+        "Unknown tool: delete_repo"
+    );
+    assert_eq!(h.records()[0]["output_status"], "denied");
+
+    let policy = POLICY.replacen(
+        '{',
+        r#"{"hide_denied_tools": {"jsonrpc_error": {"code": -32602, "message": "Tool {name} not found"}},"#,
+        1,
+    );
+    let mut s = stream(&policy);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}"#,
+    );
+    send_request(&mut s, &mut h);
+    let (_, reply) = h.reply_json();
+    assert_eq!(
+        (&reply["error"]["code"], &reply["error"]["message"]),
+        (
+            &Value::from(-32602),
+            &Value::from("Tool delete_repo not found")
+        )
+    );
+}

@@ -85,3 +85,31 @@ async def test_annotations_from_tools_list_refuse_destructive_tools(annotated_st
     assert [c["arguments"]["name"] for c in s.calls() if c["tool"] == "delete_repo"] == ["r2"]
     (rec,) = audit_for(s, agent_id="ops-agent", tool_name="delete_repo")
     assert (rec["decision"], rec["output_status"]) == ("deny", "denied")
+
+
+@pytest.fixture(scope="module")
+def hiding_stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
+    """hide_denied_tools set to the Python SDK server's own unknown-tool answer."""
+    import copy
+
+    policy = copy.deepcopy(base_policy)
+    policy["hide_denied_tools"] = {"tool_error": "Unknown tool: {name}"}
+    yield from start_stack(tmp_path_factory, policy)
+
+
+async def test_a_hidden_denial_is_answered_like_a_tool_the_server_lacks(hiding_stack):
+    s = hiding_stack
+    # The server's own answer to a tool it does not have (admin-agent may call anything).
+    async with mcp_session(s.url, agent="admin-agent") as conn:
+        missing = await conn.session.call_tool("no_such_tool", {})
+    # demo-agent may not call delete_repo: not listed, and answered the same way.
+    async with mcp_session(s.url, agent="demo-agent") as conn:
+        listed = {t.name for t in (await conn.session.list_tools()).tools}
+        hidden = await conn.session.call_tool("delete_repo", {"name": "x"})
+    assert "delete_repo" not in listed
+    assert missing.is_error is True and hidden.is_error is True
+    assert [c.text for c in missing.content] == ["Unknown tool: no_such_tool"]
+    assert [c.text for c in hidden.content] == ["Unknown tool: delete_repo"]
+    assert not [c for c in s.calls() if c["tool"] == "delete_repo"]
+    (rec,) = audit_for(s, agent_id="demo-agent", tool_name="delete_repo")
+    assert (rec["decision"], rec["output_status"]) == ("deny", "denied")
