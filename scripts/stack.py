@@ -9,7 +9,8 @@ Shared by `make run` and the e2e tests (tests/e2e/conftest.py imports `Stack`).
 
 What it does, in WORKDIR (created; files from an earlier run are overwritten):
   envoy.yaml        the bootstrap: envoy/envoy.yaml with ports and paths rewritten
-  ecds/mcp_guard.json  the ECDS resource (scripts/render_ecds.py) from the policy
+  ecds/mcp_guard.json  the ECDS resource from the policy (`mcp-guard render --format ecds`,
+                    the CLI built by `make cli`, through scripts/render_ecds.py)
   access.log        Envoy's access log = the audit records (truncated at start)
   envoy.log         Envoy's own log (--component-log-level wasm:debug by default)
   server.log        the demo server's log
@@ -44,7 +45,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import render_ecds  # noqa: E402  (sibling module, stdlib only)
+import render_ecds  # noqa: E402  (sibling module, stdlib only: runs the mcp-guard CLI)
 
 BOOTSTRAP_TEMPLATE = REPO / "envoy" / "envoy.yaml"
 DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "mcp_guard.wasm"
@@ -181,6 +182,83 @@ def ecds_over_grpc(bootstrap: dict, xds_port: int, xds_host: str = "127.0.0.1") 
     return copy
 
 
+JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
+
+
+def with_jwt_authn(
+    bootstrap: dict,
+    *,
+    jwks: str,
+    issuer: str,
+    audiences: list[str],
+    provider: str = "mcp_agents",
+    payload_in_metadata: str = "payload",
+    allow_missing_or_failed: bool = False,
+    forward: bool = False,
+) -> dict:
+    """A copy of `bootstrap` with Envoy's jwt_authn filter inserted right before mcp-guard:
+    one provider verifying `Authorization: Bearer` tokens against the inline JWKS `jwks` (a
+    JSON string), `issuer` and `audiences`, writing the verified payload to dynamic metadata
+    envoy.filters.http.jwt_authn.<payload_in_metadata> (what mcp-guard's `jwt_claim` identity
+    source reads). Every path requires the provider (a missing or bad token gets jwt_authn's
+    401 and never reaches mcp-guard) unless `allow_missing_or_failed`: then such a request
+    goes on without the metadata. `forward: false` strips the token before the upstream.
+    Used by tests/e2e/test_45_identity.py."""
+    copy = json.loads(json.dumps(bootstrap))
+    hcm = _hcm(copy)
+    index = hcm["http_filters"].index(_filter(hcm, FILTER_NAME))
+    requires: dict = {"provider_name": provider}
+    if allow_missing_or_failed:
+        requires = {"requires_any": {"requirements": [requires, {"allow_missing_or_failed": {}}]}}
+    hcm["http_filters"].insert(index, {
+        "name": JWT_AUTHN_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {provider: {
+                "issuer": issuer,
+                "audiences": list(audiences),
+                "local_jwks": {"inline_string": jwks},
+                "forward": forward,
+                "payload_in_metadata": payload_in_metadata,
+            }},
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+        },
+    })  # fmt: skip
+    return copy
+
+
+def with_downstream_tls(
+    bootstrap: dict,
+    *,
+    cert_chain: str,
+    private_key: str,
+    client_ca: str | None = None,
+    require_client_certificate: bool = True,
+) -> dict:
+    """A copy of `bootstrap` whose listener speaks TLS (PEM strings, inlined): server
+    certificate `cert_chain` with `private_key`; with `client_ca`, client certificates are
+    verified against it (and required unless require_client_certificate is False), so the
+    peer certificate's URI SAN (mcp-guard's `peer_uri_san` identity source) is one the CA
+    issued. Used by tests/e2e/test_45_identity.py."""
+    copy = json.loads(json.dumps(bootstrap))
+    context: dict = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "tls_certificates": [{
+                "certificate_chain": {"inline_string": cert_chain},
+                "private_key": {"inline_string": private_key},
+            }],
+        },
+    }  # fmt: skip
+    if client_ca is not None:
+        context["common_tls_context"]["validation_context"] = {"trusted_ca": {"inline_string": client_ca}}
+        context["require_client_certificate"] = require_client_certificate
+    for listener in copy["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
+    return copy
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -264,6 +342,9 @@ class Stack:
     # (see ecds_over_grpc) instead of the ECDS file; that server then owns the policy, so
     # push_policy / push_policy_and_wait (which write the file) do not apply.
     xds_port: int | None = None
+    # Derives the bootstrap actually written from the rendered one (after xds_port applies),
+    # e.g. functools.partial(with_jwt_authn, jwks=..., ...) or with_downstream_tls.
+    bootstrap_hook: Callable[[dict], dict] | None = None
     file_flush_interval_ms: int = 100
     startup_timeout: float = 60.0
     stop_timeout: float = 10.0
@@ -326,6 +407,8 @@ class Stack:
         )
         if self.xds_port is not None:
             bootstrap = ecds_over_grpc(bootstrap, self.xds_port)
+        if self.bootstrap_hook is not None:
+            bootstrap = self.bootstrap_hook(bootstrap)
         render_ecds.write_atomically(self.bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))
         if self.xds_port is None:
             self.push_policy(self.policy.read_text(encoding="utf-8"))
@@ -420,20 +503,27 @@ class Stack:
                 out[name[len(ECDS_STAT_PREFIX):]] = int(value)
         return out
 
-    def push_policy(self, policy_text: str) -> None:
-        """Replace the ECDS file atomically with one carrying this plugin configuration."""
+    def push_policy(self, policy_text: str, check: bool = False) -> None:
+        """Replace the ECDS file atomically with one carrying this plugin configuration.
+
+        With check=False (tests) an invalid policy is written anyway, so that Envoy's rejection
+        can be shown; with check=True (`make policy`) the CLI refuses it first (StackError with
+        its problems) and the file is not touched."""
         if self.xds_port is not None:
             raise StackError("this stack takes its mcp-guard config from the xDS server, not the ECDS file")
-        render_ecds.render(policy_text, self.wasm, self.ecds_path)
+        try:
+            render_ecds.render(policy_text, self.wasm, self.ecds_path, check=check)
+        except render_ecds.RenderError as exc:
+            raise StackError(str(exc)) from exc
 
-    def push_policy_and_wait(self, policy_text: str, timeout: float = 15.0) -> bool:
+    def push_policy_and_wait(self, policy_text: str, timeout: float = 15.0, check: bool = False) -> bool:
         """Push a policy; wait until Envoy accepted (True) or rejected (False) the update.
 
         Uses the ECDS subscription counters update_success / update_rejected, so it
         tells an accepted config from a rejected one without sending traffic.
         """
         before = self.ecds_stats()
-        self.push_policy(policy_text)
+        self.push_policy(policy_text, check=check)
 
         def outcome() -> str | None:
             now = self.ecds_stats()
@@ -554,14 +644,16 @@ def _push(args: argparse.Namespace) -> int:
         print(f"policy: {stack.ecds_path} not found; start the demo first (make run)", file=sys.stderr)
         return 1
     policy_text = Path(args.policy).read_text(encoding="utf-8")
-    if not stack.ecds_stats():
-        stack.push_policy(policy_text)
-        print(f"policy: wrote {stack.ecds_path} (Envoy admin {stack.admin_url} not reachable: not confirmed)")
-        return 0
+    # Checked by the CLI first (the filter's own parser): an invalid policy is refused here,
+    # with every problem and its path, and the running one is left alone.
     try:
-        accepted = stack.push_policy_and_wait(policy_text)
+        if not stack.ecds_stats():
+            stack.push_policy(policy_text, check=True)
+            print(f"policy: wrote {stack.ecds_path} (Envoy admin {stack.admin_url} not reachable: not confirmed)")
+            return 0
+        accepted = stack.push_policy_and_wait(policy_text, check=True)
     except StackError as exc:
-        print(f"policy: wrote {stack.ecds_path}; {exc}", file=sys.stderr)
+        print(f"policy: {args.policy} not pushed or not confirmed: {exc}", file=sys.stderr)
         return 1
     if accepted:
         print(f"policy: {args.policy} accepted by Envoy (now enforcing)")

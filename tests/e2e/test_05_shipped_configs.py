@@ -1,10 +1,13 @@
-"""Static checks of every Envoy configuration the repository ships: each Wasm filter config in
-it (inline in a bootstrap, or in the ECDS resource scripts/render_ecds.py writes) fails closed
-and may set headers after reading the body. `make validate` separately runs each through
-`envoy --mode validate`."""
+"""Static checks of every Envoy configuration the repository ships or renders: each Wasm filter
+config in it (inline in a bootstrap, in the ECDS resource `mcp-guard render --format ecds`
+writes, in the Istio EnvoyFilter it renders, in examples/mesh/) fails closed and may set
+headers after reading the body; the Envoy Gateway rendering fails closed (failOpen: false) and
+patches allow_on_headers_stop_iteration in. `make validate` separately runs the bootstraps and
+the ECDS resource through `envoy --mode validate`."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,7 +43,41 @@ def test_the_rendered_ecds_resource_fails_closed() -> None:
     resource = render_ecds.ecds_resource(DEFAULT_POLICY.read_text(encoding="utf-8"), DEFAULT_WASM)
     found = list(wasm_configs(json.loads(json.dumps(resource))))
     assert len(found) == 1
-    assert_fails_closed(found[0], "render_ecds.ecds_resource")
+    assert_fails_closed(found[0], "render_ecds.ecds_resource (mcp-guard render --format ecds)")
+
+
+def cli_render(fmt: str, output: str = "yaml") -> list[dict]:
+    """The documents `mcp-guard render examples/policy.json --format FMT` prints."""
+    proc = subprocess.run(
+        [str(render_ecds.cli_path()), "render", str(DEFAULT_POLICY), "--format", fmt, "--output", output],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
+
+
+@pytest.mark.parametrize("fmt", ["ecds", "istio"])
+def test_the_clis_wasm_renderings_fail_closed(fmt: str) -> None:
+    (doc,) = cli_render(fmt)
+    found = list(wasm_configs(doc))
+    assert len(found) == 1, doc
+    assert_fails_closed(found[0], f"mcp-guard render --format {fmt}")
+
+
+def assert_envoy_gateway_fails_closed(docs: list[dict], where: str) -> None:
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["EnvoyExtensionPolicy", "EnvoyPatchPolicy"], where
+    (wasm,) = docs[0]["spec"]["wasm"]
+    assert wasm["failOpen"] is False, f"{where}: failOpen is {wasm.get('failOpen')!r}"
+    (patch,) = docs[1]["spec"]["jsonPatches"]
+    op = patch["operation"]
+    assert (op["op"], op["path"], op["value"]) == ("add", "/typed_config/config/allow_on_headers_stop_iteration", True), where
+
+
+def test_the_clis_envoy_gateway_rendering_fails_closed() -> None:
+    assert_envoy_gateway_fails_closed(cli_render("envoy-gateway"), "mcp-guard render --format envoy-gateway")
+    path = REPO / "examples" / "mesh" / "envoy-gateway.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    assert_envoy_gateway_fails_closed(docs, str(path))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(Path(p).relative_to(REPO)))

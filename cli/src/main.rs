@@ -1,0 +1,549 @@
+//! `mcp-guard`: policy tooling for the mcp-guard Envoy filter, built from the filter's own
+//! policy code (the `mcp-guard` crate).
+//!
+//! - `mcp-guard check FILE...`: validate plugin configurations (JSON or YAML).
+//! - `mcp-guard explain FILE --agent A --method M [--name N]`: the decision and its rule.
+//! - `mcp-guard render FILE --format ecds|istio|envoy-gateway`: what Envoy, Istio or Envoy
+//!   Gateway loads.
+//!
+//! Exit status: 0 success (valid, rendered, explained); 1 an invalid policy, or with
+//! `explain --expect` a different decision; 2 a usage or I/O error.
+
+mod check;
+mod doc;
+mod render;
+
+use check::{LoadError, Loaded, Problem};
+use clap::{Parser, Subcommand, ValueEnum};
+use doc::Doc;
+use mcp_guard::config::Config;
+use mcp_guard::policy::Subject;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Policy tooling for the mcp-guard Envoy filter: the same parser and policy evaluation as
+/// the filter.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-guard", version, about, long_about = None)]
+#[command(
+    after_help = "Exit status: 0 success, 1 invalid policy (or `explain --expect` \
+                        mismatch), 2 usage or I/O error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate plugin configurations (JSON or YAML); report every problem with its path.
+    Check {
+        /// Policy files (`-` for standard input).
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// One JSON object per file on standard output instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how the policy decides one call, and the rule that decides it.
+    Explain {
+        /// Policy file (`-` for standard input).
+        file: String,
+        /// Agent id (as the identity sources would resolve it).
+        #[arg(long)]
+        agent: String,
+        /// JSON-RPC method, e.g. `tools/call`, `initialize`.
+        #[arg(long)]
+        method: String,
+        /// Tool or prompt name, or resource URI (for tools/call, prompts/get, resources/read).
+        #[arg(long)]
+        name: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 unless the decision is this one (for CI assertions).
+        #[arg(long, value_enum)]
+        expect: Option<Expected>,
+    },
+    /// Render the plugin configuration for Envoy (ECDS), Istio or Envoy Gateway.
+    Render(RenderArgs),
+}
+
+/// A decision, as `explain --expect` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Expected {
+    Allow,
+    Deny,
+    DryRunDeny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// ECDS TypedExtensionConfig for Envoy's file or gRPC config source.
+    Ecds,
+    /// Istio EnvoyFilter (Wasm extension config + HTTP filter).
+    Istio,
+    /// Envoy Gateway EnvoyExtensionPolicy + EnvoyPatchPolicy.
+    EnvoyGateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+struct RenderArgs {
+    /// Policy file (`-` for standard input).
+    file: String,
+    /// What to render.
+    #[arg(long, value_enum)]
+    format: Format,
+    /// Output syntax (default: json for ecds, yaml otherwise).
+    #[arg(long, value_enum)]
+    output: Option<Output>,
+    /// Write to this file (atomically: a temporary file in the same directory renamed over
+    /// it, so a watching Envoy never reads half of it) instead of standard output.
+    #[arg(long)]
+    out: Option<String>,
+    /// Render even if the policy is invalid (it must still be JSON/YAML): for testing how
+    /// the filter rejects it.
+    #[arg(long)]
+    no_check: bool,
+    /// ecds: the Wasm module's path on the proxy.
+    #[arg(long, default_value = "/etc/envoy/mcp_guard.wasm")]
+    wasm: String,
+    /// ecds: the bare TypedExtensionConfig (for a gRPC control plane), not `{"resources": [...]}`.
+    #[arg(long)]
+    bare: bool,
+    /// ecds: the resource name (the HTTP filter's name in the listener).
+    #[arg(long, default_value = render::FILTER_NAME)]
+    resource_name: String,
+    /// istio, envoy-gateway: the module: an OCI image (`oci://...`) or `https://...` URL.
+    #[arg(long, default_value = "oci://ghcr.io/mcp-guard/mcp-guard:0.1.0")]
+    image: String,
+    /// istio, envoy-gateway: the module's SHA-256 (hex).
+    #[arg(long)]
+    sha256: Option<String>,
+    /// istio, envoy-gateway: metadata.name.
+    #[arg(long, default_value = render::FILTER_NAME)]
+    name: String,
+    /// istio, envoy-gateway: metadata.namespace.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// istio: workload selector label `KEY=VALUE` (repeatable; none: every workload of the
+    /// namespace).
+    #[arg(long, value_parser = parse_label)]
+    selector: Vec<(String, String)>,
+    /// istio: listener context.
+    #[arg(long, value_enum, default_value = "sidecar-inbound")]
+    context: render::IstioContext,
+    /// envoy-gateway: `Gateway/NAME` or `HTTPRoute/NAME` the policy attaches to (repeatable;
+    /// default Gateway/eg).
+    #[arg(long, value_parser = parse_target_ref)]
+    target_ref: Vec<render::TargetRef>,
+    /// envoy-gateway: the Gateway whose Listener is patched (default: the first Gateway
+    /// target ref, else `eg`).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// envoy-gateway: the Gateway listener's section name, or with a `/` the whole xDS
+    /// Listener name.
+    #[arg(long, default_value = "http")]
+    listener: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_target_ref(s: &str) -> Result<render::TargetRef, String> {
+    match s.split_once('/') {
+        Some((kind @ ("Gateway" | "HTTPRoute"), name)) if !name.is_empty() => {
+            Ok(render::TargetRef {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err(format!("{s:?} is not Gateway/NAME or HTTPRoute/NAME")),
+    }
+}
+
+/// A failed command: the message and the exit status.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        status: 2,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let result = match cli.command {
+        Command::Check { files, json } => run_check(&files, json),
+        Command::Explain {
+            file,
+            agent,
+            method,
+            name,
+            json,
+            expect,
+        } => run_explain(&file, &agent, &method, name.as_deref(), json, expect),
+        Command::Render(args) => run_render(&args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(f) => {
+            if !f.message.is_empty() {
+                let _ = writeln!(std::io::stderr(), "mcp-guard: {}", f.message);
+            }
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+fn stdout(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| usage(format!("standard output: {e}")))
+}
+
+/// How a file argument is named in messages (`-` is standard input).
+fn shown(file: &str) -> &str {
+    if file == "-" {
+        "<stdin>"
+    } else {
+        file
+    }
+}
+
+fn print_problems(file: &str, problems: &[Problem]) {
+    let mut err = std::io::stderr().lock();
+    for p in problems {
+        let _ = writeln!(err, "{}: {p}", shown(file));
+    }
+}
+
+/// Loads and validates; `Err` carries the problems (status 1) or an I/O failure (status 2).
+fn load_valid(file: &str) -> Result<(Loaded, Config), Result<Vec<Problem>, Failure>> {
+    let loaded = match check::load(file) {
+        Ok(l) => l,
+        Err(LoadError::Io(m)) => return Err(Err(usage(m))),
+        Err(LoadError::Syntax(p)) => return Err(Ok(vec![p])),
+    };
+    match check::validate(&loaded) {
+        Ok(config) => Ok((loaded, config)),
+        Err(problems) => Err(Ok(problems)),
+    }
+}
+
+/// Loads and validates, printing the problems; the failure to return when invalid.
+fn load_or_report(file: &str) -> Result<(Loaded, Config), Failure> {
+    match load_valid(file) {
+        Ok(ok) => Ok(ok),
+        Err(Err(failure)) => Err(failure),
+        Err(Ok(problems)) => {
+            print_problems(file, &problems);
+            Err(Failure {
+                status: 1,
+                message: format!(
+                    "{}: invalid policy ({} problem(s))",
+                    shown(file),
+                    problems.len()
+                ),
+            })
+        }
+    }
+}
+
+fn run_check(files: &[String], json: bool) -> Result<u8, Failure> {
+    let mut status = 0u8;
+    for file in files {
+        let (problems, summary) = match load_valid(file) {
+            Ok((_, config)) => {
+                let summary = format!(
+                    "{}: valid (policy {}, version {}, mode {})",
+                    shown(file),
+                    config.policy.name.as_deref().unwrap_or("-"),
+                    config.policy.version.as_deref().unwrap_or("-"),
+                    mode_str(config.policy.mode()),
+                );
+                (Vec::new(), summary)
+            }
+            Err(Err(failure)) => {
+                if json {
+                    let line =
+                        serde_json::json!({"file": file, "valid": false, "error": failure.message});
+                    stdout(&format!("{line}\n"))?;
+                } else {
+                    let _ = writeln!(std::io::stderr(), "mcp-guard: {}", failure.message);
+                }
+                status = status.max(2);
+                continue;
+            }
+            Err(Ok(problems)) => {
+                status = status.max(1);
+                let summary = format!("{}: invalid ({} problem(s))", shown(file), problems.len());
+                (problems, summary)
+            }
+        };
+        if json {
+            let list: Vec<_> = problems
+                .iter()
+                .map(|p| serde_json::json!({"field": p.field, "problem": p.problem}))
+                .collect();
+            let line =
+                serde_json::json!({"file": file, "valid": problems.is_empty(), "problems": list});
+            stdout(&format!("{line}\n"))?;
+        } else if problems.is_empty() {
+            stdout(&format!("{summary}\n"))?;
+        } else {
+            print_problems(file, &problems);
+            let _ = writeln!(std::io::stderr(), "{summary}");
+        }
+    }
+    Ok(status)
+}
+
+fn mode_str(mode: mcp_guard::policy::Mode) -> &'static str {
+    match mode {
+        mcp_guard::policy::Mode::Enforce => "enforce",
+        mcp_guard::policy::Mode::DryRun => "dry_run",
+    }
+}
+
+fn run_explain(
+    file: &str,
+    agent: &str,
+    method: &str,
+    name: Option<&str>,
+    json: bool,
+    expect: Option<Expected>,
+) -> Result<u8, Failure> {
+    if matches!(method, "tools/call" | "prompts/get" | "resources/read") && name.is_none() {
+        return Err(usage(format!(
+            "{method} needs --name (the filter refuses it without params.name/uri: -32602)"
+        )));
+    }
+    if !mcp_guard::identity::is_valid_agent_id(agent) {
+        return Err(usage(format!(
+            "{agent:?} is not a valid agent id (1-256 visible ASCII characters without `,` or `\"`); \
+             the filter would never resolve it"
+        )));
+    }
+    let (_, config) = load_or_report(file)?;
+    let policy = &config.policy;
+    let subject = Subject::of(Some(method), name).ok_or_else(|| usage("no method"))?;
+    let verdict = policy.evaluate(agent, subject);
+    let sets: Vec<&str> = policy
+        .rule_sets(agent)
+        .iter()
+        .map(|s| s.origin.as_str())
+        .collect();
+    let decision = verdict.decision.as_str();
+    if json {
+        let out = serde_json::json!({
+            "agent": agent,
+            "method": method,
+            "name": name,
+            "list": subject.list(),
+            "decision": decision,
+            "rule": verdict.rule,
+            "rule_sets": sets,
+            "policy_mode": mode_str(policy.mode()),
+        });
+        stdout(&format!("{out}\n"))?;
+    } else {
+        let what = match name {
+            Some(n) if subject.list() != "methods" => format!("{method} {n:?}"),
+            _ => method.to_owned(),
+        };
+        let sets = if sets.is_empty() {
+            "(none)".to_owned()
+        } else {
+            sets.join(", ")
+        };
+        stdout(&format!(
+            "agent: {agent}\ncall: {what} (decided by the {} lists)\ndecision: {decision}\nrule: {}\nrule sets: {sets}\n",
+            subject.list(),
+            verdict.rule
+        ))?;
+    }
+    let wanted = expect.map(|e| match e {
+        Expected::Allow => "allow",
+        Expected::Deny => "deny",
+        Expected::DryRunDeny => "dry_run_deny",
+    });
+    match wanted {
+        Some(w) if w != decision => Err(Failure {
+            status: 1,
+            message: format!("expected {w}, got {decision}"),
+        }),
+        _ => Ok(0),
+    }
+}
+
+fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
+    let loaded = if args.no_check {
+        match check::load(&args.file) {
+            Ok(l) => l,
+            Err(LoadError::Io(m)) => return Err(usage(m)),
+            Err(LoadError::Syntax(p)) => {
+                print_problems(&args.file, &[p]);
+                return Err(Failure {
+                    status: 1,
+                    message: format!("{}: not a JSON or YAML document", shown(&args.file)),
+                });
+            }
+        }
+    } else {
+        load_or_report(&args.file)?.0
+    };
+    let code = render::Code::Remote {
+        url: args.image.clone(),
+        sha256: args.sha256.clone(),
+    };
+    let (docs, note) = match args.format {
+        Format::Ecds => (
+            vec![render::ecds(
+                &args.resource_name,
+                &loaded.json,
+                &args.wasm,
+                args.bare,
+            )],
+            None,
+        ),
+        Format::Istio => (
+            render::istio(
+                &render::Istio {
+                    name: args.name.clone(),
+                    namespace: args.namespace.clone(),
+                    code,
+                    selector: args.selector.clone(),
+                    context: args.context,
+                },
+                &loaded.json,
+            ),
+            Some(render::ISTIO_NOTE),
+        ),
+        Format::EnvoyGateway => {
+            let target_refs = if args.target_ref.is_empty() {
+                vec![render::TargetRef {
+                    kind: "Gateway".into(),
+                    name: "eg".into(),
+                }]
+            } else {
+                args.target_ref.clone()
+            };
+            let gateway = args.gateway.clone().unwrap_or_else(|| {
+                target_refs
+                    .iter()
+                    .find(|t| t.kind == "Gateway")
+                    .map_or_else(|| "eg".to_owned(), |t| t.name.clone())
+            });
+            let listener = if args.listener.contains('/') {
+                args.listener.clone()
+            } else {
+                format!("{}/{}/{}", args.namespace, gateway, args.listener)
+            };
+            (
+                render::envoy_gateway(
+                    &render::EnvoyGateway {
+                        name: args.name.clone(),
+                        namespace: args.namespace.clone(),
+                        url: args.image.clone(),
+                        sha256: args.sha256.clone(),
+                        target_refs,
+                        gateway,
+                        listener,
+                    },
+                    &loaded.doc,
+                ),
+                Some(render::ENVOY_GATEWAY_NOTE),
+            )
+        }
+    };
+    let output = args.output.unwrap_or(match args.format {
+        Format::Ecds => Output::Json,
+        _ => Output::Yaml,
+    });
+    let text = match output {
+        Output::Json => {
+            let value = match docs.as_slice() {
+                [one] => one.clone(),
+                many => Doc::map([
+                    ("apiVersion", Doc::str("v1")),
+                    ("kind", Doc::str("List")),
+                    ("items", Doc::seq(many.iter().cloned())),
+                ]),
+            };
+            let mut text =
+                serde_json::to_string_pretty(&value).map_err(|e| usage(e.to_string()))?;
+            text.push('\n');
+            text
+        }
+        Output::Yaml => {
+            let body = serde_saphyr::to_string_multiple(&docs).map_err(|e| usage(e.to_string()))?;
+            let mut text = note.unwrap_or_default().to_owned();
+            if note.is_some() {
+                text.push_str("---\n");
+            }
+            text.push_str(&body);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text
+        }
+    };
+    match &args.out {
+        None => stdout(&text)?,
+        Some(path) => {
+            write_atomically(Path::new(path), &text).map_err(|e| usage(format!("{path}: {e}")))?
+        }
+    }
+    Ok(0)
+}
+
+/// Writes `text` to a temporary file in `path`'s directory, syncs it, and renames it over
+/// `path` (rename(2) is atomic: a watcher sees the old file or the new one, never a part).
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let base = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("mcp-guard");
+    let tmp = dir.join(format!(".{base}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
