@@ -1,0 +1,612 @@
+"""Identity sources in a real Envoy: a JWT verified by Envoy's jwt_authn filter, and the URI SAN
+of a client certificate on an mTLS listener.
+
+Every stack runs the shipped envoy/envoy.yaml rendered by scripts/stack.py, derived in code
+(Stack.bootstrap_hook) and nothing else changed:
+- stack.with_jwt_authn: envoy.filters.http.jwt_authn right before mcp-guard, one provider with
+  an inline JWKS generated here (RS256), issuer + audience, payload_in_metadata: payload,
+  forward: false; the provider either required on every path, or `allow_missing_or_failed`
+  (then a missing or bad token passes on without metadata);
+- stack.with_downstream_tls: the listener speaks TLS with a server certificate from a CA made
+  here and requires a client certificate issued by that CA.
+Tokens are minted with PyJWT (+ cryptography), certificates built with cryptography; the bad
+tokens PyJWT will not produce (alg none, HS256 keyed with the public key) are put together by
+hand from their parts.
+
+The policy is the suite's test policy (conftest.test_policy: demo-agent may call echo but not
+delete_repo; admin-agent may call anything; default may call echo) with `identity` set per
+stack. The agent a request was decided as is read three ways: the x-agent-id the demo server
+received (its call log), the audit records (agent_id, matched by the trace id of a traceparent
+each probe sends), and the decision itself (delete_repo: -32003 unless admin-agent). Every
+request also carries a client-sent `x-agent-id: admin-agent`; no stack lists a header source,
+so it must never count.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import ssl
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import httpx2
+import jwt
+import pytest
+from conftest import WASM, test_policy
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from helpers import DENIED, PROTOCOL_VERSION, RawResponse, check_record, parse_messages
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from stack import Stack, free_port, wait_until, with_downstream_tls, with_jwt_authn
+
+pytestmark = pytest.mark.anyio
+
+ISSUER = "https://issuer.mcp-guard.test"
+AUDIENCE = "mcp-guard-e2e"
+KID = "e2e-signing-key"
+TRUST_DOMAIN_PREFIX = "spiffe://mesh.local/agent/"
+CA_NAME = "mcp-guard e2e mesh CA"
+SPOOF = {"x-agent-id": "admin-agent"}  # sent with every request: never a configured source
+TIMEOUT = httpx2.Timeout(10.0)
+AUDIT_TIMEOUT = 10.0
+
+JWT_SOURCE = {"jwt_claim": {"claim": "sub", "metadata_key": "payload"}}
+SAN_SOURCE = {"peer_uri_san": {"strip_prefix": TRUST_DOMAIN_PREFIX}}
+
+
+def identity(sources: list[dict], mode: str) -> dict:
+    if mode == "reject":
+        return {"sources": sources, "unidentified": "reject"}
+    return {"sources": sources, "unidentified": "fallback", "fallback": "anonymous"}
+
+
+def mode_of(stack: Stack) -> str:
+    """`fallback` or `reject`: the stack's identity.unidentified."""
+    return json.loads(stack.policy.read_text(encoding="utf-8"))["identity"]["unidentified"]
+
+
+# --------------------------------------------------------------------------- tokens (PyJWT)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Keys:
+    signing: rsa.RSAPrivateKey  # its public half is the only key of the JWKS Envoy trusts
+    other: rsa.RSAPrivateKey  # an attacker's key (same kid)
+    jwks: str
+
+    @property
+    def public_pem(self) -> bytes:
+        return self.signing.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def claims(self, sub: str | None = "demo-agent", **overrides: Any) -> dict:
+        now = int(time.time())
+        claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600}
+        if sub is not None:
+            claims["sub"] = sub
+        claims.update(overrides)
+        return claims
+
+    def mint(self, sub: str | None = "demo-agent", key: rsa.RSAPrivateKey | None = None, **overrides: Any) -> str:
+        return jwt.encode(self.claims(sub, **overrides), key or self.signing, algorithm="RS256", headers={"kid": KID})
+
+    def unsigned(self, sub: str, alg: str, secret: bytes | None) -> str:
+        """header.payload.signature built by hand: alg `none` (empty signature), or HS256 keyed
+        with `secret` (PyJWT refuses both: see test_bad_tokens_are_bad_for_the_stated_reason)."""
+        header = {"alg": alg, "typ": "JWT", "kid": KID}
+        head = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(self.claims(sub)).encode())
+        sig = b"" if secret is None else hmac.new(secret, head.encode(), hashlib.sha256).digest()
+        return head + "." + b64url(sig)
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(signing.public_key(), as_dict=True)
+    jwk.update({"kid": KID, "alg": "RS256", "use": "sig"})
+    return Keys(signing, other, json.dumps({"keys": [jwk]}))
+
+
+def tampered(keys: Keys) -> str:
+    """A valid token for demo-agent whose payload was swapped for admin-agent's."""
+    head, _, sig = keys.mint("demo-agent").split(".")
+    return ".".join([head, b64url(json.dumps(keys.claims("admin-agent")).encode()), sig])
+
+
+# Tokens naming admin-agent that must never identify anyone: name -> (mint, the exception PyJWT
+# raises verifying it, jwt_authn's status and body when the provider is required; Envoy 1.40).
+BAD_TOKENS: dict[str, tuple[Callable[[Keys], str], type[Exception], int, str]] = {
+    "expired": (lambda k: k.mint("admin-agent", iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+                jwt.ExpiredSignatureError, 401, "Jwt is expired"),
+    "not_yet_valid": (lambda k: k.mint("admin-agent", nbf=int(time.time()) + 3600),
+                      jwt.ImmatureSignatureError, 401, "Jwt not yet valid"),
+    "other_key": (lambda k: k.mint("admin-agent", key=k.other),
+                  jwt.InvalidSignatureError, 401, "Jwt verification fails"),
+    "tampered": (tampered, jwt.InvalidSignatureError, 401, "Jwt verification fails"),
+    "alg_none": (lambda k: k.unsigned("admin-agent", "none", None), jwt.InvalidAlgorithmError, 401,
+                 "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"),
+    "hs256_public_key": (lambda k: k.unsigned("admin-agent", "HS256", k.public_pem),
+                         jwt.InvalidAlgorithmError, 401, "Jwks doesn't have key to match kid or alg from Jwt"),
+    "wrong_issuer": (lambda k: k.mint("admin-agent", iss="https://evil.test"),
+                     jwt.InvalidIssuerError, 401, "Jwt issuer is not configured"),
+    "wrong_audience": (lambda k: k.mint("admin-agent", aud="another-service"),
+                       jwt.InvalidAudienceError, 403, "Audiences in Jwt are not allowed"),
+}  # fmt: skip
+
+# Tokens jwt_authn accepts whose `sub` is no valid agent id (or absent).
+UNUSABLE_SUBS = {"no_sub": None, "comma": "demo-agent,admin-agent", "empty": ""}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def pyjwt_verify(keys: Keys, token: str) -> dict:
+    key = jwt.PyJWKSet.from_json(keys.jwks)[KID]
+    return jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCE, issuer=ISSUER)
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def cert_pem(self) -> str:
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    @property
+    def key_pem(self) -> str:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode("ascii")
+
+
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                         encipher_only=False, decipher_only=False)  # fmt: skip
+
+
+def make_ca(cn: str) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return Issued(cert, key)
+
+
+def issue(ca: Issued, cn: str, sans: list[x509.GeneralName], server: bool = False) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn)).issuer_name(ca.cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+    )  # fmt: skip
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return Issued(builder.sign(ca.key, hashes.SHA256()), key)
+
+
+def uris(*values: str) -> list[x509.GeneralName]:
+    return [x509.UniformResourceIdentifier(v) for v in values]
+
+
+# Client certificates from the trusted CA that must not identify admin-agent (or anyone).
+UNTRUSTED_SANS: dict[str, list[x509.GeneralName]] = {
+    "other_trust_domain": uris("spiffe://evil/agent/admin-agent"),
+    "lookalike_domain": uris("spiffe://mesh.local.evil/agent/admin-agent"),
+    # Only the first URI SAN counts (connection.uri_san_peer_certificate).
+    "trusted_san_second": uris("spiffe://evil/agent/x", TRUST_DOMAIN_PREFIX + "admin-agent"),
+    "prefix_only": uris(TRUST_DOMAIN_PREFIX),
+    "invalid_id": uris(TRUST_DOMAIN_PREFIX + "demo-agent,admin-agent"),
+    "dns_san_only": [x509.DNSName("admin-agent.mesh.local")],
+}
+
+
+@dataclass
+class Pki:
+    ca: Issued
+    server: Issued
+    dir: Path
+
+    def client_context(self, client: Issued | None) -> ssl.SSLContext:
+        """Trusts the test CA only; presents `client` (None: no certificate)."""
+        ctx = ssl.create_default_context(cadata=self.ca.cert_pem)
+        if client is not None:
+            name = uuid.uuid4().hex
+            (self.dir / f"{name}.crt").write_text(client.cert_pem)
+            (self.dir / f"{name}.key").write_text(client.key_pem)
+            ctx.load_cert_chain(self.dir / f"{name}.crt", self.dir / f"{name}.key")
+        return ctx
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    ca = make_ca(CA_NAME)
+    localhost = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = issue(ca, "envoy", localhost, server=True)
+    return Pki(ca, server, tmp_path_factory.mktemp("pki"))
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def start(tmp_path_factory: pytest.TempPathFactory, name: str, identity_config: dict,
+          hook: Callable[[dict], dict]):  # fmt: skip
+    if not WASM.is_file():
+        pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
+    policy = test_policy()
+    policy["identity"] = identity_config
+    workdir = tmp_path_factory.mktemp(name)
+    (workdir / "policy.json").write_text(json.dumps(policy, indent=2), encoding="utf-8")
+    s = Stack(
+        workdir=workdir,
+        listen_port=free_port(),
+        admin_port=free_port(),
+        upstream_port=free_port(),
+        policy=workdir / "policy.json",
+        wasm=WASM,
+        concurrency=2,
+        component_log_level="wasm:debug",
+        bootstrap_hook=hook,
+    )
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+# --------------------------------------------------------------------------- probing
+
+
+@dataclass
+class Probe:
+    """One client's attempt: initialize (+ notifications/initialized and an echo call if that
+    worked), then delete_repo (which only admin-agent may call)."""
+
+    trace_id: str
+    init: RawResponse
+    echo_text: str
+    echo: RawResponse | None
+    delete_name: str
+    delete: RawResponse
+
+
+@asynccontextmanager
+async def http_client(verify: ssl.SSLContext | bool = True, headers: dict[str, str] | None = None) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(headers=headers, verify=verify, timeout=TIMEOUT, trust_env=False) as http:
+        yield http
+
+
+async def post(http: httpx2.AsyncClient, url: str, body: dict, headers: dict[str, str]) -> RawResponse:
+    h = {"accept": "application/json, text/event-stream", "content-type": "application/json", **headers}
+    resp = await http.post(url, content=json.dumps(body).encode(), headers=h)
+    data = await resp.aread()
+    hdrs = {k.lower(): v for k, v in resp.headers.items()}
+    return RawResponse(resp.status_code, hdrs, data, parse_messages(hdrs.get("content-type", ""), data))
+
+
+async def probe(url: str, headers: dict[str, str], verify: ssl.SSLContext | bool = True) -> Probe:
+    trace_id = secrets.token_hex(16)
+    base = {**SPOOF, **headers, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    tag = secrets.token_hex(4)
+    echo_text, delete_name = f"echo-{tag}", f"repo-{tag}"
+    async with http_client(verify) as http:
+        init = await post(http, url, {
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                       "clientInfo": {"name": "mcp-guard-e2e-identity", "version": "0"}},
+        }, base)  # fmt: skip
+        echo = None
+        if init.status == 200:
+            base = {**base, "mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": PROTOCOL_VERSION}
+            note = await post(http, url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, base)
+            assert note.status == 202, note
+            echo = await post(http, url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                          "params": {"name": "echo", "arguments": {"text": echo_text}}}, base)  # fmt: skip
+        delete = await post(http, url, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                        "params": {"name": "delete_repo", "arguments": {"name": delete_name}}}, base)  # fmt: skip
+    return Probe(trace_id, init, echo_text, echo, delete_name, delete)
+
+
+def records_of(s: Stack, trace_id: str, count: int) -> list[dict]:
+    """The audit records of one probe (its trace id): exactly `count`, schema-checked."""
+    def enough() -> list[dict] | None:
+        found = [r for r in s.audit_records() if r["trace_id"] == trace_id]
+        return found if len(found) >= count else None
+
+    found = wait_until(enough, AUDIT_TIMEOUT, f"{count} audit record(s) with trace_id {trace_id}")
+    assert len(found) == count, found
+    return [check_record(r) for r in found]
+
+
+def server_saw(s: Stack, tool: str, arguments: dict) -> list[dict]:
+    return [c for c in s.calls() if c["tool"] == tool and c["arguments"] == arguments]
+
+
+def assert_decided_as(s: Stack, p: Probe, agent: str) -> None:
+    """The probe was identified as `agent`: the server got exactly that x-agent-id (not the
+    client's), delete_repo was refused by mcp-guard, and every audit record names `agent`."""
+    assert p.init.status == 200, (p.init.status, p.init.body[:300])
+    assert p.echo is not None and p.echo.status == 200, p.echo
+    assert p.echo.single()["result"]["content"][0]["text"] == p.echo_text, p.echo.body[:300]
+    (call,) = server_saw(s, "echo", {"text": p.echo_text})
+    assert call["headers"]["x-agent-id"] == [agent], call
+    msg = p.delete.jsonrpc_error(200, 3, DENIED)
+    assert f'agent "{agent}"' in msg["error"]["message"] and "delete_repo" in msg["error"]["message"], msg
+    assert server_saw(s, "delete_repo", {"name": p.delete_name}) == []
+    records = records_of(s, p.trace_id, 4)  # initialize, notifications/initialized, echo, delete_repo
+    assert {r["agent_id"] for r in records} == {agent}, records
+    (deny,) = [r for r in records if r["tool_name"] == "delete_repo"]
+    assert (deny["decision"], deny["error_code"]) == ("deny", DENIED), deny
+
+
+def assert_unidentified(s: Stack, p: Probe) -> None:
+    """mcp-guard refused both requests as unidentified: HTTP 401 with JSON-RPC -32003 (id null:
+    refused before the body is read), audited as agent "unidentified", nothing forwarded."""
+    for resp in (p.init, p.delete):
+        msg = resp.jsonrpc_error(401, None, DENIED)
+        assert "identity" in msg["error"]["message"], msg
+    assert p.echo is None
+    assert server_saw(s, "delete_repo", {"name": p.delete_name}) == []
+    records = records_of(s, p.trace_id, 2)
+    for r in records:
+        assert (r["agent_id"], r["decision"], r["output_status"], r["error_code"], r["http_status"]) == (
+            "unidentified", "deny", "denied", DENIED, 401), r  # fmt: skip
+
+
+def dash_lines(s: Stack) -> int:
+    """Access-log lines without an audit record: requests mcp-guard never saw."""
+    return sum(1 for ln in s.access_log.read_text(encoding="utf-8").splitlines() if ln.strip() == "-")
+
+
+def upstream_total(s: Stack) -> int:
+    text = s.admin_get(r"/stats?filter=^cluster\.mcp_demo\.upstream_rq_total$")
+    return int(text.partition(": ")[2])
+
+
+@asynccontextmanager
+async def sdk_session(url: str, headers: dict[str, str], verify: ssl.SSLContext | bool = True) -> AsyncIterator[ClientSession]:
+    """An initialized official-SDK session (streamable HTTP) with these extra headers."""
+    async with http_client(verify, headers) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                yield session
+
+
+async def assert_sdk_decided_as(s: Stack, url: str, headers: dict[str, str], agent: str,
+                                verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
+    tag = secrets.token_hex(4)
+    async with sdk_session(url, {**SPOOF, **headers}, verify) as session:
+        ok = await session.call_tool("echo", {"text": f"sdk-{tag}"})
+        assert ok.is_error is False and [c.text for c in ok.content] == [f"sdk-{tag}"]
+        with pytest.raises(MCPError) as denied:
+            await session.call_tool("delete_repo", {"name": f"sdk-{tag}"})
+    assert denied.value.code == DENIED and f'agent "{agent}"' in denied.value.message, denied.value
+    (call,) = server_saw(s, "echo", {"text": f"sdk-{tag}"})
+    assert call["headers"]["x-agent-id"] == [agent], call
+    assert server_saw(s, "delete_repo", {"name": f"sdk-{tag}"}) == []
+    session_id = call["headers"]["mcp-session-id"][0]
+
+    def tool_records() -> list[dict] | None:
+        found = [r for r in s.audit_records() if r["session_id"] == session_id and r["tool_name"]]
+        return found if len(found) >= 2 else None
+
+    records = wait_until(tool_records, AUDIT_TIMEOUT, f"the tool-call audit records of session {session_id}")
+    assert sorted((r["tool_name"], r["agent_id"], r["decision"]) for r in records) == [
+        ("delete_repo", agent, "deny"), ("echo", agent, "allow")], records  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the tokens themselves
+
+
+def test_bad_tokens_are_bad_for_the_stated_reason(keys: Keys) -> None:
+    """Independent of Envoy: PyJWT accepts the good token against the same JWKS and refuses each
+    bad one for the reason its name gives, and will not itself mint the alg-confusion ones."""
+    assert pyjwt_verify(keys, keys.mint("demo-agent"))["sub"] == "demo-agent"
+    for name, (make, error, _, _) in BAD_TOKENS.items():
+        with pytest.raises(error):
+            pyjwt_verify(keys, make(keys))
+            pytest.fail(f"PyJWT accepted the {name} token")
+    with pytest.raises(jwt.InvalidKeyError):  # PyJWT refuses a PEM public key as an HMAC secret
+        jwt.encode(keys.claims("admin-agent"), keys.public_pem, algorithm="HS256")
+
+
+# --------------------------------------------------------------------------- jwt_authn, provider required
+
+
+class TestJwtRequired:
+    """jwt_authn requires a valid token on every path (else its own 401, or 403 for a wrong
+    audience, before mcp-guard runs); identity = [jwt_claim sub], reject."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def stack(cls, tmp_path_factory, keys):
+        hook = functools.partial(with_jwt_authn, jwks=keys.jwks, issuer=ISSUER, audiences=[AUDIENCE])
+        yield from start(tmp_path_factory, "jwt-required", identity([JWT_SOURCE], "reject"), hook)
+
+    async def test_valid_token_names_the_agent_not_the_header(self, stack, keys):
+        await assert_sdk_decided_as(stack, stack.url, bearer(keys.mint("demo-agent")), "demo-agent")
+        assert_decided_as(stack, await probe(stack.url, bearer(keys.mint("demo-agent"))), "demo-agent")
+
+    @pytest.mark.parametrize("name", [*BAD_TOKENS, "missing"])
+    async def test_bad_or_missing_token_is_refused_by_jwt_authn(self, stack, keys, name):
+        headers = {} if name == "missing" else bearer(BAD_TOKENS[name][0](keys))
+        dashes, upstream = dash_lines(stack), upstream_total(stack)
+        p = await probe(stack.url, headers)
+        # mcp-guard never saw them (its place is after jwt_authn): two log lines without a record.
+        wait_until(lambda: dash_lines(stack) >= dashes + 2, AUDIT_TIMEOUT, "two access-log lines")
+        want = (401, "Jwt is missing") if name == "missing" else BAD_TOKENS[name][2:]
+        for resp in (p.init, p.delete):
+            assert (resp.status, resp.body.decode()) == want, (resp.status, resp.body[:300])
+            assert resp.headers["www-authenticate"].startswith("Bearer "), resp.headers
+        assert dash_lines(stack) == dashes + 2
+        assert [r for r in stack.audit_records() if r["trace_id"] == p.trace_id] == []
+        assert upstream_total(stack) == upstream
+
+    @pytest.mark.parametrize("name", UNUSABLE_SUBS)
+    async def test_verified_token_without_a_valid_sub_is_unidentified(self, stack, keys, name):
+        token = keys.mint(UNUSABLE_SUBS[name])
+        pyjwt_verify(keys, token)  # a genuine token
+        assert_unidentified(stack, await probe(stack.url, bearer(token)))
+
+
+# --------------------------------------------------------------------------- jwt_authn, allow_missing_or_failed
+
+
+class TestJwtOptional:
+    """jwt_authn with allow_missing_or_failed: a missing or bad token passes without metadata,
+    so mcp-guard decides. identity = [jwt_claim sub], with fallback anonymous, or reject."""
+
+    @pytest.fixture(scope="class", params=["fallback", "reject"])
+    @classmethod
+    def stack(cls, request, tmp_path_factory, keys):
+        hook = functools.partial(with_jwt_authn, jwks=keys.jwks, issuer=ISSUER, audiences=[AUDIENCE],
+                                 allow_missing_or_failed=True)  # fmt: skip
+        yield from start(tmp_path_factory, f"jwt-optional-{request.param}", identity([JWT_SOURCE], request.param), hook)
+
+    async def test_valid_token_names_the_agent_not_the_header(self, stack, keys):
+        await assert_sdk_decided_as(stack, stack.url, bearer(keys.mint("demo-agent")), "demo-agent")
+        assert_decided_as(stack, await probe(stack.url, bearer(keys.mint("sdk-agent"))), "sdk-agent")
+
+    @pytest.mark.parametrize("name", [*BAD_TOKENS, "missing"])
+    async def test_bad_or_missing_token_never_yields_its_sub(self, stack, keys, name):
+        headers = {} if name == "missing" else bearer(BAD_TOKENS[name][0](keys))
+        p = await probe(stack.url, headers)
+        if mode_of(stack) == "fallback":
+            assert_decided_as(stack, p, "anonymous")  # the `default` rule set: echo only
+        else:
+            assert_unidentified(stack, p)
+
+    async def test_header_alone_never_counts(self, stack):
+        """No token, only a client-sent x-agent-id (admin-agent, or demo-agent): no source."""
+        for headers in ({}, {"x-agent-id": "demo-agent"}):
+            p = await probe(stack.url, headers)
+            if mode_of(stack) == "fallback":
+                assert_decided_as(stack, p, "anonymous")
+            else:
+                assert_unidentified(stack, p)
+
+
+# --------------------------------------------------------------------------- mTLS listener
+
+
+class TestMtls:
+    """TLS listener requiring a client certificate from the test CA, jwt_authn with
+    allow_missing_or_failed; identity = [jwt_claim sub, peer_uri_san spiffe://mesh.local/agent/],
+    with fallback anonymous, or reject."""
+
+    @pytest.fixture(scope="class", params=["fallback", "reject"])
+    @classmethod
+    def stack(cls, request, tmp_path_factory, keys, pki):
+        def hook(bootstrap: dict) -> dict:
+            bootstrap = with_jwt_authn(bootstrap, jwks=keys.jwks, issuer=ISSUER, audiences=[AUDIENCE],
+                                       allow_missing_or_failed=True)  # fmt: skip
+            return with_downstream_tls(bootstrap, cert_chain=pki.server.cert_pem, private_key=pki.server.key_pem,
+                                       client_ca=pki.ca.cert_pem)  # fmt: skip
+
+        config = identity([JWT_SOURCE, SAN_SOURCE], request.param)
+        yield from start(tmp_path_factory, f"mtls-{request.param}", config, hook)
+
+    @staticmethod
+    def url(stack: Stack) -> str:
+        return f"https://127.0.0.1:{stack.listen_port}/mcp"
+
+    def client(self, pki: Pki, *sans: str) -> ssl.SSLContext:
+        return pki.client_context(issue(pki.ca, "agent", uris(*sans)))
+
+    async def test_client_certificate_names_the_agent_not_the_header(self, stack, pki):
+        ctx = self.client(pki, TRUST_DOMAIN_PREFIX + "demo-agent")
+        await assert_sdk_decided_as(stack, self.url(stack), {}, "demo-agent", verify=ctx)
+        assert_decided_as(stack, await probe(self.url(stack), {}, verify=ctx), "demo-agent")
+        # The first URI SAN is the one read; a later one from another domain does not matter.
+        ctx = self.client(pki, TRUST_DOMAIN_PREFIX + "sdk-agent", "spiffe://evil/agent/admin-agent")
+        assert_decided_as(stack, await probe(self.url(stack), {}, verify=ctx), "sdk-agent")
+
+    @pytest.mark.parametrize("name", UNTRUSTED_SANS)
+    async def test_certificate_without_a_trusted_agent_san_is_not_admin(self, stack, pki, name):
+        ctx = pki.client_context(issue(pki.ca, "admin-agent", UNTRUSTED_SANS[name]))
+        p = await probe(self.url(stack), {}, verify=ctx)
+        if mode_of(stack) == "fallback":
+            assert_decided_as(stack, p, "anonymous")
+        else:
+            assert_unidentified(stack, p)
+
+    @pytest.mark.parametrize("client", ["untrusted_ca", "no_certificate"])
+    async def test_handshake_refuses_untrusted_or_missing_certificate(self, stack, pki, client):
+        if client == "untrusted_ca":
+            rogue = make_ca(CA_NAME)  # the trusted CA's name, another key
+            ctx = pki.client_context(issue(rogue, "agent", uris(TRUST_DOMAIN_PREFIX + "admin-agent")))
+            stat = "ssl.fail_verify_error"
+        else:
+            ctx, stat = pki.client_context(None), "ssl.fail_verify_no_cert"
+        name = f"listener.127.0.0.1_{stack.listen_port}.{stat}"
+
+        def count() -> int:
+            text = stack.admin_get("/stats?filter=^" + name.replace(".", r"\.") + "$")
+            return int(text.partition(": ")[2] or 0)
+
+        before, upstream = count(), upstream_total(stack)
+        # TLS 1.3: the client's handshake is done before Envoy checks its certificate, so Envoy's
+        # alert (unknown CA / certificate required) surfaces on the first read, as an SSLError
+        # or as httpx2's transport error around it.
+        with pytest.raises((httpx2.TransportError, ssl.SSLError)):
+            await probe(self.url(stack), {}, verify=ctx)
+        wait_until(lambda: count() > before, AUDIT_TIMEOUT, name)
+        assert upstream_total(stack) == upstream
+
+    async def test_token_comes_before_certificate(self, stack, keys, pki):
+        ctx = self.client(pki, TRUST_DOMAIN_PREFIX + "demo-agent")
+        # A valid token wins over the certificate (first source) ...
+        p = await probe(self.url(stack), bearer(keys.mint("batch-agent")), verify=ctx)
+        assert_decided_as(stack, p, "batch-agent")
+        # ... a bad one yields nothing, so the certificate decides.
+        for name in ("expired", "other_key", "alg_none"):
+            p = await probe(self.url(stack), bearer(BAD_TOKENS[name][0](keys)), verify=ctx)
+            assert_decided_as(stack, p, "demo-agent")
