@@ -70,6 +70,8 @@ pub struct Config {
     /// Answer a denied `tools/call` as the server answers an unknown tool; `None`: answer
     /// with mcp-guard's own -32003 error.
     pub hide_denied_tools: Option<HideDenied>,
+    /// Distinct tools with their own `tool_calls` stat per worker; the rest count as `other`.
+    pub max_tool_metrics: usize,
     /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
     pub max_body_bytes: usize,
     /// Deepest JSON nesting accepted in a request body; deeper bodies are refused (-32700).
@@ -165,6 +167,8 @@ struct RawConfig {
     annotations: Option<RawAnnotations>,
     #[serde(default)]
     hide_denied_tools: Option<RawHide>,
+    #[serde(default)]
+    max_tool_metrics: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -624,6 +628,10 @@ impl Config {
             policy: Policy::new(policy_name, policy_version, policy_mode, agents, groups),
             input_hash,
             curate_lists: raw.curate_lists.unwrap_or(true),
+            max_tool_metrics: raw
+                .max_tool_metrics
+                .unwrap_or(crate::metrics::DEFAULT_MAX_TOOL_LABELS)
+                .min(1000),
             hide_denied_tools: raw.hide_denied_tools.map(|h| match h {
                 RawHide::ToolError(text) => HideDenied::ToolError(text),
                 RawHide::JsonrpcError(e) => HideDenied::JsonRpcError {
@@ -710,6 +718,7 @@ mod tests {
                 curate_lists: true,
                 annotations: None,
                 hide_denied_tools: None,
+                max_tool_metrics: crate::metrics::DEFAULT_MAX_TOOL_LABELS,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_json_depth: DEFAULT_MAX_JSON_DEPTH,
                 max_batch_calls: DEFAULT_MAX_BATCH_CALLS,

@@ -38,7 +38,8 @@ impl ListKind {
         }
     }
 
-    fn array(self) -> &'static str {
+    /// The result member holding the list (`tools`, `prompts`, `resources`).
+    pub fn array(self) -> &'static str {
         match self {
             ListKind::Tools => "tools",
             ListKind::Prompts => "prompts",

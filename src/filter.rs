@@ -25,6 +25,7 @@ use crate::correlation::{self, Pending};
 use crate::curation::{self, ListKind, Rewrite};
 use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
+use crate::metrics::Metric;
 use crate::policy::{Decision, Mode, Subject};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
@@ -85,6 +86,8 @@ pub trait Host {
     /// An Envoy attribute (`get_property`), e.g. `["connection", "uri_san_peer_certificate"]`
     /// or a dynamic-metadata leaf; bytes that are not UTF-8 read as U+FFFD.
     fn property(&self, path: &[&str]) -> Option<String>;
+    /// Adds `by` to a counter (`crate::metrics`).
+    fn count(&mut self, metric: Metric<'_>, by: u64);
     /// Envoy's `response.code_details` attribute (why the stream ended, e.g.
     /// `downstream_remote_disconnect`); read only when a stream ends unfinished.
     fn response_code_details(&self) -> Option<String>;
@@ -150,6 +153,8 @@ pub struct Stream {
     curate: Option<(ListKind, Vec<Id>)>,
     /// The response body is being held for [`Stream::curate`].
     holding: bool,
+    /// Calls refused by the annotations rule (for the denial metrics).
+    annotation_denials: usize,
     /// A server stream's incomplete trailing SSE event, held back for curation.
     sse_hold: Vec<u8>,
 }
@@ -176,6 +181,7 @@ impl Stream {
             scanner: None,
             curate: None,
             holding: false,
+            annotation_denials: 0,
             sse_hold: Vec::new(),
         }
     }
@@ -229,6 +235,8 @@ impl Stream {
             call.output_status = Some(OutputStatus::Denied);
             call.error_code = Some(i64::from(DENIED));
             self.calls = vec![call];
+            host.count(Metric::Denial("unidentified"), 1);
+            self.count_calls(host);
             let body = jsonrpc::error_response(None, DENIED, "Unauthorized: no agent identity");
             return self.reply(host, UNAUTHORIZED, body.as_bytes());
         };
@@ -343,6 +351,7 @@ impl Stream {
         }
         if status == Some(429) {
             self.rate_limited = true;
+            host.count(Metric::RateLimited, self.calls.len().max(1) as u64);
             for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
                 call.output_status = Some(OutputStatus::RateLimited);
                 call.error_code = Some(i64::from(RATE_LIMITED));
@@ -466,6 +475,7 @@ impl Stream {
         }
         if let Some(new) = &rewritten {
             host.set_response_body(body_size, new);
+            host.count(Metric::ListRewrite(kind.array()), 1);
         }
         if let Some(scanner) = self.scanner.as_mut() {
             scanner.feed(rewritten.as_deref().unwrap_or(&body), &mut self.correlator);
@@ -553,6 +563,7 @@ impl Stream {
                 if let Some(new) = curation::rewrite_sse(&data, kind, &[id], &keep, &mut stats) {
                     data = new;
                     rewritten = true;
+                    host.count(Metric::ListRewrite(kind.array()), 1);
                 }
             }
         }
@@ -620,6 +631,7 @@ impl Stream {
         }
         self.calls = body.messages().iter().map(|m| self.evaluate(m)).collect();
         self.apply_annotations(host);
+        self.count_calls(host);
 
         if self.calls.iter().any(|c| c.decision.blocks()) {
             return self.deny(host);
@@ -679,7 +691,7 @@ impl Stream {
 
     /// The annotations rule (if configured): an allowed `tools/call` of a tool no rule set
     /// names exactly is refused when the server's `tools/list` marked it so, or never showed it.
-    fn apply_annotations(&mut self, host: &dyn Host) {
+    fn apply_annotations(&mut self, host: &mut dyn Host) {
         let Some(rule) = self.config.annotations else {
             return;
         };
@@ -700,6 +712,7 @@ impl Stream {
                     Mode::Enforce => Decision::Deny,
                     Mode::DryRun => Decision::DryRunDeny,
                 };
+                self.annotation_denials += usize::from(call.decision.blocks());
             }
         }
     }
@@ -735,6 +748,10 @@ impl Stream {
     /// request element gets its own error.
     fn deny(&mut self, host: &mut dyn Host) -> Action {
         let agent = self.facts.agent_id.clone();
+        let blocked = self.calls.iter().filter(|c| c.decision.blocks()).count();
+        let by_annotations = self.annotation_denials.min(blocked);
+        host.count(Metric::Denial("policy"), (blocked - by_annotations) as u64);
+        host.count(Metric::Denial("annotations"), by_annotations as u64);
         for call in &mut self.calls {
             call.output_status = Some(OutputStatus::Denied);
             call.error_code = Some(i64::from(DENIED));
@@ -770,6 +787,7 @@ impl Stream {
     /// method/tool descriptor), and N calls would cost one hit. Such a batch never reaches the
     /// upstream; a uniform one within the limit is forwarded with exact tags.
     fn refuse_batch(&mut self, host: &mut dyn Host) -> Action {
+        host.count(Metric::Refusal("batch"), 1);
         let code = jsonrpc::INVALID_REQUEST;
         let max = self.config.max_batch_calls;
         for call in &mut self.calls {
@@ -836,8 +854,38 @@ impl Stream {
         call.output_status = Some(OutputStatus::InvalidRequest);
         call.error_code = Some(i64::from(code));
         self.calls = vec![call];
+        let reason = match (status, code) {
+            (413, _) => "too_large",
+            (UNSUPPORTED_MEDIA_TYPE, _) => "encoding",
+            (_, routing::HEADER_MISMATCH) => "header_mismatch",
+            _ => "parse",
+        };
+        host.count(Metric::Refusal(reason), 1);
+        self.count_calls(host);
         let body = jsonrpc::error_response(id.as_ref(), code, message);
         self.reply(host, status, body.as_bytes())
+    }
+
+    /// Counts every call of the stream by method and decision (and tools/call by tool).
+    fn count_calls(&self, host: &mut dyn Host) {
+        for call in &self.calls {
+            let decision = call.decision.as_str();
+            let method = call.method.as_deref().unwrap_or("-");
+            host.count(Metric::Request { method, decision }, 1);
+            if let (Some(jsonrpc::TOOLS_CALL), Some(tool)) =
+                (call.method.as_deref(), call.tool_name.as_deref())
+            {
+                let max_labels = self.config.max_tool_metrics;
+                host.count(
+                    Metric::ToolCall {
+                        tool,
+                        decision,
+                        max_labels,
+                    },
+                    1,
+                );
+            }
+        }
     }
 
     fn reply(&mut self, host: &mut dyn Host, status: u32, body: &[u8]) -> Action {
@@ -862,6 +910,9 @@ impl Stream {
     fn finish_with(&mut self, host: &mut dyn Host, client_gone: bool) {
         if let Some(mut scanner) = self.scanner.take() {
             scanner.finish(&mut self.correlator);
+            if scanner.sse_events() > 0 {
+                host.count(Metric::SseEvents, scanner.sse_events());
+            }
         }
         self.finished = true;
         let status = self.facts.http_status.unwrap_or(0);

@@ -7,7 +7,7 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`policy`],
+//! ([`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`metrics`], [`policy`],
 //! [`identity`], [`tags`], [`audit`], [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
 //! glue (root context and HTTP context) that maps hostcalls onto [`filter::Host`].
 
@@ -19,6 +19,7 @@ pub mod curation;
 pub mod filter;
 pub mod identity;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod policy;
 pub mod response;
 pub mod routing;

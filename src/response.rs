@@ -600,6 +600,11 @@ impl ResponseScanner {
         self.text.as_mut().and_then(|t| t.last.take())
     }
 
+    /// SSE events seen so far (0 for JSON bodies).
+    pub fn sse_events(&self) -> u64 {
+        self.sse.events()
+    }
+
     /// Ends the body.
     pub fn finish(&mut self, correlator: &mut Correlator) {
         let mut emit = |s: &Summary| correlator.observe(s);

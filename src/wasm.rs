@@ -9,9 +9,12 @@
 
 use crate::config::Config;
 use crate::filter::{self, Action, Host, Stream};
+use crate::metrics::{Metric, ToolLabels};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, MapType};
+use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, MapType, MetricType};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -45,11 +48,13 @@ impl RootContext for Root {
         .unwrap_or_default();
         match Config::from_json(&bytes) {
             Ok(config) => {
+                count(&Metric::ConfigLoad, 1);
                 log::info!("mcp-guard: configuration loaded");
                 self.config = Some(Rc::new(config));
                 true
             }
             Err(e) => {
+                count(&Metric::ConfigReject, 1);
                 log::error!("mcp-guard: invalid plugin configuration: {e}");
                 false
             }
@@ -148,6 +153,44 @@ mod fault_injection {
 
     #[cfg(not(all(feature = "fault-injection", target_arch = "wasm32")))]
     pub fn maybe_trap() {}
+}
+
+thread_local! {
+    /// Metric ids by stat name, and the tool labels in use, for this worker's VM (one VM per
+    /// worker thread; stats are defined once per VM).
+    static METRICS: RefCell<(HashMap<String, u32>, ToolLabels)> = RefCell::new((HashMap::new(), ToolLabels::default()));
+}
+
+/// Adds `by` to the counter for `metric`, defining it on first use. A failed hostcall is
+/// logged once per stat and otherwise ignored: metrics never affect a request.
+fn count(metric: &Metric<'_>, by: u64) {
+    if by == 0 {
+        return;
+    }
+    METRICS.with(|cell| {
+        let Ok(mut guard) = cell.try_borrow_mut() else {
+            return;
+        };
+        let (ids, labels) = &mut *guard;
+        let name = metric.name(labels);
+        let id = match ids.get(&name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, &name) {
+                Ok(id) => {
+                    ids.insert(name, id);
+                    id
+                }
+                Err(status) => {
+                    log::warn!("mcp-guard: cannot define stat {name}: {status:?}");
+                    return;
+                }
+            },
+        };
+        let by = i64::try_from(by).unwrap_or(i64::MAX);
+        if let Err(status) = hostcalls::increment_metric(id, by) {
+            log::debug!("mcp-guard: cannot increment a stat: {status:?}");
+        }
+    });
 }
 
 /// [`Host`] over proxy-wasm hostcalls, for the stream whose callback is running.
@@ -266,6 +309,10 @@ impl Host for WasmHost {
     fn property(&self, path: &[&str]) -> Option<String> {
         logged("get property", hostcalls::get_property(path.to_vec()))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn count(&mut self, metric: Metric<'_>, by: u64) {
+        count(&metric, by);
     }
 
     fn response_code_details(&self) -> Option<String> {

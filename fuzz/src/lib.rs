@@ -974,6 +974,7 @@ pub struct FuzzHost {
     response_headers: BTreeMap<String, String>,
     response_buffer: Vec<u8>,
     rewritten_response: Option<Vec<u8>>,
+    tool_labels: mcp_guard::metrics::ToolLabels,
     local_reply: Option<(u32, Vec<u8>)>,
     audit: Option<Vec<u8>>,
     code_details: Option<&'static str>,
@@ -994,6 +995,7 @@ impl FuzzHost {
             response_headers: BTreeMap::new(),
             response_buffer: Vec::new(),
             rewritten_response: None,
+            tool_labels: mcp_guard::metrics::ToolLabels::default(),
             local_reply: None,
             audit: None,
             code_details: None,
@@ -1127,6 +1129,14 @@ impl Host for FuzzHost {
         let next = current.unwrap_or(0).wrapping_add(1);
         self.shared.insert(key.to_owned(), (value.to_vec(), next));
         true
+    }
+    fn count(&mut self, metric: mcp_guard::metrics::Metric<'_>, _by: u64) {
+        // Stat names must be valid for Envoy: no empty segment, bounded length.
+        let name = metric.name(&mut self.tool_labels);
+        assert!(
+            !name.contains("..") && name.len() < 256,
+            "bad stat name {name:?}"
+        );
     }
     fn property(&self, _path: &[&str]) -> Option<String> {
         // The fuzzed configurations use header identity; attribute sources read nothing here.

@@ -1,6 +1,7 @@
 //! Stream-level tests against a fake host: the same callbacks Envoy makes, in the same order.
 
 use super::*;
+use crate::metrics::Metric;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,9 @@ struct FakeHost {
     repeated_headers: BTreeMap<String, Vec<String>>,
     /// Envoy attributes by path joined with `/`.
     properties: BTreeMap<String, String>,
+    /// Counters by stat name.
+    counters: BTreeMap<String, u64>,
+    labels: crate::metrics::ToolLabels,
 }
 
 impl Host for FakeHost {
@@ -109,6 +113,10 @@ impl Host for FakeHost {
     }
     fn response_code_details(&self) -> Option<String> {
         self.code_details.clone()
+    }
+    fn count(&mut self, metric: Metric<'_>, by: u64) {
+        let name = metric.name(&mut self.labels);
+        *self.counters.entry(name).or_insert(0) += by;
     }
 }
 
@@ -1457,5 +1465,52 @@ fn hidden_denials_look_like_unknown_tools_but_are_audited() {
             &Value::from(-32602),
             &Value::from("Tool delete_repo not found")
         )
+    );
+}
+
+#[test]
+fn stats_count_decisions_denials_refusals_and_sse_events() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    send_request(&mut s, &mut h);
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "text/event-stream",
+        &[b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"],
+    );
+    assert_eq!(
+        h.counters
+            .get("mcp_guard.requests.method.tools/call.decision.allow"),
+        Some(&1)
+    );
+    assert_eq!(
+        h.counters
+            .get("mcp_guard.tool_calls.tool.echo.decision.allow"),
+        Some(&1)
+    );
+    assert_eq!(h.counters.get("mcp_guard.sse_events"), Some(&1));
+
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}"#,
+    );
+    send_request(&mut s, &mut h);
+    assert_eq!(h.counters.get("mcp_guard.denials.reason.policy"), Some(&1));
+    assert_eq!(
+        h.counters
+            .get("mcp_guard.tool_calls.tool.delete_repo.decision.deny"),
+        Some(&1)
+    );
+
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), "{not json");
+    send_request(&mut s, &mut h);
+    assert_eq!(h.counters.get("mcp_guard.refusals.reason.parse"), Some(&1));
+    assert_eq!(
+        h.counters.get("mcp_guard.requests.method.-.decision.deny"),
+        Some(&1)
     );
 }

@@ -60,6 +60,7 @@ def start_stack(
     server_args: list[str] | None = None,
     server_command: list[str] | None = None,
     wasm: Path | None = None,
+    concurrency: int = 2,
 ):
     """Start a stack on free ports in a fresh temp dir; yield it; stop it.
 
@@ -78,7 +79,7 @@ def start_stack(
         upstream_port=free_port(),
         policy=policy_file,
         wasm=wasm,
-        concurrency=2,
+        concurrency=concurrency,
         component_log_level="wasm:debug",
         server_args=list(server_args or []),
         server_command=server_command,
