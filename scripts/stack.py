@@ -48,6 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import render_ecds  # noqa: E402  (sibling module, stdlib only: runs the mcp-guard CLI)
 
 BOOTSTRAP_TEMPLATE = REPO / "envoy" / "envoy.yaml"
+# The variant with global rate limits (envoy.filters.http.ratelimit -> RLS over gRPC).
+RLS_BOOTSTRAP = REPO / "envoy" / "envoy-rls.yaml"
+# Its cluster of the rate limit service (port rewritten by render_bootstrap(ratelimit_port=...)).
+RATELIMIT_CLUSTER = "ratelimit"
 DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "mcp_guard.wasm"
 DEFAULT_POLICY = REPO / "examples" / "policy.json"
 DEMO_SERVER = REPO / "examples" / "demo_server.py"
@@ -105,8 +109,11 @@ def render_bootstrap(
     access_log: Path,
     ecds_path: Path,
     template: Path = BOOTSTRAP_TEMPLATE,
+    ratelimit_port: int | None = None,
 ) -> dict:
-    """envoy/envoy.yaml with only the ports and file paths changed (paths made absolute)."""
+    """envoy/envoy.yaml (or `template`, e.g. RLS_BOOTSTRAP) with only the ports and file paths
+    changed (paths made absolute). Every cluster but RATELIMIT_CLUSTER is the MCP upstream
+    (upstream_port); RATELIMIT_CLUSTER, if the template has one, gets ratelimit_port."""
     bootstrap = yaml.safe_load(template.read_text(encoding="utf-8"))
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
     (listener,) = bootstrap["static_resources"]["listeners"]
@@ -116,10 +123,16 @@ def render_bootstrap(
     logger["typed_config"]["path"] = str(Path(access_log).resolve())
     source = _filter(hcm, FILTER_NAME)["config_discovery"]["config_source"]
     source["path_config_source"]["path"] = str(Path(ecds_path).resolve())
-    (cluster,) = bootstrap["static_resources"]["clusters"]
-    for group in cluster["load_assignment"]["endpoints"]:
-        for ep in group["lb_endpoints"]:
-            ep["endpoint"]["address"]["socket_address"]["port_value"] = upstream_port
+    for cluster in bootstrap["static_resources"]["clusters"]:
+        if cluster["name"] == RATELIMIT_CLUSTER:
+            if ratelimit_port is None:
+                continue
+            port = ratelimit_port
+        else:
+            port = upstream_port
+        for group in cluster["load_assignment"]["endpoints"]:
+            for ep in group["lb_endpoints"]:
+                ep["endpoint"]["address"]["socket_address"]["port_value"] = port
     return bootstrap
 
 
@@ -345,6 +358,10 @@ class Stack:
     # Derives the bootstrap actually written from the rendered one (after xds_port applies),
     # e.g. functools.partial(with_jwt_authn, jwks=..., ...) or with_downstream_tls.
     bootstrap_hook: Callable[[dict], dict] | None = None
+    # The bootstrap template (RLS_BOOTSTRAP: global rate limits) and, for one with a
+    # RATELIMIT_CLUSTER, the port of the rate limit service on 127.0.0.1.
+    bootstrap: Path = BOOTSTRAP_TEMPLATE
+    ratelimit_port: int | None = None
     file_flush_interval_ms: int = 100
     startup_timeout: float = 60.0
     stop_timeout: float = 10.0
@@ -404,6 +421,8 @@ class Stack:
             upstream_port=self.upstream_port,
             access_log=self.access_log,
             ecds_path=self.ecds_path,
+            template=Path(self.bootstrap),
+            ratelimit_port=self.ratelimit_port,
         )
         if self.xds_port is not None:
             bootstrap = ecds_over_grpc(bootstrap, self.xds_port)
@@ -570,6 +589,8 @@ def _run(args: argparse.Namespace) -> int:
         wasm=Path(args.wasm),
         component_log_level=args.component_log_level or None,
         server_args=["--json-response"] if args.json_response else [],
+        bootstrap=Path(args.bootstrap),
+        ratelimit_port=args.ratelimit_port,
     )
     stopping = False
 
@@ -675,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--wasm", default=str(DEFAULT_WASM))
     run.add_argument("--component-log-level", default="wasm:info")
     run.add_argument("--json-response", action="store_true", help="demo server answers JSON instead of SSE")
+    run.add_argument("--bootstrap", default=str(BOOTSTRAP_TEMPLATE),
+                     help=f"bootstrap template, e.g. {os.path.relpath(RLS_BOOTSTRAP, REPO)} (global rate limits)")
+    run.add_argument("--ratelimit-port", type=int, default=None,
+                     help="port of the rate limit service (gRPC) on 127.0.0.1 for a bootstrap with an RLS cluster")
     inline = sub.add_parser("inline-bootstrap", help="bootstrap with the ECDS Wasm config inlined (make validate)")
     inline.add_argument("--bootstrap", default=str(BOOTSTRAP_TEMPLATE))
     inline.add_argument("--policy", default=str(DEFAULT_POLICY))
