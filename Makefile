@@ -41,12 +41,14 @@ help:
 	@echo "make wasm      build $(WASM)"
 	@echo "make cli       build the policy CLI $(CLI) (check / explain / render)"
 	@echo "make manifests render $(MESH_DIR)/istio.yaml and envoy-gateway.yaml from $(DEMO_POLICY)"
+	@echo "make compose-config  render $(COMPOSE_ECDS) (ECDS file of examples/docker-compose.yaml) from $(COMPOSE_POLICY)"
 	@echo "make sdks      the other MCP SDKs for the e2e SDK matrix: .venv-mcp1/ (Python SDK 1.x), $(TS_SDK_DIR)/node_modules (TypeScript SDK)"
 	@echo "make run       start Envoy + mcp-guard + demo MCP server on 127.0.0.1:10000/mcp (Ctrl-C stops)"
 	@echo "make policy POLICY=file.json   check a plugin configuration (JSON or YAML) and push it to the running demo (ECDS)"
 	@echo "make validate  envoy --mode validate for the bootstrap(s) and the rendered ECDS config"
 	@echo "make test      cargo test, clippy, validate, e2e tests (pytest tests/e2e)"
 	@echo "make fuzz      cargo-fuzz targets in fuzz/, FUZZ_SECONDS (60) each; not part of make test"
+	@echo "make bench     criterion micro-benchmarks + wrk: no filter vs native MCP filter vs mcp-guard in one Envoy; not part of make test"
 	@echo "make clean     remove target/, run/, .venv/ and caches"
 
 # --- Python side: a project-local venv, rebuilt only when requirements.txt changes.
@@ -94,6 +96,20 @@ manifests: cli
 	@mkdir -p $(MESH_DIR)
 	$(CLI) render $(DEMO_POLICY) --format istio --selector app=mcp-server --out $(MESH_DIR)/istio.yaml
 	$(CLI) render $(DEMO_POLICY) --format envoy-gateway --target-ref Gateway/eg --out $(MESH_DIR)/envoy-gateway.yaml
+
+# --- docker compose stack (examples/docker-compose.yaml; no Docker needed to render it).
+# The ECDS file its Envoy container mounts (directory examples/compose/ecds/ -> /etc/envoy/ecds/),
+# with the module path inside the container. Committed; tests/e2e/test_06_compose_static.py
+# fails if it differs from a fresh render of $(DEMO_POLICY): re-run this target after changing
+# the policy or the CLI. Rewritten atomically (rename), so a running stack reloads it.
+COMPOSE_ECDS   := examples/compose/ecds/mcp_guard.json
+COMPOSE_POLICY ?= $(DEMO_POLICY)
+
+.PHONY: compose-config
+
+compose-config: cli
+	@mkdir -p $(dir $(COMPOSE_ECDS))
+	$(CLI) render $(COMPOSE_POLICY) --format ecds --wasm /etc/envoy/mcp_guard.wasm --out $(COMPOSE_ECDS)
 
 wasm-fault: toolchain
 	cargo build --release --target $(WASM_TARGET) --features fault-injection --target-dir target/fault
@@ -196,3 +212,35 @@ fuzz: $(CARGO_FUZZ)
 	  grep -h 'new maximum' $(FUZZ_LOGS)/$$t.log | tail -n 1 | sed 's/^mcp-guard-fuzz: new /  /' || true; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz FAILED:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi
+
+# --- Benchmarks (not part of `make test`; about 4-5 minutes once built).
+# Criterion micro-benchmarks of the hot path (benches/hot_path.rs, native, with allocation
+# counts), then bench/run.py: one Envoy (--concurrency 1) with three identical listeners (no
+# filter / native MCP filter + RBAC / mcp-guard) in front of a second Envoy answering from
+# memory, driven by wrk; prints a table, the issue-5 targets (PASS/FAIL), regressions against
+# bench/baseline.json, and as its last line one JSON object with every figure.
+#   make bench BENCH_ARGS=--write-baseline    record this run as bench/baseline.json
+#   make bench BENCH_STRICT=1                 exit 1 on a regression (default: print only)
+#   make bench BENCH_DURATION=10              seconds per wrk run (default 5)
+BENCH_ARGS     ?=
+BENCH_DURATION ?= 5
+BENCH_STRICT   ?= 0
+CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 2
+
+.PHONY: bench bench-tools
+
+# wrk comes from the distro; installed with apt-get when missing (as root, or with sudo).
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk (apt-get)"; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null \
+	      || { $$sudo apt-get update -q >/dev/null && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }; \
+	  fi; \
+	  command -v wrk >/dev/null 2>&1 || { echo "wrk not found and not installable here: install the distro package 'wrk'" >&2; exit 1; }; }
+
+bench: venv wasm bench-tools
+	cargo bench --bench hot_path -- --noplot $(CRITERION_ARGS)
+	BENCH_DURATION=$(BENCH_DURATION) BENCH_STRICT=$(BENCH_STRICT) \
+	  $(VPY) bench/run.py --wasm $(WASM) --envoy $(CURDIR)/$(ENVOY) $(BENCH_ARGS)

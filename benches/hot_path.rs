@@ -1,0 +1,570 @@
+//! Criterion micro-benchmarks of mcp-guard's hot path, run natively (`make bench` runs them
+//! before the Envoy benchmark; alone: `cargo bench --bench hot_path`).
+//!
+//! - `request_parser/*`: `jsonrpc::parse_body` on the bench request bodies (bench/data/);
+//! - `policy/*`: `Policy::decide` for the demo policy;
+//! - `sse_scanner/*` and `response_scanner/*`: the streaming SSE and JSON-RPC response scanners on
+//!   a 10 MB single-event tool result fed in 64 KiB chunks, and on the 1 KB call response;
+//! - `curation/*`: `curation::rewrite_document` / `rewrite_sse` on a 100-tool `tools/list`;
+//! - `filter/*`: one whole HTTP stream through `filter::Stream` with an in-memory host (request
+//!   headers, body, response headers, body, end), what the Wasm glue drives per request.
+//!
+//! A counting global allocator measures, for each benchmark, the heap allocations and bytes of
+//! one iteration (the average of 50 after a warm-up call). They are written with the bytes per
+//! iteration to `target/bench/micro.json` (or `$MCP_GUARD_BENCH_META`), which bench/run.py
+//! joins with criterion's medians (target/criterion/<id>/new/estimates.json). For `filter/*`
+//! the count includes the copies the host makes (`request_body`/`response_body` return owned
+//! buffers, as the proxy-wasm hostcalls do).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use mcp_guard::config::Config;
+use mcp_guard::curation::{self, ListKind, Rewrite};
+use mcp_guard::filter::{Action, Host, Stream};
+use mcp_guard::jsonrpc::{self, Id};
+use mcp_guard::metrics::Metric;
+use mcp_guard::policy::Subject;
+use mcp_guard::response::{BodyKind, Correlator, ResponseScanner};
+use mcp_guard::sse::{EventSink, SseScanner};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+// ------------------------------------------------------------------ counting allocator
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size() as u64, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size() as u64, Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        ALLOC_BYTES.fetch_add(new_size as u64, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Per benchmark id: bytes per iteration (for MB/s), allocations and allocated bytes per
+/// iteration, and what it measures.
+#[derive(Default)]
+struct Meta(BTreeMap<String, serde_json::Value>);
+
+impl Meta {
+    /// Counts the allocations of `f` (average of 50 calls after one warm-up call) and records them.
+    fn record<R>(&mut self, id: &str, bytes: usize, what: &str, mut f: impl FnMut() -> R) {
+        black_box(f());
+        const N: u64 = 50;
+        let (a0, b0) = (ALLOCS.load(Relaxed), ALLOC_BYTES.load(Relaxed));
+        for _ in 0..N {
+            black_box(f());
+        }
+        let (a1, b1) = (ALLOCS.load(Relaxed), ALLOC_BYTES.load(Relaxed));
+        let allocs = (a1 - a0) as f64 / N as f64;
+        let alloc_bytes = (b1 - b0) as f64 / N as f64;
+        self.0.insert(
+            id.to_owned(),
+            serde_json::json!({
+                "bytes": bytes,
+                "allocs": (allocs * 10.0).round() / 10.0,
+                "alloc_bytes": alloc_bytes.round(),
+                "what": what,
+            }),
+        );
+    }
+}
+
+// ------------------------------------------------------------------ inputs
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data(name: &str) -> Vec<u8> {
+    let path = root().join("bench/data").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (python3 bench/gen_payloads.py --out bench/data)",
+            path.display()
+        )
+    })
+}
+
+/// The demo policy (examples/policy.json) with `max_batch_calls: 10`, as `make bench` runs it.
+fn config() -> Config {
+    let text = std::fs::read(root().join("examples/policy.json")).unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    value["max_batch_calls"] = serde_json::json!(10);
+    Config::from_json(&serde_json::to_vec(&value).unwrap()).unwrap()
+}
+
+/// One 10 MB SSE event carrying a tools/call result (as bench/gen_payloads.py --big-out).
+fn big_sse() -> Vec<u8> {
+    let head: &[u8] =
+        b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"";
+    let tail: &[u8] = b"\"}],\"isError\":false}}\n\n";
+    let total = 10 * 1024 * 1024;
+    let alphabet = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/";
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(head);
+    while out.len() < total - tail.len() {
+        let n = (total - tail.len() - out.len()).min(alphabet.len());
+        out.extend_from_slice(&alphabet[..n]);
+    }
+    out.extend_from_slice(tail);
+    out
+}
+
+/// A tools/call whose `arguments.text` is about 1 MiB.
+fn call_1mib() -> Vec<u8> {
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(1024 * 1024 / 45);
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": text}}
+    }))
+    .unwrap()
+}
+
+const CHUNK: usize = 64 * 1024;
+
+struct NullSink(u64);
+
+impl EventSink for NullSink {
+    fn data(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len() as u64;
+    }
+    fn data_line_end(&mut self) {}
+    fn dispatch(&mut self) {
+        self.0 += 1;
+    }
+}
+
+// ------------------------------------------------------------------ in-memory host
+
+#[derive(Default)]
+struct BenchHost {
+    request_headers: HashMap<String, String>,
+    request_body: Vec<u8>,
+    response_headers: HashMap<String, String>,
+    response_chunk: Vec<u8>,
+    replaced: usize,
+    audit_bytes: usize,
+    local_reply: Option<u32>,
+    shared: HashMap<String, (Vec<u8>, u32)>,
+    counted: u64,
+}
+
+impl Host for BenchHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.request_headers.get(name).cloned()
+    }
+    fn request_header_values(&self, name: &str) -> Vec<String> {
+        self.request_headers
+            .get(name)
+            .cloned()
+            .into_iter()
+            .collect()
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.request_headers.insert(name.to_owned(), v.to_owned()),
+            None => self.request_headers.remove(name),
+        };
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.request_body.get(..size).map(<[u8]>::to_vec)
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers.get(name).cloned()
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.response_headers.insert(name.to_owned(), v.to_owned()),
+            None => self.response_headers.remove(name),
+        };
+    }
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.response_chunk.get(..size).map(<[u8]>::to_vec)
+    }
+    fn set_response_body(&mut self, _size: usize, data: &[u8]) {
+        self.replaced = data.len();
+    }
+    fn send_local_reply(&mut self, status: u32, _body: &[u8]) {
+        self.local_reply = Some(status);
+    }
+    fn upstream_cluster(&self) -> Option<String> {
+        Some("upstream".to_owned())
+    }
+    fn write_audit(&mut self, records: &[u8]) {
+        self.audit_bytes += records.len();
+    }
+    fn now_ms(&self) -> u64 {
+        1_700_000_000_000
+    }
+    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        match self.shared.get(key) {
+            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
+            _ => None,
+        }
+    }
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let current = self.shared.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        self.shared
+            .insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+        true
+    }
+    fn property(&self, _path: &[&str]) -> Option<String> {
+        None
+    }
+    fn count(&mut self, _metric: Metric<'_>, by: u64) {
+        self.counted += by;
+    }
+    fn response_code_details(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A request as the bench's wrk client sends it.
+fn host_for(body: &[u8], protocol: &str) -> BenchHost {
+    let mut h = BenchHost::default();
+    for (k, v) in [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("x-agent-id", "demo-agent"),
+        ("mcp-protocol-version", protocol),
+    ] {
+        h.request_headers.insert(k.to_owned(), v.to_owned());
+    }
+    h.request_body = body.to_vec();
+    h
+}
+
+/// One whole stream: request headers and body, then the response in `chunk`-byte pieces.
+/// Returns the audit bytes written (so nothing is optimized away).
+fn run_stream(
+    config: &Rc<Config>,
+    host: &mut BenchHost,
+    content_type: &str,
+    response: &[u8],
+    chunk: usize,
+) -> usize {
+    host.response_headers.clear();
+    host.audit_bytes = 0;
+    let mut stream = Stream::new(Rc::clone(config));
+    stream.on_request_headers(host, false);
+    let len = host.request_body.len();
+    stream.on_request_body(host, len, true);
+    assert!(host.local_reply.is_none(), "the bench request was refused");
+    host.response_headers
+        .insert(":status".to_owned(), "200".to_owned());
+    host.response_headers
+        .insert("content-type".to_owned(), content_type.to_owned());
+    stream.on_response_headers(host, false);
+    // Envoy's semantics: after the filter paused on a chunk, the next callback sees the whole
+    // buffered body so far (as curation needs it), otherwise only the new chunk.
+    let mut pieces = response.chunks(chunk).peekable();
+    let mut paused = false;
+    while let Some(piece) = pieces.next() {
+        if !paused {
+            host.response_chunk.clear();
+        }
+        host.response_chunk.extend_from_slice(piece);
+        let size = host.response_chunk.len();
+        paused = stream.on_response_body(host, size, pieces.peek().is_none()) == Action::Pause;
+    }
+    stream.on_stream_end(host);
+    host.audit_bytes
+}
+
+// ------------------------------------------------------------------ benchmarks
+
+/// One whole-stream case of the `filter` group.
+struct Case<'a> {
+    name: &'a str,
+    req: &'a [u8],
+    protocol: &'a str,
+    ctype: &'a str,
+    resp: &'a [u8],
+    what: &'a str,
+}
+
+fn bench_all(c: &mut Criterion, meta: &mut Meta) {
+    let call = data("call_request.json");
+    let batch = data("batch_request.json");
+    let big_call = call_1mib();
+    let cfg = config();
+
+    // Request parser.
+    let mut g = c.benchmark_group("request_parser");
+    for (name, body, what) in [
+        (
+            "tools_call_1k",
+            &call,
+            "parse_body: tools/call, 1 KB arguments",
+        ),
+        ("batch10", &batch, "parse_body: batch of 10 tools/call"),
+        (
+            "tools_call_1mib",
+            &big_call,
+            "parse_body: tools/call, 1 MiB arguments",
+        ),
+    ] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        meta.record(&format!("request_parser/{name}"), body.len(), what, || {
+            jsonrpc::parse_body(body, cfg.max_json_depth).map(|b| b.messages().len())
+        });
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                jsonrpc::parse_body(black_box(body), cfg.max_json_depth).map(|b| b.messages().len())
+            })
+        });
+    }
+    g.finish();
+
+    // Policy match.
+    let mut g = c.benchmark_group("policy");
+    for (name, agent, tool) in [
+        ("allow_demo_agent_echo", "demo-agent", "echo"),
+        ("deny_demo_agent_delete_repo", "demo-agent", "delete_repo"),
+        ("default_agent_echo", "someone-else", "echo"),
+    ] {
+        let what = format!("Policy::decide({agent}, tools/call {tool})");
+        meta.record(&format!("policy/{name}"), 0, &what, || {
+            cfg.policy.decide(agent, Subject::Tool(tool))
+        });
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                cfg.policy
+                    .decide(black_box(agent), Subject::Tool(black_box(tool)))
+            })
+        });
+    }
+    g.finish();
+
+    // SSE scanner and response scanner on a 10 MB event, 64 KiB chunks.
+    let big = big_sse();
+    let id = Id::from_raw("1").unwrap();
+    let mut g = c.benchmark_group("sse_scanner");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    let scan_raw = || {
+        let mut s = SseScanner::new();
+        let mut sink = NullSink(0);
+        for piece in big.chunks(CHUNK) {
+            s.feed(piece, &mut sink);
+        }
+        s.finish(&mut sink);
+        sink.0
+    };
+    meta.record(
+        "sse_scanner/event_10mb",
+        big.len(),
+        "SseScanner: one 10 MB event, 64 KiB chunks",
+        scan_raw,
+    );
+    g.bench_function("event_10mb", |b| b.iter(scan_raw));
+    let scan_full = || {
+        let mut s = ResponseScanner::new(BodyKind::EventStream);
+        let mut corr = Correlator::new(vec![id.clone()]);
+        for piece in big.chunks(CHUNK) {
+            s.feed(piece, &mut corr);
+        }
+        s.finish(&mut corr);
+        corr.outcome(&id)
+    };
+    meta.record(
+        "sse_scanner/response_10mb",
+        big.len(),
+        "ResponseScanner (SSE + JSON-RPC correlation): one 10 MB event, 64 KiB chunks",
+        scan_full,
+    );
+    g.bench_function("response_10mb", |b| b.iter(scan_full));
+    g.finish();
+
+    let call_resp = data("call_response.json");
+    let mut g = c.benchmark_group("response_scanner");
+    g.throughput(Throughput::Bytes(call_resp.len() as u64));
+    let scan_json = || {
+        let mut s = ResponseScanner::new(BodyKind::Json);
+        let mut corr = Correlator::new(vec![id.clone()]);
+        s.feed(&call_resp, &mut corr);
+        s.finish(&mut corr);
+        corr.outcome(&id)
+    };
+    meta.record(
+        "response_scanner/call_json_1k",
+        call_resp.len(),
+        "ResponseScanner: 1 KB JSON call response",
+        scan_json,
+    );
+    g.bench_function("call_json_1k", |b| b.iter(scan_json));
+    g.finish();
+
+    // tools/list curation.
+    let list = data("list_response.json");
+    let list_text = std::str::from_utf8(&list).unwrap();
+    let list_sse = data("list_response.sse");
+    let ids = vec![id.clone()];
+    // As the filter decides each entry (filter.rs curate_held): the policy's decision for it.
+    let keep = |name: &str| {
+        !cfg.policy
+            .decide("demo-agent", Subject::Tool(name))
+            .blocks()
+    };
+    let mut g = c.benchmark_group("curation");
+    g.throughput(Throughput::Bytes(list.len() as u64));
+    let doc = || {
+        let mut stats = Rewrite::default();
+        curation::rewrite_document(list_text, ListKind::Tools, &ids, &keep, &mut stats)
+            .map(|s| s.len())
+    };
+    meta.record(
+        "curation/rewrite_document_100_tools",
+        list.len(),
+        "rewrite_document: tools/list of 100 tools to demo-agent's 4",
+        doc,
+    );
+    g.bench_function("rewrite_document_100_tools", |b| b.iter(doc));
+    let sse = || {
+        let mut stats = Rewrite::default();
+        curation::rewrite_sse(&list_sse, ListKind::Tools, &ids, &keep, &mut stats).map(|s| s.len())
+    };
+    meta.record(
+        "curation/rewrite_sse_100_tools",
+        list_sse.len(),
+        "rewrite_sse: the same list as one SSE event",
+        sse,
+    );
+    g.bench_function("rewrite_sse_100_tools", |b| b.iter(sse));
+    g.finish();
+
+    // Whole streams through the filter state machine.
+    let cfg = Rc::new(cfg);
+    let list_req = data("list_request.json");
+    let call_sse = data("call_response.sse");
+    let batch_resp = data("batch_response.json");
+    let mut g = c.benchmark_group("filter");
+    let cases = [
+        Case {
+            name: "tools_call_json",
+            req: &call,
+            protocol: "2025-06-18",
+            ctype: "application/json",
+            resp: &call_resp,
+            what: "filter::Stream: tools/call 1 KB + JSON response (allowed, tagged, audited)",
+        },
+        Case {
+            name: "tools_call_sse",
+            req: &call,
+            protocol: "2025-06-18",
+            ctype: "text/event-stream",
+            resp: &call_sse,
+            what: "filter::Stream: tools/call 1 KB + SSE response",
+        },
+        Case {
+            name: "tools_list_curated",
+            req: &list_req,
+            protocol: "2025-06-18",
+            ctype: "application/json",
+            resp: &list,
+            what: "filter::Stream: tools/list + 100-tool JSON response, curated",
+        },
+        Case {
+            name: "batch10",
+            req: &batch,
+            protocol: "2025-03-26",
+            ctype: "application/json",
+            resp: &batch_resp,
+            what: "filter::Stream: batch of 10 tools/call + JSON array response",
+        },
+        Case {
+            name: "tools_call_sse_10mb",
+            req: &call,
+            protocol: "2025-06-18",
+            ctype: "text/event-stream",
+            resp: &big,
+            what: "filter::Stream: tools/call + one 10 MB SSE event in 64 KiB chunks",
+        },
+    ];
+    for Case {
+        name,
+        req,
+        protocol,
+        ctype,
+        resp,
+        what,
+    } in cases
+    {
+        let chunk = CHUNK;
+        let mut host = host_for(req, protocol);
+        if resp.len() > 1 << 20 {
+            g.sample_size(10);
+        }
+        g.throughput(Throughput::Bytes((req.len() + resp.len()) as u64));
+        let written = run_stream(&cfg, &mut host, ctype, resp, chunk);
+        assert!(written > 0, "{name}: no audit record");
+        if name == "tools_list_curated" {
+            assert!(
+                host.replaced > 0 && host.replaced < resp.len(),
+                "{name}: the list was not curated"
+            );
+        }
+        meta.record(
+            &format!("filter/{name}"),
+            req.len() + resp.len(),
+            what,
+            || run_stream(&cfg, &mut host, ctype, resp, chunk),
+        );
+        g.bench_with_input(BenchmarkId::from_parameter(name), &(), |b, _| {
+            b.iter(|| run_stream(&cfg, &mut host, ctype, resp, chunk))
+        });
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let mut meta = Meta::default();
+    bench_all(&mut criterion, &mut meta);
+    criterion.final_summary();
+    let out = std::env::var_os("MCP_GUARD_BENCH_META")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/bench/micro.json"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let json = serde_json::Value::Object(meta.0.into_iter().collect());
+    std::fs::write(&out, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    eprintln!("allocation counts: {}", out.display());
+}
