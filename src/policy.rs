@@ -291,23 +291,33 @@ impl Policy {
     /// The rule sets that apply to `agent`, in evaluation order: its own entry, then its
     /// groups in configuration order; the `default` set when none of those applies.
     pub fn rule_sets(&self, agent: &str) -> Vec<&RuleSet> {
-        let mut sets: Vec<&RuleSet> = self.agents.get(agent).into_iter().collect();
-        sets.extend(
-            self.groups
-                .iter()
-                .filter(|g| g.members.find(agent).is_some()),
-        );
-        if sets.is_empty() {
-            sets.extend(self.default.as_ref());
-        }
-        sets
+        self.applicable(agent).collect()
     }
 
-    /// Decides `subject` for `agent`, naming the deciding rule.
-    pub fn evaluate(&self, agent: &str, subject: Subject<'_>) -> Verdict {
-        let sets = self.rule_sets(agent);
+    /// [`Policy::rule_sets`] without allocating (the hot path).
+    fn applicable<'a, 'b>(
+        &'a self,
+        agent: &'b str,
+    ) -> impl Iterator<Item = &'a RuleSet> + Clone + use<'a, 'b> {
+        let own = self.agents.get(agent);
+        let groups = self
+            .groups
+            .iter()
+            .filter(move |g| g.members.find(agent).is_some());
+        let use_default = own.is_none() && groups.clone().next().is_none();
+        own.into_iter()
+            .chain(groups)
+            .chain(self.default.as_ref().filter(|_| use_default))
+    }
+
+    /// The decision and what made it: the deciding set, whether its `deny` list matched, and
+    /// the pattern (index, text); `None` when nothing allowed the call.
+    fn judge<'a>(
+        &'a self,
+        agent: &str,
+        subject: Subject<'_>,
+    ) -> (Decision, Option<(&'a RuleSet, bool, usize, &'a str)>) {
         let name = subject.name();
-        let list = subject.list();
         let refuse = |dry: bool| {
             if dry || self.mode == Mode::DryRun {
                 Decision::DryRunDeny
@@ -315,44 +325,59 @@ impl Policy {
                 Decision::Deny
             }
         };
-        for set in &sets {
+        let sets = self.applicable(agent);
+        for set in sets.clone() {
             if let Some((i, pattern)) = set.lists(subject).deny.find(name) {
-                return Verdict {
-                    decision: refuse(set.mode == Mode::DryRun),
-                    rule: format!("{}.{list}.deny[{i}] {pattern:?}", set.origin),
-                };
+                return (
+                    refuse(set.mode == Mode::DryRun),
+                    Some((set, true, i, pattern)),
+                );
             }
         }
-        for set in &sets {
+        for set in sets.clone() {
             if let Some((i, pattern)) = set.lists(subject).allow.find(name) {
-                return Verdict {
-                    decision: Decision::Allow,
-                    rule: format!("{}.{list}.allow[{i}] {pattern:?}", set.origin),
-                };
+                return (Decision::Allow, Some((set, false, i, pattern)));
             }
         }
-        let all_dry = !sets.is_empty() && sets.iter().all(|s| s.mode == Mode::DryRun);
-        let origins: Vec<&str> = sets.iter().map(|s| s.origin.as_str()).collect();
-        Verdict {
-            decision: refuse(all_dry),
-            rule: if origins.is_empty() {
-                "no rule set applies to this agent (and there is no default)".to_owned()
-            } else {
-                format!("no {list} pattern allows it in {}", origins.join(", "))
-            },
-        }
+        let mut any = false;
+        let all_dry = sets.into_iter().all(|s| {
+            any = true;
+            s.mode == Mode::DryRun
+        });
+        (refuse(any && all_dry), None)
     }
 
-    /// The decision alone ([`Policy::evaluate`]).
+    /// Decides `subject` for `agent`, naming the deciding rule.
+    pub fn evaluate(&self, agent: &str, subject: Subject<'_>) -> Verdict {
+        let list = subject.list();
+        let (decision, why) = self.judge(agent, subject);
+        let rule = match why {
+            Some((set, deny, i, pattern)) => {
+                let which = if deny { "deny" } else { "allow" };
+                format!("{}.{list}.{which}[{i}] {pattern:?}", set.origin)
+            }
+            None => {
+                let origins: Vec<&str> =
+                    self.applicable(agent).map(|s| s.origin.as_str()).collect();
+                if origins.is_empty() {
+                    "no rule set applies to this agent (and there is no default)".to_owned()
+                } else {
+                    format!("no {list} pattern allows it in {}", origins.join(", "))
+                }
+            }
+        };
+        Verdict { decision, rule }
+    }
+
+    /// The decision alone ([`Policy::evaluate`]), without allocating.
     pub fn decide(&self, agent: &str, subject: Subject<'_>) -> Decision {
-        self.evaluate(agent, subject).decision
+        self.judge(agent, subject).0
     }
 
     /// Whether an applicable rule set of `agent` allows `tool` by its exact name (not only
     /// through a glob): such a tool is exempt from the annotations rule.
     pub fn allows_tool_by_name(&self, agent: &str, tool: &str) -> bool {
-        self.rule_sets(agent)
-            .iter()
+        self.applicable(agent)
             .any(|s| s.tools.allow.lists_exactly(tool))
     }
 
@@ -497,6 +522,22 @@ mod tests {
         assert_eq!(p.decide_tool("trial", "drop"), Decision::Deny); // enforced by its set
                                                                     // Nothing allows "ls": dry-run only if every applicable set is (groups.all is not).
         assert_eq!(p.decide_tool("trial", "ls"), Decision::Deny);
+    }
+
+    #[test]
+    fn decide_does_not_allocate_and_agrees_with_evaluate() {
+        let p = demo(Mode::Enforce);
+        for (agent, subject) in [
+            ("admin-agent", Subject::Tool("delete_repo")),
+            ("ops-7", Subject::Tool("git_pull")),
+            ("stranger", Subject::Tool("add")),
+            ("demo-agent", Subject::Method("ping")),
+        ] {
+            assert_eq!(
+                p.decide(agent, subject),
+                p.evaluate(agent, subject).decision
+            );
+        }
     }
 
     #[test]
