@@ -148,10 +148,7 @@ impl JsonScanner {
                 State::Broken => return,
                 State::Str { key } => {
                     // Fast path: copy up to the next quote or backslash.
-                    let end = rest
-                        .iter()
-                        .position(|&c| c == b'"' || c == b'\\')
-                        .unwrap_or(rest.len());
+                    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
                     let (text, after) = rest.split_at(end);
                     self.take(text, key);
                     rest = after;

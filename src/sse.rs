@@ -114,10 +114,7 @@ impl SseScanner {
                     }
                 }
                 State::Value(field) => {
-                    let end = rest
-                        .iter()
-                        .position(|&c| is_newline(c))
-                        .unwrap_or(rest.len());
+                    let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
                     let (value, after) = rest.split_at(end);
                     if field == Field::Data {
                         sink.data(value);
@@ -125,10 +122,7 @@ impl SseScanner {
                     rest = after;
                 }
                 State::Comment => {
-                    let end = rest
-                        .iter()
-                        .position(|&c| is_newline(c))
-                        .unwrap_or(rest.len());
+                    let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
                     rest = rest.get(end..).unwrap_or_default();
                 }
                 State::LineStart if b == b':' => {
