@@ -264,38 +264,43 @@ fn rewrite_event(
 ) -> Option<Vec<u8>> {
     let mut data: Vec<u8> = Vec::new();
     let mut first_data: Option<usize> = None;
-    for (i, (line, _)) in event.iter().enumerate() {
-        if let Some(value) = line.strip_prefix(b"data") {
-            let value = match value.first() {
-                None => value,
-                Some(b':') => value
-                    .get(1..)
-                    .map_or(value, |v| v.strip_prefix(b" ").unwrap_or(v)),
-                Some(_) => continue, // a field named e.g. "database": not data
-            };
-            if first_data.is_some() {
-                data.push(b'\n');
-            }
-            first_data.get_or_insert(i);
-            data.extend_from_slice(value);
+    for (i, value) in event
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (line, _))| Some((i, data_value(line)?)))
+    {
+        if first_data.is_some() {
+            data.push(b'\n');
         }
+        first_data.get_or_insert(i);
+        data.extend_from_slice(value);
     }
     let first = first_data?;
     let text = std::str::from_utf8(&data).ok()?;
     let new = rewrite_document(text, kind, ids, keep, stats)?;
     let mut out = Vec::with_capacity(new.len() + 64);
     for (i, (line, ending)) in event.iter().enumerate() {
-        let is_data = line.starts_with(b"data") && matches!(line.get(4), None | Some(b':'));
         if i == first {
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(new.as_bytes());
             out.extend_from_slice(if ending.is_empty() { b"\n" } else { ending });
-        } else if !is_data {
+        } else if data_value(line).is_none() {
             out.extend_from_slice(line);
             out.extend_from_slice(ending);
         }
     }
     Some(out)
+}
+
+/// The value of a `data` field line (one leading space after the colon dropped), or `None`
+/// for any other line (a field named e.g. `database` is not data).
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    let value = line.strip_prefix(b"data")?;
+    match value.split_first() {
+        None => Some(value),
+        Some((b':', v)) => Some(v.strip_prefix(b" ").unwrap_or(v)),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]

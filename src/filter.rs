@@ -26,7 +26,7 @@ use crate::curation::{self, ListKind, Rewrite};
 use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::metrics::Metric;
-use crate::policy::{Decision, Mode, Subject};
+use crate::policy::{Decision, Mode, Policy, Subject};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
 use std::rc::Rc;
@@ -137,10 +137,9 @@ pub struct Stream {
     routing_headers: routing::RoutingHeaders,
     /// The response is a server stream (GET) whose responses are correlated to POSTs.
     correlating: bool,
-    /// The session came from the POST URI (legacy HTTP+SSE): responses come on the GET stream.
+    /// The session came from the POST URI (legacy HTTP+SSE): responses come on the GET stream,
+    /// so forwarded requests are stored for correlation as they are forwarded.
     legacy_session: bool,
-    /// The forwarded requests were stored for correlation when they were forwarded.
-    stored_early: bool,
     response_kind: BodyKind,
     awaiting_body: bool,
     body_size: usize,
@@ -170,7 +169,6 @@ impl Stream {
             routing_headers: routing::RoutingHeaders::default(),
             correlating: false,
             legacy_session: false,
-            stored_early: false,
             response_kind: BodyKind::Other,
             awaiting_body: false,
             body_size: 0,
@@ -455,10 +453,8 @@ impl Stream {
         let policy = &self.config.policy;
         let agent = self.facts.agent_id.as_str();
         let curate = self.config.curate_lists;
-        let keep = |name: &str| {
-            // Without curation the list is held only to learn annotations.
-            !curate || !policy.decide(agent, list_subject(kind, name)).blocks()
-        };
+        // Without curation the list is held only to learn annotations.
+        let keep = |name: &str| !curate || may_use(policy, agent, kind, name);
         let mut stats = Rewrite::default();
         let rewritten = match self.response_kind {
             BodyKind::Json => std::str::from_utf8(&body)
@@ -558,7 +554,7 @@ impl Stream {
             let lists = self.claim_answered(host, &session, answered);
             for (kind, id, agent) in lists.into_iter().filter(|_| curating) {
                 let policy = &self.config.policy;
-                let keep = |name: &str| !policy.decide(&agent, list_subject(kind, name)).blocks();
+                let keep = |name: &str| may_use(policy, &agent, kind, name);
                 let mut stats = Rewrite::default();
                 if let Some(new) = curation::rewrite_sse(&data, kind, &[id], &keep, &mut stats) {
                     data = new;
@@ -666,27 +662,17 @@ impl Stream {
         if self.legacy_session {
             // Legacy HTTP+SSE: the response will come on the GET stream, possibly before this
             // POST's own `202 Accepted` has passed back through here. Store the calls now.
-            self.store_pending(host);
-            self.stored_early = true;
+            let session = self.facts.session_id.as_deref().unwrap_or_default();
+            let requests = self
+                .calls
+                .iter()
+                .filter(|c| c.method.is_some() && c.request_id.is_some());
+            let pending: Vec<Pending> = requests
+                .filter_map(|c| Pending::new(session, &self.facts, c))
+                .collect();
+            store_all(host, &pending);
         }
         Action::Continue
-    }
-
-    /// Stores every forwarded request of this stream for correlation (one shared-data write
-    /// each).
-    fn store_pending(&self, host: &mut dyn Host) {
-        let Some(session) = self.facts.session_id.as_deref() else {
-            return;
-        };
-        let requests = self
-            .calls
-            .iter()
-            .filter(|c| c.method.is_some() && c.request_id.is_some());
-        for pending in requests.filter_map(|c| Pending::new(session, &self.facts, c)) {
-            if !correlation::store(host, &pending) {
-                log::warn!("mcp-guard: could not store a deferred call for correlation");
-            }
-        }
     }
 
     /// The annotations rule (if configured): an allowed `tools/call` of a tool no rule set
@@ -718,12 +704,7 @@ impl Stream {
     }
 
     fn evaluate(&self, m: &Message<'_>) -> Call {
-        let name = m
-            .tool_name
-            .as_deref()
-            .or(m.prompt_name.as_deref())
-            .or(m.resource_uri.as_deref());
-        let decision = match Subject::of(m.method.as_deref(), name) {
+        let decision = match Subject::of(m.method.as_deref(), m.name()) {
             Some(subject) => self.config.policy.decide(&self.facts.agent_id, subject),
             None => Decision::Allow, // a client-sent response: nothing is asked for
         };
@@ -934,7 +915,7 @@ impl Stream {
                 Some(outcome) => settle(outcome),
                 None if is_request && resumable => {
                     let session = self.facts.session_id.as_deref().unwrap_or_default();
-                    if !self.stored_early {
+                    if !self.legacy_session {
                         deferred.extend(Pending::new(session, &self.facts, call));
                     }
                     (OutputStatus::Deferred, None)
@@ -950,12 +931,8 @@ impl Stream {
             call.output_status = Some(output);
             call.error_code = code;
         }
-        for pending in &deferred {
-            if !correlation::store(host, pending) {
-                log::warn!("mcp-guard: could not store a deferred call for correlation");
-            }
-        }
-        if self.stored_early {
+        store_all(host, &deferred);
+        if self.legacy_session {
             // Calls settled on this stream after all (an error answer instead of 202) must not
             // wait in the store for a response that will not come.
             let now = host.now_ms();
@@ -991,13 +968,24 @@ impl Stream {
     }
 }
 
-/// The policy subject of a list entry named `name`.
-fn list_subject(kind: ListKind, name: &str) -> Subject<'_> {
-    match kind {
+/// Stores calls for correlation (one shared-data write each).
+fn store_all(host: &mut dyn Host, pending: &[Pending]) {
+    for p in pending {
+        if !correlation::store(host, p) {
+            log::warn!("mcp-guard: could not store a deferred call for correlation");
+        }
+    }
+}
+
+/// Whether `agent` may use the list entry `name` (so a curated list shows it); a
+/// `dry_run_deny` entry stays visible.
+fn may_use(policy: &Policy, agent: &str, kind: ListKind, name: &str) -> bool {
+    let subject = match kind {
         ListKind::Tools => Subject::Tool(name),
         ListKind::Prompts => Subject::Prompt(name),
         ListKind::Resources => Subject::Resource(name),
-    }
+    };
+    !policy.decide(agent, subject).blocks()
 }
 
 /// The record status and error code for a response's outcome.

@@ -133,6 +133,15 @@ impl Message<'_> {
             Kind::Notification => None,
         }
     }
+
+    /// What the message names: the tool (`tools/call`), prompt (`prompts/get`) or resource URI
+    /// (`resources/read`); `None` for other methods.
+    pub fn name(&self) -> Option<&str> {
+        self.tool_name
+            .as_deref()
+            .or(self.prompt_name.as_deref())
+            .or(self.resource_uri.as_deref())
+    }
 }
 
 /// A POST body: one message, or a batch (JSON-RPC 2.0 §6, MCP 2025-03-26 only).

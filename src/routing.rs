@@ -103,12 +103,7 @@ pub fn verify(
             .method
             .as_deref()
             .is_some_and(|m| jsonrpc::TASK_METHODS.contains(&m));
-        let body_name = message
-            .tool_name
-            .as_deref()
-            .or(message.prompt_name.as_deref())
-            .or(message.resource_uri.as_deref())
-            .or(message.task_id.as_deref());
+        let body_name = message.name().or(message.task_id.as_deref());
         if names_something && (body_name.is_none() || decode_value(header).as_deref() != body_name)
         {
             return Err("Mcp-Name");

@@ -218,6 +218,11 @@ impl Host for WasmHost {
     }
 
     fn request_header_values(&self, name: &str) -> Vec<String> {
+        // Most requests lack the header (the routing headers of pre-2026 clients): one lookup
+        // answers that, without copying the whole header map into the VM.
+        if header(MapType::HttpRequestHeaders, name).is_none() {
+            return Vec::new();
+        }
         // Pairs as bytes: the SDK's `get_map` unwraps UTF-8 (see `header`).
         logged(
             "get request headers",

@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc  # noqa: E402
+from recorded import first_match  # noqa: E402
 from envoy.config.core.v3 import base_pb2  # noqa: E402
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # noqa: E402
 from google.protobuf import duration_pb2  # noqa: E402
@@ -128,17 +129,12 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):
 
     def wait_for(self, match: Callable[[SeenRateLimitRequest], bool], timeout: float, what: str) -> SeenRateLimitRequest:
         """The first recorded request satisfying `match` (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for r in self._requests:
-                    if match(r):
-                        return r
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = "\n  ".join(map(repr, self._requests)) or "(none)"
-                    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; requests seen:\n  {seen}")
-                self._cond.wait(left)
+
+        def seen() -> str:
+            listed = "\n  ".join(map(repr, self._requests)) or "(none)"
+            return f"timed out after {timeout}s waiting for {what}; requests seen:\n  {listed}"
+
+        return first_match(self._cond, self._requests, match, timeout, seen)
 
     # ------------------------------------------------------------------ the gRPC service
     def ShouldRateLimit(self, request, context):  # noqa: N802 (generated name)

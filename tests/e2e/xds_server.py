@@ -30,6 +30,7 @@ from typing import Callable
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc  # noqa: E402
+from recorded import first_match  # noqa: E402
 from envoy.config.core.v3 import extension_pb2  # noqa: E402,F401  (registers TypedExtensionConfig)
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2  # noqa: E402,F401  (registers the Wasm config)
 from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
@@ -152,31 +153,19 @@ class EcdsControlPlane(config_discovery_pb2_grpc.ExtensionConfigDiscoveryService
 
     def wait_for_request(self, match: Callable[[SeenRequest], bool], timeout: float, what: str) -> SeenRequest:
         """The first recorded request satisfying `match` (waits up to `timeout` seconds)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                for r in self._requests:
-                    if match(r):
-                        return r
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = "\n  ".join(map(repr, self._requests)) or "(none)"
-                    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; requests seen:\n  {seen}")
-                self._lock.wait(left)
+
+        def seen() -> str:
+            listed = "\n  ".join(map(repr, self._requests)) or "(none)"
+            return f"timed out after {timeout}s waiting for {what}; requests seen:\n  {listed}"
+
+        return first_match(self._lock, self._requests, match, timeout, seen)
 
     def wait_for_response(self, version: str, timeout: float) -> SentResponse:
         """The response that carried `version` (the nonce Envoy's ACK/NACK must echo)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                for r in self._responses:
-                    if r.version_info == version:
-                        return r
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no response with version {version!r} sent within {timeout}s "
-                                       f"(open streams: {len(self._streams)})")  # fmt: skip
-                self._lock.wait(left)
+        return first_match(
+            self._lock, self._responses, lambda r: r.version_info == version, timeout,
+            lambda: f"no response with version {version!r} sent within {timeout}s (open streams: {len(self._streams)})",
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ the gRPC service
     def StreamExtensionConfigs(self, request_iterator, context):  # noqa: N802 (generated name)
