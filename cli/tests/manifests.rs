@@ -22,6 +22,15 @@ const MANIFESTS: &[(&str, &[&str])] = &[
         &["--format", "istio", "--selector", "app=mcp-server"],
     ),
     (
+        "istio-wasmplugin.yaml",
+        &[
+            "--format",
+            "istio-wasmplugin",
+            "--selector",
+            "app=mcp-server",
+        ],
+    ),
+    (
         "envoy-gateway.yaml",
         &["--format", "envoy-gateway", "--target-ref", "Gateway/eg"],
     ),
@@ -31,6 +40,15 @@ const MANIFESTS: &[(&str, &[&str])] = &[
 fn committed_mesh_manifests_are_what_the_cli_renders() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let makefile = std::fs::read_to_string(repo.join("Makefile")).unwrap();
+    // Every file there is one of these renderings (none left behind by a removed one).
+    let mut present: Vec<String> = std::fs::read_dir(repo.join("examples/mesh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    let mut expected: Vec<String> = MANIFESTS.iter().map(|(f, _)| (*f).to_owned()).collect();
+    expected.sort();
+    assert_eq!(present, expected, "examples/mesh/ holds other files");
     for (file, args) in MANIFESTS {
         // The recipe and this test must agree on the arguments.
         let recipe = format!(

@@ -2,8 +2,10 @@
 config in it (inline in a bootstrap, in the ECDS resource `mcp-guard render --format ecds`
 writes, in the Istio EnvoyFilter it renders, in examples/mesh/) fails closed and may set
 headers after reading the body; the Envoy Gateway rendering fails closed (failOpen: false) and
-patches allow_on_headers_stop_iteration in. `make validate` separately runs the bootstraps and
-the ECDS resource through `envoy --mode validate`."""
+patches allow_on_headers_stop_iteration in; the Istio WasmPlugin rendering, whose API cannot set
+that flag, fails closed (failStrategy: FAIL_CLOSE) and tells the filter not to hold request
+headers. `make validate` separately runs the bootstraps and the ECDS resource through
+`envoy --mode validate`."""
 from __future__ import annotations
 
 import json
@@ -80,9 +82,27 @@ def test_the_clis_envoy_gateway_rendering_fails_closed() -> None:
     assert_envoy_gateway_fails_closed(docs, str(path))
 
 
+def assert_wasmplugin_fails_closed(doc: dict, where: str) -> None:
+    """An Istio WasmPlugin: FAIL_CLOSE, and (no allow_on_headers_stop_iteration in its API) a
+    plugin configuration that does not hold request headers, which would stall requests."""
+    spec = doc["spec"]
+    assert spec.get("failStrategy") == "FAIL_CLOSE", f"{where}: failStrategy is {spec.get('failStrategy')!r}"
+    assert spec["pluginConfig"].get("hold_request_headers") is False, f"{where}: hold_request_headers not false"
+
+
+def test_the_clis_wasmplugin_rendering_fails_closed() -> None:
+    (doc,) = cli_render("istio-wasmplugin")
+    assert doc["kind"] == "WasmPlugin"
+    assert not list(wasm_configs(doc))
+    assert_wasmplugin_fails_closed(doc, "mcp-guard render --format istio-wasmplugin")
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(Path(p).relative_to(REPO)))
 def test_every_shipped_wasm_config_fails_closed(path: Path) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     assert docs, f"{path} is empty"
     for config in (c for d in docs for c in wasm_configs(d)):
         assert_fails_closed(config, str(path))
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "WasmPlugin":
+            assert_wasmplugin_fails_closed(doc, str(path))
