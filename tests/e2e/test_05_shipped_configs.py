@@ -5,7 +5,7 @@ headers after reading the body; the Envoy Gateway rendering fails closed (failOp
 patches allow_on_headers_stop_iteration in; the Istio WasmPlugin rendering, whose API cannot set
 that flag, fails closed (failStrategy: FAIL_CLOSE) and tells the filter not to hold request
 headers. `make validate` separately runs the bootstraps and the ECDS resource through
-`envoy --mode validate`."""
+`envoy --mode validate`; tests/e2e/test_07_mesh_crds.py checks examples/mesh/ against the CRDs."""
 from __future__ import annotations
 
 import json
