@@ -214,9 +214,20 @@ impl Host for BenchHost {
     fn set_response_body(&mut self, _size: usize, data: &[u8]) {
         self.replaced = data.len();
     }
-    fn send_local_reply(&mut self, status: u32, _body: &[u8]) {
+    fn send_local_reply(&mut self, status: u32, _headers: &[(&str, &str)], _body: &[u8]) {
         self.local_reply = Some(status);
     }
+    fn grpc_call(
+        &mut self,
+        _grpc_service: &str,
+        _service: &str,
+        _method: &str,
+        _message: &[u8],
+        _timeout_ms: u64,
+    ) -> Option<u32> {
+        None // the benchmarked configuration has no rate_limit_service
+    }
+    fn resume_request(&mut self) {}
     fn upstream_cluster(&self) -> Option<String> {
         Some("upstream".to_owned())
     }

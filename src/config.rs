@@ -28,6 +28,7 @@ use crate::annotations::{AnnotationRule, Refuse};
 use crate::audit::InputHasher;
 use crate::identity::{self, Identity, Source, Unidentified};
 use crate::policy::{Lists, Mode, Patterns, Policy, RuleSet, DEFAULT_METHODS};
+use crate::ratelimit::{RateLimitService, MAX_CLUSTER_NAME};
 use crate::tags::TagHeaders;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -80,6 +81,15 @@ pub struct Config {
     /// batch (MCP 2025-03-26) may carry. A batch is one HTTP request, so it costs one
     /// rate-limit hit whatever its size: above 1, an agent gets up to this many calls per hit.
     pub max_batch_calls: usize,
+    /// Hold a POST's request headers until its body has been examined (default true). This
+    /// needs the Wasm `PluginConfig` flag `allow_on_headers_stop_iteration: true`; it is what
+    /// lets mcp-guard set its tags on the request for rate-limit filters placed after it.
+    /// False for hosts without that flag (Istio's `WasmPlugin`): the headers go on at once
+    /// (client-sent tag headers removed, the agent tag set), the body is still held and
+    /// examined before any of it is forwarded, and no body-derived tag is set.
+    pub hold_request_headers: bool,
+    /// Call the RLS from mcp-guard itself (`crate::ratelimit`); `None`: off.
+    pub rate_limit_service: Option<RateLimitService>,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the
@@ -169,6 +179,52 @@ struct RawConfig {
     hide_denied_tools: Option<RawHide>,
     #[serde(default)]
     max_tool_metrics: Option<usize>,
+    #[serde(default)]
+    hold_request_headers: Option<bool>,
+    #[serde(default)]
+    rate_limit_service: Option<RawRateLimitService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimitService {
+    cluster: String,
+    domain: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    failure_mode_deny: Option<bool>,
+}
+
+/// Default deadline of an RLS call made by mcp-guard, in milliseconds (Envoy's ratelimit
+/// filter's default `timeout` is 20 ms).
+pub const DEFAULT_RLS_TIMEOUT_MS: u64 = 20;
+/// Longest accepted RLS deadline, in milliseconds.
+pub const MAX_RLS_TIMEOUT_MS: u64 = 60_000;
+
+fn rate_limit_service(raw: RawRateLimitService) -> Result<RateLimitService, ConfigError> {
+    if raw.cluster.is_empty() || raw.cluster.len() > MAX_CLUSTER_NAME {
+        return Err(error(
+            "rate_limit_service.cluster",
+            format!("must be 1-{MAX_CLUSTER_NAME} bytes"),
+        ));
+    }
+    if raw.domain.is_empty() {
+        return Err(error("rate_limit_service.domain", "must not be empty"));
+    }
+    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_RLS_TIMEOUT_MS);
+    if !(1..=MAX_RLS_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(error(
+            "rate_limit_service.timeout_ms",
+            format!("must be between 1 and {MAX_RLS_TIMEOUT_MS}"),
+        ));
+    }
+    Ok(RateLimitService {
+        cluster: raw.cluster,
+        domain: raw.domain,
+        timeout_ms,
+        failure_mode_deny: raw.failure_mode_deny.unwrap_or(false),
+    })
 }
 
 #[derive(Deserialize)]
@@ -438,7 +494,9 @@ impl Config {
     /// Errors: invalid JSON, or an unknown, missing or mistyped field (the path of the field
     /// and serde's message, with line and column); an invalid header name; an empty tool pattern; an
     /// invalid fallback agent id; a `max_body_bytes` of 0; a `max_json_depth` outside 1..=128;
-    /// a `max_batch_calls` outside 1..=100; an empty `identity.sources`.
+    /// a `max_batch_calls` outside 1..=100; an empty `identity.sources`; a
+    /// `rate_limit_service` with an empty or over-long cluster, an empty domain or a
+    /// `timeout_ms` outside 1..=60000.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -621,6 +679,8 @@ impl Config {
             ));
         }
 
+        let rate_limit_service = raw.rate_limit_service.map(rate_limit_service).transpose()?;
+
         Ok(Config {
             server_id: raw.server_id,
             identity,
@@ -649,6 +709,8 @@ impl Config {
             max_body_bytes,
             max_json_depth,
             max_batch_calls,
+            hold_request_headers: raw.hold_request_headers.unwrap_or(true),
+            rate_limit_service,
         })
     }
 }
@@ -722,8 +784,57 @@ mod tests {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_json_depth: DEFAULT_MAX_JSON_DEPTH,
                 max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
+                hold_request_headers: true,
+                rate_limit_service: None,
             }
         );
+    }
+
+    #[test]
+    fn rate_limit_service_and_header_mode() {
+        let c = Config::from_json(
+            br#"{"policy":{"agents":{}},"hold_request_headers":false,
+                 "rate_limit_service":{"cluster":"outbound|8081||rls.ns.svc.cluster.local","domain":"mcp"}}"#,
+        )
+        .unwrap();
+        assert!(!c.hold_request_headers);
+        assert_eq!(
+            c.rate_limit_service,
+            Some(RateLimitService {
+                cluster: "outbound|8081||rls.ns.svc.cluster.local".into(),
+                domain: "mcp".into(),
+                timeout_ms: DEFAULT_RLS_TIMEOUT_MS,
+                failure_mode_deny: false,
+            })
+        );
+        let long = "c".repeat(MAX_CLUSTER_NAME + 1);
+        for (bad, field) in [
+            (
+                r#"{"cluster":"","domain":"mcp"}"#.to_owned(),
+                "rate_limit_service.cluster",
+            ),
+            (
+                format!(r#"{{"cluster":"{long}","domain":"mcp"}}"#),
+                "rate_limit_service.cluster",
+            ),
+            (
+                r#"{"cluster":"rls","domain":""}"#.to_owned(),
+                "rate_limit_service.domain",
+            ),
+            (
+                r#"{"cluster":"rls","domain":"d","timeout_ms":0}"#.to_owned(),
+                "rate_limit_service.timeout_ms",
+            ),
+            (r#"{"cluster":"rls"}"#.to_owned(), "rate_limit_service"),
+            (
+                r#"{"cluster":"rls","domain":"d","deny":true}"#.to_owned(),
+                "rate_limit_service.deny",
+            ),
+        ] {
+            let json = format!(r#"{{"policy":{{"agents":{{}}}},"rate_limit_service":{bad}}}"#);
+            let e = Config::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{bad}: {e}");
+        }
     }
 
     #[test]

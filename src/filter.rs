@@ -11,6 +11,12 @@
 //!    a JSON-RPC error per request ([`DENIED`]). Otherwise set the tags and continue, so that
 //!    rate-limit filters after mcp-guard see them.
 //!
+//! With `hold_request_headers: false` (hosts without `allow_on_headers_stop_iteration`), step 1
+//! lets the headers go on and step 2 holds only the body; no body-derived tag is set. With a
+//! `rate_limit_service`, an allowed body waits for the RLS's answer (`crate::ratelimit`) before
+//! it is forwarded: over the limit → HTTP 429 with a JSON-RPC error ([`RATE_LIMITED`]) and
+//! `Retry-After`.
+//!
 //! Response path: a 429 (Envoy's local rate limit reply, or an upstream's) becomes a JSON-RPC
 //! error body ([`RATE_LIMITED`]) carrying the request ids; JSON and SSE bodies are scanned
 //! incrementally to find each request's response and its outcome.
@@ -27,6 +33,7 @@ use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::metrics::Metric;
 use crate::policy::{Decision, Mode, Policy, Subject};
+use crate::ratelimit::{self, Verdict};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
 use std::rc::Rc;
@@ -39,8 +46,11 @@ use std::rc::Rc;
 pub const DENIED: i32 = -32003;
 /// JSON-RPC error code for a call refused by a rate limiter (HTTP 429), same band.
 pub const RATE_LIMITED: i32 = -32004;
-/// JSON-RPC error code when the filter has no valid configuration (JSON-RPC internal error).
-pub const NOT_CONFIGURED: i32 = -32603;
+/// JSON-RPC internal error (JSON-RPC 2.0 §5.1): the filter has no valid configuration, or the
+/// rate limit service could not be asked under `failure_mode_deny`.
+pub const INTERNAL_ERROR: i32 = -32603;
+/// JSON-RPC error code when the filter has no valid configuration.
+pub const NOT_CONFIGURED: i32 = INTERNAL_ERROR;
 /// HTTP status for a request body with a `content-encoding` (RFC 9110 §15.5.16).
 pub const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
 /// HTTP status for a request no identity source identified, under `unidentified: reject`.
@@ -69,8 +79,24 @@ pub trait Host {
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Replaces the first `size` bytes of the response body with `data`.
     fn set_response_body(&mut self, size: usize, data: &[u8]);
-    /// Sends a local reply with `content-type: application/json` and `body`.
-    fn send_local_reply(&mut self, status: u32, body: &[u8]);
+    /// Sends a local reply with `content-type: application/json`, the extra `headers` and
+    /// `body`.
+    fn send_local_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]);
+    /// Starts a unary gRPC call (proxy-wasm `dispatch_grpc_call`) to `grpc_service` (a
+    /// serialized `envoy.config.core.v3.GrpcService`, see
+    /// [`crate::ratelimit::RateLimitService::grpc_service`]) with a deadline of `timeout_ms`.
+    /// Returns the call's token, whose answer comes to [`Stream::on_grpc_response`]; `None` if
+    /// the host refused to start it.
+    fn grpc_call(
+        &mut self,
+        grpc_service: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32>;
+    /// Resumes the request paused by an earlier callback (`resume_http_request`).
+    fn resume_request(&mut self);
     /// The upstream cluster the route selected (Envoy attribute `xds.cluster_name`).
     fn upstream_cluster(&self) -> Option<String>;
     /// Stores the audit records in filter state for the access log.
@@ -156,6 +182,8 @@ pub struct Stream {
     annotation_denials: usize,
     /// A server stream's incomplete trailing SSE event, held back for curation.
     sse_hold: Vec<u8>,
+    /// The token of the RLS call the request is waiting for.
+    rls_call: Option<u32>,
 }
 
 impl Stream {
@@ -181,6 +209,7 @@ impl Stream {
             holding: false,
             annotation_denials: 0,
             sse_hold: Vec::new(),
+            rls_call: None,
         }
     }
 
@@ -273,7 +302,7 @@ impl Stream {
                 return self.refuse_with(host, 400, None, None, code, message);
             }
             self.awaiting_body = true;
-            return Action::Pause;
+            return self.hold_headers();
         }
         // GET (server stream), DELETE (end session) and other methods pass through, audited.
         self.calls.push(Call::bare(Decision::Allow));
@@ -282,8 +311,100 @@ impl Stream {
         } else {
             // Only a POST may carry JSON-RPC; look at any other body before forwarding it.
             self.awaiting_body = true;
-            Action::Pause
+            self.hold_headers()
         }
+    }
+
+    /// What the request-headers callback returns for a request whose body is to be examined:
+    /// pause (the body callbacks then see the body buffered, and tags can still be set), or,
+    /// with `hold_request_headers: false`, continue (the body callbacks hold the body).
+    fn hold_headers(&self) -> Action {
+        if self.config.hold_request_headers {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    /// The answer to a gRPC call this stream started: `status` is the gRPC status (0: OK),
+    /// `message` the response message. Only the pending RLS call is expected; anything else
+    /// is ignored.
+    ///
+    /// OK from the RLS → the request is forwarded. `OVER_LIMIT` → HTTP 429 with a JSON-RPC
+    /// error per request ([`RATE_LIMITED`]) and `Retry-After`. No usable answer (an error
+    /// status such as UNAVAILABLE or DEADLINE_EXCEEDED, or an unreadable message) → refused
+    /// with HTTP 500 under `failure_mode_deny`, forwarded otherwise.
+    pub fn on_grpc_response(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        status: u32,
+        message: Option<&[u8]>,
+    ) {
+        if self.rls_call != Some(token) || self.finished {
+            return;
+        }
+        self.rls_call = None;
+        let verdict = if status == 0 {
+            ratelimit::verdict(message.unwrap_or_default())
+        } else {
+            Err(format!("gRPC status {status}"))
+        };
+        match verdict {
+            Ok(Verdict::Allow) => self.forward(host),
+            Ok(Verdict::OverLimit { retry_after_s }) => {
+                host.count(Metric::RateLimited, self.calls.len().max(1) as u64);
+                for call in &mut self.calls {
+                    call.output_status = Some(OutputStatus::RateLimited);
+                    call.error_code = Some(i64::from(RATE_LIMITED));
+                }
+                let body = self.error_body(RATE_LIMITED, |_| {
+                    "Rate limited: too many requests, retry later".to_owned()
+                });
+                let retry_after = retry_after_s.to_string();
+                self.reply_with(
+                    host,
+                    429,
+                    &[("retry-after", retry_after.as_str())],
+                    body.as_bytes(),
+                );
+            }
+            Err(why) => {
+                if !self.rls_failed(host, &why) {
+                    self.forward(host);
+                }
+            }
+        }
+    }
+
+    /// The RLS could not be asked or did not answer usably: under `failure_mode_deny`, refuse
+    /// (HTTP 500, JSON-RPC internal error) and return true; else return false (forward it).
+    fn rls_failed(&mut self, host: &mut dyn Host, why: &str) -> bool {
+        log::warn!("mcp-guard: rate limit service: {why}");
+        host.count(Metric::RlsError, 1);
+        let deny = self
+            .config
+            .rate_limit_service
+            .as_ref()
+            .is_some_and(|r| r.failure_mode_deny);
+        if !deny {
+            return false;
+        }
+        for call in &mut self.calls {
+            call.output_status = Some(OutputStatus::UpstreamError);
+            call.error_code = Some(i64::from(INTERNAL_ERROR));
+        }
+        let body = self.error_body(INTERNAL_ERROR, |_| {
+            "Internal error: the rate limit service is unavailable".to_owned()
+        });
+        self.reply(host, 500, body.as_bytes());
+        true
+    }
+
+    /// Lets a request that waited for the RLS go on.
+    fn forward(&mut self, host: &mut dyn Host) {
+        self.forwarded(host);
+        host.resume_request();
     }
 
     /// Request body callback; `body_size` is the size buffered so far.
@@ -638,8 +759,11 @@ impl Stream {
         }
 
         let config = Rc::clone(&self.config);
-        for (name, value) in config.headers.for_body(&body) {
-            host.set_request_header(name, Some(&value));
+        let tags = config.headers.for_body(&body);
+        if config.hold_request_headers {
+            for (name, value) in &tags {
+                host.set_request_header(name, Some(value));
+            }
         }
         let expected: Vec<Id> = body
             .messages()
@@ -659,6 +783,44 @@ impl Stream {
             }
         }
         self.correlator = Correlator::new(expected);
+        if let Some(rls) = &config.rate_limit_service {
+            let tag = |header: &str| {
+                tags.iter()
+                    .find(|(name, _)| *name == header)
+                    .map(|(_, value)| value.as_str())
+            };
+            let descriptors = ratelimit::descriptors(
+                &self.facts.agent_id,
+                tag(&config.headers.method),
+                tag(&config.headers.tool_name),
+            );
+            let call = rls.grpc_service().and_then(|upstream| {
+                host.grpc_call(
+                    &upstream,
+                    ratelimit::SERVICE,
+                    ratelimit::METHOD,
+                    &rls.request(&descriptors),
+                    rls.timeout_ms,
+                )
+            });
+            match call {
+                Some(token) => {
+                    self.rls_call = Some(token);
+                    return Action::Pause;
+                }
+                None => {
+                    if self.rls_failed(host, "the gRPC call could not be started") {
+                        return Action::Pause;
+                    }
+                }
+            }
+        }
+        self.forwarded(host);
+        Action::Continue
+    }
+
+    /// The request is going to the upstream: what must happen before its response can come.
+    fn forwarded(&mut self, host: &mut dyn Host) {
         if self.legacy_session {
             // Legacy HTTP+SSE: the response will come on the GET stream, possibly before this
             // POST's own `202 Accepted` has passed back through here. Store the calls now.
@@ -672,7 +834,6 @@ impl Stream {
                 .collect();
             store_all(host, &pending);
         }
-        Action::Continue
     }
 
     /// The annotations rule (if configured): an allowed `tools/call` of a tool no rule set
@@ -870,11 +1031,21 @@ impl Stream {
     }
 
     fn reply(&mut self, host: &mut dyn Host, status: u32, body: &[u8]) -> Action {
+        self.reply_with(host, status, &[], body)
+    }
+
+    fn reply_with(
+        &mut self,
+        host: &mut dyn Host,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Action {
         self.replied = true;
         self.finished = true;
         self.facts.http_status = Some(status);
         self.write_audit(host);
-        host.send_local_reply(status, body);
+        host.send_local_reply(status, headers, body);
         Action::Pause
     }
 

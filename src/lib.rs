@@ -8,7 +8,7 @@
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
 //! ([`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`metrics`], [`policy`],
-//! [`identity`], [`tags`], [`audit`], [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
+//! [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
 //! glue (root context and HTTP context) that maps hostcalls onto [`filter::Host`].
 
 pub mod annotations;
@@ -21,6 +21,7 @@ pub mod identity;
 pub mod jsonrpc;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod response;
 pub mod routing;
 pub mod sse;

@@ -12,6 +12,7 @@
 //! - `mcp_guard.refusals.reason.<reason>`: malformed requests refused (parse, header_mismatch,
 //!   batch, encoding, too_large);
 //! - `mcp_guard.rate_limited`: calls answered 429;
+//! - `mcp_guard.rls_errors`: calls to the RLS (`rate_limit_service`) without a usable answer;
 //! - `mcp_guard.sse_events`: SSE events scanned in responses;
 //! - `mcp_guard.list_rewrites.list.<tools|prompts|resources>`: curated list responses;
 //! - `mcp_guard.config.loads`, `mcp_guard.config.rejects`: plugin configurations accepted or
@@ -49,6 +50,8 @@ pub enum Metric<'a> {
     Refusal(&'a str),
     /// A call answered with HTTP 429.
     RateLimited,
+    /// An RLS call made by mcp-guard without a usable answer (`crate::ratelimit`).
+    RlsError,
     /// SSE events scanned.
     SseEvents,
     /// A list response curated: `tools`, `prompts`, `resources`.
@@ -121,6 +124,7 @@ impl Metric<'_> {
             Metric::Denial(reason) => format!("mcp_guard.denials.reason.{}", segment(reason)),
             Metric::Refusal(reason) => format!("mcp_guard.refusals.reason.{}", segment(reason)),
             Metric::RateLimited => "mcp_guard.rate_limited".to_owned(),
+            Metric::RlsError => "mcp_guard.rls_errors".to_owned(),
             Metric::SseEvents => "mcp_guard.sse_events".to_owned(),
             Metric::ListRewrite(list) => format!("mcp_guard.list_rewrites.list.{}", segment(list)),
             Metric::ConfigLoad => "mcp_guard.config.loads".to_owned(),

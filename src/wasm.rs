@@ -78,7 +78,22 @@ pub struct Http {
     stream: Option<Stream>,
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let message = if response_size > 0 {
+            logged(
+                "get gRPC response",
+                hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size),
+            )
+        } else {
+            None
+        };
+        stream.on_grpc_response(&mut WasmHost, token_id, status_code, message.as_deref());
+    }
+}
 
 fn to_wasm(action: Action) -> WasmAction {
     match action {
@@ -98,7 +113,7 @@ impl HttpContext for Http {
                     filter::NOT_CONFIGURED,
                     "mcp-guard is not configured",
                 );
-                WasmHost.send_local_reply(503, body.as_bytes());
+                WasmHost.send_local_reply(503, &[], body.as_bytes());
                 WasmAction::Pause
             }
         }
@@ -273,15 +288,40 @@ impl Host for WasmHost {
         );
     }
 
-    fn send_local_reply(&mut self, status: u32, body: &[u8]) {
+    fn send_local_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let mut all = Vec::with_capacity(headers.len() + 1);
+        all.push(("content-type", "application/json"));
+        all.extend_from_slice(headers);
         logged(
             "send local reply",
-            hostcalls::send_http_response(
-                status,
-                vec![("content-type", "application/json")],
-                Some(body),
-            ),
+            hostcalls::send_http_response(status, all, Some(body)),
         );
+    }
+
+    fn grpc_call(
+        &mut self,
+        grpc_service: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32> {
+        // Envoy answers ParseFailure / InternalFailure when it cannot start the call (which
+        // the SDK returns as errors); an unreachable cluster is a later UNAVAILABLE answer.
+        hostcalls::dispatch_grpc_call(
+            grpc_service,
+            service,
+            method,
+            Vec::new(),
+            Some(message),
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .map_err(|status| log::warn!("mcp-guard: cannot start a gRPC call: {status:?}"))
+        .ok()
+    }
+
+    fn resume_request(&mut self) {
+        logged("resume request", hostcalls::resume_http_request());
     }
 
     fn upstream_cluster(&self) -> Option<String> {

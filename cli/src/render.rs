@@ -93,11 +93,28 @@ pub fn wasm_typed_config(name: &str, plugin_config_json: &str, code: &Code) -> D
                 ),
                 // A failed VM answers 503 instead of letting traffic through unchecked.
                 ("failure_policy", Doc::str("FAIL_CLOSED")),
-                // Lets the filter pause at headers and still set the tags after the body.
-                ("allow_on_headers_stop_iteration", Doc::Bool(true)),
+                // Lets the filter pause at headers and still set the tags after the body;
+                // false only for a plugin configuration that does not hold them
+                // (`hold_request_headers: false`, as on hosts that cannot set this flag).
+                (
+                    "allow_on_headers_stop_iteration",
+                    Doc::Bool(holds_request_headers(plugin_config_json)),
+                ),
             ]),
         ),
     ])
+}
+
+/// The plugin configuration's `hold_request_headers` (default true; also true for a text
+/// that is not a JSON object, which `check` reports).
+fn holds_request_headers(plugin_config_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(plugin_config_json)
+        .ok()
+        .and_then(|v| {
+            v.get("hold_request_headers")
+                .and_then(serde_json::Value::as_bool)
+        })
+        .unwrap_or(true)
 }
 
 /// The ECDS resource: a `TypedExtensionConfig` named `name` (the HTTP filter's name in the

@@ -1098,11 +1098,26 @@ impl Host for FuzzHost {
         self.response_buffer = body.clone();
         self.rewritten_response = Some(body);
     }
-    fn send_local_reply(&mut self, status: u32, body: &[u8]) {
+    fn send_local_reply(&mut self, status: u32, _headers: &[(&str, &str)], body: &[u8]) {
         if self.response_started || self.local_reply.is_some() || self.phase == Phase::Log {
             self.violation("send_local_reply after the response started");
         }
         self.local_reply = Some((status, body.to_vec()));
+    }
+    fn grpc_call(
+        &mut self,
+        _grpc_service: &str,
+        _service: &str,
+        _method: &str,
+        _message: &[u8],
+        _timeout_ms: u64,
+    ) -> Option<u32> {
+        // The fuzzed configurations have no rate_limit_service.
+        self.violation("grpc_call without a rate_limit_service");
+        None
+    }
+    fn resume_request(&mut self) {
+        self.violation("resume_request without a pending call");
     }
     fn upstream_cluster(&self) -> Option<String> {
         Some("mcp_fuzz".to_owned())
