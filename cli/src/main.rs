@@ -516,6 +516,23 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
                         ),
                     }
                 })?;
+            // What the filter will be given is the file plus the added fields: the same parser
+            // `on_configure` runs must accept it (e.g. the cluster name's length).
+            if !args.no_check {
+                let json = config.to_compact_json().map_err(usage)?;
+                if let Err(e) = Config::from_json(json.as_bytes()) {
+                    let mut problem = Problem::from(e);
+                    problem.problem = format!("{} (in the rendered pluginConfig)", problem.problem);
+                    print_problems(&args.file, &[problem]);
+                    return Err(Failure {
+                        status: 1,
+                        message: format!(
+                            "{}: cannot be rendered as a WasmPlugin",
+                            shown(&args.file)
+                        ),
+                    });
+                }
+            }
             (
                 render::istio_wasmplugin(
                     &render::IstioWasmPlugin {

@@ -8,8 +8,9 @@
 //! filter not to hold them:
 //!
 //! - `ecds`, `istio` (an EnvoyFilter that adds the whole Wasm config as an ECDS extension
-//!   config): the flag, in the Wasm config itself. This is the full-fidelity form: the tags
-//!   are set before the request goes on, for Envoy's rate-limit and RBAC filters after it.
+//!   config): the flag, in the Wasm config itself (false only for a file that sets
+//!   `hold_request_headers: false` itself). This is the full-fidelity form: the tags are set
+//!   before the request goes on, for Envoy's rate-limit and RBAC filters after it.
 //! - `envoy-gateway`: the flag, patched into the generated listener by an EnvoyPatchPolicy.
 //! - `istio-wasmplugin`: Istio's WasmPlugin API has no field for the flag, and an EnvoyFilter
 //!   cannot patch it into the config istiod serves for a WasmPlugin (see [`ISTIO_NOTE`]), so
@@ -428,17 +429,19 @@ pub const ISTIO_WASMPLUGIN_NOTE: &str = "\
 # mcp-guard for Istio as a WasmPlugin (extensions.istio.io/v1alpha1), rendered by
 # `mcp-guard render --format istio-wasmplugin`. No EnvoyFilter is needed.
 #
-# A WasmPlugin cannot set allow_on_headers_stop_iteration (see `--format istio`, an
-# EnvoyFilter, for the full-fidelity alternative), so the plugin configuration sets
-# hold_request_headers: false: request headers are forwarded at once and the body is still
-# read and decided before it is forwarded (a refused call never reaches the server). The tags
-# taken from the body (method, tool, prompt, resource) come too late for Envoy's own filters,
-# so global rate limits are applied by mcp-guard itself: rate_limit_service makes one RLS v3
-# ShouldRateLimit call per request with the descriptors of envoy/envoy-rls.yaml (agent, tool,
-# agent+tool, method), on the cluster istiod already builds for the RLS Service,
+# A WasmPlugin cannot set allow_on_headers_stop_iteration (`--format istio`, an EnvoyFilter,
+# is the full-fidelity alternative), so the plugin configuration sets
+# hold_request_headers: false: request headers go on at once (client-sent tag headers removed,
+# x-agent-id set) and the body is held and decided before any of it is forwarded (the server
+# never gets a refused request's body). No tag read from the body (x-mcp-method,
+# x-mcp-tool-name, ...) reaches later filters or the server, so Envoy's ratelimit filter could
+# not key on them: rate_limit_service makes mcp-guard call the rate limit service itself, one
+# RLS v3 ShouldRateLimit per allowed request, with the descriptors of envoy/envoy-rls.yaml
+# (agent, tool, agent+tool, method), on the cluster istiod builds for the RLS Service,
 # outbound|<port>||<host>. That Service must be visible to the selected workloads (Sidecar
-# egress scope) and its port must speak gRPC (port name grpc, or appProtocol: grpc), so the
-# cluster is HTTP/2. failure_mode_deny: true refuses calls while the RLS cannot answer.
+# egress scope) and its port must speak gRPC (port name grpc, or appProtocol: grpc) so the
+# cluster is HTTP/2. failure_mode_deny: true refuses calls (500, JSON-RPC -32603) while the
+# RLS cannot answer.
 #
 # failStrategy: FAIL_CLOSE answers 503 when the VM fails. No phase (UNSPECIFIED): istiod puts
 # the filter after Istio's authn (jwt_authn, whose claims mcp-guard may read) and authz

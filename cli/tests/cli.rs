@@ -662,8 +662,26 @@ fn render_istio_wasmplugin() {
     assert_eq!(spec["match"][0]["mode"], "SERVER");
     assert!(spec.get("sha256").is_none());
 
-    // The plugin configuration: the policy file as written, plus the two fields a host that
-    // cannot hold request headers needs, the RLS on Istio's outbound cluster of its Service.
+    // The filter's own parser accepts the plugin configuration: headers not held, the RLS
+    // on Istio's outbound cluster of its Service.
+    let compiled = Config::from_json(
+        serde_json::to_string(&spec["pluginConfig"])
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(!compiled.hold_request_headers);
+    assert_eq!(
+        compiled.rate_limit_service,
+        Some(mcp_guard::ratelimit::RateLimitService {
+            cluster: "outbound|9000||rls.ops.svc.cluster.local".into(),
+            domain: "agents".into(),
+            timeout_ms: 250,
+            failure_mode_deny: false,
+        })
+    );
+
+    // It is the policy file as written, plus those two fields.
     let mut config = spec["pluginConfig"].clone();
     let fields = config.as_object_mut().unwrap();
     assert_eq!(
@@ -747,6 +765,27 @@ fn render_istio_wasmplugin_refuses_a_file_that_contradicts_it() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("rate_limit_service: the file sets"), "{err}");
+    // What the filter's parser refuses in the rendered configuration is refused too: an RLS
+    // cluster name over its 100 bytes.
+    let long_host = format!("{}.svc.cluster.local", "r".repeat(90));
+    let o = run(&[
+        "render",
+        &demo_policy(),
+        "--format",
+        "istio-wasmplugin",
+        "--rls-host",
+        &long_host,
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out} {err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(
+            "rate_limit_service.cluster: must be 1-100 bytes (in the rendered pluginConfig)"
+        ),
+        "{err}"
+    );
+
     // --no-rls keeps the file's own rate_limit_service as written.
     let o = run_stdin(&[&args[..], &["--no-rls"]].concat(), policy);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
