@@ -24,6 +24,7 @@ WASM_FAULT  := target/fault/$(WASM_TARGET)/release/mcp_guard.wasm
 CLI         := target/release/mcp-guard
 # Kubernetes manifests rendered from the demo policy (`make manifests`; a test keeps them true).
 MESH_DIR    := examples/mesh
+MESH_WASMPLUGIN := $(MESH_DIR)/istio-wasmplugin.yaml
 
 RUN_DIR     := run
 ECDS_FILE   := $(RUN_DIR)/ecds/mcp_guard.json
@@ -144,6 +145,11 @@ policy: venv cli
 #    proto (field names, FAIL_CLOSED), loads the module and runs the filter's
 #    on_configure with examples/policy.json. Delivery through the ECDS file itself
 #    (watch, reload, rejection of a bad policy) is covered by tests/e2e.
+# 3. The plugin configuration of the Istio WasmPlugin in examples/mesh/ (the policy plus
+#    hold_request_headers: false and rate_limit_service) is inlined the same way, with
+#    allow_on_headers_stop_iteration false as on a host that cannot set it, so Envoy loads the
+#    module and on_configure accepts what istiod would hand it. (The bootstrap has no cluster
+#    of the RLS's Istio name; the filter uses it only when it calls the RLS.)
 validate: venv wasm cli
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	mkdir -p "$$tmp/run/ecds"; \
@@ -155,7 +161,11 @@ validate: venv wasm cli
 	    --out "$$tmp/inline.yaml"; \
 	  echo "validate $$cfg + ECDS resource (Wasm config from $(DEMO_POLICY), inlined)"; \
 	  $(ENVOY) --mode validate --log-level warn -c "$$tmp/inline.yaml"; \
-	done
+	done; \
+	$(VPY) scripts/stack.py inline-bootstrap --bootstrap envoy/envoy.yaml --wasmplugin $(MESH_WASMPLUGIN) \
+	  --wasm $(WASM) --out "$$tmp/inline-wasmplugin.yaml"; \
+	echo "validate envoy/envoy.yaml + the pluginConfig of $(MESH_WASMPLUGIN) (inlined, headers not held)"; \
+	$(ENVOY) --mode validate --log-level warn -c "$$tmp/inline-wasmplugin.yaml"
 
 # --- Everything CI runs.
 test: venv wasm wasm-fault sdks cli

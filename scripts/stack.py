@@ -155,6 +155,14 @@ def inline_bootstrap(bootstrap: dict, policy_text: str, wasm_path: Path, access_
     return copy
 
 
+def wasmplugin_config(path: Path) -> dict:
+    """The pluginConfig of the one Istio WasmPlugin in a manifest file (`mcp-guard render
+    --format istio-wasmplugin`): the plugin configuration istiod hands the filter as JSON."""
+    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    (plugin,) = [d for d in docs if d.get("kind") == "WasmPlugin"]
+    return plugin["spec"]["pluginConfig"]
+
+
 # Cluster of the xDS (gRPC) server in a bootstrap made by ecds_over_grpc().
 XDS_CLUSTER = "mcp_guard_xds"
 
@@ -652,7 +660,10 @@ Ctrl-C stops Envoy and the demo server.""",
 def _inline(args: argparse.Namespace) -> int:
     """Write the committed bootstrap with the rendered ECDS Wasm config inlined (for validate)."""
     bootstrap = yaml.safe_load(Path(args.bootstrap).read_text(encoding="utf-8"))
-    policy_text = Path(args.policy).read_text(encoding="utf-8")
+    if args.wasmplugin:
+        policy_text = json.dumps(wasmplugin_config(Path(args.wasmplugin)))
+    else:
+        policy_text = Path(args.policy).read_text(encoding="utf-8")
     out = inline_bootstrap(bootstrap, policy_text, Path(args.wasm))
     render_ecds.write_atomically(args.out, yaml.safe_dump(out, sort_keys=False))
     return 0
@@ -703,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     inline = sub.add_parser("inline-bootstrap", help="bootstrap with the ECDS Wasm config inlined (make validate)")
     inline.add_argument("--bootstrap", default=str(BOOTSTRAP_TEMPLATE))
     inline.add_argument("--policy", default=str(DEFAULT_POLICY))
+    inline.add_argument("--wasmplugin", help="instead of --policy: the pluginConfig of this file's Istio WasmPlugin")
     inline.add_argument("--wasm", default=str(DEFAULT_WASM))
     inline.add_argument("--out", required=True)
     push = sub.add_parser("push", help="push a policy to the running demo (make policy)")
