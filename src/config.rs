@@ -90,6 +90,13 @@ pub struct Config {
     pub hold_request_headers: bool,
     /// Call the RLS from mcp-guard itself (`crate::ratelimit`); `None`: off.
     pub rate_limit_service: Option<RateLimitService>,
+    /// Decide and tag a POST at header time from its MCP 2026-07-28 routing headers
+    /// (`Mcp-Method`, `Mcp-Name`) when they name something the policy allows, and stream the
+    /// body to the upstream while keeping a copy; at its end the body is checked as usual and a
+    /// body that disagrees (or fails any other check) is refused, which resets the upstream
+    /// stream before the body's last chunk. Default false: every body is held until examined.
+    /// Not combinable with `rate_limit_service` (that call needs the examined body).
+    pub decide_at_headers: bool,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the
@@ -183,6 +190,8 @@ struct RawConfig {
     hold_request_headers: Option<bool>,
     #[serde(default)]
     rate_limit_service: Option<RawRateLimitService>,
+    #[serde(default)]
+    decide_at_headers: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -496,7 +505,7 @@ impl Config {
     /// invalid fallback agent id; a `max_body_bytes` of 0; a `max_json_depth` outside 1..=128;
     /// a `max_batch_calls` outside 1..=100; an empty `identity.sources`; a
     /// `rate_limit_service` with an empty or over-long cluster, an empty domain or a
-    /// `timeout_ms` outside 1..=60000.
+    /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -680,6 +689,13 @@ impl Config {
         }
 
         let rate_limit_service = raw.rate_limit_service.map(rate_limit_service).transpose()?;
+        let decide_at_headers = raw.decide_at_headers.unwrap_or(false);
+        if decide_at_headers && rate_limit_service.is_some() {
+            return Err(error(
+                "decide_at_headers",
+                "cannot be combined with rate_limit_service",
+            ));
+        }
 
         Ok(Config {
             server_id: raw.server_id,
@@ -711,6 +727,7 @@ impl Config {
             max_batch_calls,
             hold_request_headers: raw.hold_request_headers.unwrap_or(true),
             rate_limit_service,
+            decide_at_headers,
         })
     }
 }
@@ -786,6 +803,7 @@ mod tests {
                 max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
                 hold_request_headers: true,
                 rate_limit_service: None,
+                decide_at_headers: false,
             }
         );
     }

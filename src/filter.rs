@@ -11,6 +11,10 @@
 //!    a JSON-RPC error per request ([`DENIED`]). Otherwise set the tags and continue, so that
 //!    rate-limit filters after mcp-guard see them.
 //!
+//! With `decide_at_headers`, a POST whose routing headers name something the policy allows is
+//! decided and tagged in step 1; its body streams to the upstream (a copy is kept) and step 2
+//! refuses it, before its last chunk, if it fails any check.
+//!
 //! With `hold_request_headers: false` (hosts without `allow_on_headers_stop_iteration`), step 1
 //! lets the headers go on and step 2 holds only the body; no body-derived tag is set. With a
 //! `rate_limit_service`, an allowed body waits for the RLS's answer (`crate::ratelimit`) before
@@ -36,6 +40,7 @@ use crate::policy::{Decision, Mode, Policy, Subject};
 use crate::ratelimit::{self, Verdict};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
+use crate::tags;
 use std::rc::Rc;
 
 /// JSON-RPC error code for a call refused by policy. JSON-RPC 2.0 §5.1 leaves -32000..-32099
@@ -184,6 +189,12 @@ pub struct Stream {
     sse_hold: Vec<u8>,
     /// The token of the RLS call the request is waiting for.
     rls_call: Option<u32>,
+    /// `decide_at_headers`: the request was decided and tagged from its routing headers and its
+    /// body streams to the upstream; `streamed` keeps the chunks already passed on,
+    /// `streamed_len` counts every byte.
+    streaming: bool,
+    streamed: Vec<u8>,
+    streamed_len: usize,
 }
 
 impl Stream {
@@ -210,6 +221,9 @@ impl Stream {
             annotation_denials: 0,
             sse_hold: Vec::new(),
             rls_call: None,
+            streaming: false,
+            streamed: Vec::new(),
+            streamed_len: 0,
         }
     }
 
@@ -302,6 +316,10 @@ impl Stream {
                 return self.refuse_with(host, 400, None, None, code, message);
             }
             self.awaiting_body = true;
+            if self.decided_at_headers(host) {
+                self.streaming = true;
+                return Action::Continue;
+            }
             return self.hold_headers();
         }
         // GET (server stream), DELETE (end session) and other methods pass through, audited.
@@ -313,6 +331,57 @@ impl Stream {
             self.awaiting_body = true;
             self.hold_headers()
         }
+    }
+
+    /// `decide_at_headers`: whether the routing headers (one `Mcp-Method`, and one `Mcp-Name`
+    /// for a method that names a tool, prompt or resource) name something the policy lets this
+    /// agent use; if so, the tags are set from them now. Anything else (no or repeated headers,
+    /// an undecodable value, a refusal, a `tools/call` under the annotations rule, which needs
+    /// the shared store) leaves the request to the body.
+    fn decided_at_headers(&mut self, host: &mut dyn Host) -> bool {
+        let config = Rc::clone(&self.config);
+        if !config.decide_at_headers {
+            return false;
+        }
+        let [method] = self.routing_headers.method.as_slice() else {
+            return false;
+        };
+        let Some(method) = routing::decode_value(method) else {
+            return false;
+        };
+        let named = matches!(
+            method.as_str(),
+            jsonrpc::TOOLS_CALL | jsonrpc::PROMPTS_GET | jsonrpc::RESOURCES_READ
+        );
+        let name = match (named, self.routing_headers.name.as_slice()) {
+            (false, _) => None,
+            (true, [one]) => match routing::decode_value(one) {
+                Some(name) => Some(name),
+                None => return false,
+            },
+            (true, _) => return false,
+        };
+        if method == jsonrpc::TOOLS_CALL && config.annotations.is_some() {
+            return false;
+        }
+        let Some(subject) = Subject::of(Some(&method), name.as_deref()) else {
+            return false;
+        };
+        if config.policy.decide(&self.facts.agent_id, subject).blocks() {
+            return false; // refused with the request's id, once the body is read
+        }
+        let headers = &config.headers;
+        host.set_request_header(&headers.method, Some(&tags::header_value(&method)));
+        let name_tag = match method.as_str() {
+            jsonrpc::TOOLS_CALL => Some(&headers.tool_name),
+            jsonrpc::PROMPTS_GET => Some(&headers.prompt_name),
+            jsonrpc::RESOURCES_READ => Some(&headers.resource_uri),
+            _ => None,
+        };
+        if let (Some(tag), Some(name)) = (name_tag, &name) {
+            host.set_request_header(tag, Some(&tags::header_value(name)));
+        }
+        true
     }
 
     /// What the request-headers callback returns for a request whose body is to be examined:
@@ -418,7 +487,11 @@ impl Stream {
             return Action::Continue;
         }
         self.body_size = body_size;
-        if body_size > self.config.max_body_bytes {
+        if self.streaming {
+            self.streamed_len = self.streamed_len.saturating_add(body_size);
+        }
+        if body_size > self.config.max_body_bytes || self.streamed_len > self.config.max_body_bytes
+        {
             self.awaiting_body = false;
             let message = format!(
                 "Invalid Request: body exceeds {} bytes",
@@ -428,6 +501,12 @@ impl Stream {
         }
         if end_of_stream {
             self.decide(host)
+        } else if self.streaming {
+            // Passed on now; kept for the check at the end of the body.
+            if let Some(chunk) = host.request_body(body_size) {
+                self.streamed.extend_from_slice(&chunk);
+            }
+            Action::Continue
         } else {
             Action::Pause
         }
@@ -436,6 +515,9 @@ impl Stream {
     /// Request trailers callback: with HTTP/2 trailers the body callback never sees
     /// `end_of_stream`, so the decision is made here.
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Action {
+        if self.streaming {
+            self.body_size = 0; // every chunk is in `streamed`
+        }
         if self.awaiting_body {
             self.decide(host)
         } else {
@@ -722,7 +804,12 @@ impl Stream {
 
     fn decide(&mut self, host: &mut dyn Host) -> Action {
         self.awaiting_body = false;
-        let bytes = host.request_body(self.body_size).unwrap_or_default();
+        let mut bytes = host.request_body(self.body_size).unwrap_or_default();
+        if !self.streamed.is_empty() {
+            let mut all = std::mem::take(&mut self.streamed);
+            all.extend_from_slice(&bytes);
+            bytes = all;
+        }
         if !self.is_post {
             if bytes.is_empty() {
                 return Action::Continue;
@@ -760,7 +847,8 @@ impl Stream {
 
         let config = Rc::clone(&self.config);
         let tags = config.headers.for_body(&body);
-        if config.hold_request_headers {
+        // Streaming: set from the routing headers, which the body has just been checked against.
+        if config.hold_request_headers && !self.streaming {
             for (name, value) in &tags {
                 host.set_request_header(name, Some(value));
             }

@@ -7,6 +7,9 @@ The stack is the real Envoy with the shipped envoy/envoy.yaml, reduced to what s
 mcp-guard (ECDS) and the router, no Envoy rate-limit filter, plus a `ratelimit` cluster for the
 test RLS (tests/e2e/rls_server.py, grpcio). The ECDS config the CLI renders for this plugin
 configuration has allow_on_headers_stop_iteration: false, as a WasmPlugin's has.
+
+The module runs twice: as above (`held-headers-off`), and with `hold_request_headers: true` on
+a host that has the flag (`held-headers-on`): the same RLS calls, and the tags reach the server.
 """
 from __future__ import annotations
 
@@ -28,9 +31,9 @@ RETRY_AFTER_S = 30  # the test RLS's duration_until_reset
 INTERNAL_ERROR = -32603
 
 
-def rls_policy(failure_mode_deny: bool) -> dict:
+def rls_policy(failure_mode_deny: bool, hold: bool = False) -> dict:
     policy = test_policy()
-    policy["hold_request_headers"] = False
+    policy["hold_request_headers"] = hold
     policy["rate_limit_service"] = {
         "cluster": "ratelimit",
         "domain": "mcp",
@@ -73,15 +76,15 @@ def as_wasmplugin_host(rls_port: int):
     return hook
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=[False, True], ids=["held-headers-off", "held-headers-on"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     if not WASM.is_file():
         pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
     rls = RateLimitServer(retry_after_s=RETRY_AFTER_S)
     rls.start()
     workdir = tmp_path_factory.mktemp("rls-filter-stack")
     policy_file = workdir / "policy.json"
-    policy_file.write_text(json.dumps(rls_policy(True), indent=2), encoding="utf-8")
+    policy_file.write_text(json.dumps(rls_policy(True, request.param), indent=2), encoding="utf-8")
     s = Stack(
         workdir=workdir,
         listen_port=free_port(),
@@ -94,6 +97,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         bootstrap_hook=as_wasmplugin_host(rls.port),
     )
     s.rls = rls  # type: ignore[attr-defined]
+    s.hold = request.param  # type: ignore[attr-defined]
     try:
         s.start()
         yield s
@@ -106,16 +110,25 @@ def rls(s: Stack) -> RateLimitServer:
     return s.rls  # type: ignore[attr-defined]
 
 
+def holds(s: Stack) -> bool:
+    return s.hold  # type: ignore[attr-defined]
+
+
+def policy_of(s: Stack, failure_mode_deny: bool) -> str:
+    return json.dumps(rls_policy(failure_mode_deny, holds(s)))
+
+
 def for_agent(agent: str):
     return lambda r: (("agent", agent),) in r.descriptors
 
 
 def test_the_host_is_configured_like_a_wasmplugin(stack):
-    """No Envoy rate-limit filter; the Wasm config does not allow stopping at headers."""
+    """No Envoy rate-limit filter; the Wasm config allows stopping at headers only when the
+    plugin configuration holds them."""
     (resource,) = json.loads(stack.ecds_path.read_text(encoding="utf-8"))["resources"]
     config = resource["typed_config"]["config"]
-    assert config["allow_on_headers_stop_iteration"] is False
-    assert json.loads(config["configuration"]["value"])["hold_request_headers"] is False
+    assert config["allow_on_headers_stop_iteration"] is holds(stack)
+    assert json.loads(config["configuration"]["value"])["hold_request_headers"] is holds(stack)
     dump = stack.admin_get("/config_dump?resource=dynamic_listeners")
     assert "envoy.filters.http.ratelimit" not in dump and "local_ratelimit" not in dump
 
@@ -142,10 +155,15 @@ async def test_descriptors_are_those_of_the_shipped_route(stack):
     (init,) = [r for r in seen if (("method", "initialize"),) in r.descriptors]
     assert init.descriptors == ((("agent", agent),), (("method", "initialize"),)), init
     assert not [r for r in seen if (("tool", "echo"),) in r.descriptors or (("method", "ping"),) in r.descriptors]
-    # The server got the call, with the agent tag and without the client's forged tags.
+    # The server got the call, with the agent tag and never the client's forged tags; mcp-guard's
+    # own body tags only where the headers were held.
     (forwarded,) = [c for c in stack.calls() if c["headers"].get("x-agent-id") == [agent]]
     assert forwarded["tool"] == "search"
-    assert "x-mcp-tool-name" not in forwarded["headers"] and "x-mcp-method" not in forwarded["headers"]
+    if holds(stack):
+        assert forwarded["headers"]["x-mcp-tool-name"] == ["search"]
+        assert forwarded["headers"]["x-mcp-method"] == ["tools/call"]
+    else:
+        assert "x-mcp-tool-name" not in forwarded["headers"] and "x-mcp-method" not in forwarded["headers"]
 
 
 async def test_over_limit_is_http_429_with_the_request_id_and_retry_after(stack):
@@ -230,7 +248,7 @@ async def _recovers(s: Stack, raw: RawSession, request_id: str) -> None:
 
 
 async def test_rls_down_with_failure_mode_deny_refuses_with_a_jsonrpc_error(stack):
-    assert stack.push_policy_and_wait(json.dumps(rls_policy(True)))
+    assert stack.push_policy_and_wait(policy_of(stack, True))
     agent = "audit-agent"
     errors_before = rls_errors(stack)
     raw, resp, calls_before = await _call_while_rls_down(stack, agent, "down-deny")
@@ -246,7 +264,7 @@ async def test_rls_down_with_failure_mode_deny_refuses_with_a_jsonrpc_error(stac
 
 
 async def test_rls_down_without_failure_mode_deny_lets_the_call_through(stack):
-    assert stack.push_policy_and_wait(json.dumps(rls_policy(False)))
+    assert stack.push_policy_and_wait(policy_of(stack, False))
     try:
         agent = "audit-agent"
         raw, resp, calls_before = await _call_while_rls_down(stack, agent, "down-allow")
@@ -258,4 +276,4 @@ async def test_rls_down_without_failure_mode_deny_lets_the_call_through(stack):
         await _recovers(stack, raw, "down-allow-after")
         await raw.delete()
     finally:
-        assert stack.push_policy_and_wait(json.dumps(rls_policy(True)))
+        assert stack.push_policy_and_wait(policy_of(stack, True))
