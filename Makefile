@@ -81,6 +81,8 @@ toolchain:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
+# Both module builds (and clippy's wasm32 run) take their rustflags from .cargo/config.toml
+# ([target.wasm32-wasip1]: simd128).
 wasm: toolchain
 	cargo build --release --target $(WASM_TARGET)
 	@test -f $(WASM) && echo "built $(WASM)"

@@ -25,8 +25,10 @@
 //! error body ([`RATE_LIMITED`]) carrying the request ids; JSON and SSE bodies are scanned
 //! incrementally to find each request's response and its outcome.
 //!
-//! Audit: the records are written to filter state when the response headers arrive (so a
-//! stream cut short still leaves a record) and again once the outcome is known.
+//! Audit: the records are written to filter state once the outcome is known (mcp-guard's
+//! reply, a 429, the matching response, the end of the response), and a stream cut short is
+//! settled and written by [`Stream::on_stream_end`] (Envoy's log callback, which runs before
+//! the access log reads the filter state).
 
 use crate::annotations;
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
@@ -580,10 +582,10 @@ impl Stream {
             self.correlating = true;
             self.scanner = Some(ResponseScanner::with_text_events(self.response_kind));
         }
+        // No record yet when the body follows: it is written once the outcome is known, or
+        // by on_stream_end (the log callback) for a stream that ends without one.
         if end_of_stream {
             self.finish(host);
-        } else {
-            self.write_audit(host);
         }
         Action::Continue
     }

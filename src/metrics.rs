@@ -103,7 +103,32 @@ impl ToolLabels {
     }
 }
 
+/// What identifies a [`Metric`]'s stat without building its name: the variant, its label values
+/// as given (before [`segment`]) and the tool-label cap. Equal parts always name the same stat
+/// (a tool's label, once given, never changes for the same cap), so a stat id can be cached by
+/// parts and the name built only on a miss.
+pub type Parts<'a> = (u8, &'a str, &'a str, usize);
+
 impl Metric<'_> {
+    /// The parts that identify this metric's stat (see [`Parts`]).
+    pub fn parts(&self) -> Parts<'_> {
+        match self {
+            Metric::Request { method, decision } => (0, method, decision, 0),
+            Metric::ToolCall {
+                tool,
+                decision,
+                max_labels,
+            } => (1, tool, decision, *max_labels),
+            Metric::Denial(reason) => (2, reason, "", 0),
+            Metric::Refusal(reason) => (3, reason, "", 0),
+            Metric::RateLimited => (4, "", "", 0),
+            Metric::SseEvents => (5, "", "", 0),
+            Metric::ListRewrite(list) => (6, list, "", 0),
+            Metric::ConfigLoad => (7, "", "", 0),
+            Metric::ConfigReject => (8, "", "", 0),
+        }
+    }
+
     /// The stat name (without Envoy's `wasmcustom.` prefix).
     pub fn name(&self, labels: &mut ToolLabels) -> String {
         match self {
@@ -136,6 +161,52 @@ impl Metric<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_parts_name_the_same_stat() {
+        let all = [
+            Metric::Request {
+                method: "tools/call",
+                decision: "allow",
+            },
+            Metric::ToolCall {
+                tool: "tools/call",
+                decision: "allow",
+                max_labels: 0,
+            },
+            Metric::Denial("policy"),
+            Metric::Refusal("policy"),
+            Metric::RateLimited,
+            Metric::SseEvents,
+            Metric::ListRewrite("policy"),
+            Metric::ConfigLoad,
+            Metric::ConfigReject,
+        ];
+        let mut labels = ToolLabels::default();
+        for (i, a) in all.iter().enumerate() {
+            for (j, b) in all.iter().enumerate() {
+                assert_eq!(a.parts() == b.parts(), i == j, "{a:?} {b:?}");
+                if a.parts() == b.parts() {
+                    assert_eq!(a.name(&mut labels), b.name(&mut labels));
+                }
+            }
+        }
+        // The same tool under a different cap is another key: its label may differ.
+        let capped = |max_labels| Metric::ToolCall {
+            tool: "echo",
+            decision: "allow",
+            max_labels,
+        };
+        assert_ne!(capped(0).parts(), capped(5).parts());
+        assert_eq!(
+            capped(0).name(&mut labels),
+            "mcp_guard.tool_calls.tool.other.decision.allow"
+        );
+        assert_eq!(
+            capped(5).name(&mut labels),
+            "mcp_guard.tool_calls.tool.echo.decision.allow"
+        );
+    }
 
     #[test]
     fn names_and_bounded_tool_labels() {

@@ -163,8 +163,8 @@ fn note_max(slot: &AtomicUsize, value: usize, what: &str) {
 /// summary, a text event ≤ 512 bytes and its lossy UTF-8 copy) and the correlator may hold or
 /// touch while a chunk is fed, whatever the body size.
 pub const RESPONSE_SCANNER_HEAP_BOUND: usize = 8192;
-/// The heap a stream may gain over all response chunks that do not end it (the scanner, plus
-/// one rewrite of the audit records when the outcome is found early).
+/// The heap a stream may gain over all response chunks that do not end it (the scanner and the
+/// settled calls; the host's copy of the audit records is not counted).
 pub const STREAM_RESPONSE_HEAP_BOUND: usize = 16 * 1024;
 /// Peak heap of `parse_body` per byte of body (plus a constant): the parser borrows from the
 /// body, so it may only copy out names and build one small struct per batch element.
@@ -1552,7 +1552,16 @@ fn run_exchange(
             "stale content-length on a rewritten 429"
         );
     }
-    check_audit(h.audit.as_deref(), "once the response headers are in");
+    // A record is written at response headers only when they settle the stream (no body, or a
+    // 429); otherwise once the outcome is known, or at the end of the stream (checked below).
+    if x.response_headers_eos || is_429 {
+        check_audit(
+            h.audit.as_deref(),
+            "once the response headers ended the stream or were a 429",
+        );
+    } else if h.audit.is_some() {
+        check_audit(h.audit.as_deref(), "after the response headers");
+    }
 
     // --- response body
     let mut ended = x.response_headers_eos;
@@ -1570,10 +1579,14 @@ fn run_exchange(
             let size = h.response_buffer.len();
             h.now += 1;
             h.phase = Phase::ResponseBody;
+            let audit_before = h.audit.as_ref().map_or(0, Vec::capacity);
             let meter = Meter::start();
             let a = s.on_response_body(&mut h, size, eos);
             if !eos {
-                growth += meter.net();
+                // The host's copy of the audit records is not the stream's heap (it was
+                // first written here once the outcome was found early).
+                let audit_after = h.audit.as_ref().map_or(0, Vec::capacity);
+                growth += meter.net() - (audit_after as isize - audit_before as isize);
             }
             h.phase = Phase::Outside;
             paused = a == Action::Pause;

@@ -213,6 +213,29 @@ fn respond(s: &mut Stream, h: &mut FakeHost, status: &str, content_type: &str, c
 const CALL_ECHO: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
 
 #[test]
+fn a_call_answered_at_once_is_audited_with_one_write() {
+    for (content_type, body) in [
+        (
+            "application/json",
+            &br#"{"jsonrpc":"2.0","id":1,"result":{}}"#[..],
+        ),
+        (
+            "text/event-stream",
+            &b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"[..],
+        ),
+    ] {
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), CALL_ECHO);
+        assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+        respond(&mut s, &mut h, "200", content_type, &[body]);
+        s.on_stream_end(&mut h);
+        // Not at the response headers, once when the response is seen, not again at the end.
+        assert_eq!(h.audit_writes, 1, "{content_type}");
+        assert_eq!(h.records()[0]["output_status"], "success", "{content_type}");
+    }
+}
+
+#[test]
 fn allowed_call_is_tagged_forwarded_and_audited_from_the_sse_response() {
     let mut s = stream(POLICY);
     let mut h = post(Some("demo-agent"), CALL_ECHO);
@@ -669,8 +692,8 @@ fn notifications_and_get_streams_are_audited_from_the_status() {
         h.response_headers
             .insert("content-type".into(), "text/event-stream".into());
         s.on_response_headers(&mut h, false);
-        // A provisional record exists as soon as the headers are seen.
-        assert_eq!(h.records()[0]["http_method"], method);
+        // No record until the outcome is known (or the stream ends: on_stream_end).
+        assert!(h.records().is_empty());
         h.response_chunk = b": ping\n\n".to_vec();
         s.on_response_body(&mut h, 8, true);
         let r = &h.records()[0];
@@ -996,7 +1019,8 @@ fn legacy_sse_responses_are_correlated_by_session_and_id_across_streams() {
         b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"1\",\"result\":{}}\r\n\r\n",
         false,
     );
-    assert_eq!(gh.records().len(), 1);
+    // Nothing claimed, nothing settled: no record yet on the server stream.
+    assert_eq!(gh.records().len(), 0);
     gh.now += 40;
     stream_chunk(
         &mut get,
@@ -1074,7 +1098,7 @@ fn resumed_streamable_responses_arrive_on_the_get_stream() {
     );
     assert_eq!(
         gh.records().len(),
-        1,
+        0,
         "another session's stream does not claim it"
     );
 
