@@ -126,6 +126,7 @@ impl Metric<'_> {
             Metric::ListRewrite(list) => (6, list, "", 0),
             Metric::ConfigLoad => (7, "", "", 0),
             Metric::ConfigReject => (8, "", "", 0),
+            Metric::RlsError => (9, "", "", 0),
         }
     }
 
@@ -181,6 +182,7 @@ mod tests {
             Metric::ListRewrite("policy"),
             Metric::ConfigLoad,
             Metric::ConfigReject,
+            Metric::RlsError,
         ];
         let mut labels = ToolLabels::default();
         for (i, a) in all.iter().enumerate() {
