@@ -180,14 +180,10 @@ struct BenchHost {
 }
 
 impl Host for BenchHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.request_headers.get(name).cloned()
-    }
-    fn request_header_values(&self, name: &str) -> Vec<String> {
+    fn request_headers(&self) -> Vec<(String, String)> {
         self.request_headers
-            .get(name)
-            .cloned()
-            .into_iter()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {

@@ -69,11 +69,11 @@ pub const UNAUTHORIZED: u32 = 401;
 /// Every method is infallible from the filter's point of view: a failed hostcall is logged by
 /// the implementation and reads as "absent".
 pub trait Host {
-    /// A request header (lower-case name), including pseudo-headers such as `:method`; the
-    /// first value if it was sent more than once. Bytes that are not UTF-8 read as U+FFFD.
-    fn request_header(&self, name: &str) -> Option<String>;
-    /// Every value of a request header, in order (empty when absent).
-    fn request_header_values(&self, name: &str) -> Vec<String>;
+    /// Every request header as `(lower-case name, value)` pairs in order, pseudo-headers such
+    /// as `:method` included, a header sent twice as two pairs. Bytes that are not UTF-8 read
+    /// as U+FFFD. Read once per stream, in the request-headers callback (one hostcall, where
+    /// reading header by header costs one each).
+    fn request_headers(&self) -> Vec<(String, String)>;
     /// Replaces (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// The first `size` bytes of the buffered request body.
@@ -124,6 +124,41 @@ pub trait Host {
     /// Envoy's `response.code_details` attribute (why the stream ended, e.g.
     /// `downstream_remote_disconnect`); read only when a stream ends unfinished.
     fn response_code_details(&self) -> Option<String>;
+}
+
+/// The request headers, read once in the request-headers callback ([`Host::request_headers`]).
+struct RequestHeaders(Vec<(String, String)>);
+
+impl RequestHeaders {
+    /// The first value of `name` (lower-case).
+    fn first(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name` if it was sent exactly once.
+    fn only(&self, name: &str) -> Option<&str> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name);
+        match (values.next(), values.next()) {
+            (Some((_, v)), None) => Some(v.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Every value of `name`, in order.
+    fn values(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.first(name).is_some()
+    }
 }
 
 /// What the HTTP callback returns to Envoy.
@@ -232,45 +267,56 @@ impl Stream {
     /// Request headers callback.
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
+        let headers = RequestHeaders(host.request_headers());
         self.facts.start_ms = host.now_ms();
-        self.facts.http_method = host.request_header(":method").unwrap_or_default();
+        self.facts.http_method = headers.first(":method").unwrap_or_default().to_owned();
         self.facts.policy_name = config.policy.name.clone();
         self.facts.policy_version = config.policy.version.clone();
         let resolved = config.identity.resolve(|source| match source {
             // Sent more than once, the header names no one: an edge that appends instead of
             // replacing must not let the client's copy win.
-            Source::Header(name) => match host.request_header_values(name).as_slice() {
-                [one] => Some(one.clone()),
-                _ => None,
-            },
+            Source::Header(name) => headers.only(name).map(str::to_owned),
             _ => source.property_path().and_then(|path| host.property(&path)),
         });
         // Streamable HTTP: the Mcp-Session-Id header. Legacy HTTP+SSE: the POST URI's
         // sessionId / session_id query parameter.
-        self.facts.session_id = host.request_header("mcp-session-id");
+        self.facts.session_id = headers.first("mcp-session-id").map(str::to_owned);
         if self.facts.session_id.is_none() {
-            self.facts.session_id = host
-                .request_header(":path")
-                .and_then(|path| correlation::session_from_uri(&path));
+            self.facts.session_id = headers
+                .first(":path")
+                .and_then(correlation::session_from_uri);
             self.legacy_session = self.facts.session_id.is_some();
         }
-        self.facts.trace_id = host
-            .request_header("traceparent")
-            .and_then(|v| audit::trace_id_from_traceparent(&v).map(str::to_owned))
-            .or_else(|| host.request_header("x-request-id"));
+        self.facts.trace_id = headers
+            .first("traceparent")
+            .and_then(audit::trace_id_from_traceparent)
+            .or_else(|| headers.first("x-request-id"))
+            .map(str::to_owned);
         self.facts.server_id = config
             .server_id
             .clone()
             .or_else(|| host.upstream_cluster())
             .unwrap_or_else(|| "unknown".to_owned());
 
+        // Client-sent copies of the tags go. The agent tag is replaced below; a replace may
+        // leave further copies of a repeated header (Envoy's `setCopy` without the runtime
+        // feature `http_set_copy_replace_all_headers`), so a repeated one is removed first.
         for name in config.headers.all() {
-            host.set_request_header(name, None);
+            let present = if name == config.headers.agent_id {
+                headers.only(name).is_none() && headers.has(name)
+            } else {
+                headers.has(name)
+            };
+            if present {
+                host.set_request_header(name, None);
+            }
         }
         // The response must be readable to learn each call's outcome: ask the server for an
         // uncompressed body. (Envoy's compressor filter, placed before mcp-guard, has already
         // read the client's Accept-Encoding and compresses for the client on the way back.)
-        host.set_request_header("accept-encoding", Some("identity"));
+        if headers.only("accept-encoding") != Some("identity") {
+            host.set_request_header("accept-encoding", Some("identity"));
+        }
         let Some(agent_id) = resolved else {
             // No source identified the request and the configuration rejects such requests.
             self.facts.agent_id = identity::UNIDENTIFIED.to_owned();
@@ -287,7 +333,7 @@ impl Stream {
         host.set_request_header(&config.headers.agent_id, Some(&self.facts.agent_id));
 
         if !end_of_stream {
-            if let Some(encoding) = host.request_header("content-encoding") {
+            if let Some(encoding) = headers.first("content-encoding") {
                 if !encoding.trim().eq_ignore_ascii_case("identity") {
                     // The filter reads bodies as sent; a compressed one cannot be examined
                     // (and must not pass unexamined). Envoy's decompressor filter, placed
@@ -310,8 +356,8 @@ impl Stream {
         self.is_post = self.facts.http_method == "POST";
         if self.is_post {
             self.routing_headers = routing::RoutingHeaders {
-                method: host.request_header_values(routing::MCP_METHOD),
-                name: host.request_header_values(routing::MCP_NAME),
+                method: headers.values(routing::MCP_METHOD),
+                name: headers.values(routing::MCP_NAME),
             };
             if end_of_stream {
                 let (code, message) = (jsonrpc::PARSE_ERROR, "Parse error: empty body");

@@ -280,24 +280,16 @@ fn header(map: MapType, name: &str) -> Option<String> {
 }
 
 impl Host for WasmHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        header(MapType::HttpRequestHeaders, name)
-    }
-
-    fn request_header_values(&self, name: &str) -> Vec<String> {
-        // Most requests lack the header (the routing headers of pre-2026 clients): one lookup
-        // answers that, without copying the whole header map into the VM.
-        if header(MapType::HttpRequestHeaders, name).is_none() {
-            return Vec::new();
-        }
-        // Pairs as bytes: the SDK's `get_map` unwraps UTF-8 (see `header`).
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // Values as bytes: the SDK's `get_map` unwraps UTF-8 on values (see `header`). It also
+        // unwraps it on names, which Envoy's HTTP/1, HTTP/2 and HTTP/3 codecs only accept as
+        // RFC 9110 tokens (ASCII).
         logged(
             "get request headers",
             hostcalls::get_map_bytes(MapType::HttpRequestHeaders),
         )
         .into_iter()
-        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| String::from_utf8_lossy(&value).into_owned())
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
         .collect()
     }
 

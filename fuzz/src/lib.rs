@@ -1027,14 +1027,11 @@ impl FuzzHost {
 }
 
 impl Host for FuzzHost {
-    fn request_header(&self, name: &str) -> Option<String> {
+    fn request_headers(&self) -> Vec<(String, String)> {
         self.request_headers
-            .get(name)
-            .and_then(|v| v.first())
-            .cloned()
-    }
-    fn request_header_values(&self, name: &str) -> Vec<String> {
-        self.request_headers.get(name).cloned().unwrap_or_default()
+            .iter()
+            .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
+            .collect()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         let allowed = matches!(

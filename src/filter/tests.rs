@@ -49,20 +49,15 @@ struct FakeHost {
 }
 
 impl Host for FakeHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.request_headers.get(name).cloned()
-    }
-    fn request_header_values(&self, name: &str) -> Vec<String> {
-        let mut values: Vec<String> = self
-            .request_headers
-            .get(name)
-            .cloned()
-            .into_iter()
-            .collect();
-        if let Some(extra) = self.repeated_headers.get(name) {
-            values.extend(extra.iter().cloned());
+    fn request_headers(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        for (name, value) in &self.request_headers {
+            pairs.push((name.clone(), value.clone()));
+            for extra in self.repeated_headers.get(name).into_iter().flatten() {
+                pairs.push((name.clone(), extra.clone()));
+            }
         }
-        values
+        pairs
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         match value {
