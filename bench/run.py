@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """`make bench`: mcp-guard against no filter and Envoy's native MCP filter, side by side.
 
-One proxy Envoy (--concurrency 1, bench/envoy-bench.yaml) with three listeners that differ only
-in their HTTP filters (none / native MCP filter + RBAC / mcp-guard), in front of a second Envoy
+One proxy Envoy (--concurrency 1, bench/envoy-bench.yaml) with listeners that differ only in
+their HTTP filters (none / native MCP filter + RBAC / mcp-guard, and for the 2026-07-28 workload
+also mcp-guard with decide_at_headers), in front of a second Envoy
 (bench/envoy-upstream.yaml) that answers from memory. wrk (1 thread) drives each workload
 against each listener in turn; the proxy's RSS is sampled from /proc during every run. Then the
 criterion micro-benchmarks (benches/hot_path.rs, already run by the Makefile) are read back,
@@ -36,7 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 DATA = BENCH / "data"
 LISTENERS = ["none", "native", "guard"]
-LABEL = {"none": "no filter", "native": "native mcp+rbac", "guard": "mcp-guard"}
+# mcp-guard with decide_at_headers: true (issue 5's stretch), for the 2026-07-28 workload.
+HEADERS = "guard_headers"
+ALL_LISTENERS = LISTENERS + [HEADERS]
+LABEL = {"none": "no filter", "native": "native mcp+rbac", "guard": "mcp-guard",
+         HEADERS: "mcp-guard@hdrs"}
 
 # name, request body, upstream answer (x-bench-resp), connections, MCP-Protocol-Version, listener order
 WORKLOADS = [
@@ -63,6 +68,11 @@ WORKLOADS = [
     {"name": "batch10", "body": "batch_request.json", "resp": "batch-json", "conns": 16,
      "protocol": "2025-03-26", "order": LISTENERS, "warmup": True,
      "what": "batch of 10 tools/call echo (2025-03-26), JSON array response"},
+    # A 2026-07-28 client sends Mcp-Method / Mcp-Name: mcp-guard with decide_at_headers tags
+    # and forwards at header time and streams the body; the native filter buffers it.
+    {"name": "call_json_2026", "body": "call_request.json", "resp": "call-json", "conns": 16,
+     "protocol": "2026-07-28", "routing": ("tools/call", "echo"), "order": ALL_LISTENERS,
+     "warmup": True, "what": "tools/call as call_json, with Mcp-Method / Mcp-Name headers"},
 ]
 
 # Issue 5 targets (checked, reported, never tuned here).
@@ -172,9 +182,12 @@ class RssSampler(threading.Thread):
 
 def post(port: int, w: dict, agent: str = "demo-agent", body: bytes | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", "/mcp", body if body is not None else (DATA / w["body"]).read_bytes(), {
+    headers = {
         "content-type": "application/json", "accept": "application/json, text/event-stream",
-        "x-agent-id": agent, "x-bench-resp": w["resp"], "mcp-protocol-version": w["protocol"]})
+        "x-agent-id": agent, "x-bench-resp": w["resp"], "mcp-protocol-version": w["protocol"]}
+    if "routing" in w:
+        headers["mcp-method"], headers["mcp-name"] = w["routing"]
+    conn.request("POST", "/mcp", body if body is not None else (DATA / w["body"]).read_bytes(), headers)
     r = conn.getresponse()
     data = r.read()
     conn.close()
@@ -190,7 +203,7 @@ def smoke(ports: dict[str, int]) -> dict[str, dict[str, int]]:
         if w["name"] == "sse_10mb":
             continue  # not before its RSS is measured (see WORKLOADS); wrk counts its non-2xx
         statuses[w["name"]] = {}
-        for name in LISTENERS:
+        for name in w["order"]:
             status, data = post(ports[name], w)
             statuses[w["name"]][name] = status
             sizes[(w["name"], name)] = len(data)
@@ -238,6 +251,8 @@ def audit_summary(path: Path) -> dict[str, int]:
 def wrk(port: int, w: dict, duration: float, conns: int) -> dict:
     env = dict(os.environ, BENCH_BODY=str(DATA / w["body"]), BENCH_RESP=w["resp"],
                BENCH_PROTOCOL=w["protocol"], BENCH_AGENT="demo-agent")
+    if "routing" in w:
+        env["BENCH_MCP_METHOD"], env["BENCH_MCP_NAME"] = w["routing"]
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
            "-s", str(BENCH / "wrk.lua"), f"http://127.0.0.1:{port}/mcp"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -299,6 +314,12 @@ def ratios(results: dict) -> dict:
             r["p50_guard_vs_none"] = ratio(g["p50_ms"], z["p50_ms"])
             r["p99_guard_vs_none"] = ratio(g["p99_ms"], z["p99_ms"])
             r["p50_added_ms_vs_none"] = round(g["p50_ms"] - z["p50_ms"], 3)
+        h = per.get(HEADERS)
+        if h is not None and h["ok"] and n["ok"] and g["ok"]:
+            r["rps_headers_vs_native"] = ratio(h["rps"], n["rps"])
+            r["p99_headers_vs_native"] = ratio(h["p99_ms"], n["p99_ms"])
+            r["rps_headers_vs_guard"] = ratio(h["rps"], g["rps"])
+            r["p50_headers_vs_guard"] = ratio(h["p50_ms"], g["p50_ms"])
         out[wname] = r
     return out
 
@@ -399,7 +420,7 @@ def print_tables(results: dict, rat: dict, micro: dict, checks: dict) -> None:
     print(f"{'workload':<13} {'listener':<16} {'req/s':>9} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'non2xx':>7} {'RSS before':>10} {'after':>7} {'peak':>7} MiB")
     for w in WORKLOADS:
-        for name in LISTENERS:
+        for name in [n for n in ALL_LISTENERS if n in w["order"]]:
             r = results[w["name"]][name]
             print(f"{w['name']:<13} {LABEL[name]:<16} {fmt(r['rps'], 9, 0)} {fmt(r['mb_s'], 8, 1)} "
                   f"{fmt(r['p50_ms'], 8, 2)} {fmt(r['p99_ms'], 8, 2)} {r['non_2xx']:>7} "
@@ -412,6 +433,11 @@ def print_tables(results: dict, rat: dict, micro: dict, checks: dict) -> None:
         print(f"{w['name']:<13} {fmt(r.get('rps_guard_vs_native'), 12, 3)} {fmt(r.get('p99_guard_vs_native'), 12, 3)} "
               f"{fmt(r.get('rps_guard_vs_none'), 10, 3)} {fmt(r.get('p99_guard_vs_none'), 10, 3)} "
               f"{fmt(r.get('p50_added_ms_vs_none'), 15, 3)}")
+    r = rat.get("call_json_2026", {})
+    if r.get("rps_headers_vs_native") is not None:
+        print(f"call_json_2026, mcp-guard with decide_at_headers: {r['rps_headers_vs_native']:.3f}x native "
+              f"req/s (p99 {r['p99_headers_vs_native']:.3f}x), {r['rps_headers_vs_guard']:.3f}x mcp-guard "
+              f"without it (p50 {r['p50_headers_vs_guard']:.3f}x)")
     if results["batch10"]["native"]["non_2xx"]:
         print("  batch10 native: Envoy's MCP filter skips JSON-RPC arrays, so RBAC finds no metadata "
               "and refuses every batch (403); no native ratio for it.")
@@ -455,7 +481,8 @@ def main() -> int:
                    check=True)
     policy = json.loads(a.policy.read_text())
     policy["max_batch_calls"] = 10   # batch10: mcp-guard forwards a batch only up to this many calls
-    ports = {name: free_port() for name in LISTENERS}
+    policy_headers = dict(policy, decide_at_headers=True)
+    ports = {name: free_port() for name in ALL_LISTENERS}
     admin, up_admin, up_port = free_port(), free_port(), free_port()
     audit_log = work / "audit.log"
     if audit_log.exists():
@@ -465,8 +492,10 @@ def main() -> int:
         "ADMIN_PORT": str(up_admin), "PORT": str(up_port), "DATA": str(DATA), "BIG": str(work)})
     render(BENCH / "envoy-bench.yaml", proxy_cfg, {
         "ADMIN_PORT": str(admin), "PORT_NONE": str(ports["none"]), "PORT_NATIVE": str(ports["native"]),
-        "PORT_GUARD": str(ports["guard"]), "UPSTREAM_PORT": str(up_port), "AUDIT_LOG": str(audit_log),
-        "WASM": str(a.wasm.resolve()), "POLICY_JSON_STRING": json.dumps(json.dumps(policy))})
+        "PORT_GUARD": str(ports["guard"]), "PORT_GUARD_HEADERS": str(ports[HEADERS]),
+        "UPSTREAM_PORT": str(up_port), "AUDIT_LOG": str(audit_log), "WASM": str(a.wasm.resolve()),
+        "POLICY_JSON_STRING": json.dumps(json.dumps(policy)),
+        "POLICY_HEADERS_JSON_STRING": json.dumps(json.dumps(policy_headers))})
     validate(a.envoy, up_cfg, work)
     validate(a.envoy, proxy_cfg, work)
 

@@ -10,6 +10,11 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["X-Agent-Id"] = os.getenv("BENCH_AGENT") or "demo-agent"
 wrk.headers["X-Bench-Resp"] = os.getenv("BENCH_RESP")
 wrk.headers["MCP-Protocol-Version"] = os.getenv("BENCH_PROTOCOL") or "2025-06-18"
+-- MCP 2026-07-28 routing headers, for the workloads that model such a client.
+if os.getenv("BENCH_MCP_METHOD") then
+  wrk.headers["Mcp-Method"] = os.getenv("BENCH_MCP_METHOD")
+  wrk.headers["Mcp-Name"] = os.getenv("BENCH_MCP_NAME")
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
