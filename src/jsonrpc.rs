@@ -508,6 +508,187 @@ pub fn error_response(id: Option<&Id>, code: i32, message: &str) -> String {
     )
 }
 
+/// Structural framing of JSON text that is (or is about to be) checked by serde_json: where
+/// strings, values and object members begin and end, found with `memchr` instead of a parse.
+///
+/// These scanners never decode or validate scalars; they only follow strings (with their
+/// backslash escapes) and bracket nesting (RFC 8259 §2-§7 structure). On text that is not
+/// well-formed they may return `None` or boundaries a parser would not find, so every caller
+/// either runs on text serde_json has already accepted, or has serde_json check what it keeps.
+/// Positions are byte offsets into the slice given.
+pub(crate) mod frame {
+    /// The first position at or after `i` that is not JSON whitespace (RFC 8259 §2: space,
+    /// tab, LF, CR); `b.len()` if there is none.
+    pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+            i += 1;
+        }
+        i
+    }
+
+    /// The end (one past the closing quote) of the string whose opening quote is at `i`;
+    /// `None` when it is not closed.
+    pub(crate) fn string_end(b: &[u8], i: usize) -> Option<usize> {
+        let mut pos = i + 1;
+        // Keys and most values are short: look at a few bytes before calling memchr.
+        let head = b.get(pos..)?;
+        let head = head.get(..16).unwrap_or(head);
+        if let Some(at) = head.iter().position(|&c| c == b'"' || c == b'\\') {
+            if head.get(at) == Some(&b'"') {
+                return Some(pos + at + 1);
+            }
+        }
+        loop {
+            let rest = b.get(pos..)?;
+            let at = pos + memchr::memchr2(b'"', b'\\', rest)?;
+            if b.get(at) == Some(&b'"') {
+                return Some(at + 1);
+            }
+            pos = at + 2; // a backslash and the byte it escapes
+        }
+    }
+
+    /// The end of the value starting at `i` (its first byte, not whitespace): past the
+    /// matching bracket of an object or array, past the closing quote of a string, or at the
+    /// first byte after a scalar (whitespace, `,`, `]`, `}` or the end). `None` for an
+    /// unclosed string or bracket, or when `i` is not inside `b`.
+    pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
+        match *b.get(i)? {
+            b'"' => string_end(b, i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut pos = i;
+                loop {
+                    match *b.get(pos)? {
+                        b'"' => {
+                            pos = string_end(b, pos)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(pos + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    pos += 1;
+                }
+            }
+            _ => {
+                let rest = b.get(i..)?;
+                Some(
+                    i + rest
+                        .iter()
+                        .position(|c| {
+                            matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}')
+                        })
+                        .unwrap_or(rest.len()),
+                )
+            }
+        }
+    }
+
+    /// A cursor over the members of an object or the elements of an array: [`Seq::next`]
+    /// reads the punctuation up to the next value and returns where it starts; the caller then
+    /// moves past the value ([`Seq::skip_value`], or [`Seq::resume`] after reading it itself).
+    pub(crate) struct Seq<'a> {
+        b: &'a [u8],
+        pos: usize,
+        first: bool,
+        object: bool,
+    }
+
+    /// Where the punctuation did not fit the object or array grammar.
+    #[derive(Debug)]
+    pub(crate) struct Malformed;
+
+    impl<'a> Seq<'a> {
+        /// The members of the object whose `{` is at `open`.
+        pub(crate) fn object(b: &'a [u8], open: usize) -> Seq<'a> {
+            Seq {
+                b,
+                pos: open + 1,
+                first: true,
+                object: true,
+            }
+        }
+
+        /// The elements of the array whose `[` is at `open`.
+        pub(crate) fn array(b: &'a [u8], open: usize) -> Seq<'a> {
+            Seq {
+                b,
+                pos: open + 1,
+                first: true,
+                object: false,
+            }
+        }
+
+        /// The next member (its raw key, quotes included, and where its value starts) or
+        /// element (no key); `Ok(None)` at the closing bracket, after which [`Seq::pos`] is one
+        /// past it.
+        #[allow(clippy::type_complexity)]
+        pub(crate) fn next(&mut self) -> Result<Option<(Option<&'a [u8]>, usize)>, Malformed> {
+            let b = self.b;
+            let mut i = skip_ws(b, self.pos);
+            let close = if self.object { b'}' } else { b']' };
+            match b.get(i) {
+                Some(&c) if c == close => {
+                    self.pos = i + 1;
+                    return Ok(None);
+                }
+                Some(b',') if !self.first => i = skip_ws(b, i + 1),
+                Some(_) if self.first => {}
+                _ => return Err(Malformed),
+            }
+            self.first = false;
+            if !self.object {
+                self.pos = i;
+                return Ok(Some((None, i)));
+            }
+            if b.get(i) != Some(&b'"') {
+                return Err(Malformed);
+            }
+            let key_end = string_end(b, i).ok_or(Malformed)?;
+            let key = b.get(i..key_end).ok_or(Malformed)?;
+            let colon = skip_ws(b, key_end);
+            if b.get(colon) != Some(&b':') {
+                return Err(Malformed);
+            }
+            let start = skip_ws(b, colon + 1);
+            self.pos = start;
+            Ok(Some((Some(key), start)))
+        }
+
+        /// Moves past the value starting at `start` (from [`Seq::next`]); returns its end.
+        pub(crate) fn skip_value(&mut self, start: usize) -> Result<usize, Malformed> {
+            let end = value_end(self.b, start).ok_or(Malformed)?;
+            if end == start {
+                return Err(Malformed);
+            }
+            self.pos = end;
+            Ok(end)
+        }
+
+        /// Continues after a value the caller read itself, which ended at `end`.
+        pub(crate) fn resume(&mut self, end: usize) {
+            self.pos = end;
+        }
+
+        /// The current position (one past the closing bracket once [`Seq::next`] said so).
+        pub(crate) fn pos(&self) -> usize {
+            self.pos
+        }
+    }
+
+    /// The text of a raw key without its quotes, if it has no escapes (then it is the key).
+    pub(crate) fn plain_key(raw: &[u8]) -> Option<&[u8]> {
+        let inner = raw.get(1..raw.len().checked_sub(1)?)?;
+        (!inner.contains(&b'\\')).then_some(inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
