@@ -197,7 +197,7 @@ fn rewrite_framed(
     let want = kind.array().as_bytes();
     let (mut seen_id, mut seen_result) = (false, false);
     let mut array: Option<(usize, usize)> = None;
-    let mut entries: Vec<Entry> = Vec::new();
+    let mut entries: Vec<Entry> = Vec::with_capacity(32);
     // Framing errors mean the text is not JSON: the parsed path would say `None` too.
     let mut top = Seq::object(b, open);
     loop {
@@ -451,7 +451,7 @@ fn named_string(raw: Option<&str>) -> Option<Option<Cow<'_, str>>> {
     match raw {
         None | Some("null") => Some(None),
         Some(raw) if raw.starts_with('"') => match raw.get(1..raw.len() - 1) {
-            Some(inner) if !inner.contains('\\') => Some(Some(Cow::Borrowed(inner))),
+            Some(inner) if !inner.bytes().any(|c| c == b'\\') => Some(Some(Cow::Borrowed(inner))),
             _ => serde_json::from_str::<String>(raw)
                 .ok()
                 .map(|s| Some(Cow::Owned(s))),
