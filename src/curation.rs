@@ -72,15 +72,15 @@ pub struct ToolHints {
     pub destructive: Option<bool>,
 }
 
-/// What a rewrite did.
+/// What a rewrite did; tool names borrow from the rewritten text when they have no escapes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rewrite {
+pub struct Rewrite<'a> {
     /// Entries kept.
     pub kept: usize,
     /// Entries removed.
     pub removed: usize,
     /// Every tool of a `tools/list` response seen (kept or not), with its hints.
-    pub tools_seen: Vec<(String, ToolHints)>,
+    pub tools_seen: Vec<(Cow<'a, str>, ToolHints)>,
 }
 
 /// Rewrites one JSON-RPC document (a message or a batch array): in each response whose id is
@@ -94,12 +94,12 @@ pub struct Rewrite {
 /// `uri` and `annotations` members are decoded, and serde_json checks everything that is
 /// written out (the message around the list and the kept entries); the bytes of removed
 /// entries are not validated, since none of them reaches the client.
-pub fn rewrite_document(
-    text: &str,
+pub fn rewrite_document<'a>(
+    text: &'a str,
     kind: ListKind,
     ids: &[Id],
     keep: &dyn Fn(&str) -> bool,
-    stats: &mut Rewrite,
+    stats: &mut Rewrite<'a>,
 ) -> Option<String> {
     let trimmed = text.trim_start();
     if !trimmed.starts_with('[') {
@@ -147,7 +147,7 @@ pub fn rewrite_document(
     changed.then_some(out)
 }
 
-impl Rewrite {
+impl Rewrite<'_> {
     /// The counters and the length of `tools_seen`, to undo a rewrite that is abandoned.
     fn mark(&self) -> (usize, usize, usize) {
         (self.kept, self.removed, self.tools_seen.len())
@@ -164,12 +164,12 @@ impl Rewrite {
 /// or escaped member name around the list).
 struct Bail;
 
-fn rewrite_message(
-    text: &str,
+fn rewrite_message<'a>(
+    text: &'a str,
     kind: ListKind,
     ids: &[Id],
     keep: &dyn Fn(&str) -> bool,
-    stats: &mut Rewrite,
+    stats: &mut Rewrite<'a>,
 ) -> Option<String> {
     match rewrite_framed(text, kind, ids, keep, stats) {
         Ok(out) => out,
@@ -182,12 +182,12 @@ fn rewrite_message(
 /// serde_json (small), and only each entry's `name`/`uri`/`annotations` are decoded. Gives
 /// the same output as [`rewrite_parsed`] on valid JSON; `Err(Bail)` before any side effect
 /// when the message has a duplicated or escaped member name on the path to the list.
-fn rewrite_framed(
-    text: &str,
+fn rewrite_framed<'a>(
+    text: &'a str,
     kind: ListKind,
     ids: &[Id],
     keep: &dyn Fn(&str) -> bool,
-    stats: &mut Rewrite,
+    stats: &mut Rewrite<'a>,
 ) -> Result<Option<String>, Bail> {
     let b = text.as_bytes();
     let open = frame::skip_ws(b, 0);
@@ -377,12 +377,12 @@ fn frame_entry(b: &[u8], start: usize) -> Option<Entry> {
 
 /// Decides one framed list entry of `text`: records a tool's hints, counts it, and says
 /// whether it is kept. An entry whose name cannot be read is removed.
-fn curate_entry(
-    text: &str,
+fn curate_entry<'a>(
+    text: &'a str,
     entry: &Entry,
     kind: ListKind,
     keep: &dyn Fn(&str) -> bool,
-    stats: &mut Rewrite,
+    stats: &mut Rewrite<'a>,
 ) -> bool {
     let named = read_named(text, entry);
     if let (
@@ -396,7 +396,7 @@ fn curate_entry(
     {
         stats
             .tools_seen
-            .push(((**name).to_owned(), annotations.unwrap_or_default()));
+            .push((name.clone(), annotations.unwrap_or_default()));
     }
     let name = named.and_then(|n| match kind {
         ListKind::Resources => n.uri,
@@ -462,12 +462,12 @@ fn named_string(raw: Option<&str>) -> Option<Option<Cow<'_, str>>> {
 
 /// [`rewrite_message`] by parsing the whole message with serde_json (the general path: any
 /// shape, duplicated and escaped member names included).
-fn rewrite_parsed(
-    text: &str,
+fn rewrite_parsed<'a>(
+    text: &'a str,
     kind: ListKind,
     ids: &[Id],
     keep: &dyn Fn(&str) -> bool,
-    stats: &mut Rewrite,
+    stats: &mut Rewrite<'a>,
 ) -> Option<String> {
     let mut message: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).ok()?;
     let id = message.get("id").and_then(|raw| Id::from_raw(raw.get()))?;
@@ -494,7 +494,7 @@ fn rewrite_parsed(
         {
             stats
                 .tools_seen
-                .push((name.clone(), annotations.unwrap_or_default()));
+                .push((Cow::Owned(name.clone()), annotations.unwrap_or_default()));
         }
         let name = named.and_then(|n| match kind {
             ListKind::Resources => n.uri,
@@ -518,12 +518,12 @@ fn rewrite_parsed(
 /// Rewrites a whole `text/event-stream` body: every event whose data is a matching response
 /// ([`rewrite_document`]) gets the rewritten data in one `data:` line where its first `data:`
 /// line was; all other lines are kept byte for byte. `None` when no event changed.
-pub fn rewrite_sse(
-    body: &[u8],
+pub fn rewrite_sse<'a>(
+    body: &'a [u8],
     kind: ListKind,
     ids: &[Id],
     keep: &dyn Fn(&str) -> bool,
-    stats: &mut Rewrite,
+    stats: &mut Rewrite<'a>,
 ) -> Option<Vec<u8>> {
     let lines = split_lines(body);
     let mut out: Vec<u8> = Vec::with_capacity(body.len());
@@ -606,22 +606,28 @@ fn split_lines(body: &[u8]) -> Vec<Line<'_>> {
     lines
 }
 
-fn rewrite_event(
-    event: &[Line<'_>],
+fn rewrite_event<'a>(
+    event: &[Line<'a>],
     kind: ListKind,
     ids: &[Id],
     keep: &dyn Fn(&str) -> bool,
-    stats: &mut Rewrite,
+    stats: &mut Rewrite<'a>,
 ) -> Option<Vec<u8>> {
     let mut data_lines = event
         .iter()
         .enumerate()
         .filter_map(|(i, (line, _))| Some((i, data_value(line)?)));
     let (first, first_value) = data_lines.next()?;
-    // One data line (the usual case) is the data itself; more are joined with LF.
-    let joined: Vec<u8>;
-    let data = match data_lines.next() {
-        None => first_value,
+    // One data line (the usual case) is the data itself; more are joined with LF (and the
+    // names read from that copy are copied out).
+    let new = match data_lines.next() {
+        None => rewrite_document(
+            std::str::from_utf8(first_value).ok()?,
+            kind,
+            ids,
+            keep,
+            stats,
+        )?,
         Some((_, second)) => {
             let mut d = Vec::with_capacity(first_value.len() + 1 + second.len());
             d.extend_from_slice(first_value);
@@ -631,12 +637,20 @@ fn rewrite_event(
                 d.push(b'\n');
                 d.extend_from_slice(value);
             }
-            joined = d;
-            &joined
+            let text = std::str::from_utf8(&d).ok()?;
+            let mut local = Rewrite::default();
+            let new = rewrite_document(text, kind, ids, keep, &mut local);
+            stats.kept += local.kept;
+            stats.removed += local.removed;
+            stats.tools_seen.extend(
+                local
+                    .tools_seen
+                    .into_iter()
+                    .map(|(name, hints)| (Cow::Owned(name.into_owned()), hints)),
+            );
+            new?
         }
     };
-    let text = std::str::from_utf8(data).ok()?;
-    let new = rewrite_document(text, kind, ids, keep, stats)?;
     let mut out = Vec::with_capacity(new.len() + 64);
     for (i, (line, ending)) in event.iter().enumerate() {
         if i == first {
@@ -693,8 +707,8 @@ mod tests {
         assert_eq!(
             stats.tools_seen,
             vec![
-                ("echo".to_owned(), ToolHints::default()),
-                ("delete_repo".to_owned(), destructive)
+                ("echo".into(), ToolHints::default()),
+                ("delete_repo".into(), destructive)
             ]
         );
         // Another id, or "3" as a string, is not this request's response.
@@ -788,12 +802,12 @@ mod tests {
     }
 
     /// The rewrite before framing (every message parsed whole), as the reference.
-    fn reference(
-        text: &str,
+    fn reference<'a>(
+        text: &'a str,
         kind: ListKind,
         ids: &[Id],
         keep: &dyn Fn(&str) -> bool,
-        stats: &mut Rewrite,
+        stats: &mut Rewrite<'a>,
     ) -> Option<String> {
         if text.trim_start().starts_with('[') {
             let elements: Vec<&RawValue> = serde_json::from_str(text).ok()?;
