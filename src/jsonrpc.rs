@@ -253,7 +253,8 @@ pub fn parse_body(body: &[u8], max_depth: usize) -> Result<Body<'_>, ParseError>
     }
     // Fewer brackets in the whole body than the limit cannot nest deeper than it (the count
     // includes brackets inside strings, so it only ever overestimates the depth).
-    let brackets = memchr::memchr2_iter(b'{', b'[', text.as_bytes()).take(max_depth + 1);
+    let brackets =
+        memchr::memchr2_iter(b'{', b'[', text.as_bytes()).take(max_depth.saturating_add(1));
     if brackets.count() > max_depth && exceeds_nesting(text.as_bytes(), max_depth) {
         return Err(ParseError::new(
             PARSE_ERROR,
