@@ -10,6 +10,7 @@
 
 use crate::curation::ToolHints;
 use crate::filter::Host;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Most tools whose hints are kept per server.
@@ -91,7 +92,7 @@ pub fn lookup(host: &dyn Host, server_id: &str, tool: &str) -> Option<ToolHints>
 
 /// Records the hints of the tools a `tools/list` response showed (newer hints replace older
 /// ones). Retries a lost compare-and-swap race a few times; returns whether the store holds them.
-pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(String, ToolHints)]) -> bool {
+pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(Cow<'_, str>, ToolHints)]) -> bool {
     if tools.is_empty() {
         return true;
     }
@@ -106,8 +107,8 @@ pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(String, ToolHints)]
         };
         let before = map.clone();
         for (name, hints) in tools {
-            if map.len() < MAX_TOOLS || map.contains_key(name) {
-                map.insert(name.clone(), encode(*hints));
+            if map.len() < MAX_TOOLS || map.contains_key(name.as_ref()) {
+                map.insert(name.as_ref().to_owned(), encode(*hints));
             }
         }
         if map == before {

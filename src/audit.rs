@@ -11,7 +11,6 @@ use crate::policy::Decision;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 
 /// How a call ended, as the audit record's `output_status` spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -122,10 +121,19 @@ pub fn input_hash(bytes: &[u8]) -> String {
 fn hex_tagged(prefix: &str, digest: &[u8]) -> String {
     let mut out = String::with_capacity(prefix.len() + 2 * digest.len());
     out.push_str(prefix);
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
+    for &b in digest {
+        out.push(char::from(hex_digit(b >> 4)));
+        out.push(char::from(hex_digit(b & 0xf)));
     }
     out
+}
+
+/// The lower-case hex digit of the low four bits of `n`.
+fn hex_digit(n: u8) -> u8 {
+    b"0123456789abcdef"
+        .get(usize::from(n & 0xf))
+        .copied()
+        .unwrap_or(b'0')
 }
 
 /// How the audit record's `input_hash` is computed (plugin configuration `input_hash`).
@@ -179,36 +187,6 @@ impl InputHasher {
     }
 }
 
-#[derive(Serialize)]
-struct Record<'a> {
-    timestamp: &'a str,
-    agent_id: &'a str,
-    server_id: &'a str,
-    method: Option<&'a str>,
-    http_method: &'a str,
-    tool_name: Option<&'a str>,
-    prompt_name: Option<&'a str>,
-    resource_uri: Option<&'a str>,
-    request_id: Option<Box<serde_json::value::RawValue>>,
-    input_hash: Option<&'a str>,
-    decision: &'a str,
-    output_status: OutputStatus,
-    error_code: Option<i64>,
-    latency_ms: u64,
-    http_status: Option<u32>,
-    session_id: Option<&'a str>,
-    trace_id: Option<&'a str>,
-    policy_name: Option<&'a str>,
-    policy_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    correlated: bool,
-}
-
-/// The id exactly as JSON: numbers keep their wire text (no rounding beyond 2^53 or i64).
-fn id_value(id: &Id) -> Option<Box<serde_json::value::RawValue>> {
-    serde_json::value::RawValue::from_string(id.to_json()).ok()
-}
-
 /// Renders the records of a stream: one compact JSON object per call, joined by `\n`.
 ///
 /// `latency_ms` runs from the stream's (or origin's) start to the call's `settled_ms`, else to
@@ -216,43 +194,166 @@ fn id_value(id: &Id) -> Option<Box<serde_json::value::RawValue>> {
 /// usable response was seen). A call with an `origin` (its outcome was
 /// correlated from another stream) takes agent, server, timestamp, latency, session and trace
 /// from that origin, and HTTP method and status from this stream.
+///
+/// Members, in this order: `timestamp`, `agent_id`, `server_id`, `method`, `http_method`,
+/// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
+/// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
+/// `policy_name`, `policy_version`, and `correlated` only when true; absent values are `null`.
+/// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(400 * calls.len().max(1));
+    let mut out = Vec::with_capacity(512 * calls.len().max(1));
     for (i, call) in calls.iter().enumerate() {
         if i > 0 {
             out.push(b'\n');
         }
         let origin = call.origin.as_deref().unwrap_or(facts);
-        let timestamp = rfc3339_millis(origin.start_ms);
-        let record = Record {
-            timestamp: &timestamp,
-            agent_id: &origin.agent_id,
-            server_id: &origin.server_id,
-            method: call.method.as_deref(),
-            http_method: &facts.http_method,
-            tool_name: call.tool_name.as_deref(),
-            prompt_name: call.prompt_name.as_deref(),
-            resource_uri: call.resource_uri.as_deref(),
-            request_id: call.request_id.as_ref().and_then(id_value),
-            input_hash: call.input_hash.as_deref(),
-            decision: call.decision.as_str(),
-            output_status: call.output_status.unwrap_or(OutputStatus::UpstreamError),
-            error_code: call.error_code,
-            latency_ms: call
-                .settled_ms
-                .unwrap_or(now_ms)
-                .saturating_sub(origin.start_ms),
-            http_status: facts.http_status,
-            session_id: origin.session_id.as_deref(),
-            trace_id: origin.trace_id.as_deref(),
-            policy_name: origin.policy_name.as_deref(),
-            policy_version: origin.policy_version.as_deref(),
-            correlated: call.origin.is_some(),
-        };
-        // Serializing this struct into a Vec cannot fail (no maps with non-string keys).
-        let _ = serde_json::to_writer(&mut out, &record);
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        push_rfc3339_millis(&mut out, origin.start_ms);
+        out.extend_from_slice(b"\",\"agent_id\":");
+        push_str(&mut out, &origin.agent_id);
+        out.extend_from_slice(b",\"server_id\":");
+        push_str(&mut out, &origin.server_id);
+        out.extend_from_slice(b",\"method\":");
+        push_opt_str(&mut out, call.method.as_deref());
+        out.extend_from_slice(b",\"http_method\":");
+        push_str(&mut out, &facts.http_method);
+        out.extend_from_slice(b",\"tool_name\":");
+        push_opt_str(&mut out, call.tool_name.as_deref());
+        out.extend_from_slice(b",\"prompt_name\":");
+        push_opt_str(&mut out, call.prompt_name.as_deref());
+        out.extend_from_slice(b",\"resource_uri\":");
+        push_opt_str(&mut out, call.resource_uri.as_deref());
+        out.extend_from_slice(b",\"request_id\":");
+        push_id(&mut out, call.request_id.as_ref());
+        out.extend_from_slice(b",\"input_hash\":");
+        push_opt_str(&mut out, call.input_hash.as_deref());
+        out.extend_from_slice(b",\"decision\":\"");
+        out.extend_from_slice(call.decision.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"output_status\":\"");
+        let status = call.output_status.unwrap_or(OutputStatus::UpstreamError);
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"error_code\":");
+        match call.error_code {
+            Some(code) => {
+                if code < 0 {
+                    out.push(b'-');
+                }
+                push_u64(&mut out, code.unsigned_abs());
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"latency_ms\":");
+        let latency = call
+            .settled_ms
+            .unwrap_or(now_ms)
+            .saturating_sub(origin.start_ms);
+        push_u64(&mut out, latency);
+        out.extend_from_slice(b",\"http_status\":");
+        match facts.http_status {
+            Some(status) => push_u64(&mut out, u64::from(status)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"session_id\":");
+        push_opt_str(&mut out, origin.session_id.as_deref());
+        out.extend_from_slice(b",\"trace_id\":");
+        push_opt_str(&mut out, origin.trace_id.as_deref());
+        out.extend_from_slice(b",\"policy_name\":");
+        push_opt_str(&mut out, origin.policy_name.as_deref());
+        out.extend_from_slice(b",\"policy_version\":");
+        push_opt_str(&mut out, origin.policy_version.as_deref());
+        if call.origin.is_some() {
+            out.extend_from_slice(b",\"correlated\":true");
+        }
+        out.push(b'}');
     }
     out
+}
+
+impl OutputStatus {
+    /// The record's spelling (`success`, `tool_error`, ...), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStatus::Success => "success",
+            OutputStatus::Error => "error",
+            OutputStatus::ToolError => "tool_error",
+            OutputStatus::Denied => "denied",
+            OutputStatus::RateLimited => "rate_limited",
+            OutputStatus::UpstreamError => "upstream_error",
+            OutputStatus::InvalidRequest => "invalid_request",
+            OutputStatus::Deferred => "deferred",
+            OutputStatus::ClientDisconnected => "client_disconnected",
+        }
+    }
+}
+
+/// A JSON string with serde_json's escaping (RFC 8259 §7): `"` and `\\`, the short forms
+/// `\b \f \n \r \t`, `\u00XX` (lower-case hex) for other control characters; nothing else.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(b"00");
+            out.push(hex_digit(b >> 4));
+            out.push(hex_digit(b));
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    out.push(b'"');
+}
+
+fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// The id exactly as JSON: numbers keep their wire text (no rounding beyond 2^53 or i64); a
+/// number that is not valid JSON is written as `null`.
+fn push_id(out: &mut Vec<u8>, id: Option<&Id>) {
+    match id {
+        Some(Id::Str(s)) => push_str(out, s),
+        Some(Id::Number(raw)) => match serde_json::from_str::<&serde_json::value::RawValue>(raw) {
+            Ok(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Decimal digits of `n`.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(at..).unwrap_or_default());
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC with milliseconds, e.g.
@@ -273,6 +374,65 @@ pub fn rfc3339_millis(unix_ms: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
+/// [`rfc3339_millis`] appended to `out` without formatting machinery (years 0-9999; others,
+/// which no clock reports, go through [`rfc3339_millis`]).
+fn push_rfc3339_millis(out: &mut Vec<u8>, unix_ms: u64) {
+    // 253402300800000 ms is 10000-01-01T00:00:00Z.
+    if unix_ms >= 253_402_300_800_000 {
+        out.extend_from_slice(rfc3339_millis(unix_ms).as_bytes());
+        return;
+    }
+    let secs = unix_ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Hinnant's civil-from-days for days >= 0 (1970 onwards).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    let [y0, y1] = two(year / 100);
+    let [y2, y3] = two(year);
+    let [mo0, mo1] = two(month);
+    let [d0, d1] = two(day);
+    let [h0, h1] = two(rem / 3600);
+    let [mi0, mi1] = two(rem % 3600 / 60);
+    let [s0, s1] = two(rem % 60);
+    let ms = unix_ms % 1000;
+    let [m1, m2] = two(ms);
+    out.extend_from_slice(&[
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        mo0,
+        mo1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        mi0,
+        mi1,
+        b':',
+        s0,
+        s1,
+        b'.',
+        b'0' + (ms / 100) as u8,
+        m1,
+        m2,
+        b'Z',
+    ]);
 }
 
 /// The trace id of a W3C `traceparent` header (Trace Context §3.2: `version-traceid-parentid-flags`,
@@ -401,5 +561,150 @@ mod tests {
         assert_eq!(lines[1]["decision"], "deny");
         assert_eq!(lines[1]["error_code"], -32003);
         assert!(!text.contains("arguments"));
+    }
+    /// The serde rendering this module used before, as the reference.
+    #[derive(serde::Serialize)]
+    struct Record<'a> {
+        timestamp: &'a str,
+        agent_id: &'a str,
+        server_id: &'a str,
+        method: Option<&'a str>,
+        http_method: &'a str,
+        tool_name: Option<&'a str>,
+        prompt_name: Option<&'a str>,
+        resource_uri: Option<&'a str>,
+        request_id: Option<Box<serde_json::value::RawValue>>,
+        input_hash: Option<&'a str>,
+        decision: &'a str,
+        output_status: OutputStatus,
+        error_code: Option<i64>,
+        latency_ms: u64,
+        http_status: Option<u32>,
+        session_id: Option<&'a str>,
+        trace_id: Option<&'a str>,
+        policy_name: Option<&'a str>,
+        policy_version: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        correlated: bool,
+    }
+
+    fn reference(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, call) in calls.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            let origin = call.origin.as_deref().unwrap_or(facts);
+            let timestamp = rfc3339_millis(origin.start_ms);
+            let record = Record {
+                timestamp: &timestamp,
+                agent_id: &origin.agent_id,
+                server_id: &origin.server_id,
+                method: call.method.as_deref(),
+                http_method: &facts.http_method,
+                tool_name: call.tool_name.as_deref(),
+                prompt_name: call.prompt_name.as_deref(),
+                resource_uri: call.resource_uri.as_deref(),
+                request_id: call
+                    .request_id
+                    .as_ref()
+                    .and_then(|id| serde_json::value::RawValue::from_string(id.to_json()).ok()),
+                input_hash: call.input_hash.as_deref(),
+                decision: call.decision.as_str(),
+                output_status: call.output_status.unwrap_or(OutputStatus::UpstreamError),
+                error_code: call.error_code,
+                latency_ms: call
+                    .settled_ms
+                    .unwrap_or(now_ms)
+                    .saturating_sub(origin.start_ms),
+                http_status: facts.http_status,
+                session_id: origin.session_id.as_deref(),
+                trace_id: origin.trace_id.as_deref(),
+                policy_name: origin.policy_name.as_deref(),
+                policy_version: origin.policy_version.as_deref(),
+                correlated: call.origin.is_some(),
+            };
+            serde_json::to_writer(&mut out, &record).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn records_are_the_bytes_serde_wrote() {
+        let odd: String = (0u8..0x80)
+            .map(char::from)
+            .chain("é€😀\u{2028}".chars())
+            .collect();
+        let statuses = [
+            None,
+            Some(OutputStatus::Success),
+            Some(OutputStatus::Error),
+            Some(OutputStatus::ToolError),
+            Some(OutputStatus::Denied),
+            Some(OutputStatus::RateLimited),
+            Some(OutputStatus::UpstreamError),
+            Some(OutputStatus::InvalidRequest),
+            Some(OutputStatus::Deferred),
+            Some(OutputStatus::ClientDisconnected),
+        ];
+        let ids = [
+            None,
+            Some(Id::Number("7".into())),
+            Some(Id::Number("-123456789012345678901234567890".into())),
+            Some(Id::Number(" 12 ".into())),
+            Some(Id::Number("1x".into())),
+            Some(Id::Str(odd.clone())),
+        ];
+        for (n, start) in [
+            0u64,
+            951_782_400_000,
+            1_795_306_541_123,
+            4_102_444_799_999,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            u64::MAX / 2,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let facts = StreamFacts {
+                start_ms: start,
+                agent_id: odd.clone(),
+                server_id: "demo".into(),
+                http_method: "POST".into(),
+                http_status: [None, Some(0), Some(200), Some(u32::MAX)][n % 4],
+                session_id: Some("s\"1".into()),
+                trace_id: None,
+                policy_name: Some(odd.clone()),
+                policy_version: None,
+            };
+            let mut calls = Vec::new();
+            for (i, status) in statuses.iter().enumerate() {
+                let mut c =
+                    Call::bare([Decision::Allow, Decision::Deny, Decision::DryRunDeny][i % 3]);
+                c.method = Some("tools/call".into());
+                c.tool_name = (i % 2 == 0).then(|| odd.clone());
+                c.resource_uri = Some(format!("file:///{i}\n"));
+                c.request_id = ids[i % ids.len()].clone();
+                c.input_hash = Some(input_hash(&[i as u8]));
+                c.output_status = *status;
+                c.error_code = [None, Some(-32003), Some(i64::MIN), Some(i64::MAX), Some(0)][i % 5];
+                c.settled_ms = (i % 3 == 0).then_some(start.wrapping_add(i as u64));
+                if i == 4 {
+                    c.origin = Some(Box::new(StreamFacts {
+                        start_ms: 1,
+                        trace_id: Some("t".into()),
+                        ..facts.clone()
+                    }));
+                }
+                calls.push(c);
+            }
+            let now = start.wrapping_add(5);
+            let new = render(&facts, &calls, now);
+            assert_eq!(
+                String::from_utf8(new).unwrap(),
+                String::from_utf8(reference(&facts, &calls, now)).unwrap()
+            );
+        }
     }
 }

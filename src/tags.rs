@@ -90,28 +90,40 @@ impl TagHeaders {
 }
 
 /// Distinct values in first-seen order, header-encoded and joined with `,`; `None` if empty.
+/// One allocation for the usual single value (the list of values seen is kept only from the
+/// second distinct value on).
 fn join_distinct<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
-    let mut seen: Vec<&str> = Vec::new();
+    let mut first: Option<&str> = None;
+    let mut more: Vec<&str> = Vec::new();
+    let mut out = String::new();
     for v in values {
-        if !seen.contains(&v) {
-            seen.push(v);
+        match first {
+            None => {
+                first = Some(v);
+                push_header_value(&mut out, v);
+            }
+            Some(f) if f == v || more.contains(&v) => {}
+            Some(_) => {
+                more.push(v);
+                out.push(',');
+                push_header_value(&mut out, v);
+            }
         }
     }
-    if seen.is_empty() {
-        return None;
-    }
-    Some(
-        seen.into_iter()
-            .map(header_value)
-            .collect::<Vec<_>>()
-            .join(","),
-    )
+    first.map(|_| out)
 }
 
 /// Encodes `value` for use as a header value: visible ASCII other than `%` and `,` is kept,
 /// every other byte becomes `%XX` (upper-case hex).
 pub fn header_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+    let mut out = String::new();
+    push_header_value(&mut out, value);
+    out
+}
+
+/// [`header_value`], appended to `out`.
+fn push_header_value(out: &mut String, value: &str) {
+    out.reserve(value.len());
     for &b in value.as_bytes() {
         if b.is_ascii_graphic() && b != b'%' && b != b',' {
             out.push(char::from(b));
@@ -119,7 +131,6 @@ pub fn header_value(value: &str) -> String {
             let _ = write!(out, "%{b:02X}");
         }
     }
-    out
 }
 
 #[cfg(test)]
