@@ -122,37 +122,16 @@ impl<'a> Subject<'a> {
     }
 }
 
-/// FNV-1a (64-bit) for the policy's lookup maps: their keys come from the configuration and
-/// are only looked up per request, so a keyed hash (SipHash, std's default, several times
-/// slower on short names) buys nothing against flooding here; a looked-up name costs one pass.
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// A map looked up with [`Fnv`].
-type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+/// The policy's lookup maps hash with FxHash (`rustc-hash`): their keys come from the
+/// configuration and are only looked up per request, so a keyed hash (SipHash, std's default,
+/// several times slower on short names) buys nothing against flooding here.
+type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// Compiled patterns: exact names in a map, globs in order; each remembers its index in the
 /// configured list (for explanations).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Patterns {
-    exact: FnvMap<String, usize>,
+    exact: FastMap<String, usize>,
     globs: Vec<(usize, String)>,
 }
 
@@ -280,7 +259,7 @@ pub struct Policy {
     /// `policy.version`, written in every audit record.
     pub version: Option<String>,
     mode: Mode,
-    agents: FnvMap<String, RuleSet>,
+    agents: FastMap<String, RuleSet>,
     groups: Vec<RuleSet>,
     default: Option<RuleSet>,
 }
