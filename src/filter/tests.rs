@@ -1872,3 +1872,25 @@ fn decide_at_headers_is_not_combinable_with_rate_limit_service() {
     .unwrap_err();
     assert_eq!(e.field, "decide_at_headers");
 }
+
+#[test]
+fn decide_at_headers_tags_2026_requests_on_hosts_that_do_not_hold_headers() {
+    let policy = EARLY_POLICY.replace(
+        r#""decide_at_headers": true,"#,
+        r#""decide_at_headers": true, "hold_request_headers": false,"#,
+    );
+    let mut s = stream(&policy);
+    let mut h = routed("demo-agent", "tools/call", Some("echo"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Continue);
+    // Set before the headers leave: Envoy's rate-limit filters see them.
+    assert_eq!(
+        h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+        Some("echo")
+    );
+    assert_eq!(stream_body(&mut s, &mut h), vec![Action::Continue; 3]);
+    // Without routing headers, the same host gets no body tag (the headers already left).
+    let mut s = stream(&policy);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(send_request_unheld(&mut s, &mut h), Action::Continue);
+    assert_eq!(h.request_headers.get("x-mcp-tool-name"), None);
+}
