@@ -204,8 +204,10 @@ impl Host for BenchHost {
             None => self.response_headers.remove(name),
         };
     }
-    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.response_chunk.get(..size).map(<[u8]>::to_vec)
+    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
+        self.response_chunk
+            .get(start..start.checked_add(size)?)
+            .map(<[u8]>::to_vec)
     }
     fn set_response_body(&mut self, _size: usize, data: &[u8]) {
         self.replaced = data.len();

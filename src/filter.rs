@@ -60,6 +60,8 @@ pub const INTERNAL_ERROR: i32 = -32603;
 pub const NOT_CONFIGURED: i32 = INTERNAL_ERROR;
 /// HTTP status for a request body with a `content-encoding` (RFC 9110 §15.5.16).
 pub const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
+/// Largest piece of a response chunk read into the VM at once by the scanner, in bytes.
+pub const SCAN_PIECE: usize = 64 * 1024;
 /// HTTP status for a request no identity source identified, under `unidentified: reject`.
 pub const UNAUTHORIZED: u32 = 401;
 
@@ -82,8 +84,8 @@ pub trait Host {
     fn response_header(&self, name: &str) -> Option<String>;
     /// Replaces or removes a response header. Valid only in the response-headers callback.
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
-    /// The first `size` bytes of the current (or buffered) response body.
-    fn response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// `size` bytes from offset `start` of the current (or buffered) response body.
+    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>>;
     /// Replaces the first `size` bytes of the response body with `data`.
     fn set_response_body(&mut self, size: usize, data: &[u8]);
     /// Sends a local reply with `content-type: application/json`, the extra `headers` and
@@ -678,8 +680,17 @@ impl Stream {
         }
         if let Some(scanner) = self.scanner.as_mut() {
             if body_size > 0 {
-                if let Some(chunk) = host.response_body(body_size) {
-                    scanner.feed(&chunk, &mut self.correlator);
+                // In pieces: a large chunk (Envoy hands on up to ~1 MiB at once) is scanned
+                // while each piece is still in cache, the VM never holds more than one piece,
+                // and reading stops once every response has been seen.
+                let mut start = 0;
+                while start < body_size && !self.correlator.complete() {
+                    let len = (body_size - start).min(SCAN_PIECE);
+                    let Some(piece) = host.response_body(start, len) else {
+                        break;
+                    };
+                    scanner.feed(&piece, &mut self.correlator);
+                    start += len;
                 }
             }
             if self.correlator.complete() {
@@ -700,7 +711,7 @@ impl Stream {
         let Some((kind, ids)) = self.curate.take() else {
             return;
         };
-        let body = host.response_body(body_size).unwrap_or_default();
+        let body = host.response_body(0, body_size).unwrap_or_default();
         let policy = &self.config.policy;
         let agent = self.facts.agent_id.as_str();
         let curate = self.config.curate_lists;
@@ -765,7 +776,7 @@ impl Stream {
         let Some(scanner) = self.scanner.as_mut() else {
             return;
         };
-        let chunk = host.response_body(body_size).unwrap_or_default();
+        let chunk = host.response_body(0, body_size).unwrap_or_default();
         let curating = self.config.curate_lists;
         let held_before = !self.sse_hold.is_empty();
         let mut data = if curating && held_before {

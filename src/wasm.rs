@@ -318,10 +318,10 @@ impl Host for WasmHost {
         );
     }
 
-    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
         logged(
             "get response body",
-            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size),
+            hostcalls::get_buffer(BufferType::HttpResponseBody, start, size),
         )
     }
 

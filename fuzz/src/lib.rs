@@ -1073,12 +1073,14 @@ impl Host for FuzzHost {
             None => self.response_headers.remove(name),
         };
     }
-    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
         if self.phase != Phase::ResponseBody {
             self.violation("response_body outside the response body callback");
             return None;
         }
-        self.response_buffer.get(..size).map(<[u8]>::to_vec)
+        self.response_buffer
+            .get(start..start.checked_add(size)?)
+            .map(<[u8]>::to_vec)
     }
     fn set_response_body(&mut self, size: usize, data: &[u8]) {
         if self.phase != Phase::ResponseBody {

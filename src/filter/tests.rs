@@ -77,8 +77,10 @@ impl Host for FakeHost {
             None => self.response_headers.remove(name),
         };
     }
-    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.response_chunk.get(..size).map(<[u8]>::to_vec)
+    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
+        self.response_chunk
+            .get(start..start.checked_add(size)?)
+            .map(<[u8]>::to_vec)
     }
     fn set_response_body(&mut self, _size: usize, data: &[u8]) {
         self.replaced_response_body = Some(data.to_vec());
@@ -1893,4 +1895,25 @@ fn decide_at_headers_tags_2026_requests_on_hosts_that_do_not_hold_headers() {
     let mut h = post(Some("demo-agent"), CALL_ECHO);
     assert_eq!(send_request_unheld(&mut s, &mut h), Action::Continue);
     assert_eq!(h.request_headers.get("x-mcp-tool-name"), None);
+}
+
+#[test]
+fn a_chunk_larger_than_a_scan_piece_is_read_in_pieces_and_settled() {
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    // One 200 KB chunk: an SSE event whose isError comes after 3 scan pieces of text.
+    let text = "y".repeat(3 * SCAN_PIECE);
+    let event = format!(
+        "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{text}\"}}],\"isError\":true}}}}\n\n"
+    );
+    respond(
+        &mut s,
+        &mut h,
+        "200",
+        "text/event-stream",
+        &[event.as_bytes()],
+    );
+    s.on_stream_end(&mut h);
+    assert_eq!(h.records()[0]["output_status"], "tool_error");
 }
