@@ -212,12 +212,6 @@ pub const DEFAULT_RLS_TIMEOUT_MS: u64 = 20;
 pub const MAX_RLS_TIMEOUT_MS: u64 = 60_000;
 
 fn rate_limit_service(raw: RawRateLimitService) -> Result<RateLimitService, ConfigError> {
-    if raw.cluster.is_empty() || raw.cluster.len() > MAX_CLUSTER_NAME {
-        return Err(error(
-            "rate_limit_service.cluster",
-            format!("must be 1-{MAX_CLUSTER_NAME} bytes"),
-        ));
-    }
     if raw.domain.is_empty() {
         return Err(error("rate_limit_service.domain", "must not be empty"));
     }
@@ -228,12 +222,15 @@ fn rate_limit_service(raw: RawRateLimitService) -> Result<RateLimitService, Conf
             format!("must be between 1 and {MAX_RLS_TIMEOUT_MS}"),
         ));
     }
-    Ok(RateLimitService {
-        cluster: raw.cluster,
-        domain: raw.domain,
-        timeout_ms,
-        failure_mode_deny: raw.failure_mode_deny.unwrap_or(false),
-    })
+    let failure_mode_deny = raw.failure_mode_deny.unwrap_or(false);
+    RateLimitService::new(&raw.cluster, raw.domain, timeout_ms, failure_mode_deny).ok_or_else(
+        || {
+            error(
+                "rate_limit_service.cluster",
+                format!("must be 1-{MAX_CLUSTER_NAME} bytes"),
+            )
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -818,12 +815,12 @@ mod tests {
         assert!(!c.hold_request_headers);
         assert_eq!(
             c.rate_limit_service,
-            Some(RateLimitService {
-                cluster: "outbound|8081||rls.ns.svc.cluster.local".into(),
-                domain: "mcp".into(),
-                timeout_ms: DEFAULT_RLS_TIMEOUT_MS,
-                failure_mode_deny: false,
-            })
+            RateLimitService::new(
+                "outbound|8081||rls.ns.svc.cluster.local",
+                "mcp".into(),
+                DEFAULT_RLS_TIMEOUT_MS,
+                false
+            )
         );
         let long = "c".repeat(MAX_CLUSTER_NAME + 1);
         for (bad, field) in [

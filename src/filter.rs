@@ -42,7 +42,6 @@ use crate::policy::{Decision, Mode, Policy, Subject};
 use crate::ratelimit::{self, Verdict};
 use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner, Summary};
 use crate::routing;
-use crate::tags;
 use std::rc::Rc;
 
 /// JSON-RPC error code for a call refused by policy. JSON-RPC 2.0 §5.1 leaves -32000..-32099
@@ -229,11 +228,9 @@ pub struct Stream {
     /// The token of the RLS call the request is waiting for.
     rls_call: Option<u32>,
     /// `decide_at_headers`: the request was decided and tagged from its routing headers and its
-    /// body streams to the upstream; `streamed` keeps the chunks already passed on,
-    /// `streamed_len` counts every byte.
+    /// body streams to the upstream; `streamed` keeps the chunks already passed on.
     streaming: bool,
     streamed: Vec<u8>,
-    streamed_len: usize,
 }
 
 impl Stream {
@@ -262,7 +259,6 @@ impl Stream {
             rls_call: None,
             streaming: false,
             streamed: Vec::new(),
-            streamed_len: 0,
         }
     }
 
@@ -420,16 +416,8 @@ impl Stream {
         if config.policy.decide(&self.facts.agent_id, subject).blocks() {
             return false; // refused with the request's id, once the body is read
         }
-        let headers = &config.headers;
-        host.set_request_header(&headers.method, Some(&tags::header_value(&method)));
-        let name_tag = match method.as_str() {
-            jsonrpc::TOOLS_CALL => Some(&headers.tool_name),
-            jsonrpc::PROMPTS_GET => Some(&headers.prompt_name),
-            jsonrpc::RESOURCES_READ => Some(&headers.resource_uri),
-            _ => None,
-        };
-        if let (Some(tag), Some(name)) = (name_tag, &name) {
-            host.set_request_header(tag, Some(&tags::header_value(name)));
+        for (tag, value) in config.headers.for_call(&method, name.as_deref()) {
+            host.set_request_header(tag, Some(&value));
         }
         true
     }
@@ -472,14 +460,8 @@ impl Stream {
         match verdict {
             Ok(Verdict::Allow) => self.forward(host),
             Ok(Verdict::OverLimit { retry_after_s }) => {
-                host.count(Metric::RateLimited, self.calls.len().max(1) as u64);
-                for call in &mut self.calls {
-                    call.output_status = Some(OutputStatus::RateLimited);
-                    call.error_code = Some(i64::from(RATE_LIMITED));
-                }
-                let body = self.error_body(RATE_LIMITED, |_| {
-                    "Rate limited: too many requests, retry later".to_owned()
-                });
+                self.settle_rate_limited(host);
+                let body = self.rate_limited_body();
                 let retry_after = retry_after_s.to_string();
                 self.reply_with(
                     host,
@@ -494,6 +476,23 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// A rate limiter refused the request (Envoy's or the upstream's 429, or the RLS mcp-guard
+    /// asked): every call not yet settled is `rate_limited`, and counted.
+    fn settle_rate_limited(&mut self, host: &mut dyn Host) {
+        host.count(Metric::RateLimited, self.calls.len().max(1) as u64);
+        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+            call.output_status = Some(OutputStatus::RateLimited);
+            call.error_code = Some(i64::from(RATE_LIMITED));
+        }
+    }
+
+    /// The JSON-RPC error body of a 429 ([`RATE_LIMITED`] per request).
+    fn rate_limited_body(&self) -> String {
+        self.error_body(RATE_LIMITED, |_| {
+            "Rate limited: too many requests, retry later".to_owned()
+        })
     }
 
     /// The RLS could not be asked or did not answer usably: under `failure_mode_deny`, refuse
@@ -537,11 +536,9 @@ impl Stream {
             return Action::Continue;
         }
         self.body_size = body_size;
-        if self.streaming {
-            self.streamed_len = self.streamed_len.saturating_add(body_size);
-        }
-        if body_size > self.config.max_body_bytes || self.streamed_len > self.config.max_body_bytes
-        {
+        // Buffered, `body_size` is the whole body so far; streamed, this chunk after the rest.
+        let seen = self.streamed.len().saturating_add(body_size);
+        if seen > self.config.max_body_bytes {
             self.awaiting_body = false;
             let message = format!(
                 "Invalid Request: body exceeds {} bytes",
@@ -602,11 +599,7 @@ impl Stream {
         }
         if status == Some(429) {
             self.rate_limited = true;
-            host.count(Metric::RateLimited, self.calls.len().max(1) as u64);
-            for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
-                call.output_status = Some(OutputStatus::RateLimited);
-                call.error_code = Some(i64::from(RATE_LIMITED));
-            }
+            self.settle_rate_limited(host);
             if !end_of_stream {
                 host.set_response_header("content-type", Some("application/json"));
                 host.set_response_header("content-length", None);
@@ -653,9 +646,7 @@ impl Stream {
             if !end_of_stream {
                 return Action::Pause; // buffer the (small) 429 body, then replace it whole
             }
-            let body = self.error_body(RATE_LIMITED, |_| {
-                "Rate limited: too many requests, retry later".to_owned()
-            });
+            let body = self.rate_limited_body();
             host.set_response_body(body_size, body.as_bytes());
             self.finished = true;
             return Action::Continue;
@@ -941,15 +932,13 @@ impl Stream {
                 tag(&config.headers.method),
                 tag(&config.headers.tool_name),
             );
-            let call = rls.grpc_service().and_then(|upstream| {
-                host.grpc_call(
-                    &upstream,
-                    ratelimit::SERVICE,
-                    ratelimit::METHOD,
-                    &rls.request(&descriptors),
-                    rls.timeout_ms,
-                )
-            });
+            let call = host.grpc_call(
+                rls.grpc_service(),
+                ratelimit::SERVICE,
+                ratelimit::METHOD,
+                &rls.request(&descriptors),
+                rls.timeout_ms,
+            );
             match call {
                 Some(token) => {
                     self.rls_call = Some(token);

@@ -23,11 +23,12 @@ pub const METHOD: &str = "ShouldRateLimit";
 /// 7-bit ASCII (one-byte protobuf lengths), because the proxy-wasm Rust SDK passes it as `&str`.
 pub const MAX_CLUSTER_NAME: usize = 100;
 
-/// `rate_limit_service` of the plugin configuration, compiled.
+/// `rate_limit_service` of the plugin configuration, compiled ([`RateLimitService::new`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitService {
-    /// The Envoy cluster of the RLS (HTTP/2). 1..=[`MAX_CLUSTER_NAME`] bytes.
-    pub cluster: String,
+    /// The serialized `GrpcService` naming the RLS cluster ([`RateLimitService::grpc_service`]),
+    /// built once here rather than for every request.
+    grpc_service: String,
     /// The RLS domain (`RateLimitRequest.domain`).
     pub domain: String,
     /// Deadline of one RLS call, in milliseconds.
@@ -71,20 +72,40 @@ pub fn descriptors(agent: &str, method: Option<&str>, tool: Option<&str>) -> Vec
 }
 
 impl RateLimitService {
-    /// The `upstream` argument of `dispatch_grpc_call`: a serialized
-    /// `envoy.config.core.v3.GrpcService` with `envoy_grpc.cluster_name` set. (Envoy also
-    /// accepts a bare cluster name, but only when the bytes do not happen to parse as a
-    /// `GrpcService`; the serialized form is never ambiguous.) ASCII for cluster names up to
-    /// [`MAX_CLUSTER_NAME`] bytes; `None` otherwise.
-    pub fn grpc_service(&self) -> Option<String> {
+    /// The RLS on Envoy cluster `cluster` (HTTP/2), for `domain`. `None` when the cluster
+    /// name is empty or its serialized `GrpcService` would not be ASCII (names over
+    /// [`MAX_CLUSTER_NAME`] bytes can need two-byte protobuf lengths).
+    pub fn new(
+        cluster: &str,
+        domain: String,
+        timeout_ms: u64,
+        failure_mode_deny: bool,
+    ) -> Option<Self> {
+        if cluster.is_empty() || cluster.len() > MAX_CLUSTER_NAME {
+            return None;
+        }
         let service = GrpcService {
             envoy_grpc: Some(EnvoyGrpc {
-                cluster_name: self.cluster.clone(),
+                cluster_name: cluster.to_owned(),
             }),
         };
-        String::from_utf8(service.encode_to_vec())
+        let grpc_service = String::from_utf8(service.encode_to_vec())
             .ok()
-            .filter(|s| s.is_ascii())
+            .filter(|s| s.is_ascii())?;
+        Some(RateLimitService {
+            grpc_service,
+            domain,
+            timeout_ms,
+            failure_mode_deny,
+        })
+    }
+
+    /// The `upstream` argument of `dispatch_grpc_call`: a serialized
+    /// `envoy.config.core.v3.GrpcService` with `envoy_grpc.cluster_name` set, ASCII. (Envoy
+    /// also accepts a bare cluster name, but only when the bytes do not happen to parse as a
+    /// `GrpcService`; the serialized form is never ambiguous.)
+    pub fn grpc_service(&self) -> &str {
+        &self.grpc_service
     }
 
     /// The serialized `RateLimitRequest` for these descriptors (`hits_addend` unset: 1).
@@ -207,13 +228,8 @@ struct Duration {
 mod tests {
     use super::*;
 
-    fn service(cluster: &str) -> RateLimitService {
-        RateLimitService {
-            cluster: cluster.into(),
-            domain: "mcp".into(),
-            timeout_ms: 500,
-            failure_mode_deny: true,
-        }
+    fn service(cluster: &str) -> Option<RateLimitService> {
+        RateLimitService::new(cluster, "mcp".into(), 500, true)
     }
 
     #[test]
@@ -239,7 +255,9 @@ mod tests {
 
     #[test]
     fn request_bytes_are_the_rls_wire_format() {
-        let bytes = service("rls").request(&[vec![("agent", "a".to_owned())]]);
+        let bytes = service("rls")
+            .unwrap()
+            .request(&[vec![("agent", "a".to_owned())]]);
         // domain (1) "mcp"; descriptors (2) { entries (1) { key (1) "agent", value (2) "a" } }
         let expected: Vec<u8> = [
             &[0x0a, 3][..],
@@ -255,14 +273,16 @@ mod tests {
 
     #[test]
     fn grpc_service_names_the_cluster_and_stays_ascii() {
-        let s = service("outbound|8081||ratelimit.ratelimit.svc.cluster.local");
-        let text = s.grpc_service().unwrap_or_default();
+        let name = "outbound|8081||ratelimit.ratelimit.svc.cluster.local";
+        let s = service(name).unwrap();
+        let text = s.grpc_service();
         assert!(text.is_ascii());
         let decoded = GrpcService::decode(text.as_bytes()).ok();
         let cluster = decoded.and_then(|g| g.envoy_grpc).map(|e| e.cluster_name);
-        assert_eq!(cluster.as_deref(), Some(s.cluster.as_str()));
+        assert_eq!(cluster.as_deref(), Some(name));
         // A name whose length needs a two-byte varint is refused, not sent mangled.
-        assert_eq!(service(&"c".repeat(200)).grpc_service(), None);
+        assert_eq!(service(&"c".repeat(200)), None);
+        assert_eq!(service(""), None);
     }
 
     fn response(code: i32, statuses: Vec<DescriptorStatus>) -> Vec<u8> {

@@ -87,6 +87,24 @@ impl TagHeaders {
             .filter_map(|(name, value)| value.map(|v| (name, v)))
             .collect()
     }
+
+    /// The tag headers for one call known by its method and name (MCP 2026-07-28 routing
+    /// headers, decoded): the same pairs [`TagHeaders::for_body`] gives for a body with that
+    /// single message. `name` counts only for `tools/call`, `prompts/get` and
+    /// `resources/read`.
+    pub fn for_call(&self, method: &str, name: Option<&str>) -> Vec<(&str, String)> {
+        let mut tags = vec![(self.method.as_str(), header_value(method))];
+        let name_tag = match method {
+            crate::jsonrpc::TOOLS_CALL => Some(&self.tool_name),
+            crate::jsonrpc::PROMPTS_GET => Some(&self.prompt_name),
+            crate::jsonrpc::RESOURCES_READ => Some(&self.resource_uri),
+            _ => None,
+        };
+        if let (Some(tag), Some(name)) = (name_tag, name) {
+            tags.push((tag.as_str(), header_value(name)));
+        }
+        tags
+    }
 }
 
 /// Distinct values in first-seen order, header-encoded and joined with `,`; `None` if empty.
@@ -139,6 +157,31 @@ mod tests {
 
     fn parse_body(body: &[u8]) -> Result<Body<'_>, crate::jsonrpc::ParseError> {
         crate::jsonrpc::parse_body(body, crate::config::DEFAULT_MAX_JSON_DEPTH)
+    }
+
+    #[test]
+    fn tags_for_a_call_match_the_tags_for_its_body() {
+        let headers = TagHeaders::default();
+        for (json, method, name) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"gr\u00fc"}}"#,
+                "tools/call",
+                Some("gr\u{fc}"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://b c"}}"#,
+                "resources/read",
+                Some("a://b c"),
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, "ping", None),
+        ] {
+            let body = parse_body(json.as_bytes()).unwrap();
+            assert_eq!(
+                headers.for_call(method, name),
+                headers.for_body(&body),
+                "{json}"
+            );
+        }
     }
 
     #[test]

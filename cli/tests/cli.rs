@@ -673,12 +673,12 @@ fn render_istio_wasmplugin() {
     assert!(!compiled.hold_request_headers);
     assert_eq!(
         compiled.rate_limit_service,
-        Some(mcp_guard::ratelimit::RateLimitService {
-            cluster: "outbound|9000||rls.ops.svc.cluster.local".into(),
-            domain: "agents".into(),
-            timeout_ms: 250,
-            failure_mode_deny: false,
-        })
+        mcp_guard::ratelimit::RateLimitService::new(
+            "outbound|9000||rls.ops.svc.cluster.local",
+            "agents".into(),
+            250,
+            false
+        )
     );
 
     // It is the policy file as written, plus those two fields.

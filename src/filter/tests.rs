@@ -1614,13 +1614,9 @@ fn unheld_headers_go_on_at_once_without_body_tags_and_the_rls_is_asked() {
     let [(upstream, service, method, message, timeout)] = h.grpc_calls.as_slice() else {
         panic!("one RLS call expected: {:?}", h.grpc_calls);
     };
-    let rls = crate::ratelimit::RateLimitService {
-        cluster: "ratelimit".into(),
-        domain: "mcp".into(),
-        timeout_ms: 250,
-        failure_mode_deny: true,
-    };
-    assert_eq!(Some(upstream.clone()), rls.grpc_service());
+    let rls = crate::ratelimit::RateLimitService::new("ratelimit", "mcp".into(), 250, true)
+        .expect("a valid RLS");
+    assert_eq!(upstream, rls.grpc_service());
     assert_eq!(service, "envoy.service.ratelimit.v3.RateLimitService");
     assert_eq!(method, "ShouldRateLimit");
     assert_eq!(*timeout, 250);

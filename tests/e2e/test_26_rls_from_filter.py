@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
-import anyio
 import pytest
 from conftest import WASM, test_policy
 from helpers import RATE_LIMITED, RawSession, audit_for, mcp_session, tools_call_body, upstream_requests
 from mcp.shared.exceptions import MCPError
 from rls_server import RateLimitServer
 from stack import Stack, free_port
+from test_25_global_rate_limit import _recovers, for_agent, rls
 
 pytestmark = pytest.mark.anyio
 
@@ -106,20 +105,12 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         rls.stop()
 
 
-def rls(s: Stack) -> RateLimitServer:
-    return s.rls  # type: ignore[attr-defined]
-
-
 def holds(s: Stack) -> bool:
     return s.hold  # type: ignore[attr-defined]
 
 
 def policy_of(s: Stack, failure_mode_deny: bool) -> str:
     return json.dumps(rls_policy(failure_mode_deny, holds(s)))
-
-
-def for_agent(agent: str):
-    return lambda r: (("agent", agent),) in r.descriptors
 
 
 def test_the_host_is_configured_like_a_wasmplugin(stack):
@@ -234,17 +225,6 @@ async def _call_while_rls_down(s: Stack, agent: str, request_id: str):
     with rls(s).down():
         resp = await raw.post(tools_call_body(request_id, "echo", '{"text":"rls down"}'))
     return raw, resp, calls_before
-
-
-async def _recovers(s: Stack, raw: RawSession, request_id: str) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        resp = await raw.post(tools_call_body(request_id, "echo", '{"text":"rls back"}'))
-        if resp.status == 200 or time.monotonic() >= deadline:
-            break
-        await anyio.sleep(0.2)
-    assert resp.status == 200, (resp.status, resp.body[:200])
-    assert resp.single()["result"]["isError"] is False
 
 
 async def test_rls_down_with_failure_mode_deny_refuses_with_a_jsonrpc_error(stack):
