@@ -234,9 +234,11 @@ fuzz: $(CARGO_FUZZ)
 # bench/baseline.json, and as its last line one JSON object with every figure.
 #   make bench BENCH_ARGS=--write-baseline    record this run as bench/baseline.json
 #   make bench BENCH_STRICT=1                 exit 1 on a regression (default: print only)
-#   make bench BENCH_DURATION=10              seconds per wrk run (default 5)
+#   make bench BENCH_DURATION=5               seconds per wrk run (default 2)
+#   make bench BENCH_ROUNDS=9                 runs per listener and workload, medians (default 5)
 BENCH_ARGS     ?=
-BENCH_DURATION ?= 5
+BENCH_DURATION ?= 2
+BENCH_ROUNDS   ?= 5
 BENCH_STRICT   ?= 0
 CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 2
 
@@ -255,5 +257,5 @@ bench-tools:
 
 bench: venv wasm bench-tools
 	cargo bench --bench hot_path -- --noplot $(CRITERION_ARGS)
-	BENCH_DURATION=$(BENCH_DURATION) BENCH_STRICT=$(BENCH_STRICT) \
+	BENCH_DURATION=$(BENCH_DURATION) BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_STRICT=$(BENCH_STRICT) \
 	  $(VPY) bench/run.py --wasm $(WASM) --envoy $(CURDIR)/$(ENVOY) $(BENCH_ARGS)

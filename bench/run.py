@@ -13,7 +13,8 @@ last line printed is one JSON object with everything.
     .venv/bin/python bench/run.py --wasm target/wasm32-wasip1/release/mcp_guard.wasm
     .venv/bin/python bench/run.py ... --write-baseline   # record this run as bench/baseline.json
 
-Environment: BENCH_DURATION (seconds per wrk run, default 5), BENCH_STRICT=1 (exit 1 when a
+Environment: BENCH_DURATION (seconds per wrk run, default 2), BENCH_ROUNDS (runs per listener
+and workload, order reversed every other round; figures are medians, default 5), BENCH_STRICT=1 (exit 1 when a
 regression against the baseline is found; by default regressions are only printed).
 """
 from __future__ import annotations
@@ -262,34 +263,57 @@ def wrk(port: int, w: dict, duration: float, conns: int) -> dict:
     return json.loads(line[len("WRK_JSON "):])
 
 
-def run_workloads(envoy_pid: int, ports: dict[str, int], duration: float) -> dict:
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def run_workloads(envoy_pid: int, ports: dict[str, int], duration: float, rounds: int) -> dict:
+    """Each workload runs `rounds` times over its listeners, the order reversed every other
+    round, so that a listener's figures are not those of one quiet or busy moment of a shared
+    machine; a listener's req/s, p50 and p99 are the medians of its rounds."""
     results: dict[str, dict] = {}
     for w in WORKLOADS:
+        runs: dict[str, list[dict]] = {name: [] for name in w["order"]}
+        rss: dict[str, dict[str, int]] = {}
+        for rnd in range(rounds):
+            order = w["order"] if rnd % 2 == 0 else list(reversed(w["order"]))
+            for name in order:
+                if w["warmup"] and rnd == 0:
+                    wrk(ports[name], w, 1, w["conns"])
+                before = rss_kib(envoy_pid)
+                sampler = RssSampler(envoy_pid)
+                sampler.start()
+                runs[name].append(wrk(ports[name], w, duration, w["conns"]))
+                peak = sampler.stop()
+                after = rss_kib(envoy_pid)
+                r = rss.setdefault(name, {"before": before, "peak": peak, "growth": 0})
+                r["peak"], r["after"] = max(r["peak"], peak), after
+                r["growth"] = max(r["growth"], peak - before)
         results[w["name"]] = {}
-        for name in w["order"]:
-            if w["warmup"]:
-                wrk(ports[name], w, 1, w["conns"])
-            before = rss_kib(envoy_pid)
-            sampler = RssSampler(envoy_pid)
-            sampler.start()
-            out = wrk(ports[name], w, duration, w["conns"])
-            peak = sampler.stop()
-            after = rss_kib(envoy_pid)
-            secs = out["duration_us"] / 1e6
-            ok = out["requests"] - out["errors"]["status"]
+        for name, outs in runs.items():
+            rps = [o["requests"] / (o["duration_us"] / 1e6) for o in outs]
+            secs = sum(o["duration_us"] for o in outs) / 1e6
+            requests = sum(o["requests"] for o in outs)
+            non_2xx = sum(o["errors"]["status"] for o in outs)
+            r = rss[name]
             results[w["name"]][name] = {
-                "rps": round(out["requests"] / secs, 1),
-                "mb_s": round(out["bytes"] / secs / 1e6, 2),
-                "p50_ms": round(out["p50_us"] / 1000, 3),
-                "p99_ms": round(out["p99_us"] / 1000, 3),
-                "requests": out["requests"],
-                "non_2xx": out["errors"]["status"],
-                "socket_errors": sum(v for k, v in out["errors"].items() if k != "status"),
-                "ok": ok > 0 and out["errors"]["status"] == 0,
-                "rss_before_mib": round(before / 1024, 2),
-                "rss_after_mib": round(after / 1024, 2),
-                "rss_peak_mib": round(peak / 1024, 2),
-                "rss_growth_mib": round((peak - before) / 1024, 2),
+                "rps": round(median(rps), 1),
+                "rps_rounds": [round(x, 1) for x in rps],
+                "mb_s": round(sum(o["bytes"] for o in outs) / secs / 1e6, 2),
+                "p50_ms": round(median([o["p50_us"] for o in outs]) / 1000, 3),
+                "p99_ms": round(median([o["p99_us"] for o in outs]) / 1000, 3),
+                "requests": requests,
+                "non_2xx": non_2xx,
+                "socket_errors": sum(v for o in outs for k, v in o["errors"].items() if k != "status"),
+                "ok": requests - non_2xx > 0 and non_2xx == 0,
+                "rss_before_mib": round(r["before"] / 1024, 2),
+                "rss_after_mib": round(r["after"] / 1024, 2),
+                "rss_peak_mib": round(r["peak"] / 1024, 2),
+                # The largest growth within one run (the first sse_10mb run meets an Envoy that
+                # has never carried a large body).
+                "rss_growth_mib": round(r["growth"] / 1024, 2),
             }
     return results
 
@@ -463,7 +487,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, default=BENCH / "baseline.json")
     ap.add_argument("--micro-meta", type=Path, default=ROOT / "target/bench/micro.json")
     ap.add_argument("--criterion-dir", type=Path, default=ROOT / "target/criterion")
-    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "5")))
+    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", "2")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "5")))
     ap.add_argument("--write-baseline", action="store_true")
     a = ap.parse_args()
 
@@ -508,8 +533,9 @@ def main() -> int:
         rss_start = rss_kib(proxy.pid)
         statuses = smoke(ports)
         print(f"proxy Envoy pid {proxy.pid}, RSS {rss_start / 1024:.1f} MiB after start; "
-              f"wrk -t1, {a.duration:g}s per run, 16 connections (sse_10mb: 2, list_c1: 1)")
-        results = run_workloads(proxy.pid, ports, a.duration)
+              f"wrk -t1, {a.rounds} rounds of {a.duration:g}s per listener and workload (medians), "
+              f"16 connections (sse_10mb: 2, list_c1: 1)")
+        results = run_workloads(proxy.pid, ports, a.duration, a.rounds)
         rss_end = rss_kib(proxy.pid)
         if proxy.poll() is not None:
             raise SystemExit("proxy Envoy died during the run")
@@ -529,7 +555,7 @@ def main() -> int:
     summary = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
-        "setup": {"envoy_concurrency": 1, "wrk_threads": 1, "duration_s": a.duration,
+        "setup": {"envoy_concurrency": 1, "wrk_threads": 1, "duration_s": a.duration, "rounds": a.rounds,
                   "connections": {w["name"]: w["conns"] for w in WORKLOADS}},
         "smoke_status": statuses,
         "proxy_rss_mib": {"start": round(rss_start / 1024, 1), "end": round(rss_end / 1024, 1)},
