@@ -195,8 +195,11 @@ impl Host for BenchHost {
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         self.request_body.get(..size).map(<[u8]>::to_vec)
     }
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response_headers.get(name).cloned()
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.response_headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         match value {

@@ -79,8 +79,9 @@ pub trait Host {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// The first `size` bytes of the buffered request body.
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
-    /// A response header, including `:status`. Valid only in the response-headers callback.
-    fn response_header(&self, name: &str) -> Option<String>;
+    /// Every response header as `(lower-case name, value)` pairs, `:status` included, as
+    /// [`Host::request_headers`]. Valid only in the response-headers callback; read once there.
+    fn response_headers(&self) -> Vec<(String, String)>;
     /// Replaces or removes a response header. Valid only in the response-headers callback.
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
     /// `size` bytes from offset `start` of the current (or buffered) response body.
@@ -127,10 +128,11 @@ pub trait Host {
     fn response_code_details(&self) -> Option<String>;
 }
 
-/// The request headers, read once in the request-headers callback ([`Host::request_headers`]).
-struct RequestHeaders(Vec<(String, String)>);
+/// A header map read once in its callback ([`Host::request_headers`],
+/// [`Host::response_headers`]).
+struct HeaderList(Vec<(String, String)>);
 
-impl RequestHeaders {
+impl HeaderList {
     /// The first value of `name` (lower-case).
     fn first(&self, name: &str) -> Option<&str> {
         self.0
@@ -265,7 +267,7 @@ impl Stream {
     /// Request headers callback.
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
-        let headers = RequestHeaders(host.request_headers());
+        let headers = HeaderList(host.request_headers());
         self.facts.start_ms = host.now_ms();
         self.facts.http_method = headers.first(":method").unwrap_or_default().to_owned();
         self.facts.policy_name = config.policy.name.clone();
@@ -327,8 +329,12 @@ impl Stream {
             let body = jsonrpc::error_response(None, DENIED, "Unauthorized: no agent identity");
             return self.reply(host, UNAUTHORIZED, body.as_bytes());
         };
+        // The agent tag: left alone when the client's one copy already is the identity (a
+        // replace costs a hostcall and a route-cache clear in Envoy), replaced otherwise.
+        if headers.only(&config.headers.agent_id) != Some(agent_id.as_str()) {
+            host.set_request_header(&config.headers.agent_id, Some(&agent_id));
+        }
         self.facts.agent_id = agent_id;
-        host.set_request_header(&config.headers.agent_id, Some(&self.facts.agent_id));
 
         if !end_of_stream {
             if let Some(encoding) = headers.first("content-encoding") {
@@ -577,8 +583,9 @@ impl Stream {
         if self.replied {
             return Action::Continue;
         }
-        let status = host
-            .response_header(":status")
+        let headers = HeaderList(host.response_headers());
+        let status = headers
+            .first(":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
         self.facts.http_status = status;
         if self.awaiting_body {
@@ -595,7 +602,7 @@ impl Stream {
             self.calls = vec![call];
         }
         if self.facts.session_id.is_none() {
-            self.facts.session_id = host.response_header("mcp-session-id");
+            self.facts.session_id = headers.first("mcp-session-id").map(str::to_owned);
         }
         if status == Some(429) {
             self.rate_limited = true;
@@ -608,7 +615,7 @@ impl Stream {
             return Action::Continue;
         }
         self.response_kind =
-            BodyKind::from_content_type(host.response_header("content-type").as_deref());
+            BodyKind::from_content_type(headers.first("content-type"));
         if self.is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
             self.scanner = Some(ResponseScanner::new(self.response_kind));
             if self.curate.is_some() && !end_of_stream {

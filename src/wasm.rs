@@ -270,27 +270,28 @@ fn logged<T: Default>(what: &str, result: Result<T, proxy_wasm::types::Status>) 
     })
 }
 
-/// One header value. Read as bytes: Envoy passes header values with bytes that are not UTF-8
-/// (obs-text, RFC 9110 §5.5), and the SDK's `get_map_value` unwraps a UTF-8 conversion, so one
-/// such header would trap the VM. Invalid bytes become U+FFFD, which no agent id, routing header
-/// or encoding name accepts: the value is refused or ignored, never trusted.
-fn header(map: MapType, name: &str) -> Option<String> {
-    logged("get header", hostcalls::get_map_value_bytes(map, name))
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+/// Every header of `map` with one hostcall (`get_header_map_pairs`): each hostcall that
+/// returns data also calls back into the VM to allocate its buffer, so reading header by header
+/// costs one round trip per header. Values are read as bytes: Envoy passes header values with
+/// bytes that are not UTF-8 (obs-text, RFC 9110 §5.5), and the SDK's `get_map` unwraps a UTF-8
+/// conversion on them, so one such header would trap the VM. Invalid bytes become U+FFFD, which
+/// no agent id, routing header or encoding name accepts: the value is refused or ignored, never
+/// trusted. (The SDK also unwraps UTF-8 on names, which Envoy's HTTP/1, HTTP/2 and HTTP/3 codecs
+/// only accept as RFC 9110 tokens, ASCII.)
+fn header_pairs(map: MapType) -> Vec<(String, String)> {
+    logged("get headers", hostcalls::get_map_bytes(map))
+        .into_iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8(value)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (name, value)
+        })
+        .collect()
 }
 
 impl Host for WasmHost {
     fn request_headers(&self) -> Vec<(String, String)> {
-        // Values as bytes: the SDK's `get_map` unwraps UTF-8 on values (see `header`). It also
-        // unwraps it on names, which Envoy's HTTP/1, HTTP/2 and HTTP/3 codecs only accept as
-        // RFC 9110 tokens (ASCII).
-        logged(
-            "get request headers",
-            hostcalls::get_map_bytes(MapType::HttpRequestHeaders),
-        )
-        .into_iter()
-        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-        .collect()
+        header_pairs(MapType::HttpRequestHeaders)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -307,8 +308,8 @@ impl Host for WasmHost {
         )
     }
 
-    fn response_header(&self, name: &str) -> Option<String> {
-        header(MapType::HttpResponseHeaders, name)
+    fn response_headers(&self) -> Vec<(String, String)> {
+        header_pairs(MapType::HttpResponseHeaders)
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {

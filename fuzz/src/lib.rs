@@ -1055,14 +1055,17 @@ impl Host for FuzzHost {
         }
         self.request_buffer.get(..size).map(<[u8]>::to_vec)
     }
-    fn response_header(&self, name: &str) -> Option<String> {
+    fn response_headers(&self) -> Vec<(String, String)> {
         if self.phase != Phase::ResponseHeaders {
             // Seen with Envoy: reading a response header in the body callback panicked in
             // proxy-wasm's hostcalls and trapped the VM.
-            self.violation("response_header outside the response headers callback");
-            return None;
+            self.violation("response_headers outside the response headers callback");
+            return Vec::new();
         }
-        self.response_headers.get(name).cloned()
+        self.response_headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         if self.phase != Phase::ResponseHeaders {

@@ -46,6 +46,8 @@ struct FakeHost {
     grpc_refused: bool,
     /// How often the request was resumed.
     resumed: usize,
+    /// Request headers replaced or removed, by name, in order.
+    request_header_writes: Vec<String>,
 }
 
 impl Host for FakeHost {
@@ -60,6 +62,7 @@ impl Host for FakeHost {
         pairs
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.request_header_writes.push(name.to_owned());
         match value {
             Some(v) => self.request_headers.insert(name.to_owned(), v.to_owned()),
             None => self.request_headers.remove(name),
@@ -68,8 +71,11 @@ impl Host for FakeHost {
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         self.request_body.get(..size).map(<[u8]>::to_vec)
     }
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response_headers.get(name).cloned()
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.response_headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -1256,6 +1262,33 @@ fn legacy_response_may_overtake_the_posts_own_202() {
     assert!(
         shared.borrow().values().all(|(v, _)| v.is_empty()),
         "store not cleared"
+    );
+}
+
+#[test]
+fn an_agent_header_that_already_is_the_identity_is_forwarded_untouched() {
+    // One copy equal to the resolved identity: nothing to replace (the forwarded header is the
+    // same either way); the tags of the body are still set.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert!(!h.request_header_writes.iter().any(|n| n == "x-agent-id"));
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("demo-agent")
+    );
+    assert_eq!(
+        h.request_headers.get("x-mcp-tool-name").map(String::as_str),
+        Some("echo")
+    );
+    // A value that is not the identity (here: not a valid agent id) is replaced.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo agent"), CALL_ECHO);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert!(h.request_header_writes.iter().any(|n| n == "x-agent-id"));
+    assert_eq!(
+        h.request_headers.get("x-agent-id").map(String::as_str),
+        Some("anonymous")
     );
 }
 
