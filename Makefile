@@ -242,7 +242,7 @@ BENCH_ROUNDS   ?= 5
 BENCH_STRICT   ?= 0
 CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 2
 
-.PHONY: bench bench-tools
+.PHONY: bench bench-tools bench-instructions
 
 # wrk comes from the distro; installed with apt-get when missing (as root, or with sudo).
 bench-tools:
@@ -254,6 +254,15 @@ bench-tools:
 	      || { $$sudo apt-get update -q >/dev/null && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }; \
 	  fi; \
 	  command -v wrk >/dev/null 2>&1 || { echo "wrk not found and not installable here: install the distro package 'wrk'" >&2; exit 1; }; }
+
+# Instructions per request of the proxy Envoy under valgrind's callgrind (bench/instructions.py):
+# repeatable where `make bench`'s req/s are not, for judging a change to the filter. ~4 minutes.
+bench-instructions: venv wasm bench-tools
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null \
+	    || { echo "valgrind not found and not installable here: install the distro package 'valgrind'" >&2; exit 1; }; }
+	$(VPY) bench/instructions.py --wasm $(WASM) --envoy $(CURDIR)/$(ENVOY)
 
 bench: venv wasm bench-tools
 	cargo bench --bench hot_path -- --noplot $(CRITERION_ARGS)

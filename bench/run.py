@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -112,6 +113,41 @@ def render(template: Path, out: Path, values: dict[str, str]) -> None:
     if left:
         raise SystemExit(f"{template}: unfilled placeholder(s) {left}")
     out.write_text(text)
+
+
+class Setup(NamedTuple):
+    """The rendered and validated configurations of one bench run, and their ports."""
+    ports: dict[str, int]
+    admin: int
+    up_admin: int
+    upstream_config: Path
+    proxy_config: Path
+    audit_log: Path
+
+
+def render_configs(work: Path, wasm: Path, policy_path: Path, envoy: str) -> Setup:
+    """Renders bench/envoy-upstream.yaml and bench/envoy-bench.yaml into `work` on free ports
+    (mcp-guard with the policy at `policy_path` plus max_batch_calls 10) and validates both."""
+    policy = json.loads(policy_path.read_text())
+    policy["max_batch_calls"] = 10   # batch10: mcp-guard forwards a batch only up to this many calls
+    policy_headers = dict(policy, decide_at_headers=True)
+    ports = {name: free_port() for name in ALL_LISTENERS}
+    admin, up_admin, up_port = free_port(), free_port(), free_port()
+    audit_log = work / "audit.log"
+    if audit_log.exists():
+        audit_log.unlink()
+    up_cfg, proxy_cfg = work / "envoy-upstream.yaml", work / "envoy-bench.yaml"
+    render(BENCH / "envoy-upstream.yaml", up_cfg, {
+        "ADMIN_PORT": str(up_admin), "PORT": str(up_port), "DATA": str(DATA), "BIG": str(work)})
+    render(BENCH / "envoy-bench.yaml", proxy_cfg, {
+        "ADMIN_PORT": str(admin), "PORT_NONE": str(ports["none"]), "PORT_NATIVE": str(ports["native"]),
+        "PORT_GUARD": str(ports["guard"]), "PORT_GUARD_HEADERS": str(ports[HEADERS]),
+        "UPSTREAM_PORT": str(up_port), "AUDIT_LOG": str(audit_log), "WASM": str(wasm.resolve()),
+        "POLICY_JSON_STRING": json.dumps(json.dumps(policy)),
+        "POLICY_HEADERS_JSON_STRING": json.dumps(json.dumps(policy_headers))})
+    validate(envoy, up_cfg, work)
+    validate(envoy, proxy_cfg, work)
+    return Setup(ports, admin, up_admin, up_cfg, proxy_cfg, audit_log)
 
 
 def validate(envoy: str, config: Path, workdir: Path) -> None:
@@ -504,25 +540,9 @@ def main() -> int:
     # the generator; the 10 MB one lives only in the run directory.
     subprocess.run([sys.executable, str(BENCH / "gen_payloads.py"), "--out", str(DATA), "--big-out", str(work)],
                    check=True)
-    policy = json.loads(a.policy.read_text())
-    policy["max_batch_calls"] = 10   # batch10: mcp-guard forwards a batch only up to this many calls
-    policy_headers = dict(policy, decide_at_headers=True)
-    ports = {name: free_port() for name in ALL_LISTENERS}
-    admin, up_admin, up_port = free_port(), free_port(), free_port()
-    audit_log = work / "audit.log"
-    if audit_log.exists():
-        audit_log.unlink()
-    up_cfg, proxy_cfg = work / "envoy-upstream.yaml", work / "envoy-bench.yaml"
-    render(BENCH / "envoy-upstream.yaml", up_cfg, {
-        "ADMIN_PORT": str(up_admin), "PORT": str(up_port), "DATA": str(DATA), "BIG": str(work)})
-    render(BENCH / "envoy-bench.yaml", proxy_cfg, {
-        "ADMIN_PORT": str(admin), "PORT_NONE": str(ports["none"]), "PORT_NATIVE": str(ports["native"]),
-        "PORT_GUARD": str(ports["guard"]), "PORT_GUARD_HEADERS": str(ports[HEADERS]),
-        "UPSTREAM_PORT": str(up_port), "AUDIT_LOG": str(audit_log), "WASM": str(a.wasm.resolve()),
-        "POLICY_JSON_STRING": json.dumps(json.dumps(policy)),
-        "POLICY_HEADERS_JSON_STRING": json.dumps(json.dumps(policy_headers))})
-    validate(a.envoy, up_cfg, work)
-    validate(a.envoy, proxy_cfg, work)
+    setup = render_configs(work, a.wasm, a.policy, a.envoy)
+    ports, admin, up_admin = setup.ports, setup.admin, setup.up_admin
+    up_cfg, proxy_cfg, audit_log = setup.upstream_config, setup.proxy_config, setup.audit_log
 
     upstream = proxy = None
     try:
