@@ -50,6 +50,7 @@ help:
 	@echo "make test      cargo test, clippy, validate, e2e tests (pytest tests/e2e)"
 	@echo "make fuzz      cargo-fuzz targets in fuzz/, FUZZ_SECONDS (60) each; not part of make test"
 	@echo "make bench     criterion micro-benchmarks + wrk: no filter vs native MCP filter vs mcp-guard in one Envoy; not part of make test"
+	@echo "make bench-instructions  instructions per request of the proxy under callgrind (none / native / mcp-guard), repeatable under load"
 	@echo "make clean     remove target/, run/, .venv/ and caches"
 
 # --- Python side: a project-local venv, rebuilt only when requirements.txt changes.
