@@ -614,8 +614,7 @@ impl Stream {
             self.write_audit(host);
             return Action::Continue;
         }
-        self.response_kind =
-            BodyKind::from_content_type(headers.first("content-type"));
+        self.response_kind = BodyKind::from_content_type(headers.first("content-type"));
         if self.is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
             self.scanner = Some(ResponseScanner::new(self.response_kind));
             if self.curate.is_some() && !end_of_stream {
