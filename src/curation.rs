@@ -295,7 +295,7 @@ fn rewrite_framed<'a>(
         let Some(entry) = text.get(framed.start..framed.end) else {
             continue;
         };
-        if curate_entry(text, &framed, kind, keep, stats) {
+        if curate_entry(read_named(text, &framed), kind, keep, stats) {
             if kept.len() > 1 {
                 kept.push(',');
             }
@@ -375,16 +375,15 @@ fn frame_entry(b: &[u8], start: usize) -> Option<Entry> {
     })
 }
 
-/// Decides one framed list entry of `text`: records a tool's hints, counts it, and says
-/// whether it is kept. An entry whose name cannot be read is removed.
+/// Decides one list entry from what was read of it (`None`: not an object with readable
+/// names): records a tool's hints, counts it, and says whether it is kept. An entry whose name
+/// cannot be read is removed. Both the framed and the parsed path decide here.
 fn curate_entry<'a>(
-    text: &'a str,
-    entry: &Entry,
+    named: Option<NamedRef<'a>>,
     kind: ListKind,
     keep: &dyn Fn(&str) -> bool,
     stats: &mut Rewrite<'a>,
 ) -> bool {
-    let named = read_named(text, entry);
     if let (
         ListKind::Tools,
         Some(NamedRef {
@@ -419,6 +418,16 @@ struct NamedRef<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
     annotations: Option<ToolHints>,
+}
+
+impl From<Named> for NamedRef<'_> {
+    fn from(n: Named) -> Self {
+        NamedRef {
+            name: n.name.map(Cow::Owned),
+            uri: n.uri.map(Cow::Owned),
+            annotations: n.annotations,
+        }
+    }
 }
 
 /// What `serde_json::from_str::<Named>(entry).ok()` reads for a framed entry: `None` when a
@@ -483,29 +492,8 @@ fn rewrite_parsed<'a>(
     let mut kept: Vec<&RawValue> = Vec::with_capacity(entries.len());
     for entry in entries {
         let named = serde_json::from_str::<Named>(entry.get()).ok();
-        if let (
-            ListKind::Tools,
-            Some(Named {
-                name: Some(name),
-                annotations,
-                ..
-            }),
-        ) = (kind, &named)
-        {
-            stats
-                .tools_seen
-                .push((Cow::Owned(name.clone()), annotations.unwrap_or_default()));
-        }
-        let name = named.and_then(|n| match kind {
-            ListKind::Resources => n.uri,
-            ListKind::Tools | ListKind::Prompts => n.name,
-        });
-        match name {
-            Some(name) if keep(&name) => {
-                stats.kept += 1;
-                kept.push(entry);
-            }
-            _ => stats.removed += 1,
+        if curate_entry(named.map(NamedRef::from), kind, keep, stats) {
+            kept.push(entry);
         }
     }
     let array = serde_json::value::to_raw_value(&kept).ok()?;
