@@ -134,6 +134,78 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+fn is_line_end(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+/// Where a JSON string in an SSE `data:` line stops: the offset of the first `"`, `\\`, `\n`
+/// or `\r` in `bytes`.
+///
+/// In Wasm with simd128 (the filter as Envoy runs it), one pass where the two searches of the
+/// native version read every byte twice: 64-byte blocks are tested four 16-byte vectors at a
+/// time (one saturating subtract and two compares each), and only a block that may hold one of
+/// the four is searched byte by byte. Under callgrind, Envoy 1.40's V8 runs it in about 8.6M
+/// instructions per 10 MB, where the two searches took about 11.0M.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn string_or_line_end(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 64;
+    let is_stop = |b: &u8| matches!(b, b'"' | b'\\' | b'\n' | b'\r');
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut base = 0;
+    for block in &mut blocks {
+        if block_may_stop(block) {
+            if let Some(at) = block.iter().position(is_stop) {
+                return Some(base + at);
+            }
+        }
+        base += BLOCK;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(is_stop)
+        .map(|at| base + at)
+}
+
+/// Whether `block` (64 bytes) may hold `"`, `\\`, `\n` or `\r`: true for every block that does,
+/// and also for one with another control byte (below 0x20), which the byte search then passes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn block_may_stop(block: &[u8]) -> bool {
+    use core::arch::wasm32::{
+        u8x16, u8x16_eq, u8x16_splat, u8x16_sub_sat, v128, v128_any_true, v128_or,
+    };
+    let (quote, backslash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
+    let mut any: v128 = u8x16_splat(0);
+    for lane in block.chunks(16) {
+        let Ok(&[b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15]) =
+            <&[u8; 16]>::try_from(lane)
+        else {
+            return true; // not a whole vector: let the byte search decide
+        };
+        // Sixteen consecutive bytes: the compiler emits one v128.load.
+        let v = u8x16(
+            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
+        );
+        // 0x20 - v (saturating) is non-zero exactly for the control bytes.
+        let hits = v128_or(
+            u8x16_sub_sat(space, v),
+            v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)),
+        );
+        any = v128_or(any, hits);
+    }
+    v128_any_true(any)
+}
+
+/// Where a JSON string in an SSE `data:` line stops (see the Wasm version). Natively, two of
+/// memchr's SSE2/AVX2 searches beat one pass of 16-byte blocks: the string's end, then a line
+/// end before it.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn string_or_line_end(bytes: &[u8]) -> Option<usize> {
+    let string_end = memchr::memchr2(b'"', b'\\', bytes);
+    let before = bytes.get(..string_end.unwrap_or(bytes.len()));
+    memchr::memchr2(b'\n', b'\r', before.unwrap_or_default()).or(string_end)
+}
+
 impl JsonScanner {
     /// A scanner at the start of a document.
     pub fn new() -> Self {
@@ -142,17 +214,54 @@ impl JsonScanner {
 
     /// Scans a chunk; `emit` is called once per complete message.
     pub fn feed(&mut self, chunk: &[u8], emit: &mut impl FnMut(&Summary)) {
+        self.scan::<false>(chunk, emit);
+    }
+
+    /// Scans `rest` up to its first line end (`\n` or `\r`), and returns that line end's
+    /// offset (`None`: `rest` has none and was scanned whole). For SSE `data:` lines
+    /// ([`crate::sse::EventSink::data_to_line_end`]): the line end is found in the same pass as
+    /// the JSON, so a large event is read once. A line end inside a JSON string (which JSON
+    /// forbids unescaped) ends the line all the same, as it does for an SSE client.
+    pub fn feed_to_line_end(
+        &mut self,
+        rest: &[u8],
+        emit: &mut impl FnMut(&Summary),
+    ) -> Option<usize> {
+        self.scan::<true>(rest, emit)
+    }
+
+    /// [`JsonScanner::feed`] (`TO_LINE_END` false: every byte is JSON) and
+    /// [`JsonScanner::feed_to_line_end`] (true: stop before the first line end).
+    fn scan<const TO_LINE_END: bool>(
+        &mut self,
+        chunk: &[u8],
+        emit: &mut impl FnMut(&Summary),
+    ) -> Option<usize> {
+        let offset = |rest: &[u8]| chunk.len() - rest.len();
         let mut rest = chunk;
         while let Some((&b, tail)) = rest.split_first() {
+            if TO_LINE_END && is_line_end(b) {
+                return Some(offset(rest));
+            }
             match self.state {
-                State::Broken => return,
+                State::Broken if TO_LINE_END => {
+                    return memchr::memchr2(b'\n', b'\r', rest).map(|at| offset(rest) + at);
+                }
+                State::Broken => return None,
                 State::Str { key } => {
-                    // Fast path: copy up to the next quote or backslash.
-                    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-                    let (text, after) = rest.split_at(end);
+                    // Fast path: copy up to the next quote or backslash (or line end).
+                    let stop = if TO_LINE_END {
+                        string_or_line_end(rest)
+                    } else {
+                        memchr::memchr2(b'"', b'\\', rest)
+                    };
+                    let (text, after) = rest.split_at(stop.unwrap_or(rest.len()));
                     self.take(text, key);
                     rest = after;
                     if let Some((&c, tail)) = rest.split_first() {
+                        if TO_LINE_END && is_line_end(c) {
+                            return Some(offset(rest));
+                        }
                         // Value captures keep their quotes (raw JSON); keys keep escapes only.
                         if !key || c == b'\\' {
                             self.take(&[c], key);
@@ -213,6 +322,7 @@ impl JsonScanner {
             }
             rest = tail;
         }
+        None
     }
 
     /// Ends the current document (end of an SSE event or of a JSON body) and gets ready for
@@ -526,6 +636,13 @@ impl<F: FnMut(&Summary)> EventSink for SseToJson<'_, F> {
         }
         self.json.feed(bytes, self.emit);
     }
+    fn data_to_line_end(&mut self, rest: &[u8]) -> Option<usize> {
+        let end = self.json.feed_to_line_end(rest, self.emit);
+        if let Some(text) = self.text.as_deref_mut() {
+            text.data(rest.get(..end.unwrap_or(rest.len())).unwrap_or_default());
+        }
+        end
+    }
     fn data_line_end(&mut self) {
         self.json.feed(b"\n", self.emit);
     }
@@ -722,6 +839,87 @@ mod tests {
         let c = correlate(BodyKind::EventStream, vec![num("7")], &chunks);
         assert_eq!(c.outcome(&num("7")), Some(Outcome::ToolError));
         assert_eq!(c.messages(), 2);
+    }
+
+    #[test]
+    fn a_string_stops_at_a_quote_backslash_or_line_end_and_nowhere_else() {
+        // Offsets across whole 64-byte blocks and the remainder after them.
+        for len in [0, 1, 63, 64, 65, 130, 200, 700] {
+            let mut text = vec![b'a'; len];
+            assert_eq!(string_or_line_end(&text), None, "len {len}");
+            // Every other byte value (control bytes, bytes that share a stop's low or high
+            // nibble, non-ASCII) is content.
+            let others = (0..=255u8).filter(|b| !b"\"\\\n\r".contains(b));
+            for (at, b) in (0..len).zip(others.cycle()) {
+                text[at] = b;
+            }
+            assert_eq!(string_or_line_end(&text), None, "len {len}");
+            for at in 0..len {
+                for stop in [b'"', b'\\', b'\n', b'\r'] {
+                    let mut t = text.clone();
+                    t[at] = stop;
+                    if at + 1 < len {
+                        t[len - 1] = b'"'; // a later stop does not hide the first
+                    }
+                    assert_eq!(string_or_line_end(&t), Some(at), "len {len} at {at} {stop}");
+                }
+            }
+        }
+    }
+
+    /// SSE data into a JsonScanner through `EventSink::data` only: the line ends are found by
+    /// the SSE scanner's own search (the trait's default `data_to_line_end`).
+    struct TwoPass<'a>(&'a mut JsonScanner, &'a mut Vec<Summary>);
+
+    impl EventSink for TwoPass<'_> {
+        fn data(&mut self, bytes: &[u8]) {
+            let out = &mut *self.1;
+            self.0.feed(bytes, &mut |m: &Summary| out.push(m.clone()));
+        }
+        fn data_line_end(&mut self) {
+            let out = &mut *self.1;
+            self.0.feed(b"\n", &mut |m: &Summary| out.push(m.clone()));
+        }
+        fn dispatch(&mut self) {
+            self.0.end_document();
+        }
+    }
+
+    #[test]
+    fn one_pass_over_sse_data_sees_what_two_passes_see() {
+        let long = "x".repeat(150);
+        let streams = [
+            format!("data: {{\"id\":1,\"result\":{{\"text\":\"{long}\",\"isError\":true}}}}\n\n"),
+            // Line ends inside a string (invalid JSON) end the line for an SSE client too.
+            format!("data: {{\"id\":2,\"result\":{{\"a\":\"{long}\r\ndata: \",\"isError\":true}}}}\r\n\r\n"),
+            format!("data: {{\"id\":3,\"result\":{{\"a\":\"{long}\rdata: x\\\n\ndata: {{\"id\":4,\"error\":{{\"code\":-1}}}}\n\n"),
+            format!("data: {{\"id\":\"a\\\"\\\\{long}\",\n\ndata:\"result\":{{}}}}\n\n"),
+            format!("data: {{\"id\":5,\"result\":{{\"t\":\"{long}\t\u{1}é\",\"isError\":false}}}}\n\n"),
+            "data: {\"id\":6,\"result\"\r:{}}\n\ndata: {oops \"x\nevent: m\ndata: {\"id\":7,\"result\":{}}\n\n".to_owned(),
+        ];
+        for stream in &streams {
+            for size in [1, 2, 7, 64, 100, stream.len()] {
+                let mut fused = Vec::new();
+                let mut r = ResponseScanner::new(BodyKind::EventStream);
+                for chunk in stream.as_bytes().chunks(size) {
+                    r.feed_each(chunk, &mut |m: &Summary| fused.push(m.clone()));
+                }
+                let (mut json, mut sse, mut two) =
+                    (JsonScanner::new(), SseScanner::new(), Vec::new());
+                for chunk in stream.as_bytes().chunks(size) {
+                    sse.feed(chunk, &mut TwoPass(&mut json, &mut two));
+                }
+                assert_eq!(fused, two, "{stream:?} in {size}-byte chunks");
+            }
+        }
+        // The streams above do exercise both outcomes and the split strings.
+        let mut all = Vec::new();
+        let mut r = ResponseScanner::new(BodyKind::EventStream);
+        r.feed_each(streams[2].as_bytes(), &mut |m: &Summary| {
+            all.push(m.clone())
+        });
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].outcome(), Some(Outcome::Error(Some(-1))));
     }
 
     #[test]

@@ -13,6 +13,18 @@
 pub trait EventSink {
     /// A piece of the value of a `data:` line (the one optional leading space removed).
     fn data(&mut self, bytes: &[u8]);
+    /// The rest of a chunk from inside the value of a `data:` line: the value runs to the
+    /// first `\n` or `\r` of `rest`, or to its end. The sink takes the value and returns the
+    /// offset of that line end in `rest` (`None`: all of `rest` is value).
+    ///
+    /// The default finds the line end with a byte search and hands the value to
+    /// [`EventSink::data`]. A sink that reads every byte of the value anyway can override it
+    /// and find the line end in the same pass, so a large event is read once, not twice.
+    fn data_to_line_end(&mut self, rest: &[u8]) -> Option<usize> {
+        let end = memchr::memchr2(b'\n', b'\r', rest);
+        self.data(rest.get(..end.unwrap_or(rest.len())).unwrap_or_default());
+        end
+    }
     /// The end of one `data:` line; the standard joins data lines with `\n`.
     fn data_line_end(&mut self);
     /// A blank line ended an event that had at least one `data:` line.
@@ -113,15 +125,16 @@ impl SseScanner {
                         rest = tail;
                     }
                 }
-                State::Value(field) => {
-                    let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
-                    let (value, after) = rest.split_at(end);
-                    if field == Field::Data {
-                        sink.data(value);
-                    }
-                    rest = after;
+                State::Value(Field::Data) => {
+                    // Only a line end is taken as one: a sink that answers anything else has
+                    // taken the whole rest, and the scanner cannot stall on its answer.
+                    let end = sink
+                        .data_to_line_end(rest)
+                        .filter(|&end| rest.get(end).is_some_and(|&b| is_newline(b)))
+                        .unwrap_or(rest.len());
+                    rest = rest.get(end..).unwrap_or_default();
                 }
-                State::Comment => {
+                State::Value(Field::Other) | State::Comment => {
                     let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
                     rest = rest.get(end..).unwrap_or_default();
                 }
@@ -235,6 +248,42 @@ mod tests {
     fn scan_bytewise(stream: &[u8]) -> Vec<String> {
         let chunks: Vec<&[u8]> = stream.chunks(1).collect();
         scan_chunks(&chunks)
+    }
+
+    /// A sink whose `data_to_line_end` answers an offset that is not a line end.
+    struct Wrong(Collect, Option<usize>);
+
+    impl EventSink for Wrong {
+        fn data(&mut self, bytes: &[u8]) {
+            self.0.data(bytes);
+        }
+        fn data_to_line_end(&mut self, rest: &[u8]) -> Option<usize> {
+            self.0.data(rest);
+            self.1
+        }
+        fn data_line_end(&mut self) {
+            self.0.data_line_end();
+        }
+        fn dispatch(&mut self) {
+            self.0.dispatch();
+        }
+    }
+
+    #[test]
+    fn a_sink_answering_no_line_end_cannot_stall_the_scanner() {
+        for answer in [Some(0), Some(2), Some(1000), None] {
+            let mut s = SseScanner::new();
+            let mut sink = Wrong(Collect::default(), answer);
+            s.feed(b"data: abc", &mut sink);
+            s.feed(b"def\n\ndata: x\n\n", &mut sink);
+            s.finish(&mut sink);
+            // The sink was taken at its word that the whole rest was its value.
+            assert_eq!(
+                sink.0.events,
+                vec!["abcdef\n\ndata: x\n\n".to_owned()],
+                "{answer:?}"
+            );
+        }
     }
 
     #[test]
