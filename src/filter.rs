@@ -63,6 +63,12 @@ pub const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
 pub const SCAN_PIECE: usize = 64 * 1024;
 /// HTTP status for a request no identity source identified, under `unidentified: reject`.
 pub const UNAUTHORIZED: u32 = 401;
+/// HTTP status for a response mcp-guard had to read and could not (RFC 9110 §15.6.3).
+pub const BAD_GATEWAY: u32 = 502;
+/// The JSON-RPC error message of a refused encoded response.
+const ENCODED_RESPONSE: &str = "Internal error: the server's response has a content-encoding; \
+                                mcp-guard must read this list response and reads only \
+                                identity-encoded ones";
 
 /// The host operations the filter needs. `crate::wasm` implements it with proxy-wasm
 /// hostcalls; tests implement it with plain data.
@@ -162,6 +168,14 @@ impl HeaderList {
     fn has(&self, name: &str) -> bool {
         self.first(name).is_some()
     }
+
+    /// Whether the message's body has a content coding (RFC 9110 §8.4): any `content-encoding`
+    /// header, each copy counted, whose value is not exactly `identity`.
+    fn encoded(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(n, v)| n == "content-encoding" && !v.trim().eq_ignore_ascii_case("identity"))
+    }
 }
 
 /// What the HTTP callback returns to Envoy.
@@ -233,6 +247,9 @@ pub struct Stream {
     /// body streams to the upstream; `streamed` keeps the chunks already passed on.
     streaming: bool,
     streamed: Vec<u8>,
+    /// A response that had to be curated came with a content-encoding: its body is swallowed
+    /// and a JSON-RPC error takes its place ([`Stream::refuse_encoded_response`]).
+    encoded_refused: bool,
 }
 
 impl Stream {
@@ -261,6 +278,7 @@ impl Stream {
             rls_call: None,
             streaming: false,
             streamed: Vec::new(),
+            encoded_refused: false,
         }
     }
 
@@ -336,25 +354,14 @@ impl Stream {
         }
         self.facts.agent_id = agent_id;
 
-        if !end_of_stream {
-            if let Some(encoding) = headers.first("content-encoding") {
-                if !encoding.trim().eq_ignore_ascii_case("identity") {
-                    // The filter reads bodies as sent; a compressed one cannot be examined
-                    // (and must not pass unexamined). Envoy's decompressor filter, placed
-                    // before mcp-guard, removes the header and inflates the body.
-                    let message = "Invalid Request: the request body has a content-encoding; \
-                                   mcp-guard examines only identity-encoded bodies";
-                    let code = jsonrpc::INVALID_REQUEST;
-                    return self.refuse_with(
-                        host,
-                        UNSUPPORTED_MEDIA_TYPE,
-                        None,
-                        None,
-                        code,
-                        message,
-                    );
-                }
-            }
+        if !end_of_stream && headers.encoded() {
+            // The filter reads bodies as sent; a compressed one cannot be examined (and must
+            // not pass unexamined). Envoy's decompressor filter, placed before mcp-guard,
+            // removes the header and inflates the body.
+            let message = "Invalid Request: the request body has a content-encoding; \
+                           mcp-guard examines only identity-encoded bodies";
+            let code = jsonrpc::INVALID_REQUEST;
+            return self.refuse_with(host, UNSUPPORTED_MEDIA_TYPE, None, None, code, message);
         }
 
         self.is_post = self.facts.http_method == "POST";
@@ -615,6 +622,18 @@ impl Stream {
             return Action::Continue;
         }
         self.response_kind = BodyKind::from_content_type(headers.first("content-type"));
+        // A list response to be curated (held whole for a POST, event by event on a server
+        // stream) must be read; an encoded one cannot be, and must not reach the client
+        // unread.
+        let curated = self.config.curate_lists
+            && if self.is_post {
+                self.curate.is_some()
+            } else {
+                self.response_kind == BodyKind::EventStream
+            };
+        if curated && headers.encoded() {
+            return self.refuse_encoded_response(host, end_of_stream);
+        }
         if self.is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
             self.scanner = Some(ResponseScanner::new(self.response_kind));
             if self.curate.is_some() && !end_of_stream {
@@ -646,6 +665,20 @@ impl Stream {
         end_of_stream: bool,
     ) -> Action {
         if self.replied || self.finished {
+            return Action::Continue;
+        }
+        if self.encoded_refused {
+            // Swallowed chunk by chunk, so memory stays constant however long the stream; the
+            // error takes the place of the last chunk.
+            let body = if end_of_stream {
+                self.error_body(INTERNAL_ERROR, |_| ENCODED_RESPONSE.to_owned())
+            } else {
+                String::new()
+            };
+            host.set_response_body(body_size, body.as_bytes());
+            if end_of_stream {
+                self.finish(host);
+            }
             return Action::Continue;
         }
         if self.rate_limited {
@@ -695,6 +728,35 @@ impl Stream {
                 return Action::Continue;
             }
         }
+        if end_of_stream {
+            self.finish(host);
+        }
+        Action::Continue
+    }
+
+    /// A response that curation must read came with a `content-encoding` other than
+    /// `identity` (despite the `accept-encoding: identity` mcp-guard sends upstream): it is
+    /// refused, never forwarded unread. The client gets HTTP 502 ([`BAD_GATEWAY`]) with
+    /// `application/json` and, in place of the body, a JSON-RPC internal error
+    /// ([`INTERNAL_ERROR`]) per request; every call not yet settled is `upstream_error`.
+    /// Counted as `mcp_guard.refusals.reason.response_encoding`. (To accept such servers,
+    /// put Envoy's decompressor filter after mcp-guard: on the response path it then runs
+    /// first.)
+    fn refuse_encoded_response(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        self.encoded_refused = true;
+        self.scanner = None;
+        self.curate = None;
+        self.holding = false;
+        host.count(Metric::Refusal("response_encoding"), 1);
+        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+            call.output_status = Some(OutputStatus::UpstreamError);
+            call.error_code = Some(i64::from(INTERNAL_ERROR));
+        }
+        self.facts.http_status = Some(BAD_GATEWAY);
+        host.set_response_header(":status", Some("502"));
+        host.set_response_header("content-type", Some("application/json"));
+        host.set_response_header("content-encoding", None);
+        host.set_response_header("content-length", None);
         if end_of_stream {
             self.finish(host);
         }

@@ -1412,6 +1412,121 @@ fn list_responses_are_curated_per_agent_across_chunks() {
 }
 
 #[test]
+fn an_encoded_list_response_is_refused_never_forwarded_unread() {
+    let list =
+        r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}]}}"#;
+    // Not what the server sent in the clear: gzip-like bytes the filter cannot read.
+    let (a, b): (&[u8], &[u8]) = (b"\x1f\x8b\x08\x00\x00", b"\x00\x00\x00\xff\x03");
+    for encodings in [
+        vec!["gzip"],
+        vec!["identity", "br"], // a second copy counts too
+        vec!["gzip, identity"],
+    ] {
+        let mut s = stream(POLICY);
+        let mut h = post(
+            Some("demo-agent"),
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+        );
+        assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+        h.response_headers.insert(":status".into(), "200".into());
+        h.response_headers
+            .insert("content-type".into(), "text/event-stream".into());
+        h.response_headers
+            .insert("content-length".into(), "10".into());
+        let (first, more) = encodings.split_first().unwrap();
+        h.response_headers
+            .insert("content-encoding".into(), (*first).into());
+        // FakeHost keeps one value per response header: the second copy is what a real map
+        // would list after it, so it is checked by the header-list helper below.
+        let mut list_headers: Vec<(String, String)> =
+            h.response_headers.clone().into_iter().collect();
+        for extra in more {
+            list_headers.push(("content-encoding".into(), (*extra).into()));
+        }
+        assert!(HeaderList(list_headers).encoded(), "{encodings:?}");
+        if !more.is_empty() {
+            continue;
+        }
+        assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+        assert_eq!(h.response_headers[":status"], "502");
+        assert_eq!(h.response_headers["content-type"], "application/json");
+        assert!(!h.response_headers.contains_key("content-encoding"));
+        assert!(!h.response_headers.contains_key("content-length"));
+        // Each chunk is swallowed (nothing is held); the error takes the last one's place.
+        h.response_chunk = a.to_vec();
+        assert_eq!(s.on_response_body(&mut h, a.len(), false), Action::Continue);
+        assert_eq!(h.replaced_response_body.as_deref(), Some(&b""[..]));
+        h.response_chunk = b.to_vec();
+        assert_eq!(s.on_response_body(&mut h, b.len(), true), Action::Continue);
+        let body: Value =
+            serde_json::from_slice(h.replaced_response_body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["id"], 5);
+        assert_eq!(body["error"]["code"], INTERNAL_ERROR);
+        let r = h.records();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0]["method"], "tools/list");
+        assert_eq!(r[0]["output_status"], "upstream_error");
+        assert_eq!(r[0]["http_status"], 502);
+        assert_eq!(h.counters["mcp_guard.refusals.reason.response_encoding"], 1);
+    }
+
+    // `identity` is no encoding: the list is curated as usual.
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+    );
+    send_request(&mut s, &mut h);
+    h.response_headers.insert(":status".into(), "200".into());
+    h.response_headers
+        .insert("content-type".into(), "application/json".into());
+    h.response_headers
+        .insert("content-encoding".into(), " Identity ".into());
+    s.on_response_headers(&mut h, false);
+    assert_eq!(h.response_headers[":status"], "200");
+    h.response_chunk = list.as_bytes().to_vec();
+    s.on_response_body(&mut h, list.len(), true);
+    let out = String::from_utf8(h.replaced_response_body.clone().unwrap()).unwrap();
+    assert!(
+        out.contains("echo") && !out.contains("delete_repo"),
+        "{out}"
+    );
+
+    // A response nothing curates (a tools/call result) may be encoded: it passes, unread.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    send_request(&mut s, &mut h);
+    h.response_headers.insert(":status".into(), "200".into());
+    h.response_headers
+        .insert("content-type".into(), "application/json".into());
+    h.response_headers
+        .insert("content-encoding".into(), "gzip".into());
+    s.on_response_headers(&mut h, false);
+    h.response_chunk = a.to_vec();
+    s.on_response_body(&mut h, a.len(), true);
+    assert_eq!(h.response_headers[":status"], "200");
+    assert!(h.replaced_response_body.is_none());
+
+    // A server stream under curation carries list responses: encoded, it is refused too.
+    // (get_stream's host: a GET whose response is 200 text/event-stream; a new stream sees it
+    // with the encoding added.)
+    let shared = Shared::default();
+    let mut get = stream(POLICY);
+    let (_, mut gh) = get_stream(&shared, "/sse", None);
+    gh.response_headers
+        .insert("content-encoding".into(), "gzip".into());
+    get.on_request_headers(&mut gh, true);
+    assert_eq!(get.on_response_headers(&mut gh, false), Action::Continue);
+    assert_eq!(gh.response_headers[":status"], "502");
+    stream_chunk(&mut get, &mut gh, a, false);
+    assert_eq!(gh.replaced_response_body.as_deref(), Some(&b""[..]));
+    stream_chunk(&mut get, &mut gh, b, true);
+    let body: Value =
+        serde_json::from_slice(gh.replaced_response_body.as_deref().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], INTERNAL_ERROR);
+}
+
+#[test]
 fn annotations_learned_from_tools_list_refuse_destructive_tools_unless_named() {
     let policy = r#"{
       "server_id": "demo-server",

@@ -18,7 +18,10 @@ server. A `tools/call` is answered with the exact bytes of the scenario named by
 `params.arguments.scenario` (see SCENARIOS), echoing the request id (same JSON value and
 type; json.dumps escapes non-ASCII as \\uXXXX). One body byte per write means one chunk per write.
 `GET /mcp?events=<url-encoded JSON list of {"id": ..., "is_error": bool}>` is a server stream
-carrying one result event per entry (for cross-stream correlation), then its end.
+carrying one result event per entry (for cross-stream correlation), then its end. A
+`tools/list` is answered with two tools, echo and delete_repo, as JSON; with
+`params.cursor` "gzip-anyway" gzip-compressed whatever the request's Accept-Encoding says (a
+server that ignores it).
 """
 from __future__ import annotations
 
@@ -395,7 +398,20 @@ class Server:
             c.writer.write(doc)
             await c.writer.drain()
             return True
-        args = (msg.get("params") or {}).get("arguments") if isinstance(msg.get("params"), dict) else None
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        if msg.get("method") == "tools/list":
+            doc = json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
+                {"name": "echo", "inputSchema": {"type": "object"}},
+                {"name": "delete_repo", "inputSchema": {"type": "object"}}]}}).encode()  # fmt: skip
+            headers = [("content-type", "application/json")]
+            if params.get("cursor") == "gzip-anyway":
+                doc = gzip.compress(doc)
+                headers.append(("content-encoding", "gzip"))
+            await c.head(200, "OK", headers + [("content-length", str(len(doc)))])
+            c.writer.write(doc)
+            await c.writer.drain()
+            return True
+        args = params.get("arguments")
         scenario = SCENARIOS.get(args.get("scenario", "json-ok") if isinstance(args, dict) else "json-ok")
         if scenario is None:
             await c.plain(400, "Bad Request", b"unknown scenario")

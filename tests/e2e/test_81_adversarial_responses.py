@@ -243,6 +243,30 @@ async def test_outcome_of_a_response_compressed_for_the_client_is_still_read(sta
     assert rec["output_status"] == "success", rec
 
 
+async def test_a_list_response_encoded_despite_accept_encoding_is_refused_not_forwarded(stack):
+    """mcp-guard asks the server for an identity-encoded body; one that gzips its tools/list
+    anyway cannot be curated, and the client must not get every tool it lists: a 502 with a
+    JSON-RPC error instead. The same list sent plain is curated."""
+    agent = "rsp-list-gzip"  # the `default` rule set: echo only
+    body = json.dumps({"jsonrpc": "2.0", "id": "l-gz", "method": "tools/list",
+                       "params": {"cursor": "gzip-anyway"}}).encode()  # fmt: skip
+    resp = await raw_request(stack.url, "POST", body, {"x-agent-id": agent})
+    resp.jsonrpc_error(502, "l-gz", -32603)
+    assert "content-encoding" not in resp.headers
+    assert b"delete_repo" not in resp.body
+    (entry,) = arrived(stack, agent)
+    assert entry["headers"]["accept-encoding"] == ["identity"]
+    (rec,) = wait_for_audit(stack, lambda r: r["agent_id"] == agent)
+    assert (rec["method"], rec["output_status"], rec["error_code"], rec["http_status"]) == (
+        "tools/list", "upstream_error", -32603, 502), rec  # fmt: skip
+
+    agent = "rsp-list-plain"
+    body = json.dumps({"jsonrpc": "2.0", "id": "l-pl", "method": "tools/list"}).encode()
+    resp = await raw_request(stack.url, "POST", body, {"x-agent-id": agent})
+    assert resp.status == 200
+    assert [t["name"] for t in resp.single()["result"]["tools"]] == ["echo"]
+
+
 def vm_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
