@@ -743,10 +743,8 @@ impl Stream {
     /// put Envoy's decompressor filter after mcp-guard: on the response path it then runs
     /// first.)
     fn refuse_encoded_response(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        // Called before the response scanner or the hold is set up: neither ever starts.
         self.encoded_refused = true;
-        self.scanner = None;
-        self.curate = None;
-        self.holding = false;
         host.count(Metric::Refusal("response_encoding"), 1);
         for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
             call.output_status = Some(OutputStatus::UpstreamError);

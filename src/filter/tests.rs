@@ -1413,40 +1413,33 @@ fn list_responses_are_curated_per_agent_across_chunks() {
 
 #[test]
 fn an_encoded_list_response_is_refused_never_forwarded_unread() {
+    const LIST_REQUEST: &str = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
     let list =
         r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}]}}"#;
-    // Not what the server sent in the clear: gzip-like bytes the filter cannot read.
-    let (a, b): (&[u8], &[u8]) = (b"\x1f\x8b\x08\x00\x00", b"\x00\x00\x00\xff\x03");
-    for encodings in [
-        vec!["gzip"],
-        vec!["identity", "br"], // a second copy counts too
-        vec!["gzip, identity"],
-    ] {
+    // demo-agent's request sent; a 200 response of `content_type` and `encoding` arriving.
+    let answered = |request: &str, content_type: &str, encoding: &str| {
         let mut s = stream(POLICY);
-        let mut h = post(
-            Some("demo-agent"),
-            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
-        );
+        let mut h = post(Some("demo-agent"), request);
         assert_eq!(send_request(&mut s, &mut h), Action::Continue);
         h.response_headers.insert(":status".into(), "200".into());
         h.response_headers
-            .insert("content-type".into(), "text/event-stream".into());
+            .insert("content-type".into(), content_type.into());
+        h.response_headers
+            .insert("content-encoding".into(), encoding.into());
+        (s, h)
+    };
+    // Not what the server sent in the clear: gzip-like bytes the filter cannot read.
+    let (a, b): (&[u8], &[u8]) = (b"\x1f\x8b\x08\x00\x00", b"\x00\x00\x00\xff\x03");
+
+    // Every copy of the header counts: a second one after `identity` is not missed.
+    let copies = [("content-encoding", "identity"), ("content-encoding", "br")];
+    let copies = copies.map(|(n, v)| (n.to_owned(), v.to_owned()));
+    assert!(HeaderList(copies.to_vec()).encoded());
+
+    for encoding in ["gzip", "gzip, identity"] {
+        let (mut s, mut h) = answered(LIST_REQUEST, "text/event-stream", encoding);
         h.response_headers
             .insert("content-length".into(), "10".into());
-        let (first, more) = encodings.split_first().unwrap();
-        h.response_headers
-            .insert("content-encoding".into(), (*first).into());
-        // FakeHost keeps one value per response header: the second copy is what a real map
-        // would list after it, so it is checked by the header-list helper below.
-        let mut list_headers: Vec<(String, String)> =
-            h.response_headers.clone().into_iter().collect();
-        for extra in more {
-            list_headers.push(("content-encoding".into(), (*extra).into()));
-        }
-        assert!(HeaderList(list_headers).encoded(), "{encodings:?}");
-        if !more.is_empty() {
-            continue;
-        }
         assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
         assert_eq!(h.response_headers[":status"], "502");
         assert_eq!(h.response_headers["content-type"], "application/json");
@@ -1471,17 +1464,7 @@ fn an_encoded_list_response_is_refused_never_forwarded_unread() {
     }
 
     // `identity` is no encoding: the list is curated as usual.
-    let mut s = stream(POLICY);
-    let mut h = post(
-        Some("demo-agent"),
-        r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
-    );
-    send_request(&mut s, &mut h);
-    h.response_headers.insert(":status".into(), "200".into());
-    h.response_headers
-        .insert("content-type".into(), "application/json".into());
-    h.response_headers
-        .insert("content-encoding".into(), " Identity ".into());
+    let (mut s, mut h) = answered(LIST_REQUEST, "application/json", " Identity ");
     s.on_response_headers(&mut h, false);
     assert_eq!(h.response_headers[":status"], "200");
     h.response_chunk = list.as_bytes().to_vec();
@@ -1493,14 +1476,7 @@ fn an_encoded_list_response_is_refused_never_forwarded_unread() {
     );
 
     // A response nothing curates (a tools/call result) may be encoded: it passes, unread.
-    let mut s = stream(POLICY);
-    let mut h = post(Some("demo-agent"), CALL_ECHO);
-    send_request(&mut s, &mut h);
-    h.response_headers.insert(":status".into(), "200".into());
-    h.response_headers
-        .insert("content-type".into(), "application/json".into());
-    h.response_headers
-        .insert("content-encoding".into(), "gzip".into());
+    let (mut s, mut h) = answered(CALL_ECHO, "application/json", "gzip");
     s.on_response_headers(&mut h, false);
     h.response_chunk = a.to_vec();
     s.on_response_body(&mut h, a.len(), true);

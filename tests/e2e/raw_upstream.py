@@ -220,18 +220,24 @@ async def sse_slow(c: Conn, rid: Any) -> bool:
     return True
 
 
-async def json_gzip(c: Conn, rid: Any) -> bool:
-    """A JSON result, gzip-compressed when the request's Accept-Encoding allows gzip (what a
-    server behind a compression middleware does), else plain."""
-    body = result_json(rid, "compressed")
+async def json_maybe_gzip(c: Conn, body: bytes, compress: bool) -> bool:
+    """A 200 application/json answer with `body`, gzip-compressed (content-encoding: gzip) when
+    `compress`."""
     headers = [("content-type", "application/json")]
-    if "gzip" in ",".join(c.request_headers.get("accept-encoding", [])).lower():
+    if compress:
         body = gzip.compress(body)
         headers.append(("content-encoding", "gzip"))
     await c.head(200, "OK", headers + [("content-length", str(len(body)))])
     c.writer.write(body)
     await c.writer.drain()
     return True
+
+
+async def json_gzip(c: Conn, rid: Any) -> bool:
+    """A JSON result, gzip-compressed when the request's Accept-Encoding allows gzip (what a
+    server behind a compression middleware does), else plain."""
+    accepts_gzip = "gzip" in ",".join(c.request_headers.get("accept-encoding", [])).lower()
+    return await json_maybe_gzip(c, result_json(rid, "compressed"), accepts_gzip)
 
 
 async def json_id_last(c: Conn, rid: Any) -> bool:
@@ -403,14 +409,7 @@ class Server:
             doc = json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
                 {"name": "echo", "inputSchema": {"type": "object"}},
                 {"name": "delete_repo", "inputSchema": {"type": "object"}}]}}).encode()  # fmt: skip
-            headers = [("content-type", "application/json")]
-            if params.get("cursor") == "gzip-anyway":
-                doc = gzip.compress(doc)
-                headers.append(("content-encoding", "gzip"))
-            await c.head(200, "OK", headers + [("content-length", str(len(doc)))])
-            c.writer.write(doc)
-            await c.writer.drain()
-            return True
+            return await json_maybe_gzip(c, doc, params.get("cursor") == "gzip-anyway")
         args = params.get("arguments")
         scenario = SCENARIOS.get(args.get("scenario", "json-ok") if isinstance(args, dict) else "json-ok")
         if scenario is None:
