@@ -64,11 +64,28 @@ class StackError(RuntimeError):
     pass
 
 
+# Ports free_port has handed out in this process: the kernel may offer a port it just closed
+# again, and two stacks (or two listeners of one stack) must not both be given it.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
+    out before. Another process can still take it before Envoy binds it: Stack.start then picks
+    new listener and admin ports (see ENVOY_BIND_RETRIES)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise StackError("no free TCP port on 127.0.0.1 that was not handed out already")
+
+
+# How often Stack.start picks new listener and admin ports when Envoy exits because one of them
+# was taken between free_port() and Envoy's bind (another process on the machine took it).
+ENVOY_BIND_RETRIES = 3
 
 
 def default_envoy() -> str:
@@ -423,6 +440,11 @@ class Stack:
         self.ecds_path.parent.mkdir(parents=True, exist_ok=True)
         for stale in (self.access_log, self.envoy_log, self.server_log, self.call_log):
             stale.write_bytes(b"")
+        self._write_bootstrap()
+        if self.xds_port is None:
+            self.push_policy(self.policy.read_text(encoding="utf-8"))
+
+    def _write_bootstrap(self) -> None:
         bootstrap = render_bootstrap(
             listen_port=self.listen_port,
             admin_port=self.admin_port,
@@ -437,14 +459,24 @@ class Stack:
         if self.bootstrap_hook is not None:
             bootstrap = self.bootstrap_hook(bootstrap)
         render_ecds.write_atomically(self.bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))
-        if self.xds_port is None:
-            self.push_policy(self.policy.read_text(encoding="utf-8"))
 
     def start(self) -> "Stack":
         self.prepare()
         try:
             self._start_server()
-            self._start_envoy()
+            for attempt in range(ENVOY_BIND_RETRIES + 1):
+                try:
+                    self._start_envoy()
+                    break
+                except StackError:
+                    log = self.envoy_log.read_text(errors="replace") if self.envoy_log.exists() else ""
+                    chosen = {self.listen_port, self.admin_port} <= _HANDED_OUT  # not `make run`'s
+                    if attempt == ENVOY_BIND_RETRIES or not chosen or "Address already in use" not in log:
+                        raise
+                    # A port was taken after free_port() chose it: new ports, same stack.
+                    self.listen_port, self.admin_port = free_port(), free_port()
+                    self.envoy_log.write_bytes(b"")
+                    self._write_bootstrap()
         except BaseException:
             self.stop()
             raise
