@@ -36,6 +36,7 @@ from helpers import (
     check_record,
     is_refused,
     mcp_session,
+    schema_validator,
 )
 
 pytestmark = pytest.mark.anyio
@@ -269,3 +270,32 @@ async def test_every_line_of_the_access_log_is_a_json_object(stack):
     assert sorted(got) == sorted(d for _, d in SENT), (got, SENT)
     assert any(not is_refused(r) for r in records)
     assert_no_client_bytes_in_log(stack)
+
+
+def test_the_schema_accepts_the_refused_record_only_in_its_own_shape():
+    """The record without its null fields (what the Istio and Envoy Gateway snippets of
+    docs/operator-guide.md print: Envoy Gateway's JSON format cannot print null) is valid; a
+    refused record claiming an agent or a method, or an mcp-guard record with `reason`, is not."""
+    short = {
+        "timestamp": "2026-12-03T09:23:40.855Z", "decision": "refused", "reason": "proxy_rejected",
+        "output_status": "refused", "latency_ms": 0, "http_status": 400, "response_flags": "DPE",
+        "response_code_details": "http1.codec_error",
+    }  # fmt: skip
+    validator = schema_validator()
+    assert list(validator.iter_errors(short)) == []
+    for bad in ({"agent_id": "admin-agent"}, {"method": "tools/call"}, {"output_status": "success"},
+                {"reason": "other"}, {"correlated": True}):  # fmt: skip
+        assert list(validator.iter_errors({**short, **bad})), bad
+    assert list(validator.iter_errors({k: v for k, v in short.items() if k != "reason"}))
+    ok = {
+        "timestamp": "2026-12-03T09:23:40.855Z", "agent_id": "a", "server_id": "s", "method": "ping",
+        "http_method": "POST", "tool_name": None, "prompt_name": None, "resource_uri": None,
+        "request_id": 1, "input_hash": None, "decision": "allow", "output_status": "success",
+        "error_code": None, "latency_ms": 1, "http_status": 200, "session_id": None, "trace_id": None,
+        "policy_name": None, "policy_version": None,
+    }  # fmt: skip
+    assert list(validator.iter_errors(ok)) == []
+    for bad in ({"reason": "proxy_rejected"}, {"agent_id": None}, {"http_status": 0},
+                {"output_status": "refused"}, {"response_code_details": "x"}):  # fmt: skip
+        assert list(validator.iter_errors({**ok, **bad})), bad
+    assert list(validator.iter_errors({k: v for k, v in ok.items() if k != "method"}))
