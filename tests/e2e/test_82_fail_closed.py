@@ -114,10 +114,10 @@ async def test_trapped_vm_refuses_every_request_and_forwards_nothing(stack):
     sample = await fresh_post(stack, tools_call_body("sample", "echo", '{"text":"after-sample"}'), sess)
     await anyio.sleep(0.5)
     records = access_log_objects(stack)  # every line is still one JSON object
-    refused = [r for r in records if r["decision"] == "refused"]
+    envoy_refused = [r for r in records if r["decision"] == "refused"]
     print(f"fail-closed: sample refusal {getattr(sample, 'status', sample)} {getattr(sample, 'body', b'')[:120]!r}; "
-          f"access log: {len(records)} records, {len(refused)} of requests mcp-guard never saw (decision refused): "
-          f"{sorted({(r['http_status'], r['response_code_details']) for r in refused})}")
+          f"access log: {len(records)} records, {len(envoy_refused)} of requests mcp-guard never saw (decision refused): "
+          f"{sorted({(r['http_status'], r['response_code_details']) for r in envoy_refused})}")
 
 
 def worker_connections(stack) -> dict[str, int]:
