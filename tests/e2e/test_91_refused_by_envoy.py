@@ -26,7 +26,8 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from conftest import start_stack
+import yaml
+from conftest import REPO, start_stack
 from helpers import (
     ACCEPT,
     PROTOCOL_VERSION,
@@ -299,3 +300,40 @@ def test_the_schema_accepts_the_refused_record_only_in_its_own_shape():
                 {"output_status": "refused"}, {"response_code_details": "x"}):  # fmt: skip
         assert list(validator.iter_errors({**ok, **bad})), bad
     assert list(validator.iter_errors({k: v for k, v in ok.items() if k != "method"}))
+
+
+# Every Envoy bootstrap the project ships with the mcp-guard audit log.
+SHIPPED_BOOTSTRAPS = ["envoy/envoy.yaml", "envoy/envoy-rls.yaml", "examples/compose/envoy.yaml"]
+
+
+def http_connection_managers(node):
+    if isinstance(node, dict):
+        if node.get("name") == "envoy.filters.network.http_connection_manager":
+            yield node["typed_config"]
+        for value in node.values():
+            yield from http_connection_managers(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from http_connection_managers(value)
+
+
+@pytest.mark.parametrize("path", SHIPPED_BOOTSTRAPS)
+def test_every_shipped_bootstrap_has_both_loggers_on_one_path(path):
+    """The e2e stacks run envoy/envoy.yaml (and envoy-rls.yaml); the compose file is only
+    validated. All carry the same two loggers as envoy/envoy.yaml, on one path each."""
+    (reference,) = http_connection_managers(yaml.safe_load((REPO / "envoy/envoy.yaml").read_text(encoding="utf-8")))
+    (hcm,) = http_connection_managers(yaml.safe_load((REPO / path).read_text(encoding="utf-8")))
+    loggers = hcm["access_log"]
+    assert len({logger["typed_config"]["path"] for logger in loggers}) == 1, loggers
+
+    def without_path(logs):
+        out = []
+        for logger in logs:
+            logger = json.loads(json.dumps(logger))
+            del logger["typed_config"]["path"]
+            out.append(logger)
+        return out
+
+    assert without_path(loggers) == without_path(reference["access_log"])
+    expressions = [lg["filter"]["extension_filter"]["typed_config"]["expression"] for lg in loggers]
+    assert expressions == ["'wasm.mcp_audit' in filter_state", "!('wasm.mcp_audit' in filter_state)"]
