@@ -2,7 +2,7 @@
 
 Envoy's codecs and connection manager refuse some requests before any HTTP filter runs:
 Content-Length together with Transfer-Encoding, a lower-case method, HTTP/1.0, a NUL or VT
-byte in a header value, an upper-case header name over HTTP/2 (stream reset). mcp-guard never
+byte in a header value, an upper-case header name over HTTP/2 (no response). mcp-guard never
 sees them, so filter state `wasm.mcp_audit` is absent, and the old one-logger config printed
 `-` for them: a line `jq` (and the README's audit queries, and a SIEM parser) stops at. The
 shipped bootstrap (envoy/envoy.yaml, via scripts/stack.py) now has a second file logger on the
