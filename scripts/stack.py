@@ -118,6 +118,18 @@ def _filter(hcm: dict, name: str) -> dict:
     raise StackError(f"no http filter named {name!r}")
 
 
+def set_access_log_path(hcm: dict, path: str) -> None:
+    """Points every access logger of the connection manager at `path`. The shipped bootstraps
+    have two file loggers on one path (the audit records, and the fixed record of a request
+    Envoy refused before mcp-guard ran); both must move together, or the refused-request
+    records would land in the repository's run/ directory instead of the stack's log."""
+    loggers = hcm.get("access_log") or []
+    if not loggers:
+        raise StackError("the bootstrap's connection manager has no access_log")
+    for logger in loggers:
+        logger["typed_config"]["path"] = path
+
+
 def render_bootstrap(
     *,
     listen_port: int,
@@ -136,8 +148,7 @@ def render_bootstrap(
     (listener,) = bootstrap["static_resources"]["listeners"]
     listener["address"]["socket_address"]["port_value"] = listen_port
     hcm = _hcm(bootstrap)
-    (logger,) = hcm["access_log"]
-    logger["typed_config"]["path"] = str(Path(access_log).resolve())
+    set_access_log_path(hcm, str(Path(access_log).resolve()))
     source = _filter(hcm, FILTER_NAME)["config_discovery"]["config_source"]
     source["path_config_source"]["path"] = str(Path(ecds_path).resolve())
     for cluster in bootstrap["static_resources"]["clusters"]:
@@ -167,8 +178,7 @@ def inline_bootstrap(bootstrap: dict, policy_text: str, wasm_path: Path, access_
     del f["config_discovery"]
     resource = render_ecds.ecds_resource(policy_text, wasm_path)["resources"][0]
     f["typed_config"] = resource["typed_config"]
-    (logger,) = hcm["access_log"]
-    logger["typed_config"]["path"] = access_log
+    set_access_log_path(hcm, access_log)
     return copy
 
 

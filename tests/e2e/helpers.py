@@ -41,6 +41,12 @@ AUDIT_FIELDS = {
 # Present only on some records: "correlated" on the outcome record of a deferred call.
 OPTIONAL_AUDIT_FIELDS = {"correlated"}
 
+# The record the shipped Envoy configs print for a request mcp-guard never saw (Envoy refused
+# it before the filter ran): the audit fields, plus why Envoy answered as it did.
+REFUSED_FIELDS = AUDIT_FIELDS | {"reason", "response_flags", "response_code_details"}
+# Its fields that are null by construction (the client's bytes are never printed there).
+REFUSED_NULL_FIELDS = AUDIT_FIELDS - {"timestamp", "decision", "output_status", "latency_ms", "http_status"}
+
 
 def sha256_tag(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -65,24 +71,47 @@ def check_record(record: dict) -> dict:
     errors = sorted(schema_validator().iter_errors(record), key=lambda e: list(e.path))
     assert not errors, f"audit record fails the schema: {[e.message for e in errors]}\n{record}"
     assert set(record) >= AUDIT_FIELDS, f"missing fields {AUDIT_FIELDS - set(record)} in {record}"
+    if is_refused(record):
+        assert set(record) == REFUSED_FIELDS, f"unexpected fields {set(record) ^ REFUSED_FIELDS} in {record}"
+        assert all(record[k] is None for k in REFUSED_NULL_FIELDS), record
     assert TIMESTAMP_RE.match(record["timestamp"]), record["timestamp"]
     assert isinstance(record["latency_ms"], (int, float)) and record["latency_ms"] >= 0, record
     return record
 
 
-def assert_access_log_valid(stack: Any) -> None:
-    """Every line of the stack's access log is one schema-valid audit record with exactly the
-    documented fields (every request the tests send goes to /mcp, so none may print "-")."""
-    lines = stack.access_log.read_text(encoding="utf-8").splitlines()
-    assert len(lines) >= 3
-    for n, line in enumerate(lines, 1):
-        # Every request in this session went to /mcp, so none may lack a record ("-").
-        assert line not in ("", "-"), f"line {n}: request without an audit record"
-        record = json.loads(line)
-        assert isinstance(record, dict), f"line {n}: {line}"
+def is_refused(record: dict) -> bool:
+    """The fixed record of a request Envoy refused before mcp-guard ran (README "Audit record")."""
+    return record.get("decision") == "refused"
+
+
+def access_log_objects(stack: Any) -> list[dict]:
+    """Every line of the stack's access log parsed as JSON; each must be one JSON object (no
+    blank line, no "-", nothing `jq` would stop at)."""
+    objects = []
+    for n, line in enumerate(stack.access_log.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AssertionError(f"access log line {n} is not JSON ({exc}): {line!r}") from None
+        assert isinstance(value, dict), f"access log line {n} is not a JSON object: {line!r}"
+        objects.append(value)
+    return objects
+
+
+def assert_access_log_valid(stack: Any, refused: int = 0) -> None:
+    """Every line of the stack's access log is one JSON object, a schema-valid record with
+    exactly the documented fields; exactly `refused` of them are the record of a request Envoy
+    refused before mcp-guard ran (the other tests send only what Envoy accepts, so by default
+    every line is mcp-guard's own record)."""
+    records = access_log_objects(stack)
+    assert len(records) >= 3
+    for n, record in enumerate(records, 1):
         check_record(record)
-        extra = set(record) - AUDIT_FIELDS
-        assert set(record) >= AUDIT_FIELDS and extra <= OPTIONAL_AUDIT_FIELDS, f"line {n}: unexpected fields {set(record) ^ AUDIT_FIELDS}"
+        if not is_refused(record):
+            extra = set(record) - AUDIT_FIELDS
+            assert extra <= OPTIONAL_AUDIT_FIELDS, f"line {n}: unexpected fields {extra}"
+    got = [r for r in records if is_refused(r)]
+    assert len(got) == refused, f"expected {refused} refused-request record(s), found {len(got)}: {got}"
 
 
 def wait_for_audit(stack: Any, match: Callable[[dict], bool], count: int = 1, timeout: float = 10.0) -> list[dict]:

@@ -400,9 +400,10 @@ def assert_unidentified(s: Stack, p: Probe) -> None:
             "unidentified", "deny", "denied", DENIED, 401), r  # fmt: skip
 
 
-def dash_lines(s: Stack) -> int:
-    """Access-log lines without an audit record: requests mcp-guard never saw."""
-    return sum(1 for ln in s.access_log.read_text(encoding="utf-8").splitlines() if ln.strip() == "-")
+def refused_records(s: Stack) -> list[dict]:
+    """Access-log records of requests mcp-guard never saw (Envoy's fixed record, decision
+    "refused"; README "Audit record")."""
+    return [r for r in s.audit_records() if r["decision"] == "refused"]
 
 
 def upstream_total(s: Stack) -> int:
@@ -478,15 +479,18 @@ class TestJwtRequired:
     @pytest.mark.parametrize("name", [*BAD_TOKENS, "missing"])
     async def test_bad_or_missing_token_is_refused_by_jwt_authn(self, stack, keys, name):
         headers = {} if name == "missing" else bearer(BAD_TOKENS[name][0](keys))
-        dashes, upstream = dash_lines(stack), upstream_total(stack)
+        before, upstream = len(refused_records(stack)), upstream_total(stack)
         p = await probe(stack.url, headers)
-        # mcp-guard never saw them (its place is after jwt_authn): two log lines without a record.
-        wait_until(lambda: dash_lines(stack) >= dashes + 2, AUDIT_TIMEOUT, "two access-log lines")
+        # mcp-guard never saw them (its place is after jwt_authn): two refused-request records.
+        wait_until(lambda: len(refused_records(stack)) >= before + 2, AUDIT_TIMEOUT, "two access-log lines")
         want = (401, "Jwt is missing") if name == "missing" else BAD_TOKENS[name][2:]
         for resp in (p.init, p.delete):
             assert (resp.status, resp.body.decode()) == want, (resp.status, resp.body[:300])
             assert resp.headers["www-authenticate"].startswith("Bearer "), resp.headers
-        assert dash_lines(stack) == dashes + 2
+        new = refused_records(stack)[before:]
+        assert [(r["reason"], r["http_status"]) for r in new] == [("proxy_rejected", want[0])] * 2, new
+        for r in new:
+            check_record(r)
         assert [r for r in stack.audit_records() if r["trace_id"] == p.trace_id] == []
         assert upstream_total(stack) == upstream
 

@@ -19,7 +19,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import REPO, shipped_policy, start_stack
-from helpers import ACCEPT, RawResponse, RawSession, parse_messages, tools_call_body
+from helpers import ACCEPT, RawResponse, RawSession, access_log_objects, parse_messages, tools_call_body
 
 pytestmark = pytest.mark.anyio
 
@@ -113,9 +113,11 @@ async def test_trapped_vm_refuses_every_request_and_forwards_nothing(stack):
     # never examined (reported, not asserted: Envoy's behaviour, not the filter's).
     sample = await fresh_post(stack, tools_call_body("sample", "echo", '{"text":"after-sample"}'), sess)
     await anyio.sleep(0.5)
-    lines = stack.access_log.read_text(encoding="utf-8").splitlines()
+    records = access_log_objects(stack)  # every line is still one JSON object
+    envoy_refused = [r for r in records if r["decision"] == "refused"]
     print(f"fail-closed: sample refusal {getattr(sample, 'status', sample)} {getattr(sample, 'body', b'')[:120]!r}; "
-          f"access log: {len(lines)} lines, {lines.count('-')} without a record ('-')")
+          f"access log: {len(records)} records, {len(envoy_refused)} of requests mcp-guard never saw (decision refused): "
+          f"{sorted({(r['http_status'], r['response_code_details']) for r in envoy_refused})}")
 
 
 def worker_connections(stack) -> dict[str, int]:
