@@ -6,7 +6,14 @@
 //! per server in proxy-wasm shared data (key `mcp_guard.annotations.<server_id>`, one JSON
 //! object `{tool: flags}` merged with compare-and-swap), so every Envoy worker decides the same
 //! way. A tool no `tools/list` has shown yet is refused or allowed as configured (`unseen`);
-//! refusing is the fail-closed default. At most [`MAX_TOOLS`] tools are kept per server.
+//! refusing is the fail-closed default.
+//!
+//! Bounds: one key per server id (the configured `server_id` or the upstream cluster that
+//! answered the `tools/list`, so as many keys as the operator has servers, never a client's
+//! choice); each key's value holds at most [`MAX_TOOLS`] tools and at most [`MAX_BYTES`] bytes.
+//! A tool that does not fit is not learned and stays unseen (refused under the default
+//! `unseen: refuse`), as a tool past [`MAX_TOOLS`] always was. Envoy never frees a shared-data
+//! key, but replaces its value on each write.
 
 use crate::curation::ToolHints;
 use crate::filter::Host;
@@ -15,6 +22,9 @@ use std::collections::BTreeMap;
 
 /// Most tools whose hints are kept per server.
 pub const MAX_TOOLS: usize = 4096;
+/// Largest stored map per server, in bytes of its JSON form (4096 tools with names of about
+/// 250 bytes; MCP 2025-11-25 recommends tool names of 1 to 128 characters).
+pub const MAX_BYTES: usize = 1024 * 1024;
 
 /// Which tools the annotations rule refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,9 +116,21 @@ pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(Cow<'_, str>, ToolH
             None => (BTreeMap::new(), None),
         };
         let before = map.clone();
+        // Upper bound of the JSON form: `{}` plus, per entry, its quoted name and flags, `:` and
+        // `,` (escapes counted: serde_json writes the same bytes for each name below).
+        let entry_bytes =
+            |name: &str| serde_json::to_string(name).map_or(usize::MAX, |q| q.len()) + 6;
+        let mut bytes = 2 + map.keys().map(|k| entry_bytes(k)).sum::<usize>();
         for (name, hints) in tools {
-            if map.len() < MAX_TOOLS || map.contains_key(name.as_ref()) {
-                map.insert(name.as_ref().to_owned(), encode(*hints));
+            let name = name.as_ref();
+            if map.contains_key(name) {
+                map.insert(name.to_owned(), encode(*hints));
+                continue;
+            }
+            let more = entry_bytes(name);
+            if map.len() < MAX_TOOLS && bytes.saturating_add(more) <= MAX_BYTES {
+                bytes += more;
+                map.insert(name.to_owned(), encode(*hints));
             }
         }
         if map == before {

@@ -72,6 +72,7 @@ pub struct Config {
     /// with mcp-guard's own -32003 error.
     pub hide_denied_tools: Option<HideDenied>,
     /// Distinct tools with their own `tool_calls` stat per worker; the rest count as `other`.
+    /// At most `crate::metrics::MAX_TOOL_LABELS` (a larger configured value is lowered to it).
     pub max_tool_metrics: usize,
     /// Largest request body examined, in bytes; larger bodies are refused with HTTP 413.
     pub max_body_bytes: usize,
@@ -704,7 +705,7 @@ impl Config {
             max_tool_metrics: raw
                 .max_tool_metrics
                 .unwrap_or(crate::metrics::DEFAULT_MAX_TOOL_LABELS)
-                .min(1000),
+                .min(crate::metrics::MAX_TOOL_LABELS),
             hide_denied_tools: raw.hide_denied_tools.map(|h| match h {
                 RawHide::ToolError(text) => HideDenied::ToolError(text),
                 RawHide::JsonrpcError(e) => HideDenied::JsonRpcError {

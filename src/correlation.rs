@@ -17,8 +17,13 @@
 //!
 //! Memory is bounded: the store is a fixed table of [`SLOTS`] keys, the slot chosen by a hash
 //! of (session, id); a newer call overwrites an older one in the same slot (whose outcome then
-//! stays `deferred` in the log). Shared data has no delete: a claimed slot is set to an empty
-//! value. Entries older than [`TTL_MS`] are ignored.
+//! stays `deferred` in the log). Each value is at most [`MAX_PENDING_BYTES`]: a call whose
+//! pending form is larger (a tool name, prompt name, resource URI or trace id of kilobytes) is
+//! not stored, and its outcome stays `deferred`. So the store never holds more than
+//! [`SLOTS`] × [`MAX_PENDING_BYTES`] (32 MiB) of values, for every worker together, whatever
+//! clients send; Envoy never frees a shared-data key, but it replaces a key's value on each
+//! write. Shared data has no delete: a claimed slot is set to an empty value. Entries older
+//! than [`TTL_MS`] are ignored.
 
 use crate::audit::{Call, StreamFacts};
 use crate::filter::Host;
@@ -33,6 +38,9 @@ pub const SLOTS: u16 = 4096;
 pub const TTL_MS: u64 = 60 * 60 * 1000;
 /// Longest session id accepted for correlation, in bytes (SDK ids are 32–36 characters).
 pub const MAX_SESSION_LEN: usize = 256;
+/// Largest pending call stored in a slot, in bytes of its JSON form (a call with SDK-sized
+/// ids and names takes a few hundred).
+pub const MAX_PENDING_BYTES: usize = 8 * 1024;
 
 /// A forwarded request whose response has not been seen on its own stream: everything the
 /// audit record of its outcome needs, serialized as JSON into one shared-data slot.
@@ -137,7 +145,8 @@ pub fn slot_key(session: &str, id_json: &str) -> String {
 }
 
 /// Stores `pending` in its slot, replacing whatever was there. Returns whether the host
-/// accepted the write.
+/// accepted the write; `false` without a write when the session is longer than
+/// [`MAX_SESSION_LEN`] or the JSON form longer than [`MAX_PENDING_BYTES`].
 pub fn store(host: &mut dyn Host, pending: &Pending) -> bool {
     if pending.session.len() > MAX_SESSION_LEN {
         return false;
@@ -145,6 +154,9 @@ pub fn store(host: &mut dyn Host, pending: &Pending) -> bool {
     let Ok(value) = serde_json::to_vec(pending) else {
         return false;
     };
+    if value.len() > MAX_PENDING_BYTES {
+        return false;
+    }
     host.set_shared_data(&slot_key(&pending.session, &pending.id), &value, None)
 }
 

@@ -1214,7 +1214,7 @@ impl Stream {
     fn count_calls(&self, host: &mut dyn Host) {
         for call in &self.calls {
             let decision = call.decision.as_str();
-            let method = call.method.as_deref().unwrap_or("-");
+            let method = call.method.as_deref();
             host.count(Metric::Request { method, decision }, 1);
             if let (Some(jsonrpc::TOOLS_CALL), Some(tool)) =
                 (call.method.as_deref(), call.tool_name.as_deref())

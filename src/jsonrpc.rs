@@ -43,6 +43,53 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// MCP task methods whose `params.taskId` is mirrored in the 2026-07-28 `Mcp-Name` header
 /// (SEP-2663, tasks extension).
 pub const TASK_METHODS: [&str; 3] = ["tasks/get", "tasks/update", "tasks/cancel"];
+/// Every MCP method mcp-guard knows by name: each JSON-RPC request and notification method of
+/// the MCP schema revisions 2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25 and 2026-07-28
+/// (`schema/<revision>/schema.ts`, both directions), plus the methods of the tasks extension
+/// (SEP-2663: `tasks/update`, `notifications/tasks`). A method outside this list is still decided
+/// by policy; it only has no stat label of its own (`crate::metrics::method_label`: `other`).
+pub const MCP_METHODS: [&str; 36] = [
+    // Lifecycle and utilities.
+    "initialize",
+    "notifications/initialized",
+    "server/discover",
+    "ping",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "logging/setLevel",
+    "completion/complete",
+    // Tools, prompts, resources.
+    TOOLS_CALL,
+    "tools/list",
+    "notifications/tools/list_changed",
+    PROMPTS_GET,
+    "prompts/list",
+    "notifications/prompts/list_changed",
+    RESOURCES_READ,
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+    "subscriptions/listen",
+    "notifications/subscriptions/acknowledged",
+    // Client features (server-to-client requests).
+    "sampling/createMessage",
+    "elicitation/create",
+    "notifications/elicitation/complete",
+    "roots/list",
+    "notifications/roots/list_changed",
+    // Tasks (2025-11-25, and the tasks extension).
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+    "tasks/update",
+    "notifications/tasks/status",
+    "notifications/tasks",
+];
 
 /// A JSON-RPC request id (JSON-RPC 2.0 §4 `id`).
 ///

@@ -9,13 +9,11 @@
 
 use crate::config::Config;
 use crate::filter::{self, Action, Host, Stream};
-use crate::metrics::{Metric, Parts, ToolLabels};
+use crate::metrics::{Metric, Stats};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, MapType, MetricType};
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -171,69 +169,14 @@ mod fault_injection {
     pub fn maybe_trap() {}
 }
 
-/// Stat ids cached by [`Metric::parts`], at most this many: label values come from requests
-/// (methods, tool names), so a client must not grow the cache without bound; past the cap a
-/// metric takes the slower path through its name.
-const MAX_CACHED_METRICS: usize = 1024;
+/// This worker's stats (one VM per worker thread; stats are defined once per VM): stat ids by
+/// bounded key, at most `crate::metrics::MAX_STATS` of them (see `crate::metrics` "Bounds").
+type Metrics = Stats<u32>;
 
-/// This worker's stats (one VM per worker thread; stats are defined once per VM).
-#[derive(Default)]
-struct Metrics {
-    /// Stat ids by stat name: every stat defined so far.
-    by_name: HashMap<String, u32>,
-    /// Stat ids by the hash of a metric's parts (collisions kept side by side), so that the hot
-    /// path neither formats a name nor allocates.
-    by_parts: HashMap<u64, Vec<(OwnedParts, u32)>>,
-    cached: usize,
-    labels: ToolLabels,
-}
-
-type OwnedParts = (u8, String, String, usize);
-
-fn parts_hash(parts: &Parts<'_>) -> u64 {
-    // Fixed keys: the same parts hash alike for the life of the VM.
-    let mut h = std::hash::DefaultHasher::new();
-    parts.hash(&mut h);
-    h.finish()
-}
-
-fn same(owned: &OwnedParts, parts: &Parts<'_>) -> bool {
-    owned.0 == parts.0 && owned.1 == parts.1 && owned.2 == parts.2 && owned.3 == parts.3
-}
-
-impl Metrics {
-    /// The stat id of `metric`, defining the stat on first use.
-    fn id(&mut self, metric: &Metric<'_>) -> Option<u32> {
-        let parts = metric.parts();
-        let hash = parts_hash(&parts);
-        let cached = self
-            .by_parts
-            .get(&hash)
-            .and_then(|v| v.iter().find(|(owned, _)| same(owned, &parts)));
-        if let Some((_, id)) = cached {
-            return Some(*id);
-        }
-        let name = metric.name(&mut self.labels);
-        let id = match self.by_name.get(&name) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, &name) {
-                Ok(id) => {
-                    self.by_name.insert(name, id);
-                    id
-                }
-                Err(status) => {
-                    log::warn!("mcp-guard: cannot define stat {name}: {status:?}");
-                    return None;
-                }
-            },
-        };
-        if self.cached < MAX_CACHED_METRICS {
-            self.cached += 1;
-            let owned = (parts.0, parts.1.to_owned(), parts.2.to_owned(), parts.3);
-            self.by_parts.entry(hash).or_default().push((owned, id));
-        }
-        Some(id)
-    }
+fn define(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name)
+        .map_err(|status| log::warn!("mcp-guard: cannot define stat {name}: {status:?}"))
+        .ok()
 }
 
 thread_local! {
@@ -241,7 +184,7 @@ thread_local! {
 }
 
 /// Adds `by` to the counter for `metric`, defining it on first use. A failed hostcall is
-/// logged once per stat and otherwise ignored: metrics never affect a request.
+/// logged and otherwise ignored: metrics never affect a request.
 fn count(metric: &Metric<'_>, by: u64) {
     if by == 0 {
         return;
@@ -250,7 +193,7 @@ fn count(metric: &Metric<'_>, by: u64) {
         let Ok(mut metrics) = cell.try_borrow_mut() else {
             return;
         };
-        let Some(id) = metrics.id(metric) else {
+        let Some(id) = metrics.id(metric, define) else {
             return;
         };
         let by = i64::try_from(by).unwrap_or(i64::MAX);

@@ -1693,6 +1693,21 @@ fn stats_count_decisions_denials_refusals_and_sse_events() {
         h.counters.get("mcp_guard.requests.method.-.decision.deny"),
         Some(&1)
     );
+
+    // A method MCP does not define is decided (denied by the demo policy) and counted under
+    // `other`: the client's method name never becomes a stat.
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":3,"method":"evil/12345","params":{}}"#,
+    );
+    send_request(&mut s, &mut h);
+    assert_eq!(
+        h.counters
+            .get("mcp_guard.requests.method.other.decision.deny"),
+        Some(&1)
+    );
+    assert!(!h.counters.keys().any(|k| k.contains("evil")));
 }
 
 const RLS_POLICY: &str = r#"{
@@ -2036,4 +2051,87 @@ fn a_chunk_larger_than_a_scan_piece_is_read_in_pieces_and_settled() {
     );
     s.on_stream_end(&mut h);
     assert_eq!(h.records()[0]["output_status"], "tool_error");
+}
+
+#[test]
+fn a_pending_call_larger_than_a_slot_allows_is_not_stored() {
+    let stored = |request_id_header: &str| {
+        let shared = Shared::default();
+        let mut s = stream(POLICY);
+        let mut h = post(Some("demo-agent"), CALL_ECHO);
+        h.shared = Rc::clone(&shared);
+        h.request_headers
+            .insert(":path".into(), "/messages/?session_id=abc123".into());
+        h.request_headers
+            .insert("x-request-id".into(), request_id_header.into());
+        assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+        respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+        assert_eq!(h.records()[0]["output_status"], "deferred");
+        let map = shared.borrow();
+        map.iter()
+            .filter(|(k, (v, _))| k.starts_with("mcp_guard.pending.") && !v.is_empty())
+            .map(|(_, (v, _))| v.len())
+            .collect::<Vec<_>>()
+    };
+    let small = stored("r-1");
+    assert_eq!(small.len(), 1);
+    assert!(small[0] <= crate::correlation::MAX_PENDING_BYTES);
+    // A client-chosen trace id of 9 KB would make the slot 9 KB: the call is not stored (its
+    // outcome stays `deferred`), so the shared store stays within SLOTS × MAX_PENDING_BYTES.
+    assert!(stored(&"r".repeat(9 * 1024)).is_empty());
+}
+
+#[test]
+fn the_annotations_store_is_bounded_per_server() {
+    use crate::annotations::{self, MAX_BYTES, MAX_TOOLS};
+    use crate::curation::ToolHints;
+    use std::borrow::Cow;
+    let mut h = FakeHost::default();
+    let ro = ToolHints {
+        read_only: Some(true),
+        destructive: Some(false),
+    };
+    // 1,100 tools with 1 KB names, in lists of 100: only what fits in MAX_BYTES is kept.
+    for batch in 0..11 {
+        let tools: Vec<(Cow<'_, str>, ToolHints)> = (0..100)
+            .map(|n| {
+                (
+                    Cow::Owned(format!("{:04}{}", batch * 100 + n, "t".repeat(1020))),
+                    ro,
+                )
+            })
+            .collect();
+        assert!(annotations::learn(&mut h, "srv", &tools));
+    }
+    let (value, _) = h.shared_data("mcp_guard.annotations.srv").unwrap();
+    assert!(value.len() <= MAX_BYTES, "{}", value.len());
+    assert!(value.len() > MAX_BYTES - 2 * 1024, "{}", value.len());
+    let first = format!("{:04}{}", 0, "t".repeat(1020));
+    let last = format!("{:04}{}", 1099, "t".repeat(1020));
+    assert_eq!(annotations::lookup(&h, "srv", &first), Some(ro));
+    assert_eq!(annotations::lookup(&h, "srv", &last), None);
+    // Known tools still get their hints updated when the store is full.
+    let rw = ToolHints {
+        read_only: Some(false),
+        destructive: Some(true),
+    };
+    assert!(annotations::learn(
+        &mut h,
+        "srv",
+        &[(Cow::Borrowed(first.as_str()), rw)]
+    ));
+    assert_eq!(annotations::lookup(&h, "srv", &first), Some(rw));
+    // Short names: the count cap.
+    let tools: Vec<(Cow<'_, str>, ToolHints)> = (0..MAX_TOOLS + 10)
+        .map(|n| (Cow::Owned(format!("t{n}")), ro))
+        .collect();
+    assert!(annotations::learn(&mut h, "other", &tools));
+    assert_eq!(
+        annotations::lookup(&h, "other", &format!("t{}", MAX_TOOLS - 1)),
+        Some(ro)
+    );
+    assert_eq!(
+        annotations::lookup(&h, "other", &format!("t{MAX_TOOLS}")),
+        None
+    );
 }
