@@ -155,6 +155,19 @@ fn require_counting() {
 static MAX_SCANNER_HEAP: AtomicUsize = AtomicUsize::new(0);
 static MAX_STREAM_HEAP: AtomicUsize = AtomicUsize::new(0);
 static MAX_PARSER_RATIO: AtomicUsize = AtomicUsize::new(0);
+/// How many forwarded requests, and list responses, the authorization oracles checked (so a
+/// test can tell they do not pass vacuously).
+static ORACLE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+static ORACLE_LISTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Forwarded requests and list responses the authorization oracles have checked so far in
+/// this process.
+pub fn oracle_checks() -> (usize, usize) {
+    (
+        ORACLE_REQUESTS.load(Ordering::Relaxed),
+        ORACLE_LISTS.load(Ordering::Relaxed),
+    )
+}
 
 fn note_max(slot: &AtomicUsize, value: usize, what: &str) {
     if value > slot.fetch_max(value, Ordering::Relaxed)
@@ -1622,6 +1635,7 @@ fn run_exchange(
             &permits(config, agent),
         )
         .unwrap_or_else(|e| panic!("forwarded request: {e}"));
+        ORACLE_REQUESTS.fetch_add(1, Ordering::Relaxed);
     }
 
     // --- response headers
@@ -1744,6 +1758,7 @@ fn run_exchange(
     if let (false, Some(agent)) = (lists.is_empty(), agent.as_deref()) {
         oracle::check_list_response(&h.downstream, &lists, &permits(config, agent))
             .unwrap_or_else(|e| panic!("list response: {e}"));
+        ORACLE_LISTS.fetch_add(1, Ordering::Relaxed);
     }
     // A client still waits for an answer on the session's server stream when the POST's
     // response was a 202 or an SSE stream that did not carry it (Streamable HTTP, resumable).

@@ -6,6 +6,12 @@ use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
+/// The authorization oracles of the fuzz targets (serde_json readers independent of
+/// `crate::jsonrpc`), one copy shared with `fuzz/src/lib.rs`.
+#[path = "../../fuzz/src/oracle.rs"]
+#[allow(dead_code)]
+mod oracle;
+
 /// proxy-wasm shared data as Envoy keeps it: one map for every worker's VM, with a CAS token
 /// per key that changes on every write.
 type Shared = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
@@ -810,6 +816,63 @@ impl Rng {
     }
 }
 
+/// What a forwarded request may name for `agent` under `config`, as the oracles ask it: allowed,
+/// or `dry_run_deny` where dry-run mode applies.
+fn oracle_permits<'a>(
+    config: &'a Config,
+    agent: &'a str,
+) -> impl Fn(oracle::Named<'_>) -> Result<(), String> + 'a {
+    move |named| {
+        let subject = match named {
+            oracle::Named::Tool(n) => Subject::Tool(n),
+            oracle::Named::Prompt(n) => Subject::Prompt(n),
+            oracle::Named::Resource(n) => Subject::Resource(n),
+            oracle::Named::Method(m) => Subject::Method(m),
+        };
+        let policy = &config.policy;
+        let dry = policy.mode() == Mode::DryRun
+            || policy
+                .rule_sets(agent)
+                .iter()
+                .any(|s| s.mode == Mode::DryRun);
+        match policy.decide(agent, subject) {
+            Decision::Allow => Ok(()),
+            Decision::DryRunDeny if dry => Ok(()),
+            d => Err(format!("{} for {agent:?}", d.as_str())),
+        }
+    }
+}
+
+/// Asserts that a request the filter forwarded for `agent` names only what the policy lets
+/// the agent use, and is tagged with what it names, however a server reads it (duplicate
+/// members first- or last-wins, lenient UTF-8): `fuzz/src/oracle.rs`.
+fn assert_forwarded_is_authorized(s: &Stream, h: &FakeHost, agent: &str, body: &[u8]) {
+    let headers = h.request_headers();
+    let method = h
+        .request_headers
+        .get(":method")
+        .cloned()
+        .unwrap_or_default();
+    let forwarded = oracle::Forwarded {
+        http_method: &method,
+        headers: &headers,
+        body,
+    };
+    let t = &s.config.headers;
+    let tags = oracle::TagNames {
+        agent: &t.agent_id,
+        method: &t.method,
+        tool: &t.tool_name,
+        prompt: &t.prompt_name,
+        resource: &t.resource_uri,
+    };
+    if let Err(e) =
+        oracle::check_request(&forwarded, agent, &tags, &oracle_permits(&s.config, agent))
+    {
+        panic!("forwarded {:?}: {e}", String::from_utf8_lossy(body));
+    }
+}
+
 /// Mutates `seed`: byte flips, insertions of structural bytes, truncation, duplication.
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     const BYTES: &[u8] = b"{}[]\":,\\\r\n \x00\xff-0123456789eE.tfnu";
@@ -868,7 +931,10 @@ fn arbitrary_requests_and_responses_never_panic_and_always_settle() {
                 );
                 continue;
             }
-            (None, Action::Continue) => {}
+            (None, Action::Continue) => {
+                // Forwarded: it must name only what demo-agent may use, tagged as it is.
+                assert_forwarded_is_authorized(&s, &h, "demo-agent", &body);
+            }
             other => panic!("round {round}: inconsistent outcome {other:?} for {body:?}"),
         }
         let content_type = if round % 2 == 0 {
