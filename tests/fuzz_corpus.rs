@@ -198,6 +198,28 @@ fn authorization_oracles_cover_the_stream_corpus() {
     );
 }
 
+/// Inputs the authorization oracles found failing on the current code, kept out of
+/// `fuzz/regressions/` (replayed by `stream_corpus`) until the fixes they wait for are merged:
+/// a list response mcp-guard cannot read (a byte-order mark, a second document, a content type
+/// it does not curate: `application/jsonx`, `text/plain`, none) must be refused, not forwarded
+/// unread (the curation fix that refuses unreadable lists); and an answer whose id a client
+/// matches to the list request although it is not the same JSON value (`"1"` and `1.0` for `1`:
+/// the TypeScript SDK compares `Number(id)`, the Python SDK `int(id)`) must be curated or
+/// refused too. Each must then pass: move it to `fuzz/regressions/stream/` and drop this test.
+#[test]
+#[ignore = "waits for the curation fix that refuses list responses it cannot read"]
+fn pending_stream_regressions() {
+    let dir = Path::new(REPO).join("fuzz/regressions-pending/stream");
+    let mut failed = Vec::new();
+    for path in files(&dir) {
+        let data = std::fs::read(&path).unwrap();
+        if std::panic::catch_unwind(|| fuzz_targets::stream(&data)).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "still failing: {failed:#?}");
+}
+
 mod oracle_tests {
     use super::fuzz_targets::oracle::{self, Forwarded, IdValue, ListAsk, Named, TagNames};
 
