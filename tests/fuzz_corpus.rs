@@ -200,9 +200,10 @@ fn authorization_oracles_cover_the_stream_corpus() {
 
 /// Inputs the authorization oracles found failing on the current code, kept out of
 /// `fuzz/regressions/` (replayed by `stream_corpus`) until the fixes they wait for are merged:
-/// a list response mcp-guard cannot read (a byte-order mark, a second document, a content type
-/// it does not curate: `application/jsonx`, `text/plain`, none) must be refused, not forwarded
-/// unread (the curation fix that refuses unreadable lists); and an answer whose id a client
+/// a list response mcp-guard cannot read (invalid UTF-8, which clients decode lossily; a
+/// byte-order mark; a second document; a content type it does not curate: `application/jsonx`,
+/// `text/plain`, none) must be refused, not forwarded unread (the curation fix that refuses
+/// unreadable lists); and an answer whose id a client
 /// matches to the list request although it is not the same JSON value (`"1"` and `1.0` for `1`:
 /// the TypeScript SDK compares `Number(id)`, the Python SDK `int(id)`) must be curated or
 /// refused too. Each must then pass: move it to `fuzz/regressions/stream/` and drop this test.

@@ -23,7 +23,10 @@
 //!   buffering and refuses a hostcall made in the wrong phase: every stream that reaches the
 //!   response (or a local reply) leaves audit records that are JSON objects, local replies and
 //!   the 429 → JSON-RPC rewrite are valid JSON-RPC error bodies, and response chunks do not
-//!   grow the heap the filter holds.
+//!   grow the heap the filter holds. Authorization ([`oracle`], serde_json readers independent
+//!   of mcp-guard's parser): a forwarded request names only what the stream's agent may use and
+//!   its tag headers say what it names, and the answer a client gets to a forwarded list
+//!   request lists only entries the agent may use.
 //!
 //! Heap figures come from [`CountingAlloc`], a global allocator that counts live bytes per
 //! thread; every binary that calls these functions installs it.
