@@ -198,6 +198,29 @@ fn authorization_oracles_cover_the_stream_corpus() {
     );
 }
 
+/// The list oracle follows a list request whose answer the client awaits on the session's
+/// server stream: a POSTed tools/list answered `202` without a body, then the GET stream
+/// carries the answer, which mcp-guard curates there (checked: it passes), and which an
+/// uncuratable variant (a byte-order mark, which mcp-guard cannot read today) makes fail.
+#[test]
+fn list_oracle_follows_the_answer_to_the_server_stream() {
+    let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let answer =
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#;
+    // POST, demo-agent; session, then a GET stream; 202; SSE; the POST's response has no body.
+    let control = [0, 0x24, 0, 2, 0, 0x01, 0, 0];
+    let lists = fuzz_targets::oracle_checks().1;
+    let sse = format!("data: {answer}\n\n");
+    fuzz_targets::stream(&fuzz_targets::stream_input(control, list, sse.as_bytes()));
+    assert!(
+        fuzz_targets::oracle_checks().1 > lists,
+        "the GET stream was not checked"
+    );
+    let bom = format!("\u{feff}{sse}");
+    let input = fuzz_targets::stream_input(control, list, bom.as_bytes());
+    assert!(std::panic::catch_unwind(|| fuzz_targets::stream(&input)).is_err());
+}
+
 /// Inputs the authorization oracles found failing on the current code, kept out of
 /// `fuzz/regressions/` (replayed by `stream_corpus`) until the fixes they wait for are merged:
 /// a list response mcp-guard cannot read (invalid UTF-8, which clients decode lossily; a
