@@ -35,14 +35,14 @@ use std::fmt;
 pub enum Dup {
     /// The last occurrence wins (serde_json's `Value`, JavaScript `JSON.parse`, Python `json`).
     Last,
-    /// The first occurrence wins (some Go and Java readers); applied at every level.
+    /// The first occurrence wins (some streaming parsers read so); applied at every level.
     First,
 }
 
 /// One way of reading bytes as JSON.
 #[derive(Debug, Clone, Copy)]
 pub struct Reader {
-    /// For messages.
+    /// The reader's name, in findings.
     pub name: &'static str,
     /// Duplicate member names.
     pub dup: Dup,
