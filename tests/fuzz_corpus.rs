@@ -7,6 +7,10 @@
 //! - `fuzz/regressions/<target>/*`: inputs that once failed (minimized crashes), if any;
 //! - `tests/e2e/data/sse/*`: raw SSE captures of other SDK servers, if present, as
 //!   `sse_scanner` and `response_scanner` inputs.
+//!
+//! `fuzz/regressions-pending/<target>/*` (inputs that fail until a fix not yet merged) are
+//! replayed only by the ignored `pending_stream_regressions`. The authorization oracles
+//! (`fuzz/src/oracle.rs`) are tested here too (`oracle_tests`).
 
 #![allow(clippy::unwrap_used)] // test code: a missing corpus file should fail loudly
 
