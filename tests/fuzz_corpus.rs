@@ -7,6 +7,10 @@
 //! - `fuzz/regressions/<target>/*`: inputs that once failed (minimized crashes), if any;
 //! - `tests/e2e/data/sse/*`: raw SSE captures of other SDK servers, if present, as
 //!   `sse_scanner` and `response_scanner` inputs.
+//!
+//! `fuzz/regressions-pending/<target>/*` (inputs that fail until a fix not yet merged) are
+//! replayed only by the ignored `pending_stream_regressions`. The authorization oracles
+//! (`fuzz/src/oracle.rs`) are tested here too (`oracle_tests`).
 
 #![allow(clippy::unwrap_used)] // test code: a missing corpus file should fail loudly
 
@@ -167,6 +171,290 @@ fn synthetic_stream_inputs() {
         for extra in [0u8, 0x04, 0x24, 0x40, 0x80, 0xc0] {
             let control = [0, policy | extra, 1, 0, 0, 0, 2, 9];
             fuzz_targets::stream(&fuzz_targets::stream_input(control, call, sse));
+        }
+    }
+}
+
+/// The authorization oracles run on the SDK traffic of the corpus: forwarded requests and the
+/// list responses the clients got (else the `stream` target's checks would pass vacuously).
+#[test]
+fn authorization_oracles_cover_the_stream_corpus() {
+    let (requests, lists) = fuzz_targets::oracle_checks();
+    for path in files(&Path::new(REPO).join("fuzz/corpus/stream")) {
+        fuzz_targets::stream(&std::fs::read(&path).unwrap());
+    }
+    let (requests_after, lists_after) = fuzz_targets::oracle_checks();
+    eprintln!(
+        "oracle checks: {} requests, {} lists",
+        requests_after - requests,
+        lists_after - lists
+    );
+    // Other tests of this binary replay streams at the same time: count at least the corpus.
+    assert!(
+        requests_after - requests >= 20,
+        "{} forwarded requests checked",
+        requests_after - requests
+    );
+    assert!(
+        lists_after - lists >= 3,
+        "{} list responses checked",
+        lists_after - lists
+    );
+}
+
+/// The list oracle follows a list request whose answer the client awaits on the session's
+/// server stream: a POSTed tools/list answered `202` without a body, then the GET stream
+/// carries the answer, which mcp-guard curates there (checked: it passes), and which an
+/// uncuratable variant (a byte-order mark, which mcp-guard cannot read today) makes fail.
+#[test]
+fn list_oracle_follows_the_answer_to_the_server_stream() {
+    let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let answer =
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#;
+    // POST, demo-agent; session, then a GET stream; 202; SSE; the POST's response has no body.
+    let control = [0, 0x24, 0, 2, 0, 0x01, 0, 0];
+    let lists = fuzz_targets::oracle_checks().1;
+    let sse = format!("data: {answer}\n\n");
+    fuzz_targets::stream(&fuzz_targets::stream_input(control, list, sse.as_bytes()));
+    assert!(
+        fuzz_targets::oracle_checks().1 > lists,
+        "the GET stream was not checked"
+    );
+    let bom = format!("\u{feff}{sse}");
+    let input = fuzz_targets::stream_input(control, list, bom.as_bytes());
+    assert!(std::panic::catch_unwind(|| fuzz_targets::stream(&input)).is_err());
+}
+
+/// Inputs the authorization oracles found failing on the current code, kept out of
+/// `fuzz/regressions/` (replayed by `stream_corpus`) until the fixes they wait for are merged:
+/// a list response mcp-guard cannot read (invalid UTF-8, which clients decode lossily; a
+/// byte-order mark; a second document; a content type it does not curate: `application/jsonx`,
+/// `text/plain`, none) must be refused, not forwarded unread (the curation fix that refuses
+/// unreadable lists); and an answer whose id a client
+/// matches to the list request although it is not the same JSON value (`"1"` and `1.0` for `1`:
+/// the TypeScript SDK compares `Number(id)`, the Python SDK `int(id)`) must be curated or
+/// refused too. Each must then pass: move it to `fuzz/regressions/stream/` and drop this test.
+#[test]
+#[ignore = "waits for the curation fix that refuses list responses it cannot read"]
+fn pending_stream_regressions() {
+    let dir = Path::new(REPO).join("fuzz/regressions-pending/stream");
+    let mut failed = Vec::new();
+    for path in files(&dir) {
+        let data = std::fs::read(&path).unwrap();
+        if std::panic::catch_unwind(|| fuzz_targets::stream(&data)).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "still failing: {failed:#?}");
+}
+
+mod oracle_tests {
+    use super::fuzz_targets::oracle::{self, Forwarded, IdValue, ListAsk, Named, TagNames};
+
+    const TAGS: TagNames<'static> = TagNames {
+        agent: "x-agent-id",
+        method: "x-mcp-method",
+        tool: "x-mcp-tool-name",
+        prompt: "x-mcp-prompt-name",
+        resource: "x-mcp-resource-uri",
+    };
+
+    /// demo-agent may call echo and the default methods, nothing else.
+    fn permits(named: Named<'_>) -> Result<(), String> {
+        match named {
+            Named::Tool("echo") | Named::Method("tools/call" | "tools/list" | "ping") => Ok(()),
+            other => Err(format!("{other:?} is not allowed")),
+        }
+    }
+
+    fn check(method: &str, headers: &[(&str, &str)], body: &str) -> Result<Vec<ListAsk>, String> {
+        let mut all: Vec<(String, String)> = vec![("x-agent-id".into(), "demo-agent".into())];
+        all.extend(
+            headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
+        let req = Forwarded {
+            http_method: method,
+            headers: &all,
+            body: body.as_bytes(),
+        };
+        oracle::check_request(&req, "demo-agent", &TAGS, &permits)
+    }
+
+    const ECHO_TAGS: &[(&str, &str)] =
+        &[("x-mcp-method", "tools/call"), ("x-mcp-tool-name", "echo")];
+
+    #[test]
+    fn a_forwarded_request_must_name_only_allowed_things_under_every_reader() {
+        let echo = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        assert_eq!(check("POST", ECHO_TAGS, echo), Ok(vec![]));
+        let denied = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm"}}"#;
+        let tags = &[("x-mcp-method", "tools/call"), ("x-mcp-tool-name", "rm")];
+        assert!(check("POST", tags, denied)
+            .unwrap_err()
+            .contains("Tool(\"rm\")"));
+        // A duplicated name: one reader or the other sees the denied tool.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"rm"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm","name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm"},"params":{"name":"echo"}}"#,
+        ] {
+            let e = check("POST", ECHO_TAGS, body).unwrap_err();
+            assert!(e.contains("Tool(\"rm\")"), "{body}: {e}");
+        }
+        let e = check("POST", ECHO_TAGS, &format!("[{echo},{denied}]")).unwrap_err();
+        assert!(e.contains("Tool(\"rm\")"), "{e}");
+        // A tools/call that names no tool, or a method that is not a string, is a finding.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":["ping"]}"#,
+            r#"[1]"#,
+            r#""ping""#,
+        ] {
+            assert!(check("POST", ECHO_TAGS, body).is_err(), "{body}");
+        }
+        // mcp-guard forwards only what it parsed: a body a strict reader refuses is a finding.
+        for body in [
+            format!("\u{feff}{echo}"),
+            format!("{echo} {echo}"),
+            echo[1..].to_owned(),
+        ] {
+            let e = check("POST", ECHO_TAGS, &body).unwrap_err();
+            assert!(e.contains("not JSON"), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_tags_must_say_what_every_reader_reads() {
+        let echo = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        for tags in [
+            &[("x-mcp-method", "tools/call")][..],
+            &[("x-mcp-method", "tools/call"), ("x-mcp-tool-name", "ech")],
+            &[
+                ("x-mcp-method", "tools/call"),
+                ("x-mcp-tool-name", "echo"),
+                ("x-mcp-prompt-name", "echo"),
+            ],
+            &[
+                ("x-mcp-method", "tools/call"),
+                ("x-mcp-tool-name", "echo"),
+                ("x-mcp-tool-name", "echo"),
+            ],
+        ] {
+            assert!(check("POST", tags, echo).is_err(), "{tags:?}");
+        }
+        // Batches: distinct values, first-seen order; bytes outside visible ASCII encoded.
+        let ping = r#"{"jsonrpc":"2.0","method":"ping"}"#;
+        let tags = &[
+            ("x-mcp-method", "tools/call,ping"),
+            ("x-mcp-tool-name", "echo"),
+        ];
+        assert_eq!(
+            check("POST", tags, &format!("[{echo},{echo},{ping}]")),
+            Ok(vec![])
+        );
+        let odd = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"x":"\u00e9"}"#;
+        assert_eq!(check("POST", ECHO_TAGS, odd), Ok(vec![]));
+        // The agent tag must be the stream's agent, once.
+        let req = Forwarded {
+            http_method: "POST",
+            headers: &[("x-agent-id".into(), "admin-agent".into())],
+            body: echo.as_bytes(),
+        };
+        assert!(oracle::check_request(&req, "demo-agent", &TAGS, &permits).is_err());
+        // Anything but a POST goes without body and tags.
+        assert_eq!(check("GET", &[], ""), Ok(vec![]));
+        assert!(check("GET", &[], echo).is_err());
+        assert!(check("DELETE", ECHO_TAGS, "").is_err());
+    }
+
+    fn tools_ask(id: IdValue) -> Vec<ListAsk> {
+        vec![ListAsk { array: "tools", id }]
+    }
+
+    #[test]
+    fn list_requests_are_reported_for_the_response_oracle() {
+        let list = r#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#;
+        let asks = check("POST", &[("x-mcp-method", "tools/list")], list).unwrap();
+        assert_eq!(asks, tools_ask(IdValue::Str(Some("a".into()))));
+    }
+
+    #[test]
+    fn a_list_response_may_show_only_allowed_entries_however_a_client_reads_it() {
+        let asks = tools_ask(IdValue::Number("1".into()));
+        let list = |id: &str, names: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{names}]}}}}"#)
+        };
+        let check = |body: &str| oracle::check_list_response(body.as_bytes(), &asks, &permits);
+        let curated = list("1", r#"{"name":"echo"}"#);
+        let leaked = list("1", r#"{"name":"echo"},{"name":"rm"}"#);
+        assert_eq!(check(&curated), Ok(()));
+        assert_eq!(check(&format!("data: {curated}\n\n")), Ok(()));
+        assert!(check(&leaked).is_err());
+        for body in [
+            format!("event: message\r\ndata: {leaked}\r\n\r\n"),
+            format!("data: {leaked}"), // unterminated last event
+            format!("\u{feff}{leaked}"),
+            format!("{leaked}\n{curated}"), // the first document
+            format!("[{curated},{leaked}]"),
+            list("\"1\"", r#"{"name":"rm"}"#), // Number("1") == 1 (TypeScript SDK)
+            list("1.0", r#"{"name":"rm"}"#),   // same number
+            list("\" 1\"", r#"{"name":"rm"}"#), // int(" 1") (Python SDK)
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm","name":"echo"}]}}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"tools":[{"name":"rm"}]}}"#.into(),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"rm"}]},"result":{}}"#.into(),
+        ] {
+            let e = check(&body).unwrap_err();
+            assert!(e.contains("Tool(\"rm\")"), "{body}: {e}");
+        }
+        let mut lossy = leaked.clone().into_bytes();
+        lossy.insert(3, 0xff); // inside a member name: U+FFFD for the lenient readers
+        assert!(oracle::check_list_response(&lossy, &asks, &permits).is_err());
+        // Not an answer to the list request, or nothing a client can read: nothing listed.
+        for body in [
+            list("2", r#"{"name":"rm"}"#),
+            list("\"x\"", r#"{"name":"rm"}"#),
+            list("1", r#"{"title":"rm"},"rm",{"name":["rm"]}"#),
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"refused"}}"#.into(),
+            leaked[1..].to_owned(), // no reader reads it
+        ] {
+            assert_eq!(check(&body), Ok(()), "{body}");
+        }
+    }
+
+    #[test]
+    fn ids_match_as_the_sdks_match_them() {
+        let n = |s: &str| IdValue::Number(s.into());
+        let s = |s: &str| IdValue::Str(Some(s.into()));
+        for (response, request) in [
+            (n("1"), n("1")),
+            (n("1.0"), n("1")),
+            (n("1e0"), n("1")),
+            (s("1"), n("1")),
+            (s(" 1 "), n("1")),
+            (s("0x1"), n("1")),
+            (s("1_0"), n("10")), // Python int()
+            (IdValue::Bool(true), n("1")),
+            (IdValue::Null, n("0")),
+            (s(""), n("0")),
+            (IdValue::Other("[]".into()), n("0")),
+            (IdValue::Other("[\"1\"]".into()), n("1")),
+            (s("a"), s("a")),
+        ] {
+            assert!(response.may_answer(&request), "{response:?} {request:?}");
+        }
+        for (response, request) in [
+            (n("2"), n("1")),
+            (s("a"), n("1")),
+            (s("1a"), n("1")),
+            (s("_1"), n("1")),
+            (IdValue::Other("{}".into()), n("0")),
+            (IdValue::Str(None), n("0")),
+            (s("a"), s("b")),
+        ] {
+            assert!(!response.may_answer(&request), "{response:?} {request:?}");
         }
     }
 }

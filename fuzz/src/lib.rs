@@ -23,7 +23,10 @@
 //!   buffering and refuses a hostcall made in the wrong phase: every stream that reaches the
 //!   response (or a local reply) leaves audit records that are JSON objects, local replies and
 //!   the 429 → JSON-RPC rewrite are valid JSON-RPC error bodies, and response chunks do not
-//!   grow the heap the filter holds.
+//!   grow the heap the filter holds. Authorization ([`oracle`], serde_json readers independent
+//!   of mcp-guard's parser): a forwarded request names only what the stream's agent may use and
+//!   its tag headers say what it names, and the answer a client gets to a forwarded list
+//!   request lists only entries the agent may use.
 //!
 //! Heap figures come from [`CountingAlloc`], a global allocator that counts live bytes per
 //! thread; every binary that calls these functions installs it.
@@ -32,11 +35,16 @@
 // filter's no-panic lints do not apply here.
 #![allow(clippy::panic)]
 
+pub mod oracle;
+
 use mcp_guard::config::{Config, DEFAULT_MAX_JSON_DEPTH, MAX_MAX_JSON_DEPTH};
 use mcp_guard::filter::{Action, Host, Stream, RATE_LIMITED};
+use mcp_guard::identity::Source;
 use mcp_guard::jsonrpc::{self, Body, Id, Kind, Message};
+use mcp_guard::policy::{Decision, Mode, Subject};
 use mcp_guard::response::{BodyKind, Correlator, JsonScanner, ResponseScanner, Summary};
 use mcp_guard::sse::{EventSink, SseScanner};
+use oracle::{ListAsk, Named};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -150,6 +158,19 @@ fn require_counting() {
 static MAX_SCANNER_HEAP: AtomicUsize = AtomicUsize::new(0);
 static MAX_STREAM_HEAP: AtomicUsize = AtomicUsize::new(0);
 static MAX_PARSER_RATIO: AtomicUsize = AtomicUsize::new(0);
+/// How many forwarded requests, and list responses, the authorization oracles checked (so a
+/// test can tell they do not pass vacuously).
+static ORACLE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+static ORACLE_LISTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Forwarded requests and list responses the authorization oracles have checked so far in
+/// this process.
+pub fn oracle_checks() -> (usize, usize) {
+    (
+        ORACLE_REQUESTS.load(Ordering::Relaxed),
+        ORACLE_LISTS.load(Ordering::Relaxed),
+    )
+}
 
 fn note_max(slot: &AtomicUsize, value: usize, what: &str) {
     if value > slot.fetch_max(value, Ordering::Relaxed)
@@ -971,9 +992,13 @@ pub struct FuzzHost {
     response_started: bool,
     request_headers: BTreeMap<String, Vec<String>>,
     request_buffer: Vec<u8>,
+    /// The request body bytes passed on upstream so far.
+    upstream: Vec<u8>,
     response_headers: BTreeMap<String, String>,
     response_buffer: Vec<u8>,
     rewritten_response: Option<Vec<u8>>,
+    /// The response body bytes passed on to the client so far.
+    downstream: Vec<u8>,
     tool_labels: mcp_guard::metrics::ToolLabels,
     local_reply: Option<(u32, Vec<u8>)>,
     audit: Option<Vec<u8>>,
@@ -992,9 +1017,11 @@ impl FuzzHost {
             response_started: false,
             request_headers: BTreeMap::new(),
             request_buffer: Vec::new(),
+            upstream: Vec::new(),
             response_headers: BTreeMap::new(),
             response_buffer: Vec::new(),
             rewritten_response: None,
+            downstream: Vec::new(),
             tool_labels: mcp_guard::metrics::ToolLabels::default(),
             local_reply: None,
             audit: None,
@@ -1011,6 +1038,22 @@ impl FuzzHost {
             .entry(name.to_owned())
             .or_default()
             .push(value.to_owned());
+    }
+
+    /// After a request callback: on `Continue` Envoy passes the buffered body on upstream.
+    fn pass_request(&mut self, action: Action) {
+        if action == Action::Continue {
+            let chunk = std::mem::take(&mut self.request_buffer);
+            self.upstream.extend_from_slice(&chunk);
+        }
+    }
+
+    /// After a response callback: on `Continue` Envoy passes the buffered body on downstream.
+    fn pass_response(&mut self, action: Action) {
+        if action == Action::Continue {
+            let chunk = std::mem::take(&mut self.response_buffer);
+            self.downstream.extend_from_slice(&chunk);
+        }
     }
 
     /// Records a hostcall Envoy would fail in this phase (proxy-wasm 0.2 panics on several
@@ -1361,7 +1404,7 @@ pub fn stream(data: &[u8]) {
         reply_through_filter: plan.bit(5, 3),
         code_details: plan.pick(5, 4, &CODE_DETAILS),
     };
-    let shared = run_exchange(&config, &first, BTreeMap::new(), &mut plan.rng);
+    let (shared, awaited) = run_exchange(&config, &first, BTreeMap::new(), &[], &mut plan.rng);
     if plan.bit(1, 5) {
         // The server stream (GET) of the same session, carrying the response body as SSE: the
         // answer to a call POSTed on the first stream may arrive here (correlation).
@@ -1385,17 +1428,68 @@ pub fn stream(data: &[u8]) {
             response_chunking: plan.chunking(plan.c(6) >> 3),
             ..first
         };
-        run_exchange(&config, &second, shared, &mut plan.rng);
+        run_exchange(&config, &second, shared, &awaited, &mut plan.rng);
     }
 }
 
-/// Drives one stream; returns the shared data store for the next one.
+/// The oracles' view of the policy for `agent` ([`oracle::Permits`]): `Ok` for what the
+/// policy allows, and for `dry_run_deny` (forwarded, and still listed) only when dry-run mode
+/// applies to the agent (the policy's own mode or one of its rule sets).
+fn permits<'a>(
+    config: &'a Config,
+    agent: &'a str,
+) -> impl Fn(Named<'_>) -> Result<(), String> + 'a {
+    move |named| {
+        let subject = match named {
+            Named::Tool(n) => Subject::Tool(n),
+            Named::Prompt(n) => Subject::Prompt(n),
+            Named::Resource(n) => Subject::Resource(n),
+            Named::Method(m) => Subject::Method(m),
+        };
+        let policy = &config.policy;
+        match policy.decide(agent, subject) {
+            Decision::Allow => Ok(()),
+            Decision::DryRunDeny
+                if policy.mode() == Mode::DryRun
+                    || policy
+                        .rule_sets(agent)
+                        .iter()
+                        .any(|s| s.mode == Mode::DryRun) =>
+            {
+                Ok(())
+            }
+            Decision::DryRunDeny => Err(format!("dry_run_deny for {agent:?} outside dry-run mode")),
+            Decision::Deny => Err(format!(
+                "denied for {agent:?}: {}",
+                policy.evaluate(agent, subject).rule
+            )),
+        }
+    }
+}
+
+/// The configured tag header names, for [`oracle::check_request`].
+fn tag_names(config: &Config) -> oracle::TagNames<'_> {
+    let h = &config.headers;
+    oracle::TagNames {
+        agent: &h.agent_id,
+        method: &h.method,
+        tool: &h.tool_name,
+        prompt: &h.prompt_name,
+        resource: &h.resource_uri,
+    }
+}
+
+/// Drives one stream; `awaited` are list requests POSTed on an earlier stream of the session
+/// whose answers the client still waits for (they may come on this one). Returns the shared
+/// data store for the next stream and the list requests forwarded here whose answers the
+/// client still waits for.
 fn run_exchange(
     config: &Rc<Config>,
     x: &Exchange<'_>,
     shared: SharedStore,
+    awaited: &[ListAsk],
     rng: &mut Rng,
-) -> SharedStore {
+) -> (SharedStore, Vec<ListAsk>) {
     let mut s = Stream::new(Rc::clone(config));
     let mut h = FuzzHost::new(shared, 1_795_306_541_000);
     h.code_details = x.code_details;
@@ -1422,6 +1516,15 @@ fn run_exchange(
     for (name, value) in x.routing {
         h.add_request_header(name, value);
     }
+    // The agent the request is from, as the configured identity sources name it (a header
+    // counts only when sent once).
+    let agent = config.identity.resolve(|source| match source {
+        Source::Header(name) => match h.request_headers.get(name).map(Vec::as_slice) {
+            Some([one]) => Some(one.clone()),
+            _ => None,
+        },
+        _ => None,
+    });
     h.phase = Phase::RequestHeaders;
     let mut action = s.on_request_headers(&mut h, x.headers_eos);
     h.request_released |= action == Action::Continue;
@@ -1437,15 +1540,13 @@ fn run_exchange(
             total
         };
         for (i, chunk) in chunks.into_iter().take(cut).enumerate() {
-            if action == Action::Continue {
-                h.request_buffer.clear(); // passed on, not buffered
-            }
             h.request_buffer.extend_from_slice(chunk);
             let eos = i + 1 == total && !x.trailers;
             let size = h.request_buffer.len();
             h.phase = Phase::RequestBody;
             action = s.on_request_body(&mut h, size, eos);
             h.request_released |= action == Action::Continue;
+            h.pass_request(action);
             request_ended = eos;
             if h.local_reply.is_some() {
                 break;
@@ -1456,11 +1557,13 @@ fn run_exchange(
                 h.phase = Phase::RequestTrailers;
                 action = s.on_request_trailers(&mut h);
                 h.request_released |= action == Action::Continue;
+                h.pass_request(action);
                 request_ended = true;
             } else if total == 0 {
                 h.phase = Phase::RequestBody;
                 action = s.on_request_body(&mut h, 0, true);
                 h.request_released |= action == Action::Continue;
+                h.pass_request(action);
                 request_ended = true;
             }
         }
@@ -1502,7 +1605,7 @@ fn run_exchange(
         s.on_stream_end(&mut h);
         assert_eq!(h.audit, audit, "audit changed after the local reply");
         h.check_no_violations();
-        return h.shared;
+        return (h.shared, Vec::new());
     }
     if !request_ended && !x.early_response {
         // The client never finished its request (no end_of_stream): the stream ends there.
@@ -1510,10 +1613,32 @@ fn run_exchange(
         s.on_stream_end(&mut h);
         check_audit(h.audit.as_deref(), "for a request that never ended");
         h.check_no_violations();
-        return h.shared;
+        return (h.shared, Vec::new());
     }
     if action == Action::Pause && !x.early_response {
         panic!("request ended, filter paused, no local reply: the request would hang");
+    }
+    // The request went upstream whole: it may name only what the agent may use, and its tags
+    // must say what it names (oracle.rs, readers independent of mcp-guard's parser).
+    let mut asks: Vec<ListAsk> = Vec::new();
+    if h.request_released && request_ended {
+        let Some(agent) = agent.as_deref() else {
+            panic!("forwarded a request no identity source identified");
+        };
+        let headers = h.request_headers();
+        let forwarded = oracle::Forwarded {
+            http_method: x.method,
+            headers: &headers,
+            body: &h.upstream,
+        };
+        asks = oracle::check_request(
+            &forwarded,
+            agent,
+            &tag_names(config),
+            &permits(config, agent),
+        )
+        .unwrap_or_else(|e| panic!("forwarded request: {e}"));
+        ORACLE_REQUESTS.fetch_add(1, Ordering::Relaxed);
     }
 
     // --- response headers
@@ -1570,12 +1695,8 @@ fn run_exchange(
     if !x.response_headers_eos {
         let chunks: Vec<&[u8]> = Chunks::new(x.response, x.response_chunking.clone()).collect();
         let total = chunks.len();
-        let mut paused = false;
         let mut growth: isize = 0;
         for (i, chunk) in chunks.iter().enumerate() {
-            if !paused {
-                h.response_buffer.clear();
-            }
             h.response_buffer.extend_from_slice(chunk);
             let eos = i + 1 == total && !x.reset;
             let size = h.response_buffer.len();
@@ -1591,13 +1712,14 @@ fn run_exchange(
                 growth += meter.net() - (audit_after as isize - audit_before as isize);
             }
             h.phase = Phase::Outside;
-            paused = a == Action::Pause;
+            h.pass_response(a);
             ended = eos;
         }
         if total == 0 && !x.reset {
             h.phase = Phase::ResponseBody;
-            s.on_response_body(&mut h, 0, true);
+            let a = s.on_response_body(&mut h, 0, true);
             h.phase = Phase::Outside;
+            h.pass_response(a);
             ended = true;
         }
         let growth = usize::try_from(growth).unwrap_or(0);
@@ -1633,12 +1755,30 @@ fn run_exchange(
         );
     }
 
+    // What the client got for a list request (POSTed here, or awaited from an earlier POST):
+    // only entries the agent may use, however a client reads it.
+    let lists: Vec<ListAsk> = asks.iter().chain(awaited).cloned().collect();
+    if let (false, Some(agent)) = (lists.is_empty(), agent.as_deref()) {
+        oracle::check_list_response(&h.downstream, &lists, &permits(config, agent))
+            .unwrap_or_else(|e| panic!("list response: {e}"));
+        ORACLE_LISTS.fetch_add(1, Ordering::Relaxed);
+    }
+    // A client still waits for an answer on the session's server stream when the POST's
+    // response was a 202 or an SSE stream that did not carry it (Streamable HTTP, resumable).
+    let status = x.status.trim().parse::<u16>().ok();
+    let waits = x.session && matches!(status, Some(200..=299)) && (status == Some(202) || is_sse);
+    let still = if waits {
+        oracle::unanswered(&h.downstream, &asks)
+    } else {
+        Vec::new()
+    };
+
     // --- the stream is over (Envoy's log callback): its records must be there.
     h.phase = Phase::Log;
     s.on_stream_end(&mut h);
     check_audit(h.audit.as_deref(), "at the end of the stream");
     h.check_no_violations();
-    h.shared
+    (h.shared, still)
 }
 
 /// Builds a `stream` input (for seed files): control bytes, request, separator, response.
