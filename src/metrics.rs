@@ -46,7 +46,9 @@ pub enum Metric<'a> {
     },
     /// A refusal by policy: `policy`, `annotations`, `unidentified`.
     Denial(&'a str),
-    /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`.
+    /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`;
+    /// or a list response that could not be curated: one of the fixed
+    /// [`crate::curation::Unreadable::reason`] labels (`response_*`).
     Refusal(&'a str),
     /// A call answered with HTTP 429.
     RateLimited,
