@@ -34,7 +34,7 @@ use crate::annotations;
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
-use crate::curation::{self, Curation, ListKind, Rewrite, Unreadable};
+use crate::curation::{self, Claimed, Curation, ListKind, Rewrite, Unreadable};
 use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::metrics::Metric;
@@ -918,17 +918,56 @@ impl Stream {
                 .and_then(|uri| correlation::session_from_uri(&uri));
         }
         let mut rewritten = false;
-        if let Some(session) = self.facts.session_id.clone() {
-            let lists = self.claim_answered(host, &session, answered);
-            for (kind, id, agent) in lists.into_iter().filter(|_| curating) {
+        let lists = match self.facts.session_id.clone() {
+            Some(session) => self.claim_answered(host, &session, answered),
+            None => Vec::new(),
+        };
+        if curating {
+            let curated = {
                 let policy = &self.config.policy;
-                let keep = |name: &str| may_use(policy, &agent, kind, name);
-                let mut stats = Rewrite::default();
-                if let Some(new) = curation::rewrite_sse(&data, kind, &[id], &keep, &mut stats) {
-                    data = new;
-                    rewritten = true;
+                let keeps: Vec<_> = lists
+                    .iter()
+                    .map(|(kind, _, agent)| move |name: &str| may_use(policy, agent, *kind, name))
+                    .collect();
+                let claimed: Vec<Claimed<'_>> = lists
+                    .iter()
+                    .zip(&keeps)
+                    .map(|((kind, id, _), keep)| Claimed {
+                        kind: *kind,
+                        id: id.clone(),
+                        keep,
+                    })
+                    .collect();
+                let refusal =
+                    |why: Unreadable| jsonrpc::error_response(None, INTERNAL_ERROR, why.message());
+                curation::curate_server_stream(&data, &claimed, &refusal)
+            };
+            for why in &curated.refused {
+                host.count(Metric::Refusal(why.reason()), 1);
+            }
+            let mut refused_calls = false;
+            for (j, (kind, id, _)) in lists.iter().enumerate() {
+                if curated.rewritten.contains(&j) {
                     host.count(Metric::ListRewrite(kind.array()), 1);
+                    continue;
                 }
+                // Its response was refused: the agent never got it.
+                for call in self
+                    .calls
+                    .iter_mut()
+                    .filter(|c| c.origin.is_some() && c.request_id.as_ref() == Some(id))
+                {
+                    call.output_status = Some(OutputStatus::UpstreamError);
+                    call.error_code = Some(i64::from(INTERNAL_ERROR));
+                    refused_calls = true;
+                }
+            }
+            if refused_calls {
+                self.write_audit(host);
+            }
+            if let Some(body) = curated.body {
+                data = body;
+                rewritten = true;
             }
         }
         if curating && (held_before || rewritten || !self.sse_hold.is_empty()) {
@@ -937,7 +976,8 @@ impl Stream {
     }
 
     /// Claims the pending calls these responses answer and records their outcomes; returns the
-    /// list requests among them (kind, id, agent), whose responses are to be curated.
+    /// list requests among them answered with a `result` (kind, id, agent), whose responses
+    /// are to be curated.
     fn claim_answered(
         &mut self,
         host: &mut dyn Host,
@@ -949,8 +989,11 @@ impl Stream {
         let mut lists = Vec::new();
         for (id, outcome) in answered {
             if let Some(pending) = correlation::claim(host, session, &id, now) {
+                let result = !matches!(outcome, Outcome::Error(_));
                 if let Some(kind) = pending.method.as_deref().and_then(ListKind::of) {
-                    lists.push((kind, id.clone(), pending.agent_id.clone()));
+                    if result {
+                        lists.push((kind, id.clone(), pending.agent_id.clone()));
+                    }
                 }
                 let (mut call, origin) = pending.into_call();
                 let (status, code) = settle(outcome);

@@ -2243,3 +2243,119 @@ fn a_202_to_a_list_request_passes_without_its_body() {
     assert!(got.is_empty());
     assert_eq!(h.records()[0]["http_status"], 202);
 }
+
+/// demo-agent's legacy `tools/list` (id 4) POSTed, and `events` arriving on its session's GET
+/// stream in one chunk before the stream ends: what the client got on the GET stream, and its
+/// host.
+fn legacy_list_on_get_stream(events: &[u8]) -> (String, FakeHost) {
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
+        false,
+    );
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+    );
+    h.shared = Rc::clone(&shared);
+    h.request_headers
+        .insert(":path".into(), "/messages/?session_id=L1".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+    gh.replaced_response_body = None;
+    stream_chunk(&mut get, &mut gh, events, false);
+    let mut got = gh
+        .replaced_response_body
+        .take()
+        .unwrap_or_else(|| events.to_vec());
+    stream_chunk(&mut get, &mut gh, b"", true);
+    got.extend(gh.replaced_response_body.take().unwrap_or_default());
+    (String::from_utf8_lossy(&got).into_owned(), gh)
+}
+
+#[test]
+fn a_list_on_the_server_stream_is_curated_or_refused() {
+    let list = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}],"cacheScope":"public"}}"#;
+    let other =
+        r#"{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"not a list"}]}}"#;
+    // Readable: curated and private; another request's result and a ping pass as they are.
+    let (got, gh) = legacy_list_on_get_stream(
+        format!(": ping\n\ndata: {other}\n\ndata: {list}\n\n").as_bytes(),
+    );
+    assert!(
+        got.contains("\"echo\"") && !got.contains("delete_repo"),
+        "{got}"
+    );
+    assert!(got.contains(r#""cacheScope":"private""#), "{got}");
+    assert!(
+        got.starts_with(&format!(": ping\n\ndata: {other}\n\n")),
+        "{got}"
+    );
+    let r = gh.records();
+    assert_eq!(
+        (r[1]["method"].as_str(), r[1]["output_status"].as_str()),
+        (Some("tools/list"), Some("success"))
+    );
+
+    for (events, reason, claimed) in [
+        // Another spelling of the id answers no request mcp-guard curates for: refused.
+        (
+            format!("data: {}\n\n", list.replace("\"id\":4", "\"id\":4.0")),
+            "response_id",
+            false,
+        ),
+        (
+            format!("data: {}\n\n", list.replace("\"id\":4", "\"id\":\"4\"")),
+            "response_id",
+            false,
+        ),
+        // Claimed, but unreadable or of another shape.
+        (format!("data: {list}{list}\n\n"), "response_trailing", true),
+        (
+            format!(
+                "data: {}\n\n",
+                list.replace(
+                    r#""tools":[{"name":"echo"},{"name":"delete_repo"}]"#,
+                    r#""tools":{"x":{"name":"delete_repo"}}"#
+                )
+            ),
+            "response_shape",
+            true,
+        ),
+        (format!("data: \u{feff}{list}\n\n"), "response_utf8", false),
+        (
+            format!(
+                "data: {}\n\n",
+                list.replace("\"result\"", "\"result\":{},\"result\"")
+            ),
+            "response_shape",
+            false,
+        ),
+    ] {
+        let (got, gh) = legacy_list_on_get_stream(events.as_bytes());
+        assert!(!got.contains("delete_repo"), "{events}: {got}");
+        let data = got
+            .strip_prefix("event: message\ndata: ")
+            .unwrap_or_else(|| panic!("{events}: {got}"));
+        let v: Value = serde_json::from_str(data.trim_end()).unwrap();
+        assert_eq!(v["error"]["code"], INTERNAL_ERROR, "{got}");
+        assert_eq!(
+            gh.counters[&format!("mcp_guard.refusals.reason.{reason}")],
+            1,
+            "{events}"
+        );
+        if claimed {
+            let r = gh.records();
+            let list = r.iter().find(|r| r["method"] == "tools/list").unwrap();
+            assert_eq!(
+                (list["output_status"].as_str(), list["error_code"].as_i64()),
+                (Some("upstream_error"), Some(i64::from(INTERNAL_ERROR))),
+                "{events}"
+            );
+        }
+    }
+}
