@@ -18,7 +18,9 @@ server. A `tools/call` is answered with the exact bytes of the scenario named by
 `params.arguments.scenario` (see SCENARIOS), echoing the request id (same JSON value and
 type; json.dumps escapes non-ASCII as \\uXXXX). One body byte per write means one chunk per write.
 `GET /mcp?events=<url-encoded JSON list of {"id": ..., "is_error": bool}>` is a server stream
-carrying one result event per entry (for cross-stream correlation), then its end. A
+carrying one result event per entry (for cross-stream correlation), then its end; an entry
+`{"id": ..., "list": NAME}` carries list scenario NAME's JSON body instead (x-list-scenario
+`accepted` answers the tools/list POST 202, for its answer to come on the GET stream). A
 `tools/list` is answered with two tools, echo and delete_repo, as JSON; with
 `params.cursor` "gzip-anyway" gzip-compressed whatever the request's Accept-Encoding says (a
 server that ignores it). A `tools/list` with an `x-list-scenario` header is answered with the
@@ -341,6 +343,9 @@ def list_scenario(name: str, rid: Any) -> tuple[list[tuple[str, str]], bytes] | 
 
 
 async def list_answer(c: Conn, rid: Any, name: str) -> bool:
+    if name == "accepted":  # answered later, on the session's GET stream
+        await c.plain(202, "Accepted", b"Accepted")
+        return True
     answer = list_scenario(name, rid)
     if answer is None:
         await c.plain(400, "Bad Request", b"unknown list scenario")
@@ -450,8 +455,11 @@ class Server:
         if method == "GET" and "?events=" in path:
             # A server stream carrying the responses the query names, then its end:
             # GET /mcp?events=<url-encoded JSON list of {"id": ..., "is_error": bool}>
+            # An entry with "list" carries that list scenario's JSON body (list_scenario) as
+            # its event's data instead: {"id": ..., "list": "plain"}.
             spec = json.loads(urllib.parse.unquote(path.split("?events=", 1)[1]))
-            body = b"".join(b"event: message\r\ndata: " + result_json(e["id"], "on the GET stream",
+            body = b"".join(sse_event(list_scenario(e["list"], e["id"])[1]) if "list" in e else
+                            b"event: message\r\ndata: " + result_json(e["id"], "on the GET stream",
                             e.get("is_error", False)) + b"\r\n\r\n" for e in spec)  # fmt: skip
             await c.sse(body, piece=None)
             return True

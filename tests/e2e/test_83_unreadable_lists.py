@@ -13,7 +13,8 @@ with replacement, UTF-16, a first-document reader), the official Python SDK 2.x 
 (ClientSession.list_tools) and the official TypeScript SDK client (Client.listTools). None may
 show delete_repo; the refusal is a JSON-RPC -32603 per request, audited `upstream_error` with
 error_code -32603 and counted as `mcp_guard_refusals{mcp_reason="response_..."}`. A readable
-list is curated and its `cacheScope: "public"` leaves as `"private"`.
+list is curated and its `cacheScope: "public"` leaves as `"private"`. The same lists answered on
+a session's GET stream (a tools/list POST answered 202) are curated or refused there.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,10 @@ def json_docs(body: bytes) -> list[Any]:
             docs.append(json.JSONDecoder().raw_decode(text)[0])
         except ValueError:
             pass
-    return docs
+    unique: dict[str, Any] = {}
+    for doc in docs:
+        unique.setdefault(json.dumps(doc, sort_keys=True), doc)
+    return list(unique.values())
 
 
 def assert_no_denied_tool(what: str, body: bytes) -> None:
@@ -219,3 +224,51 @@ def test_the_typescript_sdk_client_never_lists_a_denied_tool(stack):
     leaked = {s: what for s, what in got.items() if DENIED_TOOL in what}
     assert not leaked, sorted(leaked)
     assert got["cache-public"].startswith("tools: ") and '"echo"' in got["cache-public"], got
+
+
+# list scenario carried on the GET stream, whether it answers the pending request (claimed),
+# the refusal reason (None: curated)
+GET_STREAM = [
+    ("plain", True, None),
+    ("cache-public", True, None),
+    ("second-document", True, "response_trailing"),
+    ("tools-object", True, "response_shape"),
+    ("id-float", False, "response_id"),
+    ("id-string", False, "response_id"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "claimed", "reason"), GET_STREAM, ids=[g[0] for g in GET_STREAM])
+async def test_a_list_answered_on_the_sessions_get_stream_is_curated_or_refused(stack, scenario, claimed, reason):
+    """tools/list POSTed in a session is answered 202; its answer comes on the session's GET
+    stream (as on the legacy transport), where other requests' answers pass too."""
+    agent, session = f"lst-get-{scenario}", f"sess-lst-{scenario}"
+    headers = {"accept": ACCEPT, "content-type": "application/json", "x-agent-id": agent,
+               "mcp-session-id": session, "x-list-scenario": "accepted"}  # fmt: skip
+    async with httpx2.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+        post = await http.post(stack.url, content=list_body(4), headers=headers)
+        assert post.status_code == 202, (post.status_code, post.content)
+        (rec,) = wait_for_audit(stack, lambda r: r["agent_id"] == agent)
+        assert rec["output_status"] == "deferred", rec
+        events = json.dumps([{"id": 9}, {"id": 4, "list": scenario}], separators=(",", ":"))
+        get = await http.get(stack.url + "?events=" + urllib.parse.quote(events),
+                             headers={"accept": "text/event-stream", "x-agent-id": agent, "mcp-session-id": session})  # fmt: skip
+        await get.aread()
+    assert get.status_code == 200
+    assert_no_denied_tool(scenario, get.content)
+    docs = [d for d in json_docs(get.content) if isinstance(d, dict)]
+    assert docs[0]["id"] == 9 and docs[0]["result"]["content"][0]["text"] == "on the GET stream", docs
+    if reason is None:
+        (doc,) = [d for d in docs if d.get("id") == 4]
+        assert [t["name"] for t in doc["result"]["tools"]] == ["echo"], doc
+        if scenario == "cache-public":
+            assert doc["result"]["cacheScope"] == "private", doc
+    else:
+        (err,) = [d for d in docs if "error" in d]
+        assert err["error"]["code"] == INTERNAL_ERROR, err
+    if claimed:
+        (corr,) = wait_for_audit(stack, lambda r: r["agent_id"] == agent and r.get("correlated") is True)
+        want = ("success", None) if reason is None else ("upstream_error", INTERNAL_ERROR)
+        assert (corr["method"], corr["output_status"], corr["error_code"]) == ("tools/list", *want), corr
+    # The 202's own body (no SDK reads it) is dropped, so no reader finds a list in it.
+    assert post.content == b"", post.content
