@@ -219,14 +219,19 @@ impl<'de> Deserialize<'de> for Members<'de> {
 impl<'a> Members<'a> {
     /// The object in `text`, if it is one with no member name twice (what a first-wins and a
     /// last-wins reader both read the same).
-    fn unique(text: &'a str) -> Result<Members<'a>, Unreadable> {
+    fn parse_unique(text: &'a str) -> Result<Members<'a>, Unreadable> {
         let members: Members<'a> = serde_json::from_str(text).map_err(|_| Unreadable::Shape)?;
-        let mut names: Vec<&str> = members.0.iter().map(|(n, _)| n.as_str()).collect();
+        members.unique()
+    }
+
+    /// These members, if no name is there twice.
+    fn unique(self) -> Result<Members<'a>, Unreadable> {
+        let mut names: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w.first() == w.get(1)) {
             return Err(Unreadable::Shape);
         }
-        Ok(members)
+        Ok(self)
     }
 
     fn get(&self, name: &str) -> Option<&'a str> {
@@ -254,32 +259,50 @@ pub fn id_answers(raw: &str, ids: &[Id]) -> bool {
 /// (a server request or notification, a JSON-RPC error) carries no list and is not checked
 /// further. Returns whether some message has a `result` (a list to curate).
 fn check_document(text: &str, kind: ListKind, ids: &[Id]) -> Result<bool, Unreadable> {
-    let mut docs = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
-    let doc = match docs.next() {
-        Some(Ok(doc)) => doc,
-        _ => return Err(Unreadable::Shape),
-    };
-    if docs.next().is_some() {
-        return Err(Unreadable::Trailing);
-    }
-    let doc = doc.get();
-    if doc.starts_with('[') {
-        let messages: Vec<&RawValue> = serde_json::from_str(doc).map_err(|_| Unreadable::Shape)?;
-        if messages.is_empty() {
-            return Err(Unreadable::Shape);
+    match one_document(text)? {
+        Document::Batch(messages) => {
+            let mut lists = false;
+            for m in messages {
+                lists |= check_message(Members::parse_unique(m.get())?, kind, ids)?;
+            }
+            Ok(lists)
         }
-        let mut lists = false;
-        for m in messages {
-            lists |= check_message(m.get(), kind, ids)?;
-        }
-        Ok(lists)
-    } else {
-        check_message(doc, kind, ids)
+        Document::Message(message) => check_message(message, kind, ids),
     }
 }
 
-fn check_message(text: &str, kind: ListKind, ids: &[Id]) -> Result<bool, Unreadable> {
-    let message = Members::unique(text)?;
+/// A JSON-RPC document read in one pass.
+enum Document<'a> {
+    /// A non-empty batch array.
+    Batch(Vec<&'a RawValue>),
+    /// One message, with no member name twice.
+    Message(Members<'a>),
+}
+
+/// `text` as exactly one JSON document (RFC 8259: JSON whitespace around it, nothing else)
+/// that is an object with no member name twice or a non-empty array; [`Unreadable::Trailing`]
+/// when a value is followed by anything else, [`Unreadable::Shape`] otherwise.
+fn one_document(text: &str) -> Result<Document<'_>, Unreadable> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let first = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .as_bytes()
+        .first();
+    let doc = if first == Some(&b'[') {
+        let messages = Vec::<&RawValue>::deserialize(&mut de).map_err(|_| Unreadable::Shape)?;
+        if messages.is_empty() {
+            return Err(Unreadable::Shape);
+        }
+        Document::Batch(messages)
+    } else {
+        let message = Members::deserialize(&mut de).map_err(|_| Unreadable::Shape)?;
+        Document::Message(message.unique()?)
+    };
+    de.end().map_err(|_| Unreadable::Trailing)?;
+    Ok(doc)
+}
+
+fn check_message(message: Members<'_>, kind: ListKind, ids: &[Id]) -> Result<bool, Unreadable> {
     let Some(result) = message.get("result") else {
         // A server request or notification (not an answer), or a JSON-RPC error: no list in
         // it, whatever its id (a server's `id: null` error for a request it could not read,
@@ -290,7 +313,7 @@ fn check_message(text: &str, kind: ListKind, ids: &[Id]) -> Result<bool, Unreada
     if !message.get("id").is_some_and(|id| id_answers(id, ids)) {
         return Err(Unreadable::Id);
     }
-    let result = Members::unique(result)?;
+    let result = Members::parse_unique(result)?;
     match result.get(kind.array()) {
         Some(list) if list.starts_with('[') => Ok(true),
         _ => Err(Unreadable::Shape),
@@ -1043,22 +1066,15 @@ fn refusal_event(json: &str) -> Vec<u8> {
 /// the claimed lists it answers.
 fn check_stream_document(raw: &[u8], claimed: &[Claimed<'_>]) -> Result<Vec<usize>, Unreadable> {
     let text = utf8_text(raw)?;
-    let mut docs = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
-    let doc = match docs.next() {
-        Some(Ok(doc)) => doc.get(),
-        _ => return Err(Unreadable::Shape),
-    };
-    if docs.next().is_some() {
-        return Err(Unreadable::Trailing);
-    }
-    let messages: Vec<&RawValue> = if doc.starts_with('[') {
-        serde_json::from_str(doc).map_err(|_| Unreadable::Shape)?
-    } else {
-        vec![serde_json::from_str(doc).map_err(|_| Unreadable::Shape)?]
+    let messages = match one_document(text)? {
+        Document::Batch(messages) => messages
+            .into_iter()
+            .map(|m| Members::parse_unique(m.get()))
+            .collect::<Result<Vec<_>, _>>()?,
+        Document::Message(message) => vec![message],
     };
     let mut lists = Vec::new();
-    for m in messages {
-        let message = Members::unique(m.get())?;
+    for message in messages {
         let Some(result) = message.get("result") else {
             continue;
         };
@@ -1066,7 +1082,7 @@ fn check_stream_document(raw: &[u8], claimed: &[Claimed<'_>]) -> Result<Vec<usiz
         let answered = claimed
             .iter()
             .position(|c| id_answers(id, std::slice::from_ref(&c.id)));
-        let result = match (answered, Members::unique(result)) {
+        let result = match (answered, Members::parse_unique(result)) {
             (_, Ok(result)) => result,
             (Some(_), Err(why)) => return Err(why),
             (None, Err(_)) => continue, // no object: no list in it

@@ -892,18 +892,21 @@ impl Stream {
         } else {
             chunk
         };
+        // The start of an incomplete event too large to hold: passed on unexamined after the
+        // complete events (never curated or refused: it is not a whole event).
+        let mut oversize = Vec::new();
         if curating && !end_of_stream {
             let boundary = curation::complete_events(&data);
             let rest = data.split_off(boundary);
             if rest.len() > curation::MAX_HELD_EVENT {
                 log::warn!("mcp-guard: an SSE event on a server stream is too large to hold");
-                data.extend_from_slice(&rest);
+                oversize = rest;
             } else {
                 self.sse_hold = rest;
             }
         }
         let mut answered: Vec<(Id, Outcome)> = Vec::new();
-        scanner.feed_each(&data, &mut |s: &Summary| {
+        let mut answer = |s: &Summary| {
             let id =
                 s.id.as_deref()
                     .and_then(|raw| std::str::from_utf8(raw).ok())
@@ -911,7 +914,9 @@ impl Stream {
             if let (Some(id), Some(outcome)) = (id, s.outcome()) {
                 answered.push((id, outcome));
             }
-        });
+        };
+        scanner.feed_each(&data, &mut answer);
+        scanner.feed_each(&oversize, &mut answer);
         if self.facts.session_id.is_none() {
             self.facts.session_id = scanner
                 .take_text_event()
@@ -971,6 +976,7 @@ impl Stream {
             }
         }
         if curating && (held_before || rewritten || !self.sse_hold.is_empty()) {
+            data.extend_from_slice(&oversize);
             host.set_response_body(body_size, &data);
         }
     }

@@ -2359,3 +2359,40 @@ fn a_list_on_the_server_stream_is_curated_or_refused() {
         }
     }
 }
+
+#[test]
+fn an_event_too_large_to_hold_on_a_server_stream_passes_unexamined() {
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
+        false,
+    );
+    let big = format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{}",
+        "A".repeat(crate::curation::MAX_HELD_EVENT + 10)
+    );
+    gh.replaced_response_body = None;
+    stream_chunk(&mut get, &mut gh, big.as_bytes(), false);
+    let got = gh
+        .replaced_response_body
+        .take()
+        .unwrap_or_else(|| big.clone().into_bytes());
+    assert_eq!(got.len(), big.len());
+    assert!(got == big.as_bytes());
+    stream_chunk(&mut get, &mut gh, b"\"}]}}\n\n", false);
+    let got = gh.replaced_response_body.take();
+    assert!(
+        got.is_none() || got.as_deref() == Some(&b"\"}]}}\n\n"[..]),
+        "{got:?}"
+    );
+    assert!(
+        !gh.counters
+            .keys()
+            .any(|k| k.starts_with("mcp_guard.refusals")),
+        "{:?}",
+        gh.counters
+    );
+}
