@@ -790,6 +790,7 @@ impl Stream {
         for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
             call.output_status = Some(OutputStatus::UpstreamError);
             call.error_code = Some(i64::from(INTERNAL_ERROR));
+            call.refusal = Some(why.reason());
         }
     }
 
@@ -951,6 +952,13 @@ impl Stream {
                 host.count(Metric::Refusal(why.reason()), 1);
             }
             let mut refused_calls = false;
+            // The reason of a refused event among these (an unreadable event's id cannot be
+            // trusted, so the refused list calls take the first one).
+            let reason = curated
+                .refused
+                .first()
+                .copied()
+                .unwrap_or(Unreadable::Shape);
             for (j, (kind, id, _)) in lists.iter().enumerate() {
                 if curated.rewritten.contains(&j) {
                     host.count(Metric::ListRewrite(kind.array()), 1);
@@ -964,6 +972,7 @@ impl Stream {
                 {
                     call.output_status = Some(OutputStatus::UpstreamError);
                     call.error_code = Some(i64::from(INTERNAL_ERROR));
+                    call.refusal = Some(reason.reason());
                     refused_calls = true;
                 }
             }
@@ -1183,6 +1192,7 @@ impl Stream {
             error_code: None,
             origin: None,
             settled_ms: None,
+            refusal: None,
         }
     }
 

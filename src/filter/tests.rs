@@ -2116,6 +2116,7 @@ fn assert_refused(h: &FakeHost, body: &[u8], status: u32, reason: &str) {
             Some(u64::from(status))
         ),
     );
+    assert_eq!(r[0]["refusal"], reason);
     assert_eq!(
         h.counters[&format!("mcp_guard.refusals.reason.{reason}")],
         1,
@@ -2227,6 +2228,7 @@ fn a_readable_list_response_is_curated_and_private() {
             "{got}"
         );
         assert_eq!(h.records()[0]["output_status"], "success");
+        assert!(h.records()[0].get("refusal").is_none());
     }
 }
 
@@ -2356,6 +2358,7 @@ fn a_list_on_the_server_stream_is_curated_or_refused() {
                 (Some("upstream_error"), Some(i64::from(INTERNAL_ERROR))),
                 "{events}"
             );
+            assert_eq!(list["refusal"], reason, "{events}");
         }
     }
 }

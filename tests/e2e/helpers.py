@@ -38,8 +38,9 @@ AUDIT_FIELDS = {
 }  # fmt: skip
 
 
-# Present only on some records: "correlated" on the outcome record of a deferred call.
-OPTIONAL_AUDIT_FIELDS = {"correlated"}
+# Present only on some records: "correlated" on the outcome record of a deferred call; "refusal"
+# on a call whose list response mcp-guard refused.
+OPTIONAL_AUDIT_FIELDS = {"correlated", "refusal"}
 
 
 def sha256_tag(data: bytes) -> str:

@@ -12,7 +12,7 @@ Each answer is read three ways: the raw HTTP body with `json.loads` and lenient 
 with replacement, UTF-16, a first-document reader), the official Python SDK 2.x client
 (ClientSession.list_tools) and the official TypeScript SDK client (Client.listTools). None may
 show delete_repo; the refusal is a JSON-RPC -32603 per request, audited `upstream_error` with
-error_code -32603 and counted as `mcp_guard_refusals{mcp_reason="response_..."}`. A readable
+error_code -32603 and `refusal` naming the reason, and counted as `mcp_guard_refusals{mcp_reason="response_..."}`. A readable
 list is curated and its `cacheScope: "public"` leaves as `"private"`. The same lists answered on
 a session's GET stream (a tools/list POST answered 202) are curated or refused there.
 """
@@ -30,7 +30,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import start_stack
-from helpers import ACCEPT, HTTP_TIMEOUT, wait_for_audit
+from helpers import ACCEPT, HTTP_TIMEOUT, assert_access_log_valid, wait_for_audit
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -142,8 +142,8 @@ async def test_a_list_response_that_cannot_be_curated_is_refused_raw(stack, scen
     assert (err["id"], err["error"]["code"]) == (7, INTERNAL_ERROR), err
     assert "result" not in err
     (rec,) = wait_for_audit(stack, lambda r: r["agent_id"] == agent)
-    assert (rec["method"], rec["output_status"], rec["error_code"], rec["http_status"]) == (
-        "tools/list", "upstream_error", INTERNAL_ERROR, status), rec  # fmt: skip
+    assert (rec["method"], rec["output_status"], rec["error_code"], rec["http_status"], rec["refusal"]) == (
+        "tools/list", "upstream_error", INTERNAL_ERROR, status, reason), rec  # fmt: skip
 
 
 async def test_refusals_are_counted_by_reason(stack):
@@ -268,7 +268,12 @@ async def test_a_list_answered_on_the_sessions_get_stream_is_curated_or_refused(
         assert err["error"]["code"] == INTERNAL_ERROR, err
     if claimed:
         (corr,) = wait_for_audit(stack, lambda r: r["agent_id"] == agent and r.get("correlated") is True)
-        want = ("success", None) if reason is None else ("upstream_error", INTERNAL_ERROR)
-        assert (corr["method"], corr["output_status"], corr["error_code"]) == ("tools/list", *want), corr
+        want = ("success", None, None) if reason is None else ("upstream_error", INTERNAL_ERROR, reason)
+        got = (corr["method"], corr["output_status"], corr["error_code"], corr.get("refusal"))
+        assert got == ("tools/list", *want), corr
     # The 202's own body (no SDK reads it) is dropped, so no reader finds a list in it.
     assert post.content == b"", post.content
+
+
+def test_every_line_of_this_stacks_access_log_is_a_schema_valid_record(stack):
+    assert_access_log_valid(stack)
