@@ -203,37 +203,139 @@ impl<'de> Deserialize<'de> for Members<'de> {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
-                mut map: A,
+                map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(member);
-                }
-                Ok(Members(members))
+                collect_members(map)
             }
         }
         d.deserialize_map(Visit)
     }
 }
 
-impl<'a> Members<'a> {
-    /// The object in `text`, if it is one with no member name twice (what a first-wins and a
-    /// last-wins reader both read the same).
-    fn parse_unique(text: &'a str) -> Result<Members<'a>, Unreadable> {
-        let members: Members<'a> = serde_json::from_str(text).map_err(|_| Unreadable::Shape)?;
-        members.unique()
+fn collect_members<'de, A: serde::de::MapAccess<'de>>(
+    mut map: A,
+) -> Result<Members<'de>, A::Error> {
+    let mut members = Vec::new();
+    while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+        members.push(member);
+    }
+    Ok(Members(members))
+}
+
+/// Whether no name is there twice (what a first-wins and a last-wins reader both read the same).
+fn no_duplicates<'n>(names: impl Iterator<Item = &'n str>) -> Result<(), Unreadable> {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w.first() == w.get(1)) {
+        return Err(Unreadable::Shape);
+    }
+    Ok(())
+}
+
+/// A JSON value read as an object's members, or `None` for anything else (skipped).
+struct MaybeObject<'a>(Option<Members<'a>>);
+
+impl<'de> Deserialize<'de> for MaybeObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = MaybeObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                collect_members(map).map(|m| MaybeObject(Some(m)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeObject(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// One JSON-RPC message as the checks read it, in one pass: every member name (decoded), the
+/// raw `id`, and `result` read as an object's members (`Some(None)`: not an object).
+struct Message<'a> {
+    names: Vec<String>,
+    id: Option<&'a RawValue>,
+    result: Option<Option<Members<'a>>>,
+}
+
+impl<'de> Deserialize<'de> for Message<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Message<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut message = Message {
+                    names: Vec::new(),
+                    id: None,
+                    result: None,
+                };
+                while let Some(name) = map.next_key::<String>()? {
+                    match name.as_str() {
+                        "id" => message.id = Some(map.next_value::<&'de RawValue>()?),
+                        "result" => message.result = Some(map.next_value::<MaybeObject<'de>>()?.0),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                    message.names.push(name);
+                }
+                Ok(message)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+impl<'a> Message<'a> {
+    /// The message in `text`, with no member name twice.
+    fn parse(text: &'a str) -> Result<Message<'a>, Unreadable> {
+        serde_json::from_str::<Message<'a>>(text)
+            .map_err(|_| Unreadable::Shape)?
+            .unique()
     }
 
-    /// These members, if no name is there twice.
-    fn unique(self) -> Result<Members<'a>, Unreadable> {
-        let mut names: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w.first() == w.get(1)) {
-            return Err(Unreadable::Shape);
-        }
+    fn unique(self) -> Result<Message<'a>, Unreadable> {
+        no_duplicates(self.names.iter().map(String::as_str))?;
         Ok(self)
     }
+}
 
+impl<'a> Members<'a> {
     fn get(&self, name: &str) -> Option<&'a str> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.get())
     }
@@ -263,7 +365,7 @@ fn check_document(text: &str, kind: ListKind, ids: &[Id]) -> Result<bool, Unread
         Document::Batch(messages) => {
             let mut lists = false;
             for m in messages {
-                lists |= check_message(Members::parse_unique(m.get())?, kind, ids)?;
+                lists |= check_message(Message::parse(m.get())?, kind, ids)?;
             }
             Ok(lists)
         }
@@ -276,7 +378,7 @@ enum Document<'a> {
     /// A non-empty batch array.
     Batch(Vec<&'a RawValue>),
     /// One message, with no member name twice.
-    Message(Members<'a>),
+    Message(Message<'a>),
 }
 
 /// `text` as exactly one JSON document (RFC 8259: JSON whitespace around it, nothing else)
@@ -295,25 +397,26 @@ fn one_document(text: &str) -> Result<Document<'_>, Unreadable> {
         }
         Document::Batch(messages)
     } else {
-        let message = Members::deserialize(&mut de).map_err(|_| Unreadable::Shape)?;
+        let message = Message::deserialize(&mut de).map_err(|_| Unreadable::Shape)?;
         Document::Message(message.unique()?)
     };
     de.end().map_err(|_| Unreadable::Trailing)?;
     Ok(doc)
 }
 
-fn check_message(message: Members<'_>, kind: ListKind, ids: &[Id]) -> Result<bool, Unreadable> {
-    let Some(result) = message.get("result") else {
+fn check_message(message: Message<'_>, kind: ListKind, ids: &[Id]) -> Result<bool, Unreadable> {
+    let Some(result) = message.result else {
         // A server request or notification (not an answer), or a JSON-RPC error: no list in
         // it, whatever its id (a server's `id: null` error for a request it could not read,
         // or the Python SDK's `"server-error"` id on a 404 for an unknown session, reaches the
         // client with its diagnostics).
         return Ok(false);
     };
-    if !message.get("id").is_some_and(|id| id_answers(id, ids)) {
+    if !message.id.is_some_and(|id| id_answers(id.get(), ids)) {
         return Err(Unreadable::Id);
     }
-    let result = Members::parse_unique(result)?;
+    let result = result.ok_or(Unreadable::Shape)?;
+    no_duplicates(result.0.iter().map(|(n, _)| n.as_str()))?;
     match result.get(kind.array()) {
         Some(list) if list.starts_with('[') => Ok(true),
         _ => Err(Unreadable::Shape),
@@ -1069,24 +1172,29 @@ fn check_stream_document(raw: &[u8], claimed: &[Claimed<'_>]) -> Result<Vec<usiz
     let messages = match one_document(text)? {
         Document::Batch(messages) => messages
             .into_iter()
-            .map(|m| Members::parse_unique(m.get()))
+            .map(|m| Message::parse(m.get()))
             .collect::<Result<Vec<_>, _>>()?,
         Document::Message(message) => vec![message],
     };
     let mut lists = Vec::new();
     for message in messages {
-        let Some(result) = message.get("result") else {
+        let Some(result) = message.result else {
             continue;
         };
-        let id = message.get("id").unwrap_or("null");
+        let id = message.id.map_or("null", RawValue::get);
         let answered = claimed
             .iter()
             .position(|c| id_answers(id, std::slice::from_ref(&c.id)));
-        let result = match (answered, Members::parse_unique(result)) {
-            (_, Ok(result)) => result,
-            (Some(_), Err(why)) => return Err(why),
-            (None, Err(_)) => continue, // no object: no list in it
+        let result = match (answered, result) {
+            (_, Some(result)) => result,
+            (Some(_), None) => return Err(Unreadable::Shape),
+            (None, None) => continue, // not an object: no list in it
         };
+        let kinds = [ListKind::Tools, ListKind::Prompts, ListKind::Resources];
+        let listed = kinds.iter().any(|k| result.get(k.array()).is_some());
+        if answered.is_some() || listed {
+            no_duplicates(result.0.iter().map(|(n, _)| n.as_str()))?;
+        }
         match answered.and_then(|j| Some((j, claimed.get(j)?))) {
             Some((j, c))
                 if result
@@ -1096,12 +1204,8 @@ fn check_stream_document(raw: &[u8], claimed: &[Claimed<'_>]) -> Result<Vec<usiz
                 lists.push(j);
             }
             Some(_) => return Err(Unreadable::Shape),
-            None => {
-                let kinds = [ListKind::Tools, ListKind::Prompts, ListKind::Resources];
-                if kinds.iter().any(|k| result.get(k.array()).is_some()) {
-                    return Err(Unreadable::Id);
-                }
-            }
+            None if listed => return Err(Unreadable::Id),
+            None => {}
         }
     }
     Ok(lists)
