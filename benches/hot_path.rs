@@ -5,7 +5,8 @@
 //! - `policy/*`: `Policy::decide` for the demo policy;
 //! - `sse_scanner/*` and `response_scanner/*`: the streaming SSE and JSON-RPC response scanners on
 //!   a 10 MB single-event tool result fed in 64 KiB chunks, and on the 1 KB call response;
-//! - `curation/*`: `curation::rewrite_document` / `rewrite_sse` on a 100-tool `tools/list`;
+//! - `curation/*`: `curation::rewrite_document` / `curate_json` / `rewrite_sse` on a 100-tool
+//!   `tools/list`;
 //! - `filter/*`: one whole HTTP stream through `filter::Stream` with an in-memory host (request
 //!   headers, body, response headers, body, end), what the Wasm glue drives per request.
 //!
@@ -468,6 +469,22 @@ fn bench_all(c: &mut Criterion, meta: &mut Meta) {
         doc,
     );
     g.bench_function("rewrite_document_100_tools", |b| b.iter(doc));
+    // What the filter runs on a held JSON list: the checks (one document, ids, shape) and then
+    // rewrite_document.
+    let curate = || {
+        let mut stats = Rewrite::default();
+        match curation::curate_json(&list, ListKind::Tools, &ids, &keep, &mut stats) {
+            curation::Curation::Rewritten(out) => out.len(),
+            _ => 0,
+        }
+    };
+    meta.record(
+        "curation/curate_json_100_tools",
+        list.len(),
+        "curate_json: the same list checked, then rewritten",
+        curate,
+    );
+    g.bench_function("curate_json_100_tools", |b| b.iter(curate));
     let sse = || {
         let mut stats = Rewrite::default();
         curation::rewrite_sse(&list_sse, ListKind::Tools, &ids, &keep, &mut stats).map(|s| s.len())

@@ -92,6 +92,10 @@ pub struct Call {
     /// When the outcome became known, Unix milliseconds (set when the record is first written
     /// with an `output_status`); `latency_ms` ends here.
     pub settled_ms: Option<u64>,
+    /// Why mcp-guard refused the server's response to this call: a
+    /// [`crate::curation::Unreadable::reason`] label (`response_*`, a fixed set); `None` when it
+    /// did not. The record then has `"refusal": "<label>"`.
+    pub refusal: Option<&'static str>,
 }
 
 impl Call {
@@ -109,6 +113,7 @@ impl Call {
             error_code: None,
             origin: None,
             settled_ms: None,
+            refusal: None,
         }
     }
 }
@@ -198,7 +203,8 @@ impl InputHasher {
 /// Members, in this order: `timestamp`, `agent_id`, `server_id`, `method`, `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
-/// `policy_name`, `policy_version`, and `correlated` only when true; absent values are `null`.
+/// `policy_name`, `policy_version`, `refusal` only when set, and `correlated` only when true;
+/// other absent values are `null`.
 /// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 * calls.len().max(1));
@@ -261,6 +267,10 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         push_opt_str(&mut out, origin.policy_name.as_deref());
         out.extend_from_slice(b",\"policy_version\":");
         push_opt_str(&mut out, origin.policy_version.as_deref());
+        if let Some(refusal) = call.refusal {
+            out.extend_from_slice(b",\"refusal\":");
+            push_str(&mut out, refusal);
+        }
         if call.origin.is_some() {
             out.extend_from_slice(b",\"correlated\":true");
         }
@@ -584,6 +594,8 @@ mod tests {
         trace_id: Option<&'a str>,
         policy_name: Option<&'a str>,
         policy_version: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refusal: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         correlated: bool,
     }
@@ -622,6 +634,7 @@ mod tests {
                 trace_id: origin.trace_id.as_deref(),
                 policy_name: origin.policy_name.as_deref(),
                 policy_version: origin.policy_version.as_deref(),
+                refusal: call.refusal,
                 correlated: call.origin.is_some(),
             };
             serde_json::to_writer(&mut out, &record).unwrap();

@@ -113,6 +113,7 @@ impl Pending {
             error_code: None,
             origin: None,
             settled_ms: None,
+            refusal: None,
         };
         let facts = StreamFacts {
             start_ms: self.start_ms,

@@ -34,7 +34,7 @@ use crate::annotations;
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
-use crate::curation::{self, ListKind, Rewrite};
+use crate::curation::{self, Claimed, Curation, ListKind, Rewrite, Unreadable};
 use crate::identity::{self, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::metrics::Metric;
@@ -65,10 +65,6 @@ pub const SCAN_PIECE: usize = 64 * 1024;
 pub const UNAUTHORIZED: u32 = 401;
 /// HTTP status for a response mcp-guard had to read and could not (RFC 9110 §15.6.3).
 pub const BAD_GATEWAY: u32 = 502;
-/// The JSON-RPC error message of a refused encoded response.
-const ENCODED_RESPONSE: &str = "Internal error: the server's response has a content-encoding; \
-                                mcp-guard must read this list response and reads only \
-                                identity-encoded ones";
 
 /// The host operations the filter needs. `crate::wasm` implements it with proxy-wasm
 /// hostcalls; tests implement it with plain data.
@@ -247,9 +243,12 @@ pub struct Stream {
     /// body streams to the upstream; `streamed` keeps the chunks already passed on.
     streaming: bool,
     streamed: Vec<u8>,
-    /// A response that had to be curated came with a content-encoding: its body is swallowed
-    /// and a JSON-RPC error takes its place ([`Stream::refuse_encoded_response`]).
-    encoded_refused: bool,
+    /// A response that had to be curated was refused from its headers (why): its body is
+    /// swallowed and a JSON-RPC error takes its place ([`Stream::refuse_response`]).
+    refused: Option<Unreadable>,
+    /// A `202 Accepted` to a list request: its body (the legacy transport's `Accepted`) is no
+    /// answer, and is dropped unread.
+    discard_body: bool,
 }
 
 impl Stream {
@@ -278,7 +277,8 @@ impl Stream {
             rls_call: None,
             streaming: false,
             streamed: Vec::new(),
-            encoded_refused: false,
+            refused: None,
+            discard_body: false,
         }
     }
 
@@ -623,16 +623,25 @@ impl Stream {
         }
         self.response_kind = BodyKind::from_content_type(headers.first("content-type"));
         // A list response to be curated (held whole for a POST, event by event on a server
-        // stream) must be read; an encoded one cannot be, and must not reach the client
-        // unread.
-        let curated = self.config.curate_lists
-            && if self.is_post {
-                self.curate.is_some()
-            } else {
-                self.response_kind == BodyKind::EventStream
-            };
-        if curated && headers.encoded() {
-            return self.refuse_encoded_response(host, end_of_stream);
+        // stream) must be read; one that cannot be must not reach the client unread.
+        if self.config.curate_lists && self.is_post && self.curate.is_some() && !end_of_stream {
+            if status == Some(202) {
+                // Accepted: the answer comes on another stream (legacy HTTP+SSE); this body is
+                // none, and no SDK reads it. Dropped, so that no reader finds a list in it.
+                self.discard_body = true;
+                host.set_response_header("content-length", None);
+                return Action::Continue;
+            }
+            match curation::curatable_kind(&headers.values("content-type"), headers.encoded()) {
+                Ok(kind) => self.response_kind = kind,
+                Err(why) => return self.refuse_response(host, why, status, end_of_stream),
+            }
+        } else if self.config.curate_lists
+            && !self.is_post
+            && self.response_kind == BodyKind::EventStream
+            && headers.encoded()
+        {
+            return self.refuse_response(host, Unreadable::Encoding, status, end_of_stream);
         }
         if self.is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
             self.scanner = Some(ResponseScanner::new(self.response_kind));
@@ -667,11 +676,18 @@ impl Stream {
         if self.replied || self.finished {
             return Action::Continue;
         }
-        if self.encoded_refused {
+        if self.discard_body {
+            host.set_response_body(body_size, b"");
+            if end_of_stream {
+                self.finish(host);
+            }
+            return Action::Continue;
+        }
+        if let Some(why) = self.refused {
             // Swallowed chunk by chunk, so memory stays constant however long the stream; the
             // error takes the place of the last chunk.
             let body = if end_of_stream {
-                self.error_body(INTERNAL_ERROR, |_| ENCODED_RESPONSE.to_owned())
+                self.error_body(INTERNAL_ERROR, |_| why.message().to_owned())
             } else {
                 String::new()
             };
@@ -734,24 +750,30 @@ impl Stream {
         Action::Continue
     }
 
-    /// A response that curation must read came with a `content-encoding` other than
-    /// `identity` (despite the `accept-encoding: identity` mcp-guard sends upstream): it is
-    /// refused, never forwarded unread. The client gets HTTP 502 ([`BAD_GATEWAY`]) with
-    /// `application/json` and, in place of the body, a JSON-RPC internal error
-    /// ([`INTERNAL_ERROR`]) per request; every call not yet settled is `upstream_error`.
-    /// Counted as `mcp_guard.refusals.reason.response_encoding`. (To accept such servers,
-    /// put Envoy's decompressor filter after mcp-guard: on the response path it then runs
-    /// first.)
-    fn refuse_encoded_response(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+    /// A response that curation must read cannot be, from its headers alone ([`Unreadable`]:
+    /// a `content-encoding` other than `identity` despite the `accept-encoding: identity`
+    /// mcp-guard sends upstream, a content type other than exactly JSON or SSE, a charset
+    /// other than UTF-8): it is refused, never forwarded unread. The client gets, in place of
+    /// the body, `application/json` with a JSON-RPC internal error ([`INTERNAL_ERROR`]) per
+    /// request, under HTTP 502 ([`BAD_GATEWAY`]) in place of a 2xx status (another status,
+    /// such as a 404 that ends a session, is kept); every call not yet settled is
+    /// `upstream_error`. Counted as `mcp_guard.refusals.reason.<why>`. (To accept encoded
+    /// responses, put Envoy's decompressor filter after mcp-guard: on the response path it
+    /// then runs first.)
+    fn refuse_response(
+        &mut self,
+        host: &mut dyn Host,
+        why: Unreadable,
+        status: Option<u32>,
+        end_of_stream: bool,
+    ) -> Action {
         // Called before the response scanner or the hold is set up: neither ever starts.
-        self.encoded_refused = true;
-        host.count(Metric::Refusal("response_encoding"), 1);
-        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
-            call.output_status = Some(OutputStatus::UpstreamError);
-            call.error_code = Some(i64::from(INTERNAL_ERROR));
+        self.refused = Some(why);
+        self.settle_refused(host, why);
+        if status.is_none_or(|s| (200..300).contains(&s)) {
+            self.facts.http_status = Some(BAD_GATEWAY);
+            host.set_response_header(":status", Some("502"));
         }
-        self.facts.http_status = Some(BAD_GATEWAY);
-        host.set_response_header(":status", Some("502"));
         host.set_response_header("content-type", Some("application/json"));
         host.set_response_header("content-encoding", None);
         host.set_response_header("content-length", None);
@@ -761,8 +783,23 @@ impl Stream {
         Action::Continue
     }
 
+    /// Counts a refused response and settles every call not yet settled as `upstream_error`
+    /// with [`INTERNAL_ERROR`].
+    fn settle_refused(&mut self, host: &mut dyn Host, why: Unreadable) {
+        host.count(Metric::Refusal(why.reason()), 1);
+        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+            call.output_status = Some(OutputStatus::UpstreamError);
+            call.error_code = Some(i64::from(INTERNAL_ERROR));
+            call.refusal = Some(why.reason());
+        }
+    }
+
     /// Rewrites the held list response (`body_size` bytes) to the entries this agent may use,
-    /// and scans what the client will get.
+    /// and scans what the client will get. With `curate_lists`, a response that cannot be
+    /// shown to be curated ([`Curation::Unreadable`]) is refused: its status and headers have
+    /// already gone on (a 200 stays a 200), and the body becomes a JSON-RPC internal error
+    /// ([`INTERNAL_ERROR`]) per request, as JSON or as one SSE `message` event, counted and
+    /// audited as [`Stream::refuse_response`] does.
     fn curate_held(&mut self, host: &mut dyn Host, body_size: usize) {
         self.holding = false;
         let Some((kind, ids)) = self.curate.take() else {
@@ -775,19 +812,32 @@ impl Stream {
         // Without curation the list is held only to learn annotations.
         let keep = |name: &str| !curate || may_use(policy, agent, kind, name);
         let mut stats = Rewrite::default();
-        let rewritten = match self.response_kind {
-            BodyKind::Json => std::str::from_utf8(&body)
-                .ok()
-                .and_then(|text| curation::rewrite_document(text, kind, &ids, &keep, &mut stats))
-                .map(String::into_bytes),
-            BodyKind::EventStream => curation::rewrite_sse(&body, kind, &ids, &keep, &mut stats),
-            BodyKind::Other => None,
+        let curation = match self.response_kind {
+            BodyKind::Json => curation::curate_json(&body, kind, &ids, &keep, &mut stats),
+            BodyKind::EventStream => curation::curate_sse(&body, kind, &ids, &keep, &mut stats),
+            BodyKind::Other => Curation::Unreadable(Unreadable::ContentType),
         };
         if self.config.annotations.is_some()
             && !annotations::learn(host, &self.facts.server_id, &stats.tools_seen)
         {
             log::warn!("mcp-guard: could not store the tools' annotations");
         }
+        let rewritten = match curation {
+            Curation::Rewritten(new) => Some(new),
+            Curation::Unchanged => None,
+            // Held only to learn annotations: not curated, so passed on as it came.
+            Curation::Unreadable(_) if !curate => None,
+            Curation::Unreadable(why) => {
+                self.settle_refused(host, why);
+                let error = self.error_body(INTERNAL_ERROR, |_| why.message().to_owned());
+                let body = match self.response_kind {
+                    BodyKind::EventStream => format!("event: message\ndata: {error}\n\n"),
+                    _ => error,
+                };
+                host.set_response_body(body_size, body.as_bytes());
+                return;
+            }
+        };
         if let Some(new) = &rewritten {
             host.set_response_body(body_size, new);
             host.count(Metric::ListRewrite(kind.array()), 1);
@@ -843,18 +893,21 @@ impl Stream {
         } else {
             chunk
         };
+        // The start of an incomplete event too large to hold: passed on unexamined after the
+        // complete events (never curated or refused: it is not a whole event).
+        let mut oversize = Vec::new();
         if curating && !end_of_stream {
             let boundary = curation::complete_events(&data);
             let rest = data.split_off(boundary);
             if rest.len() > curation::MAX_HELD_EVENT {
                 log::warn!("mcp-guard: an SSE event on a server stream is too large to hold");
-                data.extend_from_slice(&rest);
+                oversize = rest;
             } else {
                 self.sse_hold = rest;
             }
         }
         let mut answered: Vec<(Id, Outcome)> = Vec::new();
-        scanner.feed_each(&data, &mut |s: &Summary| {
+        let mut answer = |s: &Summary| {
             let id =
                 s.id.as_deref()
                     .and_then(|raw| std::str::from_utf8(raw).ok())
@@ -862,33 +915,84 @@ impl Stream {
             if let (Some(id), Some(outcome)) = (id, s.outcome()) {
                 answered.push((id, outcome));
             }
-        });
+        };
+        scanner.feed_each(&data, &mut answer);
+        scanner.feed_each(&oversize, &mut answer);
         if self.facts.session_id.is_none() {
             self.facts.session_id = scanner
                 .take_text_event()
                 .and_then(|uri| correlation::session_from_uri(&uri));
         }
         let mut rewritten = false;
-        if let Some(session) = self.facts.session_id.clone() {
-            let lists = self.claim_answered(host, &session, answered);
-            for (kind, id, agent) in lists.into_iter().filter(|_| curating) {
+        let lists = match self.facts.session_id.clone() {
+            Some(session) => self.claim_answered(host, &session, answered),
+            None => Vec::new(),
+        };
+        if curating {
+            let curated = {
                 let policy = &self.config.policy;
-                let keep = |name: &str| may_use(policy, &agent, kind, name);
-                let mut stats = Rewrite::default();
-                if let Some(new) = curation::rewrite_sse(&data, kind, &[id], &keep, &mut stats) {
-                    data = new;
-                    rewritten = true;
+                let keeps: Vec<_> = lists
+                    .iter()
+                    .map(|(kind, _, agent)| move |name: &str| may_use(policy, agent, *kind, name))
+                    .collect();
+                let claimed: Vec<Claimed<'_>> = lists
+                    .iter()
+                    .zip(&keeps)
+                    .map(|((kind, id, _), keep)| Claimed {
+                        kind: *kind,
+                        id: id.clone(),
+                        keep,
+                    })
+                    .collect();
+                let refusal =
+                    |why: Unreadable| jsonrpc::error_response(None, INTERNAL_ERROR, why.message());
+                curation::curate_server_stream(&data, &claimed, &refusal)
+            };
+            for why in &curated.refused {
+                host.count(Metric::Refusal(why.reason()), 1);
+            }
+            let mut refused_calls = false;
+            // The reason of a refused event among these (an unreadable event's id cannot be
+            // trusted, so the refused list calls take the first one).
+            let reason = curated
+                .refused
+                .first()
+                .copied()
+                .unwrap_or(Unreadable::Shape);
+            for (j, (kind, id, _)) in lists.iter().enumerate() {
+                if curated.rewritten.contains(&j) {
                     host.count(Metric::ListRewrite(kind.array()), 1);
+                    continue;
                 }
+                // Its response was refused: the agent never got it.
+                for call in self
+                    .calls
+                    .iter_mut()
+                    .filter(|c| c.origin.is_some() && c.request_id.as_ref() == Some(id))
+                {
+                    call.output_status = Some(OutputStatus::UpstreamError);
+                    call.error_code = Some(i64::from(INTERNAL_ERROR));
+                    call.refusal = Some(reason.reason());
+                    refused_calls = true;
+                }
+            }
+            if refused_calls {
+                self.write_audit(host);
+            }
+            if let Some(body) = curated.body {
+                data = body;
+                rewritten = true;
             }
         }
         if curating && (held_before || rewritten || !self.sse_hold.is_empty()) {
+            data.extend_from_slice(&oversize);
             host.set_response_body(body_size, &data);
         }
     }
 
     /// Claims the pending calls these responses answer and records their outcomes; returns the
-    /// list requests among them (kind, id, agent), whose responses are to be curated.
+    /// list requests among them answered with a `result` (kind, id, agent), whose responses
+    /// are to be curated.
     fn claim_answered(
         &mut self,
         host: &mut dyn Host,
@@ -900,8 +1004,11 @@ impl Stream {
         let mut lists = Vec::new();
         for (id, outcome) in answered {
             if let Some(pending) = correlation::claim(host, session, &id, now) {
+                let result = !matches!(outcome, Outcome::Error(_));
                 if let Some(kind) = pending.method.as_deref().and_then(ListKind::of) {
-                    lists.push((kind, id.clone(), pending.agent_id.clone()));
+                    if result {
+                        lists.push((kind, id.clone(), pending.agent_id.clone()));
+                    }
                 }
                 let (mut call, origin) = pending.into_call();
                 let (status, code) = settle(outcome);
@@ -1085,6 +1192,7 @@ impl Stream {
             error_code: None,
             origin: None,
             settled_ms: None,
+            refusal: None,
         }
     }
 

@@ -10,7 +10,9 @@
 //!   `max_tool_metrics` distinct tools per worker, the rest as `other`;
 //! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified);
 //! - `mcp_guard.refusals.reason.<reason>`: malformed requests refused (parse, header_mismatch,
-//!   batch, encoding, too_large, response_encoding);
+//!   batch, encoding, too_large) and list responses curation could not read (response_encoding,
+//!   response_content_type, response_charset, response_utf8, response_shape, response_trailing,
+//!   response_id: `crate::curation::Unreadable::reason`);
 //! - `mcp_guard.rate_limited`: calls answered 429;
 //! - `mcp_guard.rls_errors`: calls to the RLS (`rate_limit_service`) without a usable answer;
 //! - `mcp_guard.sse_events`: SSE events scanned in responses;
@@ -52,9 +54,9 @@ pub const METHOD_LABELS: usize = MCP_METHODS.len() + 2;
 pub const DECISIONS: usize = 3;
 /// Distinct `denials` reasons (`policy`, `annotations`, `unidentified`).
 pub const DENIAL_REASONS: usize = 3;
-/// Distinct `refusals` reasons (`parse`, `header_mismatch`, `batch`, `encoding`, `too_large`,
-/// `response_encoding`).
-pub const REFUSAL_REASONS: usize = 6;
+/// Distinct `refusals` reasons: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`, and
+/// the seven `response_*` labels of `crate::curation::Unreadable::reason`.
+pub const REFUSAL_REASONS: usize = 12;
 /// Distinct `list_rewrites` lists (`tools`, `prompts`, `resources`).
 pub const LISTS: usize = 3;
 /// Stats without labels (`rate_limited`, `rls_errors`, `sse_events`, `config.loads`,
@@ -95,8 +97,9 @@ pub enum Metric<'a> {
     },
     /// A refusal by policy: `policy`, `annotations`, `unidentified`.
     Denial(&'static str),
-    /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`,
-    /// `response_encoding`.
+    /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`;
+    /// or a list response that could not be curated: one of the fixed
+    /// [`crate::curation::Unreadable::reason`] labels (`response_*`).
     Refusal(&'static str),
     /// A call answered with HTTP 429.
     RateLimited,

@@ -39,6 +39,8 @@ struct FakeHost {
     code_details: Option<String>,
     /// Further values of a header sent more than once (after the one in `request_headers`).
     repeated_headers: BTreeMap<String, Vec<String>>,
+    /// Further values of a response header sent more than once.
+    repeated_response_headers: BTreeMap<String, Vec<String>>,
     /// Envoy attributes by path joined with `/`.
     properties: BTreeMap<String, String>,
     /// Counters by stat name.
@@ -78,10 +80,19 @@ impl Host for FakeHost {
         self.request_body.get(..size).map(<[u8]>::to_vec)
     }
     fn response_headers(&self) -> Vec<(String, String)> {
-        self.response_headers
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect()
+        let mut pairs = Vec::new();
+        for (name, value) in &self.response_headers {
+            pairs.push((name.clone(), value.clone()));
+            for extra in self
+                .repeated_response_headers
+                .get(name)
+                .into_iter()
+                .flatten()
+            {
+                pairs.push((name.clone(), extra.clone()));
+            }
+        }
+        pairs
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -2259,5 +2270,356 @@ fn the_annotations_store_is_bounded_per_server() {
     assert_eq!(
         annotations::lookup(&h, "other", &format!("t{MAX_TOOLS}")),
         None
+    );
+}
+
+/// demo-agent's `tools/list` (id 5) forwarded, and a response with `headers` (`:status` first)
+/// arriving: the stream, the host, and the action of the response-headers callback.
+fn list_answered(headers: &[(&str, &str)]) -> (Stream, FakeHost, Action) {
+    const LIST_REQUEST: &str = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), LIST_REQUEST);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    for (name, value) in headers {
+        if h.response_headers.contains_key(*name) {
+            h.repeated_response_headers
+                .entry((*name).to_owned())
+                .or_default()
+                .push((*value).to_owned());
+        } else {
+            h.response_headers.insert((*name).into(), (*value).into());
+        }
+    }
+    let action = s.on_response_headers(&mut h, false);
+    (s, h, action)
+}
+
+/// The body the client got after `chunks` (the last one ends the stream); Envoy hands a held
+/// body back whole, so the last chunk is the whole body when the filter held it.
+fn client_body(s: &mut Stream, h: &mut FakeHost, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut got = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        h.response_chunk = chunk.to_vec();
+        h.replaced_response_body = None;
+        let end = i + 1 == chunks.len();
+        if s.on_response_body(h, chunk.len(), end) == Action::Continue {
+            got.extend(
+                h.replaced_response_body
+                    .clone()
+                    .unwrap_or_else(|| chunk.to_vec()),
+            );
+        }
+    }
+    got
+}
+
+/// The client got a JSON-RPC -32603 for id 5 and no denied tool; audited and counted as `reason`.
+fn assert_refused(h: &FakeHost, body: &[u8], status: u32, reason: &str) {
+    let text = String::from_utf8_lossy(body);
+    assert!(!text.contains("delete_repo"), "{text}");
+    let doc = text.strip_prefix("event: message\ndata: ").unwrap_or(&text);
+    let v: Value = serde_json::from_str(doc.trim_end()).unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (5.into(), INTERNAL_ERROR.into()),
+        "{text}"
+    );
+    let r = h.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (
+            r[0]["method"].as_str(),
+            r[0]["output_status"].as_str(),
+            r[0]["error_code"].as_i64(),
+            r[0]["http_status"].as_u64()
+        ),
+        (
+            Some("tools/list"),
+            Some("upstream_error"),
+            Some(i64::from(INTERNAL_ERROR)),
+            Some(u64::from(status))
+        ),
+    );
+    assert_eq!(r[0]["refusal"], reason);
+    assert_eq!(
+        h.counters[&format!("mcp_guard.refusals.reason.{reason}")],
+        1,
+        "{:?}",
+        h.counters
+    );
+}
+
+const DENIED_LIST: &[u8] =
+    br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}]}}"#;
+
+#[test]
+fn a_list_response_of_a_content_type_or_charset_curation_cannot_read_is_refused() {
+    let json = ("content-type", "application/json");
+    for (headers, reason) in [
+        (
+            vec![("content-type", "text/plain")],
+            "response_content_type",
+        ),
+        (
+            vec![("content-type", "application/json-seq")],
+            "response_content_type",
+        ),
+        (
+            vec![("content-type", "application/json, text/event-stream")],
+            "response_content_type",
+        ),
+        (vec![], "response_content_type"),
+        (vec![json, json], "response_content_type"),
+        (
+            vec![json, ("content-type", "text/plain")],
+            "response_content_type",
+        ),
+        (
+            vec![("content-type", "application/json; charset=utf-16")],
+            "response_charset",
+        ),
+        (
+            vec![("content-type", "text/event-stream; charset=iso-8859-1")],
+            "response_charset",
+        ),
+    ] {
+        let mut all = vec![(":status", "200"), ("content-length", "86")];
+        all.extend(headers.iter().copied());
+        let (mut s, mut h, action) = list_answered(&all);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(h.response_headers[":status"], "502", "{headers:?}");
+        assert_eq!(h.response_headers["content-type"], "application/json");
+        assert!(!h.response_headers.contains_key("content-length"));
+        // Swallowed chunk by chunk, the error in the last one's place.
+        let body = client_body(&mut s, &mut h, &[&DENIED_LIST[..40], &DENIED_LIST[40..]]);
+        assert_refused(&h, &body, 502, reason);
+    }
+    // Another status (a 404 that ends a session, a 500) stays, with the error as its body.
+    let (mut s, mut h, _) = list_answered(&[(":status", "404"), ("content-type", "text/plain")]);
+    assert_eq!(h.response_headers[":status"], "404");
+    let body = client_body(&mut s, &mut h, &[DENIED_LIST]);
+    assert_refused(&h, &body, 404, "response_content_type");
+}
+
+#[test]
+fn a_list_response_curation_cannot_read_is_refused_once_held() {
+    let list = String::from_utf8(DENIED_LIST.to_vec()).unwrap();
+    let mut latin1 = DENIED_LIST.to_vec();
+    latin1.extend(b" \xe9");
+    for (ctype, body, reason) in [
+        ("application/json", latin1.clone(), "response_utf8"),
+        ("application/json", [b"\xef\xbb\xbf", DENIED_LIST].concat(), "response_utf8"),
+        ("text/event-stream", [b"data: ", DENIED_LIST, b"\n\ndata: \xff\n\n"].concat(), "response_utf8"),
+        ("application/json", format!("{list}{list}").into_bytes(), "response_trailing"),
+        ("text/event-stream", format!("data: {list}x\n\n").into_bytes(), "response_trailing"),
+        ("application/json", br#"{"jsonrpc":"2.0","id":5,"result":{"tools":{"a":{"name":"delete_repo"}}}}"#.to_vec(), "response_shape"),
+        ("application/json", br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[]},"result":{"tools":[{"name":"delete_repo"}]}}"#.to_vec(), "response_shape"),
+        ("application/json", b"".to_vec(), "response_shape"),
+        ("application/json", list.replace("\"id\":5", "\"id\":\"5\"").into_bytes(), "response_id"),
+        ("application/json", list.replace("\"id\":5", "\"id\":5.0").into_bytes(), "response_id"),
+        ("application/json", list.replace("\"id\":5", "\"id\":5e0").into_bytes(), "response_id"),
+        ("text/event-stream", format!("event: message\ndata: {}\n\n", list.replace("\"id\":5", "\"id\":77")).into_bytes(), "response_id"),
+    ] {
+        let (mut s, mut h, action) = list_answered(&[(":status", "200"), ("content-type", ctype)]);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(h.response_headers[":status"], "200");
+        assert_eq!(s.on_response_body(&mut h, 10, false), Action::Pause);
+        let got = client_body(&mut s, &mut h, &[&body]);
+        assert_refused(&h, &got, 200, reason);
+        if ctype == "text/event-stream" {
+            assert!(got.starts_with(b"event: message\ndata: {"), "{}", String::from_utf8_lossy(&got));
+        }
+    }
+}
+
+#[test]
+fn a_readable_list_response_is_curated_and_private() {
+    let list = r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}],"ttlMs":0,"cacheScope":"public"}}"#;
+    for ctype in ["application/json; charset=UTF-8", "Text/Event-Stream"] {
+        let (mut s, mut h, _) = list_answered(&[(":status", "200"), ("content-type", ctype)]);
+        let body = if ctype.starts_with('T') {
+            format!("data: {list}\n\n")
+        } else {
+            list.to_owned()
+        };
+        let got = String::from_utf8(client_body(&mut s, &mut h, &[body.as_bytes()])).unwrap();
+        assert!(
+            got.contains("\"echo\"") && !got.contains("delete_repo"),
+            "{got}"
+        );
+        assert!(
+            got.contains(r#""cacheScope":"private""#) && !got.contains("public"),
+            "{got}"
+        );
+        assert_eq!(h.records()[0]["output_status"], "success");
+        assert!(h.records()[0].get("refusal").is_none());
+    }
+}
+
+#[test]
+fn a_202_to_a_list_request_passes_without_its_body() {
+    let (mut s, mut h, action) = list_answered(&[
+        (":status", "202"),
+        ("content-type", "text/plain"),
+        ("content-length", "86"),
+    ]);
+    assert_eq!(action, Action::Continue);
+    assert!(!h.response_headers.contains_key("content-length"));
+    let got = client_body(&mut s, &mut h, &[DENIED_LIST]);
+    assert!(got.is_empty());
+    assert_eq!(h.records()[0]["http_status"], 202);
+}
+
+/// demo-agent's legacy `tools/list` (id 4) POSTed, and `events` arriving on its session's GET
+/// stream in one chunk before the stream ends: what the client got on the GET stream, and its
+/// host.
+fn legacy_list_on_get_stream(events: &[u8]) -> (String, FakeHost) {
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
+        false,
+    );
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+    );
+    h.shared = Rc::clone(&shared);
+    h.request_headers
+        .insert(":path".into(), "/messages/?session_id=L1".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+    gh.replaced_response_body = None;
+    stream_chunk(&mut get, &mut gh, events, false);
+    let mut got = gh
+        .replaced_response_body
+        .take()
+        .unwrap_or_else(|| events.to_vec());
+    stream_chunk(&mut get, &mut gh, b"", true);
+    got.extend(gh.replaced_response_body.take().unwrap_or_default());
+    (String::from_utf8_lossy(&got).into_owned(), gh)
+}
+
+#[test]
+fn a_list_on_the_server_stream_is_curated_or_refused() {
+    let list = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"echo"},{"name":"delete_repo"}],"cacheScope":"public"}}"#;
+    let other =
+        r#"{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"not a list"}]}}"#;
+    // Readable: curated and private; another request's result and a ping pass as they are.
+    let (got, gh) = legacy_list_on_get_stream(
+        format!(": ping\n\ndata: {other}\n\ndata: {list}\n\n").as_bytes(),
+    );
+    assert!(
+        got.contains("\"echo\"") && !got.contains("delete_repo"),
+        "{got}"
+    );
+    assert!(got.contains(r#""cacheScope":"private""#), "{got}");
+    assert!(
+        got.starts_with(&format!(": ping\n\ndata: {other}\n\n")),
+        "{got}"
+    );
+    let r = gh.records();
+    assert_eq!(
+        (r[1]["method"].as_str(), r[1]["output_status"].as_str()),
+        (Some("tools/list"), Some("success"))
+    );
+
+    for (events, reason, claimed) in [
+        // Another spelling of the id answers no request mcp-guard curates for: refused.
+        (
+            format!("data: {}\n\n", list.replace("\"id\":4", "\"id\":4.0")),
+            "response_id",
+            false,
+        ),
+        (
+            format!("data: {}\n\n", list.replace("\"id\":4", "\"id\":\"4\"")),
+            "response_id",
+            false,
+        ),
+        // Claimed, but unreadable or of another shape.
+        (format!("data: {list}{list}\n\n"), "response_trailing", true),
+        (
+            format!(
+                "data: {}\n\n",
+                list.replace(
+                    r#""tools":[{"name":"echo"},{"name":"delete_repo"}]"#,
+                    r#""tools":{"x":{"name":"delete_repo"}}"#
+                )
+            ),
+            "response_shape",
+            true,
+        ),
+        (format!("data: \u{feff}{list}\n\n"), "response_utf8", false),
+        (
+            format!(
+                "data: {}\n\n",
+                list.replace("\"result\"", "\"result\":{},\"result\"")
+            ),
+            "response_shape",
+            false,
+        ),
+    ] {
+        let (got, gh) = legacy_list_on_get_stream(events.as_bytes());
+        assert!(!got.contains("delete_repo"), "{events}: {got}");
+        let data = got
+            .strip_prefix("event: message\ndata: ")
+            .unwrap_or_else(|| panic!("{events}: {got}"));
+        let v: Value = serde_json::from_str(data.trim_end()).unwrap();
+        assert_eq!(v["error"]["code"], INTERNAL_ERROR, "{got}");
+        assert_eq!(
+            gh.counters[&format!("mcp_guard.refusals.reason.{reason}")],
+            1,
+            "{events}"
+        );
+        if claimed {
+            let r = gh.records();
+            let list = r.iter().find(|r| r["method"] == "tools/list").unwrap();
+            assert_eq!(
+                (list["output_status"].as_str(), list["error_code"].as_i64()),
+                (Some("upstream_error"), Some(i64::from(INTERNAL_ERROR))),
+                "{events}"
+            );
+            assert_eq!(list["refusal"], reason, "{events}");
+        }
+    }
+}
+
+#[test]
+fn an_event_too_large_to_hold_on_a_server_stream_passes_unexamined() {
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    stream_chunk(
+        &mut get,
+        &mut gh,
+        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
+        false,
+    );
+    let big = format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{}",
+        "A".repeat(crate::curation::MAX_HELD_EVENT + 10)
+    );
+    gh.replaced_response_body = None;
+    stream_chunk(&mut get, &mut gh, big.as_bytes(), false);
+    let got = gh
+        .replaced_response_body
+        .take()
+        .unwrap_or_else(|| big.clone().into_bytes());
+    assert_eq!(got.len(), big.len());
+    assert!(got == big.as_bytes());
+    stream_chunk(&mut get, &mut gh, b"\"}]}}\n\n", false);
+    let got = gh.replaced_response_body.take();
+    assert!(
+        got.is_none() || got.as_deref() == Some(&b"\"}]}}\n\n"[..]),
+        "{got:?}"
+    );
+    assert!(
+        !gh.counters
+            .keys()
+            .any(|k| k.starts_with("mcp_guard.refusals")),
+        "{:?}",
+        gh.counters
     );
 }

@@ -18,10 +18,14 @@ server. A `tools/call` is answered with the exact bytes of the scenario named by
 `params.arguments.scenario` (see SCENARIOS), echoing the request id (same JSON value and
 type; json.dumps escapes non-ASCII as \\uXXXX). One body byte per write means one chunk per write.
 `GET /mcp?events=<url-encoded JSON list of {"id": ..., "is_error": bool}>` is a server stream
-carrying one result event per entry (for cross-stream correlation), then its end. A
+carrying one result event per entry (for cross-stream correlation), then its end; an entry
+`{"id": ..., "list": NAME}` carries list scenario NAME's JSON body instead (x-list-scenario
+`accepted` answers the tools/list POST 202, for its answer to come on the GET stream). A
 `tools/list` is answered with two tools, echo and delete_repo, as JSON; with
 `params.cursor` "gzip-anyway" gzip-compressed whatever the request's Accept-Encoding says (a
-server that ignores it).
+server that ignores it). A `tools/list` with an `x-list-scenario` header is answered with the
+same two tools as that scenario's exact bytes (see list_scenario: not UTF-8, a BOM, UTF-16,
+another content type, trailing bytes, another shape, another id spelling, cacheScope public).
 """
 from __future__ import annotations
 
@@ -282,6 +286,77 @@ async def json_ok(c: Conn, rid: Any) -> bool:
     return True
 
 
+LIST_TOOLS = [
+    {"name": "echo", "description": "Echo the text", "inputSchema": {"type": "object"}},
+    {"name": "delete_repo", "description": "Deletes a repository", "inputSchema": {"type": "object"}},
+]
+BOM = b"\xef\xbb\xbf"
+
+
+def list_json(rid: Any, **result: Any) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"tools": LIST_TOOLS, **result}},
+                      separators=(",", ":")).encode()  # fmt: skip
+
+
+def sse_event(doc: bytes) -> bytes:
+    return b"event: message\r\ndata: " + doc + b"\r\n\r\n"
+
+
+def with_id(doc: bytes, rid: Any, spelled: bytes) -> bytes:
+    """`doc` with its id spelled `spelled` (the same value in another spelling, or another)."""
+    return doc.replace(b'"id":' + json.dumps(rid).encode(), b'"id":' + spelled, 1)
+
+
+JSON = [("content-type", "application/json")]
+SSE_HEADERS = [("content-type", SSE), ("cache-control", "no-cache")]
+
+
+def list_scenario(name: str, rid: Any) -> tuple[list[tuple[str, str]], bytes] | None:
+    """The headers (besides content-length) and body of the tools/list answer named by the
+    request's `x-list-scenario` header: the two tools in a form a client still reads but that
+    is not exactly one UTF-8 JSON(-RPC) document of the expected shape and id."""
+    doc = list_json(rid)
+    n = rid if isinstance(rid, int) else 7
+    table: dict[str, tuple[list[tuple[str, str]], bytes]] = {
+        "plain": (JSON, doc),
+        "plain-sse": (SSE_HEADERS, sse_event(doc)),
+        "bad-utf8-json": (JSON, doc.replace(b"Deletes a", b"Deletes \xff a")),
+        "bad-utf8-sse": (SSE_HEADERS, sse_event(doc.replace(b"Deletes a", b"Deletes \xc3\x28 a"))),
+        "bom-json": (JSON, BOM + doc),
+        "charset-utf16": ([("content-type", "application/json; charset=utf-16")], doc.decode().encode("utf-16")),
+        "ctype-prefix": ([("content-type", "application/json-x")], doc),
+        "ctype-text-plain": ([("content-type", "text/plain")], doc),
+        "ctype-missing": ([], doc),
+        "ctype-two-headers": ([("content-type", "text/plain"), ("content-type", "application/json")], doc),
+        "ctype-merged": ([("content-type", "text/plain, application/json")], doc),
+        "trailing-garbage": (JSON, doc + b"\n}x"),
+        "second-document": (JSON, list_json(rid, note="first") + list_json(rid)),
+        "tools-object": (JSON, json.dumps({"jsonrpc": "2.0", "id": rid, "result": {
+            "tools": {t["name"]: t for t in LIST_TOOLS}}}).encode()),  # fmt: skip
+        "id-string": (JSON, with_id(doc, rid, json.dumps(str(rid)).encode())),
+        "id-float": (JSON, with_id(doc, rid, b"%d.0" % n)),
+        "id-exponent": (JSON, with_id(doc, rid, b"%de0" % n)),
+        "id-other-sse": (SSE_HEADERS, sse_event(with_id(doc, rid, b"424242"))),
+        "cache-public": (JSON, list_json(rid, ttlMs=60000, cacheScope="public")),
+    }
+    return table.get(name)
+
+
+async def list_answer(c: Conn, rid: Any, name: str) -> bool:
+    if name == "accepted":  # answered later, on the session's GET stream
+        await c.plain(202, "Accepted", b"Accepted")
+        return True
+    answer = list_scenario(name, rid)
+    if answer is None:
+        await c.plain(400, "Bad Request", b"unknown list scenario")
+        return True
+    headers, body = answer
+    await c.head(200, "OK", headers + [("content-length", str(len(body)))])
+    c.writer.write(body)
+    await c.writer.drain()
+    return True
+
+
 SCENARIOS: dict[str, Scenario] = {
     "sse-bytewise": sse_bytewise,
     "sse-cr-only": sse_cr_only,
@@ -380,8 +455,11 @@ class Server:
         if method == "GET" and "?events=" in path:
             # A server stream carrying the responses the query names, then its end:
             # GET /mcp?events=<url-encoded JSON list of {"id": ..., "is_error": bool}>
+            # An entry with "list" carries that list scenario's JSON body (list_scenario) as
+            # its event's data instead: {"id": ..., "list": "plain"}.
             spec = json.loads(urllib.parse.unquote(path.split("?events=", 1)[1]))
-            body = b"".join(b"event: message\r\ndata: " + result_json(e["id"], "on the GET stream",
+            body = b"".join(sse_event(list_scenario(e["list"], e["id"])[1]) if "list" in e else
+                            b"event: message\r\ndata: " + result_json(e["id"], "on the GET stream",
                             e.get("is_error", False)) + b"\r\n\r\n" for e in spec)  # fmt: skip
             await c.sse(body, piece=None)
             return True
@@ -405,6 +483,8 @@ class Server:
             await c.writer.drain()
             return True
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        if msg.get("method") == "tools/list" and headers.get("x-list-scenario"):
+            return await list_answer(c, rid, headers["x-list-scenario"][0])
         if msg.get("method") == "tools/list":
             doc = json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
                 {"name": "echo", "inputSchema": {"type": "object"}},
