@@ -474,6 +474,11 @@ pub fn curate_sse<'a>(
         return Curation::Unreadable(why);
     }
     let lines = split_lines(body);
+    // A line an SSE reader ignores (an unknown field name) is still text a client that reads the
+    // body another way (as JSON, ignoring the content type) can find a list in: refused.
+    if !lines.iter().all(|(line, _)| known_sse_line(line)) {
+        return Curation::Unreadable(Unreadable::Shape);
+    }
     let mut lists = false;
     for event in events(&lines) {
         let Some(data) = event_data(event) else {
@@ -1028,6 +1033,19 @@ fn events<'l, 'a>(lines: &'l [Line<'a>]) -> impl Iterator<Item = &'l [Line<'a>]>
         start = end;
         event
     })
+}
+
+/// Whether an SSE line is blank, a comment, or one of the fields the event stream
+/// interpretation defines (`data`, `event`, `id`, `retry`; WHATWG HTML §9.2.6): what a curated
+/// `text/event-stream` list response may hold.
+fn known_sse_line(line: &[u8]) -> bool {
+    let name = line
+        .iter()
+        .position(|&b| b == b':')
+        .map_or(line, |colon| line.get(..colon).unwrap_or_default());
+    line.is_empty()
+        || line.first() == Some(&b':')
+        || matches!(name, b"data" | b"event" | b"id" | b"retry")
 }
 
 /// An event's data: its `data` line values joined with LF (WHATWG HTML §9.2.6); `None` when it
@@ -1746,6 +1764,28 @@ mod tests {
             let out = String::from_utf8(out).unwrap();
             assert!(!out.contains("delete_repo"), "{out}");
         }
+    }
+
+    #[test]
+    fn a_list_an_sse_reader_would_not_see_is_refused() {
+        let seven = [Id::Number("7".into())];
+        // A JSON body labelled text/event-stream: no SSE event, but a JSON reader sees the list.
+        assert_eq!(
+            curate(LIST.as_bytes(), true, &seven),
+            Curation::Unreadable(Unreadable::Shape)
+        );
+        // An unknown field among the events (SSE readers ignore the line).
+        let odd = format!(": ping\nretry: 10\nid: 1\nevent: message\ndata: {LIST}\n\n{LIST}\n\n");
+        assert_eq!(
+            curate(odd.as_bytes(), true, &seven),
+            Curation::Unreadable(Unreadable::Shape)
+        );
+        // Comments and the four fields are fine.
+        let fine = format!(": ping\nretry: 10\nid: 1\nevent: message\ndata: {LIST}\n\n");
+        assert!(matches!(
+            curate(fine.as_bytes(), true, &seven),
+            Curation::Rewritten(_)
+        ));
     }
 
     #[test]

@@ -237,6 +237,9 @@ pub struct Stream {
     annotation_denials: usize,
     /// A server stream's incomplete trailing SSE event, held back for curation.
     sse_hold: Vec<u8>,
+    /// The first complete bytes of a curated server stream have been passed on (and a leading
+    /// byte order mark removed from them).
+    sse_started: bool,
     /// The token of the RLS call the request is waiting for.
     rls_call: Option<u32>,
     /// `decide_at_headers`: the request was decided and tagged from its routing headers and its
@@ -274,6 +277,7 @@ impl Stream {
             holding: false,
             annotation_denials: 0,
             sse_hold: Vec::new(),
+            sse_started: false,
             rls_call: None,
             streaming: false,
             streamed: Vec::new(),
@@ -906,6 +910,16 @@ impl Stream {
                 self.sse_hold = rest;
             }
         }
+        let mut rewritten = false;
+        if curating && !self.sse_started && !data.is_empty() {
+            // An event stream may start with a byte order mark, which SSE readers drop (WHATWG
+            // HTML §9.2.6): dropped here too, so that curation reads the lines a client reads.
+            self.sse_started = true;
+            if let Some(rest) = data.strip_prefix("\u{feff}".as_bytes()) {
+                data = rest.to_vec();
+                rewritten = true;
+            }
+        }
         let mut answered: Vec<(Id, Outcome)> = Vec::new();
         let mut answer = |s: &Summary| {
             let id =
@@ -923,7 +937,6 @@ impl Stream {
                 .take_text_event()
                 .and_then(|uri| correlation::session_from_uri(&uri));
         }
-        let mut rewritten = false;
         let lists = match self.facts.session_id.clone() {
             Some(session) => self.claim_answered(host, &session, answered),
             None => Vec::new(),

@@ -8,9 +8,7 @@
 //! - `tests/e2e/data/sse/*`: raw SSE captures of other SDK servers, if present, as
 //!   `sse_scanner` and `response_scanner` inputs.
 //!
-//! `fuzz/regressions-pending/<target>/*` (inputs that fail until a fix not yet merged) are
-//! replayed only by the ignored `pending_stream_regressions`. The authorization oracles
-//! (`fuzz/src/oracle.rs`) are tested here too (`oracle_tests`).
+//! The authorization oracles (`fuzz/src/oracle.rs`) are tested here too (`oracle_tests`).
 
 #![allow(clippy::unwrap_used)] // test code: a missing corpus file should fail loudly
 
@@ -220,32 +218,14 @@ fn list_oracle_follows_the_answer_to_the_server_stream() {
         fuzz_targets::oracle_checks().1 > lists,
         "the GET stream was not checked"
     );
+    // A stream starting with a byte order mark (which SSE readers drop) is curated as well.
+    let lists = fuzz_targets::oracle_checks().1;
     let bom = format!("\u{feff}{sse}");
-    let input = fuzz_targets::stream_input(control, list, bom.as_bytes());
-    assert!(std::panic::catch_unwind(|| fuzz_targets::stream(&input)).is_err());
-}
-
-/// Inputs the authorization oracles found failing on the current code, kept out of
-/// `fuzz/regressions/` (replayed by `stream_corpus`) until the fixes they wait for are merged:
-/// a list response mcp-guard cannot read (invalid UTF-8, which clients decode lossily; a
-/// byte-order mark; a second document; a content type it does not curate: `application/jsonx`,
-/// `text/plain`, none) must be refused, not forwarded unread (the curation fix that refuses
-/// unreadable lists); and an answer whose id a client
-/// matches to the list request although it is not the same JSON value (`"1"` and `1.0` for `1`:
-/// the TypeScript SDK compares `Number(id)`, the Python SDK `int(id)`) must be curated or
-/// refused too. Each must then pass: move it to `fuzz/regressions/stream/` and drop this test.
-#[test]
-#[ignore = "waits for the curation fix that refuses list responses it cannot read"]
-fn pending_stream_regressions() {
-    let dir = Path::new(REPO).join("fuzz/regressions-pending/stream");
-    let mut failed = Vec::new();
-    for path in files(&dir) {
-        let data = std::fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| fuzz_targets::stream(&data)).is_err() {
-            failed.push(path.display().to_string());
-        }
-    }
-    assert!(failed.is_empty(), "still failing: {failed:#?}");
+    fuzz_targets::stream(&fuzz_targets::stream_input(control, list, bom.as_bytes()));
+    assert!(
+        fuzz_targets::oracle_checks().1 > lists,
+        "the GET stream was not checked"
+    );
 }
 
 mod oracle_tests {

@@ -983,13 +983,10 @@ fn arbitrary_requests_and_responses_never_panic_and_always_settle() {
 /// reads it (`fuzz/src/oracle.rs`: duplicate members either way, lossy UTF-8, a BOM, the
 /// first document, JSON or SSE whatever the content type, ids as the SDKs match them).
 ///
-/// Fails on the code of this commit (about 400 of 3000 rounds): a mutated list mcp-guard
-/// cannot read (a byte that is not UTF-8, bytes after the document, an SSE body labelled
-/// `application/json`) is forwarded uncurated. Waits for the curation
-/// fix that refuses list responses it cannot read (the same class as the inputs in
-/// `fuzz/regressions-pending/stream/`); enable it with that fix.
+/// Before list responses mcp-guard cannot read were refused (issue 13), about 400 of the 3000
+/// rounds leaked (a byte that is not UTF-8, bytes after the document, a body of the other
+/// format than its content type says).
 #[test]
-#[ignore = "waits for the curation fix that refuses list responses it cannot read"]
 fn arbitrary_list_responses_show_only_allowed_entries() {
     const LIST: &str = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
     let json = r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"delete_repo","title":"x"},{"name":"search"}],"nextCursor":"n1"}}"#;
