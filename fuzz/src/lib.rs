@@ -159,9 +159,11 @@ fn note_max(slot: &AtomicUsize, value: usize, what: &str) {
     }
 }
 
-/// The heap the response scanner (JSON stack ≤ 256 levels, id capture ≤ 256 bytes, one
-/// summary, a text event ≤ 512 bytes and its lossy UTF-8 copy) and the correlator may hold or
-/// touch while a chunk is fed, whatever the body size.
+/// The heap the response scanner (no JSON stack: three parsed levels inline and a counter for
+/// skipped values; an id capture ≤ `MAX_ID_LEN` = 768 bytes and one copy of it in the summary;
+/// an escaped member name ≤ 44 bytes while it is decoded; a text event ≤ 512 bytes and its
+/// lossy UTF-8 copy) and the correlator may hold or touch while a chunk is fed, whatever the
+/// body size.
 pub const RESPONSE_SCANNER_HEAP_BOUND: usize = 8192;
 /// The heap a stream may gain over all response chunks that do not end it (the scanner and the
 /// settled calls; the host's copy of the audit records is not counted).
