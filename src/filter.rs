@@ -1488,6 +1488,8 @@ fn settle(outcome: Outcome) -> (OutputStatus, Option<i64>) {
         Outcome::Success => (OutputStatus::Success, None),
         Outcome::ToolError => (OutputStatus::ToolError, None),
         Outcome::Error(code) => (OutputStatus::Error, code),
+        // A response no reader takes as one valid outcome: never `success`.
+        Outcome::Malformed => (OutputStatus::UpstreamError, None),
     }
 }
 

@@ -180,9 +180,11 @@ fn note_max(slot: &AtomicUsize, value: usize, what: &str) {
     }
 }
 
-/// The heap the response scanner (JSON stack ≤ 256 levels, id capture ≤ 256 bytes, one
-/// summary, a text event ≤ 512 bytes and its lossy UTF-8 copy) and the correlator may hold or
-/// touch while a chunk is fed, whatever the body size.
+/// The heap the response scanner (no JSON stack: three parsed levels inline and a counter for
+/// skipped values; an id capture ≤ `MAX_ID_LEN` = 768 bytes and one copy of it in the summary;
+/// an escaped member name ≤ 44 bytes while it is decoded; a text event ≤ 512 bytes and its
+/// lossy UTF-8 copy) and the correlator may hold or touch while a chunk is fed, whatever the
+/// body size.
 pub const RESPONSE_SCANNER_HEAP_BOUND: usize = 8192;
 /// The heap a stream may gain over all response chunks that do not end it (the scanner and the
 /// settled calls; the host's copy of the audit records is not counted).
@@ -599,7 +601,13 @@ fn summary_fingerprint(f: &mut Fingerprint, s: &Summary) {
         f.mark(4);
         f.data(id);
     }
-    let flags = [s.has_method, s.has_result, s.has_error, s.is_error];
+    let flags = [
+        s.has_method,
+        s.has_result,
+        s.has_error,
+        s.is_error,
+        s.malformed,
+    ];
     for (i, flag) in flags.into_iter().enumerate() {
         if flag {
             f.mark(10 + i as u8);
@@ -633,11 +641,11 @@ impl EventSink for SseToJson<'_> {
     }
 }
 
-/// The members of one JSON object, in order, with their raw values; `None` when a key is
-/// escaped (the scanner compares keys byte for byte, a documented limit) or duplicated (the
-/// scanner and serde_json may then legitimately disagree), or the text is not an object.
-fn members(raw: &str) -> Option<Vec<(&str, &str)>> {
-    struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
+/// The members of one JSON object, in order, with their names decoded (as the scanner and the
+/// SDK readers compare them) and their raw values; `None` when the text is not an object
+/// serde_json reads.
+fn members(raw: &str) -> Option<Vec<(String, &str)>> {
+    struct Members<'a>(Vec<(String, &'a RawValue)>);
     struct Visit;
     impl<'de> serde::de::Visitor<'de> for Visit {
         type Value = Members<'de>;
@@ -649,8 +657,7 @@ fn members(raw: &str) -> Option<Vec<(&str, &str)>> {
             mut map: A,
         ) -> Result<Members<'de>, A::Error> {
             let mut out = Vec::new();
-            // A borrowed &str fails on a key with escapes: exactly the keys to leave out.
-            while let Some((k, v)) = map.next_entry::<&'de str, &'de RawValue>()? {
+            while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
                 out.push((k, v));
             }
             Ok(Members(out))
@@ -662,16 +669,17 @@ fn members(raw: &str) -> Option<Vec<(&str, &str)>> {
         }
     }
     let Members(list) = serde_json::from_str::<Members<'_>>(raw).ok()?;
-    let mut keys: Vec<&str> = list.iter().map(|(k, _)| *k).collect();
-    keys.sort_unstable();
-    if keys.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
-        return None;
-    }
     Some(list.into_iter().map(|(k, v)| (k, v.get())).collect())
 }
 
 /// What the response scanner must report for one JSON document, from serde_json; `None` when
-/// the document is outside what the oracle covers (invalid JSON, escaped or duplicate keys).
+/// the document is outside what the oracle covers (not valid JSON, which includes member names
+/// with lone surrogates).
+///
+/// The rules are `response::Summary`'s: names decoded; the last `id`, `isError` and `code`
+/// count; a duplicated `jsonrpc`, `id`, `result`, `error`, `result.isError` or `error.code`, a
+/// `jsonrpc` other than "2.0", a `result` that is not an object or an `isError` that is not a
+/// boolean marks the message malformed.
 fn oracle_summaries(doc: &str) -> Option<Vec<Summary>> {
     if !doc
         .trim_start_matches([' ', '\t', '\n', '\r'])
@@ -695,29 +703,42 @@ fn oracle_summaries(doc: &str) -> Option<Vec<Summary>> {
     let scalar = |raw: &str| !raw.starts_with(['{', '[']);
     let mut out = Vec::new();
     for object in objects {
-        let list = members(object)?;
         let mut s = Summary::default();
-        for (key, raw) in list {
-            match key {
-                "id" if scalar(raw) && raw.len() <= mcp_guard::response::MAX_ID_LEN => {
-                    s.id = Some(raw.as_bytes().to_vec());
+        let mut counts = [0usize; 6]; // jsonrpc, id, result, error, isError, code
+        let mut version_ok = false;
+        for (key, raw) in members(object)? {
+            match key.as_str() {
+                "jsonrpc" => {
+                    counts[0] += 1;
+                    version_ok = serde_json::from_str::<String>(raw).is_ok_and(|v| v == "2.0");
+                }
+                "id" => {
+                    counts[1] += 1;
+                    s.id = (scalar(raw) && raw.len() <= mcp_guard::response::MAX_ID_LEN)
+                        .then(|| raw.as_bytes().to_vec());
                 }
                 "method" => s.has_method = true,
                 "result" => {
+                    counts[2] += 1;
                     s.has_result = true;
+                    s.malformed |= !raw.starts_with('{');
                     if raw.starts_with('{') {
                         for (k, v) in members(raw)? {
                             if k == "isError" {
+                                counts[4] += 1;
                                 s.is_error = v == "true";
+                                s.malformed |= v != "true" && v != "false";
                             }
                         }
                     }
                 }
                 "error" => {
+                    counts[3] += 1;
                     s.has_error = true;
                     if raw.starts_with('{') {
                         for (k, v) in members(raw)? {
                             if k == "code" {
+                                counts[5] += 1;
                                 s.error_code = (scalar(v) && v.len() <= 32)
                                     .then(|| v.parse::<i64>().ok())
                                     .flatten();
@@ -728,6 +749,7 @@ fn oracle_summaries(doc: &str) -> Option<Vec<Summary>> {
                 _ => {}
             }
         }
+        s.malformed |= !version_ok || counts.iter().any(|&n| n > 1);
         out.push(s);
     }
     Some(out)
@@ -867,8 +889,8 @@ pub fn response_scanner(data: &[u8]) {
         let view = format!("{} text={text:?}", correlator_view(&correlator, &ids));
         views.push((label, view, summaries));
     }
-    // serde_json's reading of the same body, where it covers it (valid JSON documents without
-    // escaped or duplicate member names): the same messages, ids, outcomes and codes.
+    // serde_json's reading of the same body, where it covers it (valid JSON documents, member
+    // names decoded, duplicates included): the same messages, ids, outcomes and codes.
     if let (Some(want), Some((_, _, got))) = (oracle_fingerprint(kind, body), views.first()) {
         assert_eq!(got, &want, "the scanner disagrees with serde_json");
     }

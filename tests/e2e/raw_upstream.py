@@ -357,6 +357,39 @@ async def list_answer(c: Conn, rid: Any, name: str) -> bool:
     return True
 
 
+def deep_schema(depth: int) -> str:
+    """A JSON Schema nested `depth` levels deep (objects of `properties`)."""
+    return '{"type":"object","properties":{"p":' * (depth // 2) + '{"type":"string"}' + "}}" * (depth // 2)
+
+
+def exact(template: str) -> Callable[[str], Scenario]:
+    """Scenarios answering `template` (with RID the request id as JSON) byte for byte, as
+    application/json or as one SSE event."""
+    def make(kind: str) -> Scenario:
+        async def answer(c: Conn, rid: Any) -> bool:
+            doc = template.replace("RID", json.dumps(rid)).encode()
+            if kind == "json":
+                await c.plain(200, "OK", doc, "application/json")
+            else:
+                await c.sse(b"event: message\r\ndata: " + doc + b"\r\n\r\n")
+            return True
+        return answer
+    return make
+
+
+# Member names spelled with escapes (any JSON reader decodes them), a deep but valid result,
+# and a duplicated isError (the SDKs keep the last, serde_json refuses the message).
+ESCAPED_TOOL_ERROR = exact(r'{"jsonrpc":"2.0","id":RID,"r\u0065sult":{"content":[{"type":"text","text":"escaped"}],'
+                           r'"is\u0045rror":true}}')  # fmt: skip
+ESCAPED_IS_ERROR = exact(r'{"jsonrpc":"2.0","id":RID,"result":{"content":[{"type":"text","text":"escaped"}],'
+                         r'"is\u0045rror":true}}')  # fmt: skip
+ESCAPED_ERROR = exact(r'{"jsonrpc":"2.0","id":RID,"\u0065rror":{"code":-32000,"message":"escaped"}}')
+DEEP_SCHEMA = exact('{"jsonrpc":"2.0","id":RID,"result":{"content":[{"type":"text","text":"deep"}],'
+                    '"structuredContent":{"inputSchema":' + deep_schema(400) + '},"isError":false}}')  # fmt: skip
+DUPLICATE_IS_ERROR = exact('{"jsonrpc":"2.0","id":RID,"result":{"content":[{"type":"text","text":"duplicate"}],'
+                           '"isError":true,"isError":false}}')  # fmt: skip
+
+
 SCENARIOS: dict[str, Scenario] = {
     "sse-bytewise": sse_bytewise,
     "sse-cr-only": sse_cr_only,
@@ -381,6 +414,16 @@ SCENARIOS: dict[str, Scenario] = {
     "server-request-same-id": server_request_same_id,
     "jsonrpc-error": jsonrpc_error,
     "json-ok": json_ok,
+    "escaped-tool-error-json": ESCAPED_TOOL_ERROR("json"),
+    "escaped-tool-error-sse": ESCAPED_TOOL_ERROR("sse"),
+    "escaped-error-json": ESCAPED_ERROR("json"),
+    "escaped-error-sse": ESCAPED_ERROR("sse"),
+    "deep-schema-json": DEEP_SCHEMA("json"),
+    "deep-schema-sse": DEEP_SCHEMA("sse"),
+    "duplicate-is-error-json": DUPLICATE_IS_ERROR("json"),
+    "duplicate-is-error-sse": DUPLICATE_IS_ERROR("sse"),
+    "escaped-is-error-json": ESCAPED_IS_ERROR("json"),
+    "escaped-is-error-sse": ESCAPED_IS_ERROR("sse"),
 }
 
 

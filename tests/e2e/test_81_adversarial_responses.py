@@ -1,8 +1,9 @@
 """Adversarial responses: a raw upstream (tests/e2e/raw_upstream.py) answers an allowed
 tools/call with exact bytes no SDK would send (SSE split at every byte, CR-only line
 endings, comments and retry fields, priming events, a 30 MB event, non-JSON error bodies,
-202 Accepted, a reset or close mid-event, ids of the other JSON type), and the audit record's
-output_status is checked. Also: a response gzip-compressed because the client accepted gzip,
+202 Accepted, a reset or close mid-event, ids of the other JSON type, member names spelled with
+escapes, a result 400 levels deep, a duplicated isError), and the audit record's output_status
+is checked. Also: a response gzip-compressed because the client accepted gzip,
 a client that leaves mid-response, ids of the other type on a session's GET stream
 (cross-stream correlation), the tags an allowed call with a wrong or missing Content-Type
 carries upstream (the raw upstream logs every request's headers), and Envoy's memory while a
@@ -117,6 +118,19 @@ RESPONSES = [
     pytest.param("json-id-last", "r-last", 200, "success", None, "id last", id="json-id-after-the-result"),
     pytest.param("json-batch-array", "r-array", 200, "success", None, "in an array", id="json-response-in-an-array"),
     pytest.param("json-ok", "r-json", 200, "success", None, "json ok", id="plain-json-control"),
+    # Escaped member names are the members every JSON reader decodes them to.
+    pytest.param("escaped-tool-error-json", "r-esc-te-j", 200, "tool_error", None, "escaped", id="escaped-result-isError-json"),
+    pytest.param("escaped-tool-error-sse", "r-esc-te-s", 200, "tool_error", None, "escaped", id="escaped-result-isError-sse"),
+    pytest.param("escaped-is-error-json", "r-esc-ie-j", 200, "tool_error", None, "escaped", id="escaped-isError-only-json"),
+    pytest.param("escaped-is-error-sse", "r-esc-ie-s", 200, "tool_error", None, "escaped", id="escaped-isError-only-sse"),
+    pytest.param("escaped-error-json", "r-esc-e-j", 200, "error", -32000, None, id="escaped-error-json"),
+    pytest.param("escaped-error-sse", "r-esc-e-s", 200, "error", -32000, None, id="escaped-error-sse"),
+    # A valid result 400 levels deep is read like any other.
+    pytest.param("deep-schema-json", "r-deep-j", 200, "success", None, "deep", id="input-schema-400-deep-json"),
+    pytest.param("deep-schema-sse", "r-deep-s", 200, "success", None, "deep", id="input-schema-400-deep-sse"),
+    # isError twice: the SDKs keep the last (false), serde_json refuses it; never success.
+    pytest.param("duplicate-is-error-json", "r-dup-j", 200, "upstream_error", None, "duplicate", id="duplicate-isError-json"),
+    pytest.param("duplicate-is-error-sse", "r-dup-s", 200, "upstream_error", None, "duplicate", id="duplicate-isError-sse"),
 ]  # fmt: skip
 
 
