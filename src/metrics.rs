@@ -8,7 +8,8 @@
 //! - `mcp_guard.requests.method.<method>.decision.<decision>`: every JSON-RPC message decided;
 //! - `mcp_guard.tool_calls.tool.<tool>.decision.<decision>`: tools/call by tool, at most
 //!   `metrics.max_tool_labels` distinct tools per worker, the rest as `other`;
-//! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified);
+//! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified,
+//!   identity_unreadable);
 //! - `mcp_guard.refusals.reason.<reason>`: malformed requests refused (parse, header_mismatch,
 //!   batch, encoding, too_large);
 //! - `mcp_guard.rate_limited`: calls answered 429;

@@ -33,7 +33,7 @@
 #![allow(clippy::panic)]
 
 use mcp_guard::config::{Config, DEFAULT_MAX_JSON_DEPTH, MAX_MAX_JSON_DEPTH};
-use mcp_guard::filter::{Action, Host, Stream, RATE_LIMITED};
+use mcp_guard::filter::{Action, Host, ReadError, Stream, RATE_LIMITED};
 use mcp_guard::jsonrpc::{self, Body, Id, Kind, Message};
 use mcp_guard::response::{BodyKind, Correlator, JsonScanner, ResponseScanner, Summary};
 use mcp_guard::sse::{EventSink, SseScanner};
@@ -1155,9 +1155,9 @@ impl Host for FuzzHost {
             "bad stat name {name:?}"
         );
     }
-    fn property(&self, _path: &[&str]) -> Option<String> {
+    fn property(&self, _path: &[&str]) -> Result<Option<String>, ReadError> {
         // The fuzzed configurations use header identity; attribute sources read nothing here.
-        None
+        Ok(None)
     }
     fn response_code_details(&self) -> Option<String> {
         if self.phase != Phase::Log {
