@@ -159,9 +159,10 @@ BAD_TOKENS: dict[str, tuple[Callable[[Keys], str], type[Exception], int, str]] =
 }  # fmt: skip
 
 # Tokens jwt_authn accepts whose `sub` is no valid agent id (or absent): name -> (sub, the
-# audit record's identity_error).
+# audit record's identity_error). An empty string comes back from get_property as no data, which
+# proxy-wasm reports as absent (seen here), so it is `absent`, not `malformed`.
 UNUSABLE_SUBS = {"no_sub": (None, "absent"), "comma": ("demo-agent,admin-agent", "malformed"),
-                 "empty": ("", "malformed")}  # fmt: skip
+                 "empty": ("", "absent")}  # fmt: skip
 
 # Verified `sub` claims an identity provider might issue to another principal, differing from
 # admin-agent only by characters outside the allowed set (issue 13: they were trimmed into it).
