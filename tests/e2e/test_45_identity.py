@@ -755,7 +755,7 @@ def raw_fields(agent: bytes, trace_id: str) -> list[tuple[bytes, bytes]]:
 def h1_post(port: int, agent: bytes) -> Raw:
     """POST /mcp over HTTP/1.1 on a fresh connection, header bytes exactly as given."""
     trace_id = secrets.token_hex(16)
-    head = b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+    head = b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n" % port
     head += b"".join(n + b": " + v + b"\r\n" for n, v in raw_fields(agent, trace_id))
     head += b"content-length: %d\r\nconnection: close\r\n\r\n" % len(DELETE_BODY)
     data = b""
