@@ -27,7 +27,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mcp_guard::config::Config;
 use mcp_guard::curation::{self, ListKind, Rewrite};
-use mcp_guard::filter::{Action, Host, Stream};
+use mcp_guard::filter::{Action, Host, ReadError, Stream};
 use mcp_guard::jsonrpc::{self, Id};
 use mcp_guard::metrics::Metric;
 use mcp_guard::policy::Subject;
@@ -254,8 +254,8 @@ impl Host for BenchHost {
             .insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
         true
     }
-    fn property(&self, _path: &[&str]) -> Option<String> {
-        None
+    fn property(&self, _path: &[&str]) -> Result<Option<String>, ReadError> {
+        Ok(None)
     }
     fn count(&mut self, _metric: Metric<'_>, by: u64) {
         self.counted += by;

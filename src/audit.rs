@@ -6,6 +6,7 @@
 //! log still has one object per line and one line per call. Raw arguments are never written:
 //! only `input_hash`, the SHA-256 of their exact bytes.
 
+use crate::identity::{IdentityError, IdentitySource};
 use crate::jsonrpc::Id;
 use crate::policy::Decision;
 use hmac::{Hmac, Mac};
@@ -48,6 +49,13 @@ pub struct StreamFacts {
     pub start_ms: u64,
     /// The resolved agent id.
     pub agent_id: String,
+    /// Which identity source decided the agent id or ended resolution
+    /// ([`crate::identity::Resolution::source`]); `None` before resolution, and when no source
+    /// presented a value and the request was refused.
+    pub identity_source: Option<IdentitySource>,
+    /// Why no source identified the request ([`crate::identity::Resolution::error`]); `None`
+    /// when one did.
+    pub identity_error: Option<IdentityError>,
     /// The configured server id, else the upstream cluster name, else `unknown`.
     pub server_id: String,
     /// The HTTP request method (`POST`, `GET`, `DELETE`, ...).
@@ -200,7 +208,8 @@ impl InputHasher {
 /// correlated from another stream) takes agent, server, timestamp, latency, session and trace
 /// from that origin, and HTTP method and status from this stream.
 ///
-/// Members, in this order: `timestamp`, `agent_id`, `server_id`, `method`, `http_method`,
+/// Members, in this order: `timestamp`, `agent_id`, `identity_source`, `identity_error`,
+/// `server_id`, `method`, `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
 /// `policy_name`, `policy_version`, `refusal` only when set, and `correlated` only when true;
@@ -217,6 +226,10 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         push_rfc3339_millis(&mut out, origin.start_ms);
         out.extend_from_slice(b"\",\"agent_id\":");
         push_str(&mut out, &origin.agent_id);
+        out.extend_from_slice(b",\"identity_source\":");
+        push_opt_str(&mut out, origin.identity_source.map(IdentitySource::as_str));
+        out.extend_from_slice(b",\"identity_error\":");
+        push_opt_str(&mut out, origin.identity_error.map(IdentityError::as_str));
         out.extend_from_slice(b",\"server_id\":");
         push_str(&mut out, &origin.server_id);
         out.extend_from_slice(b",\"method\":");
@@ -535,6 +548,8 @@ mod tests {
         let facts = StreamFacts {
             start_ms: 1_795_306_541_123,
             agent_id: "demo-agent".into(),
+            identity_source: Some(IdentitySource::Header),
+            identity_error: None,
             server_id: "demo".into(),
             http_method: "POST".into(),
             http_status: Some(200),
@@ -564,6 +579,8 @@ mod tests {
         assert_eq!(lines[0]["latency_ms"], 27);
         assert_eq!(lines[0]["output_status"], "success");
         assert_eq!(lines[0]["prompt_name"], serde_json::Value::Null);
+        assert_eq!(lines[0]["identity_source"], "header");
+        assert_eq!(lines[0]["identity_error"], serde_json::Value::Null);
         assert!(
             text.contains(r#""request_id":123456789012345678901234567890,"#),
             "{text}"
@@ -577,6 +594,8 @@ mod tests {
     struct Record<'a> {
         timestamp: &'a str,
         agent_id: &'a str,
+        identity_source: Option<IdentitySource>,
+        identity_error: Option<IdentityError>,
         server_id: &'a str,
         method: Option<&'a str>,
         http_method: &'a str,
@@ -611,6 +630,8 @@ mod tests {
             let record = Record {
                 timestamp: &timestamp,
                 agent_id: &origin.agent_id,
+                identity_source: origin.identity_source,
+                identity_error: origin.identity_error,
                 server_id: &origin.server_id,
                 method: call.method.as_deref(),
                 http_method: &facts.http_method,
@@ -683,6 +704,21 @@ mod tests {
             let facts = StreamFacts {
                 start_ms: start,
                 agent_id: odd.clone(),
+                identity_source: [
+                    None,
+                    Some(IdentitySource::Header),
+                    Some(IdentitySource::JwtClaim),
+                    Some(IdentitySource::PeerUriSan),
+                    Some(IdentitySource::Fallback),
+                ][n % 5],
+                identity_error: [
+                    None,
+                    Some(IdentityError::Absent),
+                    Some(IdentityError::Malformed),
+                    Some(IdentityError::Repeated),
+                    Some(IdentityError::PrefixMismatch),
+                    Some(IdentityError::Unreadable),
+                ][n % 6],
                 server_id: "demo".into(),
                 http_method: "POST".into(),
                 http_status: [None, Some(0), Some(200), Some(u32::MAX)][n % 4],
@@ -707,6 +743,8 @@ mod tests {
                     c.origin = Some(Box::new(StreamFacts {
                         start_ms: 1,
                         trace_id: Some("t".into()),
+                        identity_source: Some(IdentitySource::PeerUriSan),
+                        identity_error: Some(IdentityError::Malformed),
                         ..facts.clone()
                     }));
                 }

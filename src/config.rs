@@ -1014,7 +1014,12 @@ mod tests {
                 Source::Header("x-agent-id".into()),
             ]
         );
-        assert_eq!(c.identity.resolve(|_| None), None);
+        assert_eq!(
+            c.identity
+                .resolve(|_| crate::identity::Presented::Absent)
+                .agent_id,
+            None
+        );
         for (json, want) in [
             (
                 r#"{"policy":{"agents":{}},"identity":{"sources":[{"cookie":"a"}]}}"#,

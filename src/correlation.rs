@@ -27,6 +27,7 @@
 
 use crate::audit::{Call, StreamFacts};
 use crate::filter::Host;
+use crate::identity::{IdentityError, IdentitySource};
 use crate::jsonrpc::Id;
 use crate::policy::Decision;
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,12 @@ pub struct Pending {
     /// Its version.
     #[serde(default)]
     pub policy_version: Option<String>,
+    /// The POST record's `identity_source`.
+    #[serde(default)]
+    pub identity_source: Option<IdentitySource>,
+    /// The POST record's `identity_error`.
+    #[serde(default)]
+    pub identity_error: Option<IdentityError>,
 }
 
 impl Pending {
@@ -95,6 +102,8 @@ impl Pending {
             input_hash: call.input_hash.clone(),
             policy_name: facts.policy_name.clone(),
             policy_version: facts.policy_version.clone(),
+            identity_source: facts.identity_source,
+            identity_error: facts.identity_error,
         })
     }
 
@@ -118,6 +127,8 @@ impl Pending {
         let facts = StreamFacts {
             start_ms: self.start_ms,
             agent_id: self.agent_id,
+            identity_source: self.identity_source,
+            identity_error: self.identity_error,
             server_id: self.server_id,
             http_method: "POST".to_owned(),
             http_status: None,

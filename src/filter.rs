@@ -35,7 +35,7 @@ use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
 use crate::curation::{self, Claimed, Curation, ListKind, Rewrite, Unreadable};
-use crate::identity::{self, Source};
+use crate::identity::{self, IdentityError, Presented, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::metrics::Metric;
 use crate::policy::{Decision, Mode, Policy, Subject};
@@ -52,8 +52,9 @@ use std::rc::Rc;
 pub const DENIED: i32 = -32003;
 /// JSON-RPC error code for a call refused by a rate limiter (HTTP 429), same band.
 pub const RATE_LIMITED: i32 = -32004;
-/// JSON-RPC internal error (JSON-RPC 2.0 §5.1): the filter has no valid configuration, or the
-/// rate limit service could not be asked under `failure_mode_deny`.
+/// JSON-RPC internal error (JSON-RPC 2.0 §5.1): the filter has no valid configuration, an
+/// identity source could not be read, or the rate limit service could not be asked under
+/// `failure_mode_deny`.
 pub const INTERNAL_ERROR: i32 = -32603;
 /// JSON-RPC error code when the filter has no valid configuration.
 pub const NOT_CONFIGURED: i32 = INTERNAL_ERROR;
@@ -63,14 +64,18 @@ pub const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
 pub const SCAN_PIECE: usize = 64 * 1024;
 /// HTTP status for a request no identity source identified, under `unidentified: reject`.
 pub const UNAUTHORIZED: u32 = 401;
+/// HTTP status for a request whose identity source could not be read (RFC 9110 §15.6.1),
+/// with [`INTERNAL_ERROR`].
+pub const INTERNAL_SERVER_ERROR: u32 = 500;
 /// HTTP status for a response mcp-guard had to read and could not (RFC 9110 §15.6.3).
 pub const BAD_GATEWAY: u32 = 502;
 
 /// The host operations the filter needs. `crate::wasm` implements it with proxy-wasm
 /// hostcalls; tests implement it with plain data.
 ///
-/// Every method is infallible from the filter's point of view: a failed hostcall is logged by
-/// the implementation and reads as "absent".
+/// Every method but [`Host::property`] is infallible from the filter's point of view: a failed
+/// hostcall is logged by the implementation and reads as "absent". [`Host::property`] tells a
+/// failed read ([`ReadError`]) from an absent value, because an identity source must.
 pub trait Host {
     /// Every request header as `(lower-case name, value)` pairs in order, pseudo-headers such
     /// as `:method` included, a header sent twice as two pairs. Bytes that are not UTF-8 read
@@ -121,14 +126,22 @@ pub trait Host {
     /// read. Returns whether the write happened.
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
     /// An Envoy attribute (`get_property`), e.g. `["connection", "uri_san_peer_certificate"]`
-    /// or a dynamic-metadata leaf; bytes that are not UTF-8 read as U+FFFD.
-    fn property(&self, path: &[&str]) -> Option<String>;
+    /// or a dynamic-metadata leaf; bytes that are not UTF-8 read as U+FFFD. `Ok(None)` when
+    /// the attribute does not exist (proxy-wasm `Ok(None)`, Envoy `NotFound`); [`ReadError`]
+    /// when the hostcall failed (proxy-wasm `Err`: Envoy `SerializationFailure` or
+    /// `InternalFailure`, e.g. a metadata value that is not a scalar).
+    fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError>;
     /// Adds `by` to a counter (`crate::metrics`).
     fn count(&mut self, metric: Metric<'_>, by: u64);
     /// Envoy's `response.code_details` attribute (why the stream ended, e.g.
     /// `downstream_remote_disconnect`); read only when a stream ends unfinished.
     fn response_code_details(&self) -> Option<String>;
 }
+
+/// A host read that failed (the hostcall returned an error), as opposed to a value that is not
+/// there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadError;
 
 /// A header map read once in its callback ([`Host::request_headers`],
 /// [`Host::response_headers`]).
@@ -149,6 +162,18 @@ impl HeaderList {
         match (values.next(), values.next()) {
             (Some((_, v)), None) => Some(v.as_str()),
             _ => None,
+        }
+    }
+
+    /// `name` as an identity source: absent, its one value, or repeated (sent more than once,
+    /// it names no one: an edge that appends instead of replacing must not let the client's
+    /// copy win).
+    fn presented(&self, name: &str) -> Presented {
+        let mut values = self.0.iter().filter(|(n, _)| n == name);
+        match (values.next(), values.next()) {
+            (None, _) => Presented::Absent,
+            (Some((_, v)), None) => Presented::Value(v.clone()),
+            (Some(_), Some(_)) => Presented::Repeated,
         }
     }
 
@@ -295,11 +320,15 @@ impl Stream {
         self.facts.policy_name = config.policy.name.clone();
         self.facts.policy_version = config.policy.version.clone();
         let resolved = config.identity.resolve(|source| match source {
-            // Sent more than once, the header names no one: an edge that appends instead of
-            // replacing must not let the client's copy win.
-            Source::Header(name) => headers.only(name).map(str::to_owned),
-            _ => source.property_path().and_then(|path| host.property(&path)),
+            Source::Header(name) => headers.presented(name),
+            _ => match source.property_path().map(|path| host.property(&path)) {
+                Some(Ok(Some(value))) => Presented::Value(value),
+                Some(Ok(None)) | None => Presented::Absent,
+                Some(Err(ReadError)) => Presented::Unreadable,
+            },
         });
+        self.facts.identity_source = resolved.source;
+        self.facts.identity_error = resolved.error;
         // Streamable HTTP: the Mcp-Session-Id header. Legacy HTTP+SSE: the POST URI's
         // sessionId / session_id query parameter.
         self.facts.session_id = headers.first("mcp-session-id").map(str::to_owned);
@@ -339,7 +368,21 @@ impl Stream {
         if headers.only("accept-encoding") != Some("identity") {
             host.set_request_header("accept-encoding", Some("identity"));
         }
-        let Some(agent_id) = resolved else {
+        if resolved.error == Some(IdentityError::Unreadable) {
+            // A source could not be read: fail closed, whatever the fallback. "Could not read
+            // it" is not "nothing there".
+            self.facts.agent_id = identity::UNIDENTIFIED.to_owned();
+            let mut call = Call::bare(Decision::Deny);
+            call.output_status = Some(OutputStatus::Denied);
+            call.error_code = Some(i64::from(INTERNAL_ERROR));
+            self.calls = vec![call];
+            host.count(Metric::Denial("identity_unreadable"), 1);
+            self.count_calls(host);
+            let message = "Internal error: mcp-guard could not read an identity source";
+            let body = jsonrpc::error_response(None, INTERNAL_ERROR, message);
+            return self.reply(host, INTERNAL_SERVER_ERROR, body.as_bytes());
+        }
+        let Some(agent_id) = resolved.agent_id else {
             // No source identified the request and the configuration rejects such requests.
             self.facts.agent_id = identity::UNIDENTIFIED.to_owned();
             let mut call = Call::bare(Decision::Deny);

@@ -8,7 +8,8 @@
 //! - `mcp_guard.requests.method.<method>.decision.<decision>`: every JSON-RPC message decided;
 //! - `mcp_guard.tool_calls.tool.<tool>.decision.<decision>`: tools/call by tool, at most
 //!   `max_tool_metrics` distinct tools per worker, the rest as `other`;
-//! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified);
+//! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified,
+//!   identity_unreadable);
 //! - `mcp_guard.refusals.reason.<reason>`: malformed requests refused (parse, header_mismatch,
 //!   batch, encoding, too_large) and list responses curation could not read (response_encoding,
 //!   response_content_type, response_charset, response_utf8, response_shape, response_trailing,
@@ -52,8 +53,8 @@ pub const NO_METHOD: &str = "-";
 pub const METHOD_LABELS: usize = MCP_METHODS.len() + 2;
 /// Distinct decision labels (`crate::policy::Decision`: `allow`, `deny`, `dry_run_deny`).
 pub const DECISIONS: usize = 3;
-/// Distinct `denials` reasons (`policy`, `annotations`, `unidentified`).
-pub const DENIAL_REASONS: usize = 3;
+/// Distinct `denials` reasons (`policy`, `annotations`, `unidentified`, `identity_unreadable`).
+pub const DENIAL_REASONS: usize = 4;
 /// Distinct `refusals` reasons: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`, and
 /// the seven `response_*` labels of `crate::curation::Unreadable::reason`.
 pub const REFUSAL_REASONS: usize = 12;

@@ -8,7 +8,7 @@
 //! panic would trap the VM for every stream on the worker.
 
 use crate::config::Config;
-use crate::filter::{self, Action, Host, Stream};
+use crate::filter::{self, Action, Host, ReadError, Stream};
 use crate::metrics::{Metric, Stats};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -339,9 +339,16 @@ impl Host for WasmHost {
         hostcalls::set_shared_data(key, Some(value), cas).is_ok()
     }
 
-    fn property(&self, path: &[&str]) -> Option<String> {
-        logged("get property", hostcalls::get_property(path.to_vec()))
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError> {
+        // proxy-wasm maps Envoy's NotFound to Ok(None); SerializationFailure and
+        // InternalFailure are errors: the value exists (or may) and could not be read.
+        match hostcalls::get_property(path.to_vec()) {
+            Ok(bytes) => Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned())),
+            Err(status) => {
+                log::warn!("mcp-guard: hostcall get property failed: {status:?}");
+                Err(ReadError)
+            }
+        }
     }
 
     fn count(&mut self, metric: Metric<'_>, by: u64) {

@@ -38,8 +38,8 @@
 pub mod oracle;
 
 use mcp_guard::config::{Config, DEFAULT_MAX_JSON_DEPTH, MAX_MAX_JSON_DEPTH};
-use mcp_guard::filter::{Action, Host, Stream, RATE_LIMITED};
-use mcp_guard::identity::Source;
+use mcp_guard::filter::{Action, Host, ReadError, Stream, RATE_LIMITED};
+use mcp_guard::identity::{Presented, Source};
 use mcp_guard::jsonrpc::{self, Body, Id, Kind, Message};
 use mcp_guard::policy::{Decision, Mode, Subject};
 use mcp_guard::response::{BodyKind, Correlator, JsonScanner, ResponseScanner, Summary};
@@ -1220,9 +1220,9 @@ impl Host for FuzzHost {
             "bad stat name {name:?}"
         );
     }
-    fn property(&self, _path: &[&str]) -> Option<String> {
+    fn property(&self, _path: &[&str]) -> Result<Option<String>, ReadError> {
         // The fuzzed configurations use header identity; attribute sources read nothing here.
-        None
+        Ok(None)
     }
     fn response_code_details(&self) -> Option<String> {
         if self.phase != Phase::Log {
@@ -1540,13 +1540,17 @@ fn run_exchange(
     }
     // The agent the request is from, as the configured identity sources name it (a header
     // counts only when sent once).
-    let agent = config.identity.resolve(|source| match source {
-        Source::Header(name) => match h.request_headers.get(name).map(Vec::as_slice) {
-            Some([one]) => Some(one.clone()),
-            _ => None,
-        },
-        _ => None,
-    });
+    let agent = config
+        .identity
+        .resolve(|source| match source {
+            Source::Header(name) => match h.request_headers.get(name).map(Vec::as_slice) {
+                None | Some([]) => Presented::Absent,
+                Some([one]) => Presented::Value(one.clone()),
+                Some(_) => Presented::Repeated,
+            },
+            _ => Presented::Absent,
+        })
+        .agent_id;
     h.phase = Phase::RequestHeaders;
     let mut action = s.on_request_headers(&mut h, x.headers_eos);
     h.request_released |= action == Action::Continue;

@@ -30,6 +30,7 @@ import hmac
 import ipaddress
 import json
 import secrets
+import socket
 import ssl
 import time
 import uuid
@@ -39,6 +40,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+import anyio
+import h2.config
+import h2.connection
+import h2.events
 import httpx2
 import jwt
 import pytest
@@ -153,8 +158,26 @@ BAD_TOKENS: dict[str, tuple[Callable[[Keys], str], type[Exception], int, str]] =
                        jwt.InvalidAudienceError, 403, "Audiences in Jwt are not allowed"),
 }  # fmt: skip
 
-# Tokens jwt_authn accepts whose `sub` is no valid agent id (or absent).
-UNUSABLE_SUBS = {"no_sub": None, "comma": "demo-agent,admin-agent", "empty": ""}
+# Tokens jwt_authn accepts whose `sub` is no valid agent id (or absent): name -> (sub, the
+# audit record's identity_error). An empty string comes back from get_property as no data, which
+# proxy-wasm reports as absent (seen here), so it is `absent`, not `malformed`.
+UNUSABLE_SUBS = {"no_sub": (None, "absent"), "comma": ("demo-agent,admin-agent", "malformed"),
+                 "empty": ("", "absent")}  # fmt: skip
+
+# Verified `sub` claims an identity provider might issue to another principal, differing from
+# admin-agent only by characters outside the allowed set (issue 13: they were trimmed into it).
+MALFORMED_SUBS = {
+    "nbsp_trailing": "admin-agent\u00a0",
+    "space_leading": " admin-agent",
+    "space_trailing": "admin-agent ",
+    "line_separator": "admin-agent\u2028",
+    "ideographic_space_leading": "\u3000admin-agent",
+    "bom_leading": "\ufeffadmin-agent",
+    "tab_trailing": "admin-agent\t",
+    "crlf_trailing": "admin-agent\r\n",
+    "nul_trailing": "admin-agent\u0000",
+    "del_trailing": "admin-agent\u007f",
+}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -235,6 +258,26 @@ def uris(*values: str) -> list[x509.GeneralName]:
     return [x509.UniformResourceIdentifier(v) for v in values]
 
 
+def raw_uri(value: str) -> x509.GeneralName:
+    """A URI SAN with characters cryptography's validation refuses (non-ASCII must be an
+    A-label there); written as given (UTF-8 inside the IA5String)."""
+    return x509.UniformResourceIdentifier._init_without_validation(value)
+
+
+# Trusted-domain SANs whose agent part differs from admin-agent only by characters outside the
+# allowed set: name -> SANs. cryptography builds the ASCII ones itself; the non-ASCII ones only
+# through raw_uri.
+MALFORMED_SANS: dict[str, list[x509.GeneralName]] = {
+    "space_trailing": uris(TRUST_DOMAIN_PREFIX + "admin-agent "),
+    "space_inside_prefix": uris(TRUST_DOMAIN_PREFIX + " admin-agent"),
+    "tab_trailing": uris(TRUST_DOMAIN_PREFIX + "admin-agent\t"),
+    "del_trailing": uris(TRUST_DOMAIN_PREFIX + "admin-agent\x7f"),
+    "cr_trailing": uris(TRUST_DOMAIN_PREFIX + "admin-agent\r"),
+    "nbsp_trailing": [raw_uri(TRUST_DOMAIN_PREFIX + "admin-agent\u00a0")],
+    "line_separator": [raw_uri(TRUST_DOMAIN_PREFIX + "admin-agent\u2028")],
+    "ideographic_space": [raw_uri(TRUST_DOMAIN_PREFIX + "\u3000admin-agent")],
+}
+
 # Client certificates from the trusted CA that must not identify admin-agent (or anyone).
 UNTRUSTED_SANS: dict[str, list[x509.GeneralName]] = {
     "other_trust_domain": uris("spiffe://evil/agent/admin-agent"),
@@ -245,6 +288,10 @@ UNTRUSTED_SANS: dict[str, list[x509.GeneralName]] = {
     "invalid_id": uris(TRUST_DOMAIN_PREFIX + "demo-agent,admin-agent"),
     "dns_san_only": [x509.DNSName("admin-agent.mesh.local")],
 }
+# The audit record's identity_error for each (identity_source peer_uri_san, except absent).
+UNTRUSTED_SAN_ERRORS = {"other_trust_domain": "prefix_mismatch", "lookalike_domain": "prefix_mismatch",
+                        "trusted_san_second": "prefix_mismatch", "prefix_only": "malformed",
+                        "invalid_id": "malformed", "dns_san_only": "absent"}  # fmt: skip
 
 
 @dataclass
@@ -406,6 +453,26 @@ def refused_records(s: Stack) -> list[dict]:
     return [r for r in s.audit_records() if r["decision"] == "refused"]
 
 
+def assert_identity_facts(s: Stack, p: Probe, source: str | None, error: str | None) -> None:
+    """Every audit record of the probe says which identity source decided or failed and why no
+    source identified it (never the raw value)."""
+    records = [r for r in s.audit_records() if r["trace_id"] == p.trace_id]
+    assert records, p.trace_id
+    for r in records:
+        assert (r["identity_source"], r["identity_error"]) == (source, error), r
+
+
+def assert_not_identified(s: Stack, p: Probe, source: str, error: str) -> None:
+    """No source identified the probe: it proceeded as the fallback `anonymous` (delete_repo
+    refused) or was refused 401 under reject, and the records say which source failed and why."""
+    if mode_of(s) == "fallback":
+        assert_decided_as(s, p, "anonymous")
+    else:
+        assert_unidentified(s, p)
+    assert_identity_facts(s, p, source, error)
+
+
+
 def upstream_total(s: Stack) -> int:
     text = s.admin_get(r"/stats?filter=^cluster\.mcp_demo\.upstream_rq_total$")
     return int(text.partition(": ")[2])
@@ -496,9 +563,12 @@ class TestJwtRequired:
 
     @pytest.mark.parametrize("name", UNUSABLE_SUBS)
     async def test_verified_token_without_a_valid_sub_is_unidentified(self, stack, keys, name):
-        token = keys.mint(UNUSABLE_SUBS[name])
+        sub, error = UNUSABLE_SUBS[name]
+        token = keys.mint(sub)
         pyjwt_verify(keys, token)  # a genuine token
-        assert_unidentified(stack, await probe(stack.url, bearer(token)))
+        p = await probe(stack.url, bearer(token))
+        assert_unidentified(stack, p)
+        assert_identity_facts(stack, p, None if error == "absent" else "jwt_claim", error)
 
 
 # --------------------------------------------------------------------------- jwt_authn, allow_missing_or_failed
@@ -527,6 +597,16 @@ class TestJwtOptional:
             assert_decided_as(stack, p, "anonymous")  # the `default` rule set: echo only
         else:
             assert_unidentified(stack, p)
+
+    @pytest.mark.parametrize("name", MALFORMED_SUBS)
+    async def test_verified_sub_that_only_resembles_an_agent_is_not_that_agent(self, stack, keys, name):
+        """A genuine token whose sub is admin-agent plus whitespace or a control character:
+        never admin-agent; the fallback or the 401 applies, and the record says jwt_claim /
+        malformed."""
+        token = keys.mint(MALFORMED_SUBS[name])
+        assert pyjwt_verify(keys, token)["sub"] == MALFORMED_SUBS[name]
+        p = await probe(stack.url, bearer(token))
+        assert_not_identified(stack, p, "jwt_claim", "malformed")
 
     async def test_header_alone_never_counts(self, stack):
         """No token, only a client-sent x-agent-id (admin-agent, or demo-agent): no source."""
@@ -581,6 +661,27 @@ class TestMtls:
             assert_decided_as(stack, p, "anonymous")
         else:
             assert_unidentified(stack, p)
+        error = UNTRUSTED_SAN_ERRORS[name]
+        if error == "absent":
+            assert_identity_facts(stack, p, "fallback" if mode_of(stack) == "fallback" else None, error)
+        else:
+            assert_identity_facts(stack, p, "peer_uri_san", error)
+
+    @pytest.mark.parametrize("name", MALFORMED_SANS)
+    async def test_san_that_only_resembles_an_agent_is_not_that_agent(self, stack, pki, name):
+        """A certificate the trusted CA issued whose URI SAN is the trusted prefix plus
+        admin-agent with whitespace or a control character: never admin-agent."""
+        ctx = pki.client_context(issue(pki.ca, "agent", MALFORMED_SANS[name]))
+        p = await probe(self.url(stack), {}, verify=ctx)
+        assert_not_identified(stack, p, "peer_uri_san", "malformed")
+
+    @pytest.mark.parametrize("name", ["nbsp_trailing", "space_leading", "line_separator"])
+    async def test_malformed_token_sub_does_not_fall_through_to_the_certificate(self, stack, keys, pki, name):
+        """The token (first source) presents a malformed sub: resolution ends there, so the
+        valid certificate (second source) does not decide either."""
+        ctx = self.client(pki, TRUST_DOMAIN_PREFIX + "demo-agent")
+        p = await probe(self.url(stack), bearer(keys.mint(MALFORMED_SUBS[name])), verify=ctx)
+        assert_not_identified(stack, p, "jwt_claim", "malformed")
 
     @pytest.mark.parametrize("client", ["untrusted_ca", "no_certificate"])
     async def test_handshake_refuses_untrusted_or_missing_certificate(self, stack, pki, client):
@@ -614,3 +715,184 @@ class TestMtls:
         for name in ("expired", "other_key", "alg_none"):
             p = await probe(self.url(stack), bearer(BAD_TOKENS[name][0](keys)), verify=ctx)
             assert_decided_as(stack, p, "demo-agent")
+
+
+# --------------------------------------------------------------------------- header source over HTTP/1.1 and h2c
+
+IO_TIMEOUT = 10.0
+DELETE_BODY = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                          "params": {"name": "delete_repo", "arguments": {"name": "h-probe"}}}).encode()  # fmt: skip
+
+# x-agent-id values (raw bytes on the wire) that differ from admin-agent only by characters
+# outside the allowed set, which reach mcp-guard over both HTTP/1.1 and h2c.
+LOOKALIKE_HEADERS = {
+    "nbsp_trailing": "admin-agent\u00a0".encode(),
+    "ideographic_space_leading": "\u3000admin-agent".encode(),
+    "line_separator": "admin-agent\u2028".encode(),
+    "bom_leading": "\ufeffadmin-agent".encode(),
+    "latin1_nbsp": b"admin-agent\xa0",  # not UTF-8: read as U+FFFD
+}
+# Leading or trailing ASCII whitespace: over HTTP/1.1 it is optional whitespace around the
+# field value (RFC 9110 §5.5), which Envoy's codec removes before any filter; over HTTP/2
+# Envoy passes it on, so it reaches mcp-guard.
+H2_ONLY_HEADERS = {
+    "space_leading": b" admin-agent",
+    "space_trailing": b"admin-agent ",
+    "tab_trailing": b"admin-agent\t",
+}
+
+
+@dataclass
+class Raw:
+    """One POST's answer: HTTP status (None: the stream was reset) and body."""
+
+    status: int | None
+    body: bytes
+    trace_id: str
+
+
+def raw_fields(agent: bytes, trace_id: str) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream"),
+            (b"traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01".encode()),
+            (b"x-agent-id", agent)]  # fmt: skip
+
+
+def h1_post(port: int, agent: bytes) -> Raw:
+    """POST /mcp over HTTP/1.1 on a fresh connection, header bytes exactly as given."""
+    trace_id = secrets.token_hex(16)
+    head = b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n" % port
+    head += b"".join(n + b": " + v + b"\r\n" for n, v in raw_fields(agent, trace_id))
+    head += b"content-length: %d\r\nconnection: close\r\n\r\n" % len(DELETE_BODY)
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        sock.sendall(head + DELETE_BODY)
+        deadline = time.monotonic() + IO_TIMEOUT
+        while time.monotonic() < deadline and len(data) < 1 << 20:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    header, _, body = data.partition(b"\r\n\r\n")
+    status = int(header.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in header.lower():
+        out, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2 :]
+        body = out
+    return Raw(status, body, trace_id)
+
+
+def h2_post(port: int, agent: bytes) -> Raw:
+    """POST /mcp over h2c with prior knowledge (the h2 package, header bytes exactly as given:
+    outbound validation and normalization off)."""
+    trace_id = secrets.token_hex(16)
+    config = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False,
+                                       normalize_outbound_headers=False, validate_inbound_headers=False)  # fmt: skip
+    conn = h2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/mcp"),
+              (b":authority", f"127.0.0.1:{port}".encode())] + raw_fields(agent, trace_id)  # fmt: skip
+    conn.send_headers(1, fields)
+    conn.send_data(1, DELETE_BODY, end_stream=True)
+    status, body = None, b""
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + IO_TIMEOUT
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == 1:
+                    return Raw(status, body, trace_id)
+                elif isinstance(event, h2.events.StreamReset) and event.stream_id == 1:
+                    return Raw(None, body, trace_id)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return Raw(status, body, trace_id)
+            sock.sendall(conn.data_to_send())
+        else:
+            raise AssertionError(f"no end of the h2 stream within {IO_TIMEOUT} s (status {status})")
+    # Envoy closed the connection without ending the stream: refused at the codec.
+    return Raw(status, body, trace_id)
+
+
+SENDERS = {"http1": h1_post, "h2c": h2_post}
+
+
+class TestHeaderSource:
+    """The plain listener (codec_type AUTO: HTTP/1.1 and h2c with prior knowledge), identity =
+    [header x-agent-id], with fallback anonymous, or reject. One tools/call delete_repo per
+    request (admin-agent may call it, anonymous may not)."""
+
+    @pytest.fixture(scope="class", params=["fallback", "reject"])
+    @classmethod
+    def stack(cls, request, tmp_path_factory):
+        config = identity([{"header": "x-agent-id"}], request.param)
+        yield from start(tmp_path_factory, f"header-{request.param}", config, lambda b: b)
+
+    @staticmethod
+    async def send(stack: Stack, protocol: str, agent: bytes) -> Raw:
+        return await anyio.to_thread.run_sync(SENDERS[protocol], stack.listen_port, agent)
+
+    @staticmethod
+    def record(stack: Stack, r: Raw) -> dict:
+        (rec,) = records_of(stack, r.trace_id, 1)
+        return rec
+
+    @pytest.mark.parametrize("protocol", SENDERS)
+    async def test_exact_header_names_the_agent(self, stack, protocol):
+        """The control: the same request with exactly admin-agent is admin-agent's (delete_repo
+        passes mcp-guard), so the refusals below are about the bytes."""
+        r = await self.send(stack, protocol, b"admin-agent")
+        rec = self.record(stack, r)
+        assert (rec["agent_id"], rec["identity_source"], rec["identity_error"], rec["decision"]) == (
+            "admin-agent", "header", None, "allow"), rec  # fmt: skip
+
+    @pytest.mark.parametrize("protocol", SENDERS)
+    @pytest.mark.parametrize("name", [*LOOKALIKE_HEADERS, *H2_ONLY_HEADERS])
+    async def test_header_that_only_resembles_an_agent_is_not_that_agent(self, stack, protocol, name):
+        if name in H2_ONLY_HEADERS and protocol == "http1":
+            pytest.skip("HTTP/1.1: leading/trailing SP and HTAB are optional whitespace, removed by Envoy's codec")
+        agent = {**LOOKALIKE_HEADERS, **H2_ONLY_HEADERS}[name]
+        r = await self.send(stack, protocol, agent)
+        rec = self.record(stack, r)
+        if mode_of(stack) == "fallback":
+            msg = RawResponse(r.status or 0, {"content-type": "application/json"}, r.body,
+                              parse_messages("application/json", r.body)).jsonrpc_error(200, 7, DENIED)  # fmt: skip
+            assert 'agent "anonymous"' in msg["error"]["message"], msg
+            want = ("anonymous", "header", "malformed", "deny", 200)
+        else:
+            assert r.status == 401, (r.status, r.body[:300])
+            want = ("unidentified", "header", "malformed", "deny", 401)
+        got = (rec["agent_id"], rec["identity_source"], rec["identity_error"], rec["decision"], rec["http_status"])
+        assert got == want, rec
+        assert server_saw(stack, "delete_repo", {"name": "h-probe"}) == []
+
+    @pytest.mark.parametrize("protocol", SENDERS)
+    @pytest.mark.parametrize("name", ["nul", "soh", "esc", "cr", "lf", "del"])
+    async def test_control_characters_envoy_refuses_never_reach_the_filter(self, stack, protocol, name):
+        """Control characters (NUL, SOH, ESC, CR, LF, DEL) inside a header value: Envoy refuses the request itself
+        (HTTP/1.1: 400; h2c: the stream or connection is closed, or 400) before any HTTP filter,
+        so nothing is decided and only Envoy's fixed "refused" record is written; mcp-guard's own refusal of them
+        is covered by the unit tests. (A bare CR over HTTP/1.1 is the exception: Envoy 1.40's
+        codec drops it from the value, seen here.)"""
+        if (protocol, name) == ("http1", "cr"):
+            pytest.skip("HTTP/1.1: Envoy 1.40's codec removes a bare CR from the value before any filter "
+                        "(seen here: admin-\\ragent arrives as admin-agent); README 'Identity'")
+        char = {"nul": b"\x00", "soh": b"\x01", "esc": b"\x1b", "cr": b"\r", "lf": b"\n", "del": b"\x7f"}[name]
+        refused = len(refused_records(stack))
+        r = await self.send(stack, protocol, b"admin-agent" + char + b"x")
+        assert r.status in (None, 400), (r.status, r.body[:300])
+        wait_until(lambda: len(refused_records(stack)) > refused, AUDIT_TIMEOUT,
+                   "the record of a request Envoy refused")  # fmt: skip
+        assert [x for x in stack.audit_records() if x["trace_id"] == r.trace_id] == []
+        assert server_saw(stack, "delete_repo", {"name": "h-probe"}) == []
