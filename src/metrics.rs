@@ -96,7 +96,7 @@ pub enum Metric<'a> {
         /// Distinct tool labels allowed per worker (`max_tool_metrics`).
         max_labels: usize,
     },
-    /// A refusal by policy: `policy`, `annotations`, `unidentified`.
+    /// A refusal by policy: `policy`, `annotations`, `unidentified`, `identity_unreadable`.
     Denial(&'static str),
     /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`;
     /// or a list response that could not be curated: one of the fixed
