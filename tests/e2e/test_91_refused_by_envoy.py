@@ -289,7 +289,8 @@ def test_the_schema_accepts_the_refused_record_only_in_its_own_shape():
         assert list(validator.iter_errors({**short, **bad})), bad
     assert list(validator.iter_errors({k: v for k, v in short.items() if k != "reason"}))
     ok = {
-        "timestamp": "2026-12-03T09:23:40.855Z", "agent_id": "a", "server_id": "s", "method": "ping",
+        "timestamp": "2026-12-03T09:23:40.855Z", "agent_id": "a", "identity_source": "header",
+        "identity_error": None, "server_id": "s", "method": "ping",
         "http_method": "POST", "tool_name": None, "prompt_name": None, "resource_uri": None,
         "request_id": 1, "input_hash": None, "decision": "allow", "output_status": "success",
         "error_code": None, "latency_ms": 1, "http_status": 200, "session_id": None, "trace_id": None,
