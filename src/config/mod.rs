@@ -272,7 +272,9 @@ impl Config {
     /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`.
     ///
     /// Each field is checked on its own, so a problem in one (even a mistyped section) does not
-    /// hide those of the others. Keys repeated inside `policy.agents` or `policy.groups` keep
+    /// hide those of the others. The document, `policy`, agent and group entries, `identity`
+    /// and `headers` must be JSON objects (serde's positional array form of a struct, which
+    /// the previous one-shot deserialization also accepted, is refused). Keys repeated inside `policy.agents` or `policy.groups` keep
     /// their last value (as before; `mcp-guard check` refuses repeated keys when it reads a file).
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigErrors> {
         let mut cx = walk::Cx::new(bytes);

@@ -515,3 +515,35 @@ fn errors_display_one_per_line() {
         "server_id: must not be empty\nmax_body_bytes: must be greater than 0"
     );
 }
+
+#[test]
+fn objects_written_as_arrays_are_refused() {
+    // serde's derived structs also read a JSON array as the fields in declaration order, so
+    // the previous implementation accepted `"demo-agent": []` (an agent with no lists) or a
+    // whole document `[null, null, null, {"agents": {}}]`. The objects read field by field
+    // are objects only (the documented shape): anything else is refused.
+    for (json, want) in [
+        (
+            r#"{"policy": {"agents": {"a": []}}}"#,
+            "policy.agents.a: invalid type: sequence, expected an object",
+        ),
+        (
+            r#"[null, null, null, {"agents": {}}]"#,
+            "invalid type: sequence, expected an object",
+        ),
+        (
+            r#"{"policy": [null, null, null, {}]}"#,
+            "policy: invalid type: sequence, expected an object",
+        ),
+        (
+            r#"{"policy": {"agents": {}}, "headers": ["x-m"]}"#,
+            "headers: invalid type: sequence, expected an object",
+        ),
+    ] {
+        let got = problems(json);
+        assert!(
+            got.len() == 1 && got[0].starts_with(want),
+            "{json}: {got:?}"
+        );
+    }
+}
