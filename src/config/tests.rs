@@ -547,3 +547,44 @@ fn objects_written_as_arrays_are_refused() {
         );
     }
 }
+
+/// Cut or altered documents never panic, a refusal always lists at least one problem, and
+/// every position is inside the document (positions are computed from byte offsets).
+#[test]
+fn damaged_documents_are_refused_with_positions_inside_them() {
+    let doc = DEMO.as_bytes();
+    // A fixed linear congruential generator: the same 3,000 documents on every run.
+    let mut state: u64 = 14;
+    let mut next = |bound: usize| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(state >> 33).unwrap() % bound
+    };
+    let replacements = b"{}[],:\"0 \nx-";
+    let mut positioned = 0;
+    for round in 0..3_000 {
+        let mut d = doc.to_vec();
+        if round % 3 == 0 {
+            d.truncate(next(doc.len()));
+        } else {
+            for _ in 0..1 + next(3) {
+                let at = next(d.len());
+                d[at] = replacements[next(replacements.len())];
+            }
+        }
+        let lines = 1 + d.iter().filter(|&&b| b == b'\n').count();
+        if let Err(errors) = Config::from_json(&d) {
+            assert!(!errors.is_empty());
+            for e in &errors {
+                if let Some(p) = e.position {
+                    assert!(p.line >= 1 && p.line <= lines, "{e}");
+                    let line = d.split(|&b| b == b'\n').nth(p.line - 1).unwrap();
+                    assert!(p.column <= line.len(), "{e}");
+                    positioned += 1;
+                }
+            }
+        }
+    }
+    assert!(positioned > 1_000, "{positioned}");
+}
