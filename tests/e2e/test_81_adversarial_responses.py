@@ -31,6 +31,7 @@ from helpers import (
     HTTP_TIMEOUT,
     RawResponse,
     assert_access_log_valid,
+    audit_for,
     raw_request,
     tools_call_body,
     wait_for_audit,
@@ -191,7 +192,10 @@ async def test_202_in_a_session_is_deferred_and_a_wrong_typed_id_on_the_get_stre
     other = await raw_request(stream([{"id": 1}, {"id": "2"}]), "GET", None,
                               {"x-agent-id": agent, "mcp-session-id": "sess-cross-OTHER"})  # fmt: skip
     assert other.status == 200 and len(other.messages) == 2, other
-    await anyio.sleep(0.5)  # the access log is flushed every 100 ms
+    # That GET stream's access-log line is written when it ends, with any record it correlated:
+    # once its own record is there, so would be a wrongly settled call.
+    (get,) = audit_for(stack, agent_id=agent, session_id="sess-cross-OTHER", http_method="GET")
+    assert (get["http_status"], get["correlated"] if "correlated" in get else None) == (200, None), get
     assert [r for r in stack.audit_records() if r["agent_id"] == agent and r.get("correlated")] == []
 
     events = [{"id": "1", "is_error": False}, {"id": 2, "is_error": False},
