@@ -101,20 +101,33 @@ def access_log_objects(stack: Any) -> list[dict]:
     return objects
 
 
-def assert_access_log_valid(stack: Any, refused: int = 0) -> None:
+def assert_access_log_valid(stack: Any, refused: int | None = 0, minimum: int = 3) -> list[dict]:
     """Every line of the stack's access log is one JSON object, a schema-valid record with
-    exactly the documented fields; exactly `refused` of them are the record of a request Envoy
-    refused before mcp-guard ran (the other tests send only what Envoy accepts, so by default
-    every line is mcp-guard's own record)."""
+    exactly the documented fields (check_record); at least `minimum` lines; exactly `refused`
+    of them (any number if None) are the record of a request Envoy refused before mcp-guard ran
+    (the other tests send only what Envoy accepts, so by default every line is mcp-guard's own
+    record). Returns the records."""
     records = access_log_objects(stack)
-    assert len(records) >= 3
+    assert len(records) >= minimum, f"{len(records)} access-log line(s), expected at least {minimum}"
     for n, record in enumerate(records, 1):
-        check_record(record)
+        try:
+            check_record(record)
+        except AssertionError as exc:
+            raise AssertionError(f"{stack.access_log} line {n}: {exc}") from None
         if not is_refused(record):
             extra = set(record) - AUDIT_FIELDS
             assert extra <= OPTIONAL_AUDIT_FIELDS, f"line {n}: unexpected fields {extra}"
     got = [r for r in records if is_refused(r)]
-    assert len(got) == refused, f"expected {refused} refused-request record(s), found {len(got)}: {got}"
+    if refused is not None:
+        assert len(got) == refused, f"expected {refused} refused-request record(s), found {len(got)}: {got}"
+    return records
+
+
+def validate_at_teardown(stack: Any, refused: int | None = 0) -> None:
+    """What every stack fixture runs after its stack stopped (Envoy flushed and closed the log):
+    the whole access log is validated (assert_access_log_valid), so every record any test on
+    the stack produced was checked against the schema. A failure is an error at teardown."""
+    assert_access_log_valid(stack, refused=refused, minimum=0)
 
 
 def wait_for_audit(stack: Any, match: Callable[[dict], bool], count: int = 1, timeout: float = 10.0) -> list[dict]:

@@ -25,6 +25,7 @@ from helpers import (
     mcp_session,
     tools_call_body,
     upstream_requests,
+    validate_at_teardown,
 )
 from mcp.shared.exceptions import MCPError
 from rls_server import RateLimitServer
@@ -175,6 +176,7 @@ def _rls_stack(tmp_path_factory: pytest.TempPathFactory, deny: bool):
     finally:
         s.stop()
         rls.stop()
+    validate_at_teardown(s)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,15 @@ import json
 
 import pytest
 from conftest import WASM, test_policy
-from helpers import RATE_LIMITED, RawSession, audit_for, mcp_session, tools_call_body, upstream_requests
+from helpers import (
+    RATE_LIMITED,
+    RawSession,
+    audit_for,
+    mcp_session,
+    tools_call_body,
+    upstream_requests,
+    validate_at_teardown,
+)
 from mcp.shared.exceptions import MCPError
 from rls_server import RateLimitServer
 from stack import Stack, free_port
@@ -103,6 +111,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     finally:
         s.stop()
         rls.stop()
+    validate_at_teardown(s)
 
 
 def holds(s: Stack) -> bool:

@@ -21,7 +21,16 @@ import json
 import pytest
 import render_ecds
 from conftest import WASM
-from helpers import DENIED, RawSession, audit_for, config_change, config_text, mcp_session, tools_call_body
+from helpers import (
+    DENIED,
+    RawSession,
+    audit_for,
+    config_change,
+    config_text,
+    mcp_session,
+    tools_call_body,
+    validate_at_teardown,
+)
 from mcp.shared.exceptions import MCPError
 from stack import ECDS_STAT_PREFIX, XDS_CLUSTER, Stack, free_port
 from xds_server import TYPED_EXTENSION_CONFIG, EcdsControlPlane, SentResponse, SeenRequest, extension_config_from_json
@@ -74,6 +83,7 @@ def stack(tmp_path_factory, base_policy, control_plane):
         yield s
     finally:
         s.stop()
+    validate_at_teardown(s)
 
 
 # --------------------------------------------------------------------------- helpers

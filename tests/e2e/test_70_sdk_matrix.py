@@ -127,9 +127,18 @@ class Stacks:
         return self._running[key][1]
 
     def close(self) -> None:
-        for gen, _ in self._running.values():
-            gen.close()  # runs start_stack's finally: Stack.stop()
+        """Stops every stack, then fails if any access log did not validate (start_stack's
+        teardown after Stack.stop(): helpers.validate_at_teardown)."""
+        failures = []
+        for key, (gen, _) in self._running.items():
+            try:
+                next(gen)  # runs start_stack to its end: Stack.stop(), then the log check
+            except StopIteration:
+                pass
+            except AssertionError as exc:
+                failures.append(f"{key}: {exc}")
         self._running.clear()
+        assert not failures, "\n".join(failures)
 
 
 @pytest.fixture(scope="module")
