@@ -16,6 +16,7 @@ filter cannot expect the response on another stream, so a response that never ca
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import urllib.parse
@@ -268,6 +269,13 @@ async def test_a_list_response_encoded_despite_accept_encoding_is_refused_not_fo
     agent = "rsp-list-gzip"  # the `default` rule set: echo only
     body = json.dumps({"jsonrpc": "2.0", "id": "l-gz", "method": "tools/list",
                        "params": {"cursor": "gzip-anyway"}}).encode()  # fmt: skip
+    refused = r'^mcp_guard_refusals\{[^}]*mcp_reason="response_encoding"[^}]*\} (\d+)$'
+
+    def count() -> int:
+        m = re.search(refused, stack.admin_get("/stats/prometheus"), re.M)
+        return int(m.group(1)) if m else 0
+
+    before = count()
     resp = await raw_request(stack.url, "POST", body, {"x-agent-id": agent})
     resp.jsonrpc_error(502, "l-gz", -32603)
     assert "content-encoding" not in resp.headers
@@ -277,6 +285,7 @@ async def test_a_list_response_encoded_despite_accept_encoding_is_refused_not_fo
     (rec,) = wait_for_audit(stack, lambda r: r["agent_id"] == agent)
     assert (rec["method"], rec["output_status"], rec["error_code"], rec["http_status"]) == (
         "tools/list", "upstream_error", -32603, 502), rec  # fmt: skip
+    assert (rec["refusal"], count()) == ("response_encoding", before + 1), rec
 
     agent = "rsp-list-plain"
     body = json.dumps({"jsonrpc": "2.0", "id": "l-pl", "method": "tools/list"}).encode()
