@@ -133,8 +133,13 @@ def validate_at_teardown(stack: Any, refused: int | None = 0) -> None:
 def wait_for_audit(stack: Any, match: Callable[[dict], bool], count: int = 1, timeout: float = 10.0) -> list[dict]:
     """Poll the access log until `count` records satisfy `match`; return them (schema-checked).
 
-    Fails if more than `count` match, so a duplicated record is caught.
+    Fails if more than `count` match, so a duplicated record is caught. `count` must be at least
+    1: "no such record" cannot be waited for (the wait would end at once); check it directly,
+    after waiting for a record written at the same time or later.
     """
+    if count < 1:
+        raise ValueError("wait_for_audit(count=0) does not wait: check the absence directly, "
+                         "after a record that proves the line was written")
     deadline = time.monotonic() + timeout
     found: list[dict] = []
     while True:
