@@ -5,12 +5,10 @@ counts are exact.
 Every test reads every mcp_guard sample before and after its own traffic and compares the whole
 difference with what that traffic must change: a counter that moved by one too many, or one
 that should not have moved, fails. So each test stands alone (no test relies on another's
-traffic), and every label of the refusal and denial reasons the filter can reach through Envoy
-is asserted. `identity_unreadable` is not: it needs an Envoy property read that fails
-(get_property answering SerializationFailure / InternalFailure for an identity source), which no
-configuration of the shipped bootstraps provokes; the unit tests cover it with the fake host.
-The `response_*` refusals need an upstream that sends unreadable lists: test_83 counts them.
-`rls_errors` needs the RLS: test_26.
+traffic), and every request-side refusal and denial reason is asserted. Elsewhere, with the
+parts they need: `identity_unreadable` (a verified JWT claim that is null, which Envoy cannot
+hand to Wasm) in test_45; the `response_*` refusals (an upstream sending unreadable lists) in
+test_83 and test_81 (response_encoding); `rls_errors` needs the RLS (test_26).
 """
 from __future__ import annotations
 
