@@ -23,6 +23,7 @@ from helpers import (
     RawSession,
     audit_for,
     mcp_session,
+    push_policy,
     tools_call_body,
     upstream_requests,
     validate_at_teardown,
@@ -239,7 +240,7 @@ async def _call_while_rls_down(s: Stack, agent: str, request_id: str):
 
 
 async def test_rls_down_with_failure_mode_deny_refuses_with_a_jsonrpc_error(stack):
-    assert stack.push_policy_and_wait(policy_of(stack, True))
+    push_policy(stack, json.loads(policy_of(stack, True)))  # every worker runs it from here on
     agent = "audit-agent"
     errors_before = rls_errors(stack)
     raw, resp, calls_before = await _call_while_rls_down(stack, agent, "down-deny")
@@ -255,7 +256,7 @@ async def test_rls_down_with_failure_mode_deny_refuses_with_a_jsonrpc_error(stac
 
 
 async def test_rls_down_without_failure_mode_deny_lets_the_call_through(stack):
-    assert stack.push_policy_and_wait(policy_of(stack, False))
+    push_policy(stack, json.loads(policy_of(stack, False)))  # every worker runs it from here on
     try:
         agent = "audit-agent"
         raw, resp, calls_before = await _call_while_rls_down(stack, agent, "down-allow")
@@ -267,4 +268,4 @@ async def test_rls_down_without_failure_mode_deny_lets_the_call_through(stack):
         await _recovers(stack, raw, "down-allow-after")
         await raw.delete()
     finally:
-        assert stack.push_policy_and_wait(policy_of(stack, True))
+        push_policy(stack, json.loads(policy_of(stack, True)))
