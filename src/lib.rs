@@ -26,4 +26,5 @@ pub mod response;
 pub mod routing;
 pub mod sse;
 pub mod tags;
+pub mod verdict;
 pub mod wasm;
