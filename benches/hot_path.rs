@@ -27,7 +27,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mcp_guard::config::Config;
 use mcp_guard::curation::{self, ListKind, Rewrite};
-use mcp_guard::filter::{Action, Host, ReadError, Stream};
+use mcp_guard::filter::Stream;
+use mcp_guard::host::{Action, Headers, Host, ReadError, SharedData};
 use mcp_guard::jsonrpc::{self, Id};
 use mcp_guard::metrics::Metric;
 use mcp_guard::policy::Subject;
@@ -168,6 +169,9 @@ impl EventSink for NullSink {
 // ------------------------------------------------------------------ in-memory host
 
 #[derive(Default)]
+struct SharedMap(HashMap<String, (Vec<u8>, u32)>);
+
+#[derive(Default)]
 struct BenchHost {
     request_headers: HashMap<String, String>,
     request_body: Vec<u8>,
@@ -176,16 +180,17 @@ struct BenchHost {
     replaced: usize,
     audit_bytes: usize,
     local_reply: Option<u32>,
-    shared: HashMap<String, (Vec<u8>, u32)>,
+    shared: SharedMap,
     counted: u64,
 }
 
 impl Host for BenchHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> Headers {
         self.request_headers
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
-            .collect()
+            .collect::<Vec<_>>()
+            .into()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -196,11 +201,12 @@ impl Host for BenchHost {
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         self.request_body.get(..size).map(<[u8]>::to_vec)
     }
-    fn response_headers(&self) -> Vec<(String, String)> {
+    fn response_headers(&self) -> Headers {
         self.response_headers
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
-            .collect()
+            .collect::<Vec<_>>()
+            .into()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -239,20 +245,8 @@ impl Host for BenchHost {
     fn now_ms(&self) -> u64 {
         1_700_000_000_000
     }
-    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match self.shared.get(key) {
-            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
-            _ => None,
-        }
-    }
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let current = self.shared.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
-        }
-        self.shared
-            .insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
+    fn shared(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
     }
     fn property(&self, _path: &[&str]) -> Result<Option<String>, ReadError> {
         Ok(None)
@@ -262,6 +256,24 @@ impl Host for BenchHost {
     }
     fn response_code_details(&self) -> Option<String> {
         None
+    }
+}
+
+impl SharedData for SharedMap {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        match self.0.get(key) {
+            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
+            _ => None,
+        }
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let current = self.0.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        self.0
+            .insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+        true
     }
 }
 

@@ -16,7 +16,7 @@
 //! key, but replaces its value on each write.
 
 use crate::curation::ToolHints;
-use crate::filter::Host;
+use crate::host::SharedData;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -94,21 +94,25 @@ fn decode(flags: &str) -> ToolHints {
 }
 
 /// The hints last learned for `tool` of `server_id`.
-pub fn lookup(host: &dyn Host, server_id: &str, tool: &str) -> Option<ToolHints> {
-    let (bytes, _) = host.shared_data(&key(server_id))?;
+pub fn lookup(store: &dyn SharedData, server_id: &str, tool: &str) -> Option<ToolHints> {
+    let (bytes, _) = store.get(&key(server_id))?;
     let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
     map.get(tool).map(|flags| decode(flags))
 }
 
 /// Records the hints of the tools a `tools/list` response showed (newer hints replace older
 /// ones). Retries a lost compare-and-swap race a few times; returns whether the store holds them.
-pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(Cow<'_, str>, ToolHints)]) -> bool {
+pub fn learn(
+    store: &mut dyn SharedData,
+    server_id: &str,
+    tools: &[(Cow<'_, str>, ToolHints)],
+) -> bool {
     if tools.is_empty() {
         return true;
     }
     let key = key(server_id);
     for _ in 0..4 {
-        let (mut map, cas) = match host.shared_data(&key) {
+        let (mut map, cas) = match store.get(&key) {
             Some((bytes, cas)) => (
                 serde_json::from_slice::<BTreeMap<String, String>>(&bytes).unwrap_or_default(),
                 cas,
@@ -139,7 +143,7 @@ pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(Cow<'_, str>, ToolH
         let Ok(value) = serde_json::to_vec(&map) else {
             return false;
         };
-        if host.set_shared_data(&key, &value, cas) {
+        if store.set(&key, &value, cas) {
             return true;
         }
     }

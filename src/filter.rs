@@ -35,6 +35,7 @@ use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
 use crate::curation::{self, Claimed, Curation, ListKind, Rewrite, Unreadable};
+use crate::host::{Action, Host, ReadError};
 use crate::identity::{self, IdentityError, Presented, Source};
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::metrics::Metric;
@@ -69,144 +70,6 @@ pub const UNAUTHORIZED: u32 = 401;
 pub const INTERNAL_SERVER_ERROR: u32 = 500;
 /// HTTP status for a response mcp-guard had to read and could not (RFC 9110 §15.6.3).
 pub const BAD_GATEWAY: u32 = 502;
-
-/// The host operations the filter needs. `crate::wasm` implements it with proxy-wasm
-/// hostcalls; tests implement it with plain data.
-///
-/// Every method but [`Host::property`] is infallible from the filter's point of view: a failed
-/// hostcall is logged by the implementation and reads as "absent". [`Host::property`] tells a
-/// failed read ([`ReadError`]) from an absent value, because an identity source must.
-pub trait Host {
-    /// Every request header as `(lower-case name, value)` pairs in order, pseudo-headers such
-    /// as `:method` included, a header sent twice as two pairs. Bytes that are not UTF-8 read
-    /// as U+FFFD. Read once per stream, in the request-headers callback (one hostcall, where
-    /// reading header by header costs one each).
-    fn request_headers(&self) -> Vec<(String, String)>;
-    /// Replaces (`Some`) or removes (`None`) a request header.
-    fn set_request_header(&mut self, name: &str, value: Option<&str>);
-    /// The first `size` bytes of the buffered request body.
-    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
-    /// Every response header as `(lower-case name, value)` pairs, `:status` included, as
-    /// [`Host::request_headers`]. Valid only in the response-headers callback; read once there.
-    fn response_headers(&self) -> Vec<(String, String)>;
-    /// Replaces or removes a response header. Valid only in the response-headers callback.
-    fn set_response_header(&mut self, name: &str, value: Option<&str>);
-    /// `size` bytes from offset `start` of the current (or buffered) response body.
-    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>>;
-    /// Replaces the first `size` bytes of the response body with `data`.
-    fn set_response_body(&mut self, size: usize, data: &[u8]);
-    /// Sends a local reply with `content-type: application/json`, the extra `headers` and
-    /// `body`.
-    fn send_local_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]);
-    /// Starts a unary gRPC call (proxy-wasm `dispatch_grpc_call`) to `grpc_service` (a
-    /// serialized `envoy.config.core.v3.GrpcService`, see
-    /// [`crate::ratelimit::RateLimitService::grpc_service`]) with a deadline of `timeout_ms`.
-    /// Returns the call's token, whose answer comes to [`Stream::on_grpc_response`]; `None` if
-    /// the host refused to start it.
-    fn grpc_call(
-        &mut self,
-        grpc_service: &str,
-        service: &str,
-        method: &str,
-        message: &[u8],
-        timeout_ms: u64,
-    ) -> Option<u32>;
-    /// Resumes the request paused by an earlier callback (`resume_http_request`).
-    fn resume_request(&mut self);
-    /// The upstream cluster the route selected (Envoy attribute `xds.cluster_name`).
-    fn upstream_cluster(&self) -> Option<String>;
-    /// Stores the audit records in filter state for the access log.
-    fn write_audit(&mut self, records: &[u8]);
-    /// Wall-clock time, Unix milliseconds.
-    fn now_ms(&self) -> u64;
-    /// proxy-wasm shared data (one store per VM id, shared by every worker thread): the value
-    /// of `key` and its compare-and-swap token; `None` when absent or empty.
-    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)>;
-    /// Writes shared data; with `cas`, only if the value is unchanged since that token was
-    /// read. Returns whether the write happened.
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-    /// An Envoy attribute (`get_property`), e.g. `["connection", "uri_san_peer_certificate"]`
-    /// or a dynamic-metadata leaf; bytes that are not UTF-8 read as U+FFFD. `Ok(None)` when
-    /// the attribute does not exist (proxy-wasm `Ok(None)`, Envoy `NotFound`); [`ReadError`]
-    /// when the hostcall failed (proxy-wasm `Err`: Envoy `SerializationFailure` or
-    /// `InternalFailure`, e.g. a metadata value that is not a scalar).
-    fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError>;
-    /// Adds `by` to a counter (`crate::metrics`).
-    fn count(&mut self, metric: Metric<'_>, by: u64);
-    /// Envoy's `response.code_details` attribute (why the stream ended, e.g.
-    /// `downstream_remote_disconnect`); read only when a stream ends unfinished.
-    fn response_code_details(&self) -> Option<String>;
-}
-
-/// A host read that failed (the hostcall returned an error), as opposed to a value that is not
-/// there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadError;
-
-/// A header map read once in its callback ([`Host::request_headers`],
-/// [`Host::response_headers`]).
-struct HeaderList(Vec<(String, String)>);
-
-impl HeaderList {
-    /// The first value of `name` (lower-case).
-    fn first(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The value of `name` if it was sent exactly once.
-    fn only(&self, name: &str) -> Option<&str> {
-        let mut values = self.0.iter().filter(|(n, _)| n == name);
-        match (values.next(), values.next()) {
-            (Some((_, v)), None) => Some(v.as_str()),
-            _ => None,
-        }
-    }
-
-    /// `name` as an identity source: absent, its one value, or repeated (sent more than once,
-    /// it names no one: an edge that appends instead of replacing must not let the client's
-    /// copy win).
-    fn presented(&self, name: &str) -> Presented {
-        let mut values = self.0.iter().filter(|(n, _)| n == name);
-        match (values.next(), values.next()) {
-            (None, _) => Presented::Absent,
-            (Some((_, v)), None) => Presented::Value(v.clone()),
-            (Some(_), Some(_)) => Presented::Repeated,
-        }
-    }
-
-    /// Every value of `name`, in order.
-    fn values(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.first(name).is_some()
-    }
-
-    /// Whether the message's body has a content coding (RFC 9110 §8.4): any `content-encoding`
-    /// header, each copy counted, whose value is not exactly `identity`.
-    fn encoded(&self) -> bool {
-        self.0
-            .iter()
-            .any(|(n, v)| n == "content-encoding" && !v.trim().eq_ignore_ascii_case("identity"))
-    }
-}
-
-/// What the HTTP callback returns to Envoy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Continue the filter chain.
-    Continue,
-    /// Stop iteration (and buffer, in body callbacks).
-    Pause,
-}
 
 /// Whether a message is a call: a request, or any message naming a tool, prompt or resource
 /// (a `tools/call` sent as a notification still names a tool a lax server might run).
@@ -314,7 +177,7 @@ impl Stream {
     /// Request headers callback.
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
-        let headers = HeaderList(host.request_headers());
+        let headers = host.request_headers();
         self.facts.start_ms = host.now_ms();
         self.facts.http_method = headers.first(":method").unwrap_or_default().to_owned();
         self.facts.policy_name = config.policy.name.clone();
@@ -637,7 +500,7 @@ impl Stream {
         if self.replied {
             return Action::Continue;
         }
-        let headers = HeaderList(host.response_headers());
+        let headers = host.response_headers();
         let status = headers
             .first(":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
@@ -865,7 +728,7 @@ impl Stream {
             BodyKind::Other => Curation::Unreadable(Unreadable::ContentType),
         };
         if self.config.annotations.is_some()
-            && !annotations::learn(host, &self.facts.server_id, &stats.tools_seen)
+            && !annotations::learn(host.shared(), &self.facts.server_id, &stats.tools_seen)
         {
             log::warn!("mcp-guard: could not store the tools' annotations");
         }
@@ -1059,7 +922,7 @@ impl Stream {
         let mut found = false;
         let mut lists = Vec::new();
         for (id, outcome) in answered {
-            if let Some(pending) = correlation::claim(host, session, &id, now) {
+            if let Some(pending) = correlation::claim(host.shared(), session, &id, now) {
                 let result = !matches!(outcome, Outcome::Error(_));
                 if let Some(kind) = pending.method.as_deref().and_then(ListKind::of) {
                     if result {
@@ -1218,7 +1081,7 @@ impl Stream {
             if call.decision != Decision::Allow || policy.allows_tool_by_name(agent, tool) {
                 continue;
             }
-            let hints = annotations::lookup(host, &self.facts.server_id, tool);
+            let hints = annotations::lookup(host.shared(), &self.facts.server_id, tool);
             if rule.refuses(hints).is_some() {
                 call.decision = match policy.mode() {
                     Mode::Enforce => Decision::Deny,
@@ -1481,7 +1344,7 @@ impl Stream {
                     .filter_map(|c| c.request_id.clone())
                     .collect();
                 for id in settled {
-                    let _ = correlation::claim(host, &session, &id, now);
+                    let _ = correlation::claim(host.shared(), &session, &id, now);
                 }
             }
         }
@@ -1508,7 +1371,7 @@ impl Stream {
 /// Stores calls for correlation (one shared-data write each).
 fn store_all(host: &mut dyn Host, pending: &[Pending]) {
     for p in pending {
-        if !correlation::store(host, p) {
+        if !correlation::store(host.shared(), p) {
             log::warn!("mcp-guard: could not store a deferred call for correlation");
         }
     }

@@ -8,7 +8,8 @@
 //! panic would trap the VM for every stream on the worker.
 
 use crate::config::Config;
-use crate::filter::{self, Action, Host, ReadError, Stream};
+use crate::filter::{self, Stream};
+use crate::host::{Action, Headers, Host, ReadError, SharedData};
 use crate::metrics::{Metric, Stats};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -221,7 +222,7 @@ fn logged<T: Default>(what: &str, result: Result<T, proxy_wasm::types::Status>) 
 /// no agent id, routing header or encoding name accepts: the value is refused or ignored, never
 /// trusted. (The SDK also unwraps UTF-8 on names, which Envoy's HTTP/1, HTTP/2 and HTTP/3 codecs
 /// only accept as RFC 9110 tokens, ASCII.)
-fn header_pairs(map: MapType) -> Vec<(String, String)> {
+fn header_pairs(map: MapType) -> Headers {
     logged("get headers", hostcalls::get_map_bytes(map))
         .into_iter()
         .map(|(name, value)| {
@@ -229,11 +230,12 @@ fn header_pairs(map: MapType) -> Vec<(String, String)> {
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             (name, value)
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .into()
 }
 
 impl Host for WasmHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> Headers {
         header_pairs(MapType::HttpRequestHeaders)
     }
 
@@ -251,7 +253,7 @@ impl Host for WasmHost {
         )
     }
 
-    fn response_headers(&self) -> Vec<(String, String)> {
+    fn response_headers(&self) -> Headers {
         header_pairs(MapType::HttpResponseHeaders)
     }
 
@@ -327,16 +329,8 @@ impl Host for WasmHost {
         );
     }
 
-    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match logged("get shared data", hostcalls::get_shared_data(key).map(Some)) {
-            Some((Some(value), cas)) if !value.is_empty() => Some((value, cas)),
-            _ => None,
-        }
-    }
-
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        // A CAS mismatch is an expected race (another worker took the slot), not a failure.
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    fn shared(&mut self) -> &mut dyn SharedData {
+        self
     }
 
     fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError> {
@@ -368,5 +362,19 @@ impl Host for WasmHost {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .and_then(|d| u64::try_from(d.as_millis()).ok())
             .unwrap_or(0)
+    }
+}
+
+impl SharedData for WasmHost {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        match logged("get shared data", hostcalls::get_shared_data(key).map(Some)) {
+            Some((Some(value), cas)) if !value.is_empty() => Some((value, cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        // A CAS mismatch is an expected race (another worker took the slot), not a failure.
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
     }
 }

@@ -38,7 +38,8 @@
 pub mod oracle;
 
 use mcp_guard::config::{Config, DEFAULT_MAX_JSON_DEPTH, MAX_MAX_JSON_DEPTH};
-use mcp_guard::filter::{Action, Host, ReadError, Stream, RATE_LIMITED};
+use mcp_guard::filter::{Stream, RATE_LIMITED};
+use mcp_guard::host::{Action, Headers, Host, ReadError, SharedData};
 use mcp_guard::identity::{Presented, Source};
 use mcp_guard::jsonrpc::{self, Body, Id, Kind, Message};
 use mcp_guard::policy::{Decision, Mode, Subject};
@@ -987,7 +988,8 @@ pub const STREAM_SEPARATOR: &[u8] = b"\n--mcp-guard-fuzz-response--\n";
 pub const STREAM_CONTROL_LEN: usize = 8;
 
 /// proxy-wasm shared data: key → (value, compare-and-swap token).
-type SharedStore = BTreeMap<String, (Vec<u8>, u32)>;
+#[derive(Debug, Default)]
+struct SharedStore(BTreeMap<String, (Vec<u8>, u32)>);
 
 /// The callback the host is in: which hostcalls are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1092,11 +1094,12 @@ impl FuzzHost {
 }
 
 impl Host for FuzzHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> Headers {
         self.request_headers
             .iter()
             .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
-            .collect()
+            .collect::<Vec<_>>()
+            .into()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         let allowed = matches!(
@@ -1120,17 +1123,18 @@ impl Host for FuzzHost {
         }
         self.request_buffer.get(..size).map(<[u8]>::to_vec)
     }
-    fn response_headers(&self) -> Vec<(String, String)> {
+    fn response_headers(&self) -> Headers {
         if self.phase != Phase::ResponseHeaders {
             // Seen with Envoy: reading a response header in the body callback panicked in
             // proxy-wasm's hostcalls and trapped the VM.
             self.violation("response_headers outside the response headers callback");
-            return Vec::new();
+            return Headers::default();
         }
         self.response_headers
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
-            .collect()
+            .collect::<Vec<_>>()
+            .into()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         if self.phase != Phase::ResponseHeaders {
@@ -1195,22 +1199,8 @@ impl Host for FuzzHost {
     fn now_ms(&self) -> u64 {
         self.now
     }
-    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match self.shared.get(key) {
-            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
-            _ => None,
-        }
-    }
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let current = self.shared.get(key).map(|(_, c)| *c);
-        if let (Some(want), Some(have)) = (cas, current) {
-            if want != have {
-                return false;
-            }
-        }
-        let next = current.unwrap_or(0).wrapping_add(1);
-        self.shared.insert(key.to_owned(), (value.to_vec(), next));
-        true
+    fn shared(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
     }
     fn count(&mut self, metric: mcp_guard::metrics::Metric<'_>, _by: u64) {
         // Stat names must be valid for Envoy: no empty segment, bounded length.
@@ -1229,6 +1219,26 @@ impl Host for FuzzHost {
             return None; // only meaningful once the stream is over
         }
         self.code_details.map(str::to_owned)
+    }
+}
+
+impl SharedData for SharedStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        match self.0.get(key) {
+            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
+            _ => None,
+        }
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let current = self.0.get(key).map(|(_, c)| *c);
+        if let (Some(want), Some(have)) = (cas, current) {
+            if want != have {
+                return false;
+            }
+        }
+        let next = current.unwrap_or(0).wrapping_add(1);
+        self.0.insert(key.to_owned(), (value.to_vec(), next));
+        true
     }
 }
 
@@ -1426,7 +1436,8 @@ pub fn stream(data: &[u8]) {
         reply_through_filter: plan.bit(5, 3),
         code_details: plan.pick(5, 4, &CODE_DETAILS),
     };
-    let (shared, awaited) = run_exchange(&config, &first, BTreeMap::new(), &[], &mut plan.rng);
+    let (shared, awaited) =
+        run_exchange(&config, &first, SharedStore::default(), &[], &mut plan.rng);
     if plan.bit(1, 5) {
         // The server stream (GET) of the same session, carrying the response body as SSE: the
         // answer to a call POSTed on the first stream may arrive here (correlation).
@@ -1654,7 +1665,7 @@ fn run_exchange(
         let headers = h.request_headers();
         let forwarded = oracle::Forwarded {
             http_method: x.method,
-            headers: &headers,
+            headers: headers.pairs(),
             body: &h.upstream,
         };
         asks = oracle::check_request(

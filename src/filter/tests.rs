@@ -1,6 +1,7 @@
 //! Stream-level tests against a fake host: the same callbacks Envoy makes, in the same order.
 
 use super::*;
+use crate::host::{Headers, SharedData};
 use crate::metrics::Metric;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -61,7 +62,7 @@ struct FakeHost {
 }
 
 impl Host for FakeHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> Headers {
         let mut pairs = Vec::new();
         for (name, value) in &self.request_headers {
             pairs.push((name.clone(), value.clone()));
@@ -69,7 +70,7 @@ impl Host for FakeHost {
                 pairs.push((name.clone(), extra.clone()));
             }
         }
-        pairs
+        pairs.into()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.request_header_writes.push(name.to_owned());
@@ -81,7 +82,7 @@ impl Host for FakeHost {
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         self.request_body.get(..size).map(<[u8]>::to_vec)
     }
-    fn response_headers(&self) -> Vec<(String, String)> {
+    fn response_headers(&self) -> Headers {
         let mut pairs = Vec::new();
         for (name, value) in &self.response_headers {
             pairs.push((name.clone(), value.clone()));
@@ -94,7 +95,7 @@ impl Host for FakeHost {
                 pairs.push((name.clone(), extra.clone()));
             }
         }
-        pairs
+        pairs.into()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -150,20 +151,8 @@ impl Host for FakeHost {
     fn now_ms(&self) -> u64 {
         self.now
     }
-    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match self.shared.borrow().get(key) {
-            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
-            _ => None,
-        }
-    }
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut map = self.shared.borrow_mut();
-        let current = map.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
-        }
-        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
+    fn shared(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
     }
     fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError> {
         let path = path.join("/");
@@ -178,6 +167,24 @@ impl Host for FakeHost {
     fn count(&mut self, metric: Metric<'_>, by: u64) {
         let name = metric.name(&mut self.labels);
         *self.counters.entry(name).or_insert(0) += by;
+    }
+}
+
+impl SharedData for Shared {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        match self.borrow().get(key) {
+            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
+            _ => None,
+        }
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut map = self.borrow_mut();
+        let current = map.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+        true
     }
 }
 
@@ -877,7 +884,7 @@ fn assert_forwarded_is_authorized(
         .unwrap_or_default();
     let forwarded = oracle::Forwarded {
         http_method: &method,
-        headers: &headers,
+        headers: headers.pairs(),
         body,
     };
     let t = &s.config.headers;
@@ -1802,7 +1809,7 @@ fn an_encoded_list_response_is_refused_never_forwarded_unread() {
     // Every copy of the header counts: a second one after `identity` is not missed.
     let copies = [("content-encoding", "identity"), ("content-encoding", "br")];
     let copies = copies.map(|(n, v)| (n.to_owned(), v.to_owned()));
-    assert!(HeaderList(copies.to_vec()).encoded());
+    assert!(Headers::from(copies.to_vec()).encoded());
 
     for encoding in ["gzip", "gzip, identity"] {
         let (mut s, mut h) = answered(LIST_REQUEST, "text/event-stream", encoding);
@@ -2469,37 +2476,37 @@ fn the_annotations_store_is_bounded_per_server() {
                 )
             })
             .collect();
-        assert!(annotations::learn(&mut h, "srv", &tools));
+        assert!(annotations::learn(h.shared(), "srv", &tools));
     }
-    let (value, _) = h.shared_data("mcp_guard.annotations.srv").unwrap();
+    let (value, _) = h.shared().get("mcp_guard.annotations.srv").unwrap();
     assert!(value.len() <= MAX_BYTES, "{}", value.len());
     assert!(value.len() > MAX_BYTES - 2 * 1024, "{}", value.len());
     let first = format!("{:04}{}", 0, "t".repeat(1020));
     let last = format!("{:04}{}", 1099, "t".repeat(1020));
-    assert_eq!(annotations::lookup(&h, "srv", &first), Some(ro));
-    assert_eq!(annotations::lookup(&h, "srv", &last), None);
+    assert_eq!(annotations::lookup(h.shared(), "srv", &first), Some(ro));
+    assert_eq!(annotations::lookup(h.shared(), "srv", &last), None);
     // Known tools still get their hints updated when the store is full.
     let rw = ToolHints {
         read_only: Some(false),
         destructive: Some(true),
     };
     assert!(annotations::learn(
-        &mut h,
+        h.shared(),
         "srv",
         &[(Cow::Borrowed(first.as_str()), rw)]
     ));
-    assert_eq!(annotations::lookup(&h, "srv", &first), Some(rw));
+    assert_eq!(annotations::lookup(h.shared(), "srv", &first), Some(rw));
     // Short names: the count cap.
     let tools: Vec<(Cow<'_, str>, ToolHints)> = (0..MAX_TOOLS + 10)
         .map(|n| (Cow::Owned(format!("t{n}")), ro))
         .collect();
-    assert!(annotations::learn(&mut h, "other", &tools));
+    assert!(annotations::learn(h.shared(), "other", &tools));
     assert_eq!(
-        annotations::lookup(&h, "other", &format!("t{}", MAX_TOOLS - 1)),
+        annotations::lookup(h.shared(), "other", &format!("t{}", MAX_TOOLS - 1)),
         Some(ro)
     );
     assert_eq!(
-        annotations::lookup(&h, "other", &format!("t{MAX_TOOLS}")),
+        annotations::lookup(h.shared(), "other", &format!("t{MAX_TOOLS}")),
         None
     );
 }
