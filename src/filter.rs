@@ -177,11 +177,13 @@ impl Stream {
     /// Request headers callback.
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
-        let headers = host.request_headers();
         self.facts.start_ms = host.now_ms();
-        self.facts.http_method = headers.first(":method").unwrap_or_default().to_owned();
         self.facts.policy_name = config.policy.name.clone();
         self.facts.policy_version = config.policy.version.clone();
+        let Ok(headers) = host.request_headers() else {
+            return self.refuse_unread(host, "request headers");
+        };
+        self.facts.http_method = headers.first(":method").unwrap_or_default().to_owned();
         let resolved = config.identity.resolve(|source| match source {
             Source::Header(name) => headers.presented(name),
             _ => match source.property_path().map(|path| host.property(&path)) {
@@ -473,8 +475,9 @@ impl Stream {
             self.decide(host)
         } else if self.streaming {
             // Passed on now; kept for the check at the end of the body.
-            if let Some(chunk) = host.request_body(body_size) {
-                self.streamed.extend_from_slice(&chunk);
+            match host.request_body(body_size) {
+                Ok(chunk) => self.streamed.extend_from_slice(&chunk.unwrap_or_default()),
+                Err(ReadError) => return self.refuse_unread(host, "request body"),
             }
             Action::Continue
         } else {
@@ -500,7 +503,9 @@ impl Stream {
         if self.replied {
             return Action::Continue;
         }
-        let headers = host.response_headers();
+        let Ok(headers) = host.response_headers() else {
+            return self.response_headers_unread(host, end_of_stream);
+        };
         let status = headers
             .first(":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
@@ -640,13 +645,24 @@ impl Stream {
                 // while each piece is still in cache, the VM never holds more than one piece,
                 // and reading stops once every response has been seen.
                 let mut start = 0;
+                let mut unread = false;
                 while start < body_size && !self.correlator.complete() {
                     let len = (body_size - start).min(SCAN_PIECE);
-                    let Some(piece) = host.response_body(start, len) else {
-                        break;
+                    let piece = match host.response_body(start, len) {
+                        Ok(Some(piece)) => piece,
+                        Ok(None) => break,
+                        Err(ReadError) => {
+                            unread = true;
+                            break;
+                        }
                     };
                     scanner.feed(&piece, &mut self.correlator);
                     start += len;
+                }
+                if unread {
+                    self.settle_unread();
+                    self.finish(host);
+                    return Action::Continue;
                 }
             }
             if self.correlator.complete() {
@@ -704,6 +720,104 @@ impl Stream {
         }
     }
 
+    /// A held list response (`body_size` bytes) that must be curated and cannot be (`why`):
+    /// its status and headers have already gone on (a 200 stays a 200), and the body becomes a
+    /// JSON-RPC internal error ([`INTERNAL_ERROR`]) per request, as JSON or as one SSE
+    /// `message` event, counted and audited as [`Stream::refuse_response`] does.
+    fn refuse_held(&mut self, host: &mut dyn Host, why: Unreadable, body_size: usize) {
+        self.settle_refused(host, why);
+        let error = self.error_body(INTERNAL_ERROR, |_| why.message().to_owned());
+        let body = match self.response_kind {
+            BodyKind::EventStream => format!("event: message\ndata: {error}\n\n"),
+            _ => error,
+        };
+        host.set_response_body(body_size, body.as_bytes());
+    }
+
+    /// A request-side host read failed (the request headers, or the body): the request cannot
+    /// be examined, so it is refused, never forwarded unexamined (fail closed): HTTP 500
+    /// ([`INTERNAL_SERVER_ERROR`]) with a JSON-RPC internal error ([`INTERNAL_ERROR`]), one
+    /// record (decision `deny`, `denied`, error code -32603), counted as
+    /// `mcp_guard.refusals.reason.request_read`.
+    fn refuse_unread(&mut self, host: &mut dyn Host, what: &str) -> Action {
+        log::warn!("mcp-guard: could not read the {what}; request refused");
+        self.awaiting_body = false;
+        if self.facts.agent_id.is_empty() {
+            self.facts.agent_id = identity::UNIDENTIFIED.to_owned();
+        }
+        let mut call = Call::bare(Decision::Deny);
+        call.output_status = Some(OutputStatus::Denied);
+        call.error_code = Some(i64::from(INTERNAL_ERROR));
+        self.calls = vec![call];
+        host.count(Metric::Refusal("request_read"), 1);
+        self.count_calls(host);
+        let message = format!("Internal error: mcp-guard could not read the {what}");
+        let body = jsonrpc::error_response(None, INTERNAL_ERROR, &message);
+        self.reply(host, INTERNAL_SERVER_ERROR, body.as_bytes())
+    }
+
+    /// The response headers could not be read: nothing about the response is known. One that
+    /// must be curated (a list response, or a server stream, under `curate_lists`) is refused
+    /// ([`Unreadable::HostRead`], as [`Stream::refuse_response`]); any other is passed on
+    /// unexamined and its calls are settled now as `upstream_error` (no outcome was seen).
+    fn response_headers_unread(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        log::warn!("mcp-guard: could not read the response headers");
+        if self.awaiting_body {
+            // Envoy answered before the body was complete; never forwarded (see above).
+            self.awaiting_body = false;
+            let mut call = Call::bare(Decision::Deny);
+            call.output_status = Some(OutputStatus::UpstreamError);
+            self.calls = vec![call];
+        }
+        let curated = self.curate.is_some() || !self.is_post;
+        if self.config.curate_lists && curated && !end_of_stream {
+            return self.refuse_response(host, Unreadable::HostRead, None, end_of_stream);
+        }
+        self.finish(host);
+        Action::Continue
+    }
+
+    /// A response body that is only scanned for outcomes could not be read: the scan stops,
+    /// and every call it had not answered yet is settled as `upstream_error` (an outcome
+    /// already seen is kept), never read as an empty body.
+    fn settle_unread(&mut self) {
+        log::warn!("mcp-guard: could not read a response body; its calls are upstream_error");
+        self.scanner = None;
+        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+            let outcome = match (&call.method, &call.request_id) {
+                (Some(_), Some(id)) => self.correlator.outcome(id),
+                _ => None,
+            };
+            let (status, code) = outcome.map_or((OutputStatus::UpstreamError, None), settle);
+            call.output_status = Some(status);
+            call.error_code = code;
+        }
+    }
+
+    /// A server stream's chunk could not be read. Under `curate_lists` it may hold a list
+    /// response that must not pass unread: the stream is refused from here on, as one whose
+    /// headers showed it unreadable ([`Unreadable::HostRead`]; its chunks are swallowed and the
+    /// error takes the place of the last). Without curation the chunk passes on and
+    /// correlation stops on this stream (calls waiting for a response on it keep their
+    /// `deferred` records).
+    fn server_stream_unread(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) {
+        log::warn!("mcp-guard: could not read a server stream chunk");
+        self.scanner = None;
+        if !self.config.curate_lists {
+            return;
+        }
+        let why = Unreadable::HostRead;
+        self.refused = Some(why);
+        self.settle_refused(host, why);
+        self.sse_hold.clear();
+        let body = if end_of_stream {
+            self.error_body(INTERNAL_ERROR, |_| why.message().to_owned())
+        } else {
+            String::new()
+        };
+        host.set_response_body(body_size, body.as_bytes());
+    }
+
     /// Rewrites the held list response (`body_size` bytes) to the entries this agent may use,
     /// and scans what the client will get. With `curate_lists`, a response that cannot be
     /// shown to be curated ([`Curation::Unreadable`]) is refused: its status and headers have
@@ -715,7 +829,18 @@ impl Stream {
         let Some((kind, ids)) = self.curate.take() else {
             return;
         };
-        let body = host.response_body(0, body_size).unwrap_or_default();
+        let body = match host.response_body(0, body_size) {
+            Ok(body) => body.unwrap_or_default(),
+            // Not curated: refused like a list curation cannot read. Held only to learn
+            // annotations: passed on as it came, its calls settled as `upstream_error`.
+            Err(ReadError) if self.config.curate_lists => {
+                return self.refuse_held(host, Unreadable::HostRead, body_size);
+            }
+            Err(ReadError) => {
+                self.settle_unread();
+                return;
+            }
+        };
         let policy = &self.config.policy;
         let agent = self.facts.agent_id.as_str();
         let curate = self.config.curate_lists;
@@ -737,16 +862,7 @@ impl Stream {
             Curation::Unchanged => None,
             // Held only to learn annotations: not curated, so passed on as it came.
             Curation::Unreadable(_) if !curate => None,
-            Curation::Unreadable(why) => {
-                self.settle_refused(host, why);
-                let error = self.error_body(INTERNAL_ERROR, |_| why.message().to_owned());
-                let body = match self.response_kind {
-                    BodyKind::EventStream => format!("event: message\ndata: {error}\n\n"),
-                    _ => error,
-                };
-                host.set_response_body(body_size, body.as_bytes());
-                return;
-            }
+            Curation::Unreadable(why) => return self.refuse_held(host, why, body_size),
         };
         if let Some(new) = &rewritten {
             host.set_response_body(body_size, new);
@@ -790,10 +906,16 @@ impl Stream {
     /// list response arriving here (the legacy transport's `tools/list`) is curated for the
     /// agent that asked for it.
     fn correlate(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) {
+        if self.scanner.is_none() {
+            return;
+        }
+        let chunk = match host.response_body(0, body_size) {
+            Ok(chunk) => chunk.unwrap_or_default(),
+            Err(ReadError) => return self.server_stream_unread(host, body_size, end_of_stream),
+        };
         let Some(scanner) = self.scanner.as_mut() else {
             return;
         };
-        let chunk = host.response_body(0, body_size).unwrap_or_default();
         let curating = self.config.curate_lists;
         let held_before = !self.sse_hold.is_empty();
         let mut data = if curating && held_before {
@@ -946,7 +1068,10 @@ impl Stream {
 
     fn decide(&mut self, host: &mut dyn Host) -> Action {
         self.awaiting_body = false;
-        let mut bytes = host.request_body(self.body_size).unwrap_or_default();
+        let mut bytes = match host.request_body(self.body_size) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(ReadError) => return self.refuse_unread(host, "request body"),
+        };
         if !self.streamed.is_empty() {
             let mut all = std::mem::take(&mut self.streamed);
             all.extend_from_slice(&bytes);
@@ -1081,8 +1206,10 @@ impl Stream {
             if call.decision != Decision::Allow || policy.allows_tool_by_name(agent, tool) {
                 continue;
             }
-            let hints = annotations::lookup(host.shared(), &self.facts.server_id, tool);
-            if rule.refuses(hints).is_some() {
+            // A store that cannot be read refuses: "could not read it" is not "never shown".
+            let refused = annotations::lookup(host.shared(), &self.facts.server_id, tool)
+                .map_or(true, |hints| rule.refuses(hints).is_some());
+            if refused {
                 call.decision = match policy.mode() {
                     Mode::Enforce => Decision::Deny,
                     Mode::DryRun => Decision::DryRunDeny,
