@@ -185,12 +185,13 @@ struct BenchHost {
 }
 
 impl Host for BenchHost {
-    fn request_headers(&self) -> Headers {
-        self.request_headers
+    fn request_headers(&self) -> Result<Headers, ReadError> {
+        let pairs = self
+            .request_headers
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
-            .collect::<Vec<_>>()
-            .into()
+            .collect::<Vec<_>>();
+        Ok(pairs.into())
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -198,15 +199,16 @@ impl Host for BenchHost {
             None => self.request_headers.remove(name),
         };
     }
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.request_body.get(..size).map(<[u8]>::to_vec)
+    fn request_body(&self, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self.request_body.get(..size).map(<[u8]>::to_vec))
     }
-    fn response_headers(&self) -> Headers {
-        self.response_headers
+    fn response_headers(&self) -> Result<Headers, ReadError> {
+        let pairs = self
+            .response_headers
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
-            .collect::<Vec<_>>()
-            .into()
+            .collect::<Vec<_>>();
+        Ok(pairs.into())
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -214,10 +216,9 @@ impl Host for BenchHost {
             None => self.response_headers.remove(name),
         };
     }
-    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
-        self.response_chunk
-            .get(start..start.checked_add(size)?)
-            .map(<[u8]>::to_vec)
+    fn response_body(&self, start: usize, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        let end = start.saturating_add(size);
+        Ok(self.response_chunk.get(start..end).map(<[u8]>::to_vec))
     }
     fn set_response_body(&mut self, _size: usize, data: &[u8]) {
         self.replaced = data.len();
@@ -260,11 +261,11 @@ impl Host for BenchHost {
 }
 
 impl SharedData for SharedMap {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match self.0.get(key) {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
+        Ok(match self.0.get(key) {
             Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
             _ => None,
-        }
+        })
     }
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         let current = self.0.get(key).map(|(_, c)| *c);

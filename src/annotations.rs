@@ -16,7 +16,7 @@
 //! key, but replaces its value on each write.
 
 use crate::curation::ToolHints;
-use crate::host::SharedData;
+use crate::host::{ReadError, SharedData};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -93,17 +93,26 @@ fn decode(flags: &str) -> ToolHints {
     }
 }
 
-/// The hints last learned for `tool` of `server_id`.
-pub fn lookup(store: &dyn SharedData, server_id: &str, tool: &str) -> Option<ToolHints> {
-    let (bytes, _) = store.get(&key(server_id))?;
-    let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
-    map.get(tool).map(|flags| decode(flags))
+/// The hints last learned for `tool` of `server_id`: `Ok(None)` when no `tools/list` has shown
+/// it (or the stored map is not one mcp-guard wrote), [`ReadError`] when the store could not be
+/// read (the caller refuses: "could not read it" is not "never shown").
+pub fn lookup(
+    shared: &dyn SharedData,
+    server_id: &str,
+    tool: &str,
+) -> Result<Option<ToolHints>, ReadError> {
+    let Some((bytes, _)) = shared.get(&key(server_id))? else {
+        return Ok(None);
+    };
+    let map: Option<BTreeMap<String, String>> = serde_json::from_slice(&bytes).ok();
+    Ok(map.and_then(|map| map.get(tool).map(|flags| decode(flags))))
 }
 
 /// Records the hints of the tools a `tools/list` response showed (newer hints replace older
-/// ones). Retries a lost compare-and-swap race a few times; returns whether the store holds them.
+/// ones). Retries a lost compare-and-swap race a few times; returns whether the store holds them
+/// (false also when the store could not be read).
 pub fn learn(
-    store: &mut dyn SharedData,
+    shared: &mut dyn SharedData,
     server_id: &str,
     tools: &[(Cow<'_, str>, ToolHints)],
 ) -> bool {
@@ -112,12 +121,13 @@ pub fn learn(
     }
     let key = key(server_id);
     for _ in 0..4 {
-        let (mut map, cas) = match store.get(&key) {
-            Some((bytes, cas)) => (
+        let (mut map, cas) = match shared.get(&key) {
+            Err(ReadError) => return false,
+            Ok(Some((bytes, cas))) => (
                 serde_json::from_slice::<BTreeMap<String, String>>(&bytes).unwrap_or_default(),
                 cas,
             ),
-            None => (BTreeMap::new(), None),
+            Ok(None) => (BTreeMap::new(), None),
         };
         let before = map.clone();
         // Upper bound of the JSON form: `{}` plus, per entry, its quoted name and flags, `:` and
@@ -143,7 +153,7 @@ pub fn learn(
         let Ok(value) = serde_json::to_vec(&map) else {
             return false;
         };
-        if store.set(&key, &value, cas) {
+        if shared.set(&key, &value, cas) {
             return true;
         }
     }

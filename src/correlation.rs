@@ -159,7 +159,7 @@ pub fn slot_key(session: &str, id_json: &str) -> String {
 /// Stores `pending` in its slot, replacing whatever was there. Returns whether the host
 /// accepted the write; `false` without a write when the session is longer than
 /// [`MAX_SESSION_LEN`] or the JSON form longer than [`MAX_PENDING_BYTES`].
-pub fn store(store: &mut dyn SharedData, pending: &Pending) -> bool {
+pub fn store(shared: &mut dyn SharedData, pending: &Pending) -> bool {
     if pending.session.len() > MAX_SESSION_LEN {
         return false;
     }
@@ -169,23 +169,24 @@ pub fn store(store: &mut dyn SharedData, pending: &Pending) -> bool {
     if value.len() > MAX_PENDING_BYTES {
         return false;
     }
-    store.set(&slot_key(&pending.session, &pending.id), &value, None)
+    shared.set(&slot_key(&pending.session, &pending.id), &value, None)
 }
 
 /// Takes the pending call for (`session`, `id`) out of the store, if one is there, younger
 /// than [`TTL_MS`] at `now_ms`. Compare-and-swap makes the claim exclusive: two streams cannot
-/// both audit the same outcome.
-pub fn claim(store: &mut dyn SharedData, session: &str, id: &Id, now_ms: u64) -> Option<Pending> {
+/// both audit the same outcome. A slot that cannot be read is not claimed (its call keeps its
+/// `deferred` record).
+pub fn claim(shared: &mut dyn SharedData, session: &str, id: &Id, now_ms: u64) -> Option<Pending> {
     let id_json = id.to_json();
     let key = slot_key(session, &id_json);
-    let (value, cas) = store.get(&key)?;
+    let (value, cas) = shared.get(&key).ok().flatten()?;
     let pending: Pending = serde_json::from_slice(&value).ok()?;
     if pending.session != session || pending.id != id_json {
         return None;
     }
     let expired = now_ms.saturating_sub(pending.start_ms) > TTL_MS;
     // Clear the slot; if another stream changed it in between, it is not ours to take.
-    if !store.set(&key, b"", cas) || expired {
+    if !shared.set(&key, b"", cas) || expired {
         return None;
     }
     Some(pending)

@@ -24,12 +24,16 @@ pub enum Action {
     Pause,
 }
 
+/// A shared-data value and its compare-and-swap token (`None`: the host gave none).
+pub type SharedValue = (Vec<u8>, Option<u32>);
+
 /// proxy-wasm shared data: one key/value store per VM id, shared by every worker thread, with
 /// a compare-and-swap token per key that changes on every write (proxy-wasm
 /// `get_shared_data` / `set_shared_data`).
 pub trait SharedData {
-    /// The value of `key` and its compare-and-swap token; `None` when absent or empty.
-    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)>;
+    /// The value of `key` and its compare-and-swap token: `Ok(None)` when absent or empty,
+    /// [`ReadError`] when the hostcall failed.
+    fn get(&self, key: &str) -> Result<Option<SharedValue>, ReadError>;
     /// Writes `value` under `key`; with `cas`, only if the value is unchanged since that token
     /// was read (a mismatch is an expected race, not a failure). Returns whether the write
     /// happened.
@@ -38,26 +42,35 @@ pub trait SharedData {
 
 /// The per-stream host operations the filter needs.
 ///
-/// Every method but [`Host::property`] is infallible from the filter's point of view: a failed
-/// hostcall is logged by the implementation and reads as "absent". [`Host::property`] tells a
-/// failed read ([`ReadError`]) from an absent value, because an identity source must.
+/// Reads the filter acts on are fallible: a hostcall that fails is a [`ReadError`], never an
+/// empty value (the headers and bodies of the stream, Envoy attributes, shared data), so the
+/// stream can fail closed. Absence, where it is a real answer, is `Ok(None)`. Writes, and the
+/// best-effort reads that only describe the stream in its audit record
+/// ([`Host::upstream_cluster`], [`Host::response_code_details`], [`Host::now_ms`]), are
+/// infallible from the filter's point of view: a failed hostcall is logged by the
+/// implementation and reads as absent (or 0).
 pub trait Host {
     /// Every request header as `(lower-case name, value)` pairs in order, pseudo-headers such
     /// as `:method` included, a header sent twice as two pairs. Bytes that are not UTF-8 read
     /// as U+FFFD. Read once per stream, in the request-headers callback (one hostcall, where
-    /// reading header by header costs one each).
-    fn request_headers(&self) -> Headers;
+    /// reading header by header costs one each). [`ReadError`] when the hostcall failed.
+    fn request_headers(&self) -> Result<Headers, ReadError>;
     /// Replaces (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
-    /// The first `size` bytes of the buffered request body.
-    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// The first `size` bytes of the buffered request body (fewer if less is buffered);
+    /// `Ok(None)` when there is no body buffer (Envoy `NotFound`), [`ReadError`] when the
+    /// hostcall failed.
+    fn request_body(&self, size: usize) -> Result<Option<Vec<u8>>, ReadError>;
     /// Every response header as `(lower-case name, value)` pairs, `:status` included, as
     /// [`Host::request_headers`]. Valid only in the response-headers callback; read once there.
-    fn response_headers(&self) -> Headers;
+    /// [`ReadError`] when the hostcall failed.
+    fn response_headers(&self) -> Result<Headers, ReadError>;
     /// Replaces or removes a response header. Valid only in the response-headers callback.
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
-    /// `size` bytes from offset `start` of the current (or buffered) response body.
-    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>>;
+    /// `size` bytes from offset `start` of the current (or buffered) response body (fewer at
+    /// its end); `Ok(None)` when there is nothing there (Envoy `NotFound`), [`ReadError`] when
+    /// the hostcall failed.
+    fn response_body(&self, start: usize, size: usize) -> Result<Option<Vec<u8>>, ReadError>;
     /// Replaces the first `size` bytes of the response body with `data`.
     fn set_response_body(&mut self, size: usize, data: &[u8]);
     /// Sends a local reply with `content-type: application/json`, the extra `headers` and

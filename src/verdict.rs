@@ -12,6 +12,7 @@
 use crate::audit::{Call, OutputStatus};
 use crate::config::Config;
 use crate::curation::{ListKind, ToolHints, Unreadable};
+use crate::host::ReadError;
 use crate::jsonrpc::{self, Body, Id, Kind, Message, ParseError};
 use crate::metrics::Metric;
 use crate::policy::{Decision, Mode, Subject};
@@ -55,6 +56,13 @@ pub enum Refusal {
     /// The request body has a `content-encoding` other than `identity`: HTTP 415,
     /// `-32600`, refusal `encoding`.
     Encoded,
+    /// A request-side host read failed (`what`: the request headers, or the body): the
+    /// request cannot be examined, so it is refused, never forwarded unexamined (fail
+    /// closed): HTTP 500, [`INTERNAL_ERROR`], one `denied` record, refusal `request_read`.
+    RequestUnread {
+        /// What could not be read, e.g. `request body`.
+        what: &'static str,
+    },
     /// A POST without a body: HTTP 400, `-32700`, refusal `parse`.
     EmptyBody,
     /// The body is larger than `max_body_bytes` (the limit, in bytes): HTTP 413, `-32600`,
@@ -126,7 +134,9 @@ impl Refusal {
     pub fn status(&self) -> u32 {
         match self {
             Refusal::Unidentified => UNAUTHORIZED,
-            Refusal::IdentityUnreadable | Refusal::RlsUnavailable => INTERNAL_SERVER_ERROR,
+            Refusal::IdentityUnreadable
+            | Refusal::RequestUnread { .. }
+            | Refusal::RlsUnavailable => INTERNAL_SERVER_ERROR,
             Refusal::Encoded => UNSUPPORTED_MEDIA_TYPE,
             Refusal::TooLarge { .. } => 413,
             Refusal::EmptyBody
@@ -144,9 +154,10 @@ impl Refusal {
     pub fn code(&self) -> i32 {
         match self {
             Refusal::Unidentified | Refusal::Denied { .. } => DENIED,
-            Refusal::IdentityUnreadable | Refusal::RlsUnavailable | Refusal::Response(_) => {
-                INTERNAL_ERROR
-            }
+            Refusal::IdentityUnreadable
+            | Refusal::RequestUnread { .. }
+            | Refusal::RlsUnavailable
+            | Refusal::Response(_) => INTERNAL_ERROR,
             Refusal::EmptyBody => jsonrpc::PARSE_ERROR,
             Refusal::Encoded
             | Refusal::TooLarge { .. }
@@ -162,7 +173,9 @@ impl Refusal {
     /// calls were evaluated; `None` for a refusal that settles the stream's calls.
     pub fn request_call(&self) -> Option<Call> {
         let (id, method) = match self {
-            Refusal::Unidentified | Refusal::IdentityUnreadable => (None, None),
+            Refusal::Unidentified | Refusal::IdentityUnreadable | Refusal::RequestUnread { .. } => {
+                (None, None)
+            }
             Refusal::Encoded
             | Refusal::EmptyBody
             | Refusal::TooLarge { .. }
@@ -183,6 +196,7 @@ impl Refusal {
         match self {
             Refusal::Unidentified => vec![(Metric::Denial("unidentified"), 1)],
             Refusal::IdentityUnreadable => vec![(Metric::Denial("identity_unreadable"), 1)],
+            Refusal::RequestUnread { .. } => refusal("request_read"),
             Refusal::Encoded => refusal("encoding"),
             Refusal::TooLarge { .. } => refusal("too_large"),
             Refusal::EmptyBody | Refusal::BodyNotAllowed { .. } | Refusal::Parse(_) => {
@@ -211,9 +225,10 @@ impl Refusal {
     pub fn settle(&self, calls: &mut [Call]) {
         let code = Some(i64::from(self.code()));
         let status = match self {
-            Refusal::Unidentified | Refusal::IdentityUnreadable | Refusal::Denied { .. } => {
-                OutputStatus::Denied
-            }
+            Refusal::Unidentified
+            | Refusal::IdentityUnreadable
+            | Refusal::RequestUnread { .. }
+            | Refusal::Denied { .. } => OutputStatus::Denied,
             Refusal::RateLimited { .. } => OutputStatus::RateLimited,
             Refusal::RlsUnavailable | Refusal::Response(_) => OutputStatus::UpstreamError,
             _ => OutputStatus::InvalidRequest,
@@ -240,6 +255,9 @@ impl Refusal {
             Refusal::Unidentified => "Unauthorized: no agent identity".to_owned(),
             Refusal::IdentityUnreadable => {
                 "Internal error: mcp-guard could not read an identity source".to_owned()
+            }
+            Refusal::RequestUnread { what } => {
+                format!("Internal error: mcp-guard could not read the {what}")
             }
             Refusal::Encoded => "Invalid Request: the request body has a content-encoding; \
                                  mcp-guard examines only identity-encoded bodies"
@@ -510,13 +528,15 @@ impl Verdict<'_> {
 }
 
 /// The decision on the request `body` (the whole body as read). `hints(tool)` returns the
-/// annotations the server's `tools/list` gave `tool` (`crate::annotations::lookup`); it is
-/// asked only under the annotations rule, for an allowed `tools/call` of a tool no rule names.
+/// annotations the server's `tools/list` gave `tool` (`crate::annotations::lookup`), or
+/// [`ReadError`] when the store could not be read (the call is then refused: "could not read
+/// it" is not "never shown"); it is asked only under the annotations rule, for an allowed
+/// `tools/call` of a tool no rule names.
 pub fn decide<'c>(
     config: &'c Config,
     known: &Known<'_>,
     body: &[u8],
-    hints: &mut dyn FnMut(&str) -> Option<ToolHints>,
+    hints: &mut dyn FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
 ) -> Verdict<'c> {
     if known.http_method != "POST" {
         if body.is_empty() {
@@ -643,7 +663,7 @@ fn apply_annotations(
     config: &Config,
     agent: &str,
     calls: &mut [Call],
-    hints: &mut dyn FnMut(&str) -> Option<ToolHints>,
+    hints: &mut dyn FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
 ) -> usize {
     let Some(rule) = config.annotations else {
         return 0;
@@ -659,7 +679,9 @@ fn apply_annotations(
         if call.decision != Decision::Allow || policy.allows_tool_by_name(agent, tool) {
             continue;
         }
-        if rule.refuses(hints(tool)).is_some() {
+        // A store that cannot be read refuses: "could not read it" is not "never shown".
+        let refused = hints(tool).map_or(true, |hints| rule.refuses(hints).is_some());
+        if refused {
             call.decision = match policy.mode() {
                 Mode::Enforce => Decision::Deny,
                 Mode::DryRun => Decision::DryRunDeny,

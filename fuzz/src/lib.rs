@@ -1094,12 +1094,13 @@ impl FuzzHost {
 }
 
 impl Host for FuzzHost {
-    fn request_headers(&self) -> Headers {
-        self.request_headers
+    fn request_headers(&self) -> Result<Headers, ReadError> {
+        let pairs = self
+            .request_headers
             .iter()
             .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
-            .collect::<Vec<_>>()
-            .into()
+            .collect::<Vec<_>>();
+        Ok(pairs.into())
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         let allowed = matches!(
@@ -1116,25 +1117,26 @@ impl Host for FuzzHost {
             None => self.request_headers.remove(name),
         };
     }
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+    fn request_body(&self, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
         if !matches!(self.phase, Phase::RequestBody | Phase::RequestTrailers) {
             self.violation("request_body outside the request body/trailers callbacks");
-            return None;
+            return Err(ReadError);
         }
-        self.request_buffer.get(..size).map(<[u8]>::to_vec)
+        Ok(self.request_buffer.get(..size).map(<[u8]>::to_vec))
     }
-    fn response_headers(&self) -> Headers {
+    fn response_headers(&self) -> Result<Headers, ReadError> {
         if self.phase != Phase::ResponseHeaders {
             // Seen with Envoy: reading a response header in the body callback panicked in
             // proxy-wasm's hostcalls and trapped the VM.
             self.violation("response_headers outside the response headers callback");
-            return Headers::default();
+            return Err(ReadError);
         }
-        self.response_headers
+        let pairs = self
+            .response_headers
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
-            .collect::<Vec<_>>()
-            .into()
+            .collect::<Vec<_>>();
+        Ok(pairs.into())
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         if self.phase != Phase::ResponseHeaders {
@@ -1145,14 +1147,13 @@ impl Host for FuzzHost {
             None => self.response_headers.remove(name),
         };
     }
-    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
+    fn response_body(&self, start: usize, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
         if self.phase != Phase::ResponseBody {
             self.violation("response_body outside the response body callback");
-            return None;
+            return Err(ReadError);
         }
-        self.response_buffer
-            .get(start..start.checked_add(size)?)
-            .map(<[u8]>::to_vec)
+        let end = start.saturating_add(size);
+        Ok(self.response_buffer.get(start..end).map(<[u8]>::to_vec))
     }
     fn set_response_body(&mut self, size: usize, data: &[u8]) {
         if self.phase != Phase::ResponseBody {
@@ -1223,11 +1224,11 @@ impl Host for FuzzHost {
 }
 
 impl SharedData for SharedStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match self.0.get(key) {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
+        Ok(match self.0.get(key) {
             Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
             _ => None,
-        }
+        })
     }
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         let current = self.0.get(key).map(|(_, c)| *c);
@@ -1662,7 +1663,7 @@ fn run_exchange(
         let Some(agent) = agent.as_deref() else {
             panic!("forwarded a request no identity source identified");
         };
-        let headers = h.request_headers();
+        let headers = h.request_headers().unwrap_or_default();
         let forwarded = oracle::Forwarded {
             http_method: x.method,
             headers: headers.pairs(),

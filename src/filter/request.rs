@@ -19,11 +19,14 @@ impl Stream {
     /// Request headers callback.
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
         let config = Rc::clone(&self.config);
-        let headers = host.request_headers();
         self.facts.start_ms = host.now_ms();
-        self.facts.http_method = headers.first(":method").unwrap_or_default().to_owned();
         self.facts.policy_name = config.policy.name.clone();
         self.facts.policy_version = config.policy.version.clone();
+        let Ok(headers) = host.request_headers() else {
+            let what = "request headers";
+            return self.refuse_unread(host, what);
+        };
+        self.facts.http_method = headers.first(":method").unwrap_or_default().to_owned();
         let resolved = config.identity.resolve(|source| match source {
             Source::Header(name) => headers.presented(name),
             _ => match source.property_path().map(|path| host.property(&path)) {
@@ -185,8 +188,9 @@ impl Stream {
         match &mut self.request {
             RequestPhase::Streaming { streamed, .. } => {
                 // Passed on now; kept for the check at the end of the body.
-                if let Some(chunk) = host.request_body(body_size) {
-                    streamed.extend_from_slice(&chunk);
+                match host.request_body(body_size) {
+                    Ok(chunk) => streamed.extend_from_slice(&chunk.unwrap_or_default()),
+                    Err(ReadError) => return self.refuse_unread(host, "request body"),
                 }
                 Action::Continue
             }
@@ -218,7 +222,10 @@ impl Stream {
                     return Action::Continue;
                 }
             };
-        let mut bytes = host.request_body(size).unwrap_or_default();
+        let mut bytes = match host.request_body(size) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(ReadError) => return self.refuse_unread(host, "request body"),
+        };
         if !streamed.is_empty() {
             let mut all = streamed;
             all.extend_from_slice(&bytes);
@@ -367,6 +374,16 @@ impl Stream {
                 .collect();
             super::store_all(host, &pending);
         }
+    }
+
+    /// A request-side host read failed (the request headers, or the body): refused, never
+    /// forwarded unexamined ([`Refusal::RequestUnread`]).
+    fn refuse_unread(&mut self, host: &mut dyn Host, what: &'static str) -> Action {
+        log::warn!("mcp-guard: could not read the {what}; request refused");
+        if self.facts.agent_id.is_empty() {
+            self.facts.agent_id = identity::UNIDENTIFIED.to_owned();
+        }
+        self.refuse_request(host, Refusal::RequestUnread { what })
     }
 
     /// Refuses the whole request before (or instead of) evaluating its calls: one record.

@@ -7,7 +7,7 @@ use crate::annotations;
 use crate::audit::{Call, OutputStatus};
 use crate::correlation;
 use crate::curation::{self, Claimed, Curation, ListKind, Rewrite, Unreadable};
-use crate::host::{Action, Host};
+use crate::host::{Action, Host, ReadError};
 use crate::jsonrpc::{self, Id};
 use crate::metrics::Metric;
 use crate::policy::{Decision, Policy, Subject};
@@ -20,7 +20,9 @@ impl Stream {
         if let RequestPhase::Replied = self.request {
             return Action::Continue;
         }
-        let headers = host.response_headers();
+        let Ok(headers) = host.response_headers() else {
+            return self.response_headers_unread(host, end_of_stream);
+        };
         let status = headers
             .first(":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
@@ -185,13 +187,24 @@ impl Stream {
                     // while each piece is still in cache, the VM never holds more than one
                     // piece, and reading stops once every response has been seen.
                     let mut start = 0;
+                    let mut unread = false;
                     while start < body_size && !self.correlator.complete() {
                         let len = (body_size - start).min(SCAN_PIECE);
-                        let Some(piece) = host.response_body(start, len) else {
-                            break;
+                        let piece = match host.response_body(start, len) {
+                            Ok(Some(piece)) => piece,
+                            Ok(None) => break,
+                            Err(ReadError) => {
+                                unread = true;
+                                break;
+                            }
                         };
                         scanner.feed(&piece, &mut self.correlator);
                         start += len;
+                    }
+                    if unread {
+                        self.settle_unread();
+                        self.finish(host);
+                        return Action::Continue;
                     }
                 }
                 if self.correlator.complete() || end_of_stream {
@@ -241,6 +254,89 @@ impl Stream {
         Action::Continue
     }
 
+    /// A held list response (`body_size` bytes) that must be curated and cannot be (`why`):
+    /// its status and headers have already gone on (a 200 stays a 200), and the body becomes a
+    /// JSON-RPC internal error ([`INTERNAL_ERROR`]) per request, as JSON or as one SSE
+    /// `message` event, counted and audited as [`Stream::refuse_response`] does.
+    fn refuse_held(&mut self, host: &mut dyn Host, why: Unreadable, body_size: usize) {
+        let refusal = Refusal::Response(why);
+        self.settle_response(host, &refusal);
+        let error = refusal.body(&self.calls, &self.facts.agent_id, &self.config);
+        let body = match self.response_kind {
+            BodyKind::EventStream => format!("event: message\ndata: {error}\n\n"),
+            _ => error,
+        };
+        host.set_response_body(body_size, body.as_bytes());
+    }
+
+    /// The response headers could not be read: nothing about the response is known. One that
+    /// must be curated (a list response, or a server stream, under `curate_lists`) is refused
+    /// ([`Unreadable::HostRead`], as [`Stream::refuse_response`]); any other is passed on
+    /// unexamined and its calls are settled now as `upstream_error` (no outcome was seen).
+    fn response_headers_unread(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Action {
+        log::warn!("mcp-guard: could not read the response headers");
+        if let RequestPhase::AwaitingBody { .. } | RequestPhase::Streaming { .. } = self.request {
+            // Envoy answered before the body was complete; never forwarded (see above).
+            self.request = RequestPhase::Abandoned;
+            let mut call = Call::bare(Decision::Deny);
+            call.output_status = Some(OutputStatus::UpstreamError);
+            self.calls = vec![call];
+        }
+        let curated = match &self.request {
+            RequestPhase::Forwarded { curate } => curate.is_some(),
+            _ => false,
+        } || !self.is_post();
+        if self.config.curate_lists && curated && !end_of_stream {
+            return self.refuse_response(host, Unreadable::HostRead, None, end_of_stream);
+        }
+        self.finish(host);
+        Action::Continue
+    }
+
+    /// A response body that is only scanned for outcomes could not be read: the scan stops,
+    /// and every call it had not answered yet is settled as `upstream_error` (an outcome
+    /// already seen is kept), never read as an empty body.
+    fn settle_unread(&mut self) {
+        log::warn!("mcp-guard: could not read a response body; its calls are upstream_error");
+        if !matches!(self.response, ResponseMode::Done) {
+            self.response = ResponseMode::Pass; // the scanner is dropped unfinished
+        }
+        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+            let outcome = match (&call.method, &call.request_id) {
+                (Some(_), Some(id)) => self.correlator.outcome(id),
+                _ => None,
+            };
+            let (status, code) = outcome.map_or((OutputStatus::UpstreamError, None), settle);
+            call.output_status = Some(status);
+            call.error_code = code;
+        }
+    }
+
+    /// A server stream's chunk could not be read. Under `curate_lists` it may hold a list
+    /// response that must not pass unread: the stream is refused from here on, as one whose
+    /// headers showed it unreadable ([`Unreadable::HostRead`]; its chunks are swallowed and the
+    /// error takes the place of the last). Without curation the chunk passes on and
+    /// correlation stops on this stream (calls waiting for a response on it keep their
+    /// `deferred` records).
+    fn server_stream_unread(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) {
+        log::warn!("mcp-guard: could not read a server stream chunk");
+        // The scanner and any held partial event are dropped.
+        self.response = ResponseMode::Pass;
+        if !self.config.curate_lists {
+            return;
+        }
+        let why = Unreadable::HostRead;
+        self.response = ResponseMode::Refused(why);
+        let refusal = Refusal::Response(why);
+        self.settle_response(host, &refusal);
+        let body = if end_of_stream {
+            refusal.body(&self.calls, &self.facts.agent_id, &self.config)
+        } else {
+            String::new()
+        };
+        host.set_response_body(body_size, body.as_bytes());
+    }
+
     /// Counts a refusal of the response and settles the calls it leaves open.
     fn settle_response(&mut self, host: &mut dyn Host, refusal: &Refusal) {
         for (metric, by) in refusal.metrics(&self.calls) {
@@ -264,7 +360,16 @@ impl Stream {
                     return;
                 }
             };
-        let body = host.response_body(0, body_size).unwrap_or_default();
+        let body = match host.response_body(0, body_size) {
+            Ok(body) => body.unwrap_or_default(),
+            // Not curated: refused like a list curation cannot read. Held only to learn
+            // annotations: passed on as it came, its calls settled as `upstream_error`.
+            Err(ReadError) if self.config.curate_lists => {
+                self.response = ResponseMode::Scan(scanner); // finished unfed at the end
+                return self.refuse_held(host, Unreadable::HostRead, body_size);
+            }
+            Err(ReadError) => return self.settle_unread(),
+        };
         let policy = &self.config.policy;
         let agent = self.facts.agent_id.as_str();
         let curate = self.config.curate_lists;
@@ -288,15 +393,7 @@ impl Stream {
             Curation::Unreadable(_) if !curate => None,
             Curation::Unreadable(why) => {
                 self.response = ResponseMode::Scan(scanner); // finished unfed at the end
-                let refusal = Refusal::Response(why);
-                self.settle_response(host, &refusal);
-                let error = refusal.body(&self.calls, &self.facts.agent_id, &self.config);
-                let body = match self.response_kind {
-                    BodyKind::EventStream => format!("event: message\ndata: {error}\n\n"),
-                    _ => error,
-                };
-                host.set_response_body(body_size, body.as_bytes());
-                return;
+                return self.refuse_held(host, why, body_size);
             }
         };
         if let Some(new) = &rewritten {
@@ -316,12 +413,16 @@ impl Stream {
     /// list response arriving here (the legacy transport's `tools/list`) is curated for the
     /// agent that asked for it.
     fn correlate(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) {
+        let chunk = match host.response_body(0, body_size) {
+            Ok(chunk) => chunk.unwrap_or_default(),
+            Err(ReadError) => return self.server_stream_unread(host, body_size, end_of_stream),
+        };
         let ResponseMode::ServerStream(mut stream) =
             std::mem::replace(&mut self.response, ResponseMode::Pass)
         else {
             return;
         };
-        self.correlate_in(host, &mut stream, body_size, end_of_stream);
+        self.correlate_in(host, &mut stream, chunk, body_size, end_of_stream);
         self.response = ResponseMode::ServerStream(stream);
     }
 
@@ -330,10 +431,10 @@ impl Stream {
         &mut self,
         host: &mut dyn Host,
         stream: &mut ServerStream,
+        chunk: Vec<u8>,
         body_size: usize,
         end_of_stream: bool,
     ) {
-        let chunk = host.response_body(0, body_size).unwrap_or_default();
         let curating = self.config.curate_lists;
         let held_before = !stream.held.is_empty();
         let mut data = if curating && held_before {

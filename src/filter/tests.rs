@@ -59,10 +59,47 @@ struct FakeHost {
     resumed: usize,
     /// Request headers replaced or removed, by name, in order.
     request_header_writes: Vec<String>,
+    /// Reads whose hostcall fails ([`Read`]).
+    failing: Vec<Read>,
+    unreadable_store: UnreadableStore,
+}
+
+/// Shared data whose every read fails (and whose writes are refused).
+#[derive(Default)]
+struct UnreadableStore;
+
+impl SharedData for UnreadableStore {
+    fn get(&self, _key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
+        Err(ReadError)
+    }
+    fn set(&mut self, _key: &str, _value: &[u8], _cas: Option<u32>) -> bool {
+        false
+    }
+}
+
+/// A host read the fake can fail (`FakeHost::failing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+    ResponseBody,
+    SharedData,
+}
+
+impl FakeHost {
+    fn read(&self, read: Read) -> Result<(), ReadError> {
+        if self.failing.contains(&read) {
+            Err(ReadError)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Host for FakeHost {
-    fn request_headers(&self) -> Headers {
+    fn request_headers(&self) -> Result<Headers, ReadError> {
+        self.read(Read::RequestHeaders)?;
         let mut pairs = Vec::new();
         for (name, value) in &self.request_headers {
             pairs.push((name.clone(), value.clone()));
@@ -70,7 +107,7 @@ impl Host for FakeHost {
                 pairs.push((name.clone(), extra.clone()));
             }
         }
-        pairs.into()
+        Ok(pairs.into())
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.request_header_writes.push(name.to_owned());
@@ -79,10 +116,12 @@ impl Host for FakeHost {
             None => self.request_headers.remove(name),
         };
     }
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.request_body.get(..size).map(<[u8]>::to_vec)
+    fn request_body(&self, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        self.read(Read::RequestBody)?;
+        Ok(self.request_body.get(..size).map(<[u8]>::to_vec))
     }
-    fn response_headers(&self) -> Headers {
+    fn response_headers(&self) -> Result<Headers, ReadError> {
+        self.read(Read::ResponseHeaders)?;
         let mut pairs = Vec::new();
         for (name, value) in &self.response_headers {
             pairs.push((name.clone(), value.clone()));
@@ -95,7 +134,7 @@ impl Host for FakeHost {
                 pairs.push((name.clone(), extra.clone()));
             }
         }
-        pairs.into()
+        Ok(pairs.into())
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         match value {
@@ -103,10 +142,10 @@ impl Host for FakeHost {
             None => self.response_headers.remove(name),
         };
     }
-    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
-        self.response_chunk
-            .get(start..start.checked_add(size)?)
-            .map(<[u8]>::to_vec)
+    fn response_body(&self, start: usize, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        self.read(Read::ResponseBody)?;
+        let end = start.saturating_add(size);
+        Ok(self.response_chunk.get(start..end).map(<[u8]>::to_vec))
     }
     fn set_response_body(&mut self, _size: usize, data: &[u8]) {
         self.replaced_response_body = Some(data.to_vec());
@@ -152,6 +191,9 @@ impl Host for FakeHost {
         self.now
     }
     fn shared(&mut self) -> &mut dyn SharedData {
+        if self.failing.contains(&Read::SharedData) {
+            return &mut self.unreadable_store;
+        }
         &mut self.shared
     }
     fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError> {
@@ -171,11 +213,11 @@ impl Host for FakeHost {
 }
 
 impl SharedData for Shared {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match self.borrow().get(key) {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
+        Ok(match self.borrow().get(key) {
             Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
             _ => None,
-        }
+        })
     }
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         let mut map = self.borrow_mut();
@@ -876,7 +918,7 @@ fn assert_forwarded_is_authorized(
     agent: &str,
     body: &[u8],
 ) -> Vec<oracle::ListAsk> {
-    let headers = h.request_headers();
+    let headers = h.request_headers().unwrap();
     let method = h
         .request_headers
         .get(":method")
@@ -2478,13 +2520,17 @@ fn the_annotations_store_is_bounded_per_server() {
             .collect();
         assert!(annotations::learn(h.shared(), "srv", &tools));
     }
-    let (value, _) = h.shared().get("mcp_guard.annotations.srv").unwrap();
+    let (value, _) = h
+        .shared()
+        .get("mcp_guard.annotations.srv")
+        .unwrap()
+        .unwrap();
     assert!(value.len() <= MAX_BYTES, "{}", value.len());
     assert!(value.len() > MAX_BYTES - 2 * 1024, "{}", value.len());
     let first = format!("{:04}{}", 0, "t".repeat(1020));
     let last = format!("{:04}{}", 1099, "t".repeat(1020));
-    assert_eq!(annotations::lookup(h.shared(), "srv", &first), Some(ro));
-    assert_eq!(annotations::lookup(h.shared(), "srv", &last), None);
+    assert_eq!(annotations::lookup(h.shared(), "srv", &first), Ok(Some(ro)));
+    assert_eq!(annotations::lookup(h.shared(), "srv", &last), Ok(None));
     // Known tools still get their hints updated when the store is full.
     let rw = ToolHints {
         read_only: Some(false),
@@ -2495,7 +2541,7 @@ fn the_annotations_store_is_bounded_per_server() {
         "srv",
         &[(Cow::Borrowed(first.as_str()), rw)]
     ));
-    assert_eq!(annotations::lookup(h.shared(), "srv", &first), Some(rw));
+    assert_eq!(annotations::lookup(h.shared(), "srv", &first), Ok(Some(rw)));
     // Short names: the count cap.
     let tools: Vec<(Cow<'_, str>, ToolHints)> = (0..MAX_TOOLS + 10)
         .map(|n| (Cow::Owned(format!("t{n}")), ro))
@@ -2503,11 +2549,11 @@ fn the_annotations_store_is_bounded_per_server() {
     assert!(annotations::learn(h.shared(), "other", &tools));
     assert_eq!(
         annotations::lookup(h.shared(), "other", &format!("t{}", MAX_TOOLS - 1)),
-        Some(ro)
+        Ok(Some(ro))
     );
     assert_eq!(
         annotations::lookup(h.shared(), "other", &format!("t{MAX_TOOLS}")),
-        None
+        Ok(None)
     );
 }
 
@@ -2860,4 +2906,193 @@ fn an_event_too_large_to_hold_on_a_server_stream_passes_unexamined() {
         "{:?}",
         gh.counters
     );
+}
+
+/// The request was refused because a request-side read failed: HTTP 500, JSON-RPC -32603, one
+/// `denied` record, counted as `request_read`, and never forwarded.
+fn assert_request_read_refused(h: &FakeHost, what: &str) {
+    let (status, body) = h.reply_json();
+    assert_eq!(status, 500, "{what}");
+    assert_eq!(body["error"]["code"], INTERNAL_ERROR, "{what}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not read")),
+        "{what}: {body}"
+    );
+    let r = h.records();
+    assert_eq!(r.len(), 1, "{what}");
+    assert_eq!(
+        (
+            r[0]["decision"].as_str(),
+            r[0]["output_status"].as_str(),
+            r[0]["error_code"].as_i64(),
+            r[0]["http_status"].as_u64()
+        ),
+        (
+            Some("deny"),
+            Some("denied"),
+            Some(i64::from(INTERNAL_ERROR)),
+            Some(500)
+        ),
+        "{what}"
+    );
+    assert_eq!(
+        h.counters.get("mcp_guard.refusals.reason.request_read"),
+        Some(&1),
+        "{what}: {:?}",
+        h.counters
+    );
+}
+
+#[test]
+fn a_request_whose_headers_or_body_cannot_be_read_is_refused_never_forwarded() {
+    // Headers: refused in the headers callback, before any tag is set.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.failing = vec![Read::RequestHeaders];
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    assert!(h.request_header_writes.is_empty());
+    assert_request_read_refused(&h, "request headers");
+    assert_eq!(h.records()[0]["agent_id"], "unidentified");
+
+    // Buffered body: an allowed call whose body cannot be read is not forwarded as empty.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    h.failing = vec![Read::RequestBody];
+    let len = h.request_body.len();
+    assert_eq!(s.on_request_body(&mut h, len, true), Action::Pause);
+    assert_request_read_refused(&h, "request body");
+    assert_eq!(h.records()[0]["agent_id"], "demo-agent");
+
+    // A GET with a body it cannot read is not let through as "no body".
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), "x");
+    h.request_headers.insert(":method".into(), "GET".into());
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Pause);
+    h.failing = vec![Read::RequestBody];
+    assert_eq!(s.on_request_body(&mut h, 1, true), Action::Pause);
+    assert_request_read_refused(&h, "GET body");
+
+    // Streamed (decide_at_headers): a chunk that cannot be kept cannot be checked at the end.
+    let mut s = stream(EARLY_POLICY);
+    let mut h = routed("demo-agent", "tools/call", Some("echo"), CALL_ECHO);
+    assert_eq!(s.on_request_headers(&mut h, false), Action::Continue);
+    h.failing = vec![Read::RequestBody];
+    assert_eq!(s.on_request_body(&mut h, 10, false), Action::Pause);
+    assert_request_read_refused(&h, "streamed chunk");
+}
+
+#[test]
+fn a_list_response_that_cannot_be_read_is_refused_like_one_curation_cannot_read() {
+    // Its headers: nothing is known, so the body is swallowed and replaced by the error.
+    let mut s = stream(POLICY);
+    let mut h = post(
+        Some("demo-agent"),
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    h.response_headers.insert(":status".into(), "200".into());
+    h.response_headers
+        .insert("content-type".into(), "application/json".into());
+    h.failing = vec![Read::ResponseHeaders];
+    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    h.failing.clear();
+    let body = client_body(&mut s, &mut h, &[DENIED_LIST]);
+    assert_refused(&h, &body, 502, "response_read");
+
+    // Its held body: the 200 has gone on; the body becomes the error.
+    let (mut s, mut h, action) =
+        list_answered(&[(":status", "200"), ("content-type", "application/json")]);
+    assert_eq!(action, Action::Continue);
+    h.failing = vec![Read::ResponseBody];
+    let body = client_body(&mut s, &mut h, &[DENIED_LIST]);
+    assert_refused(&h, &body, 200, "response_read");
+}
+
+#[test]
+fn a_response_only_scanned_that_cannot_be_read_settles_its_calls_as_upstream_error() {
+    // An SSE response in a session: read as an empty body, its call would be `deferred` (the
+    // server could resume it elsewhere); unread, no outcome was seen: upstream_error.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    h.request_headers
+        .insert("mcp-session-id".into(), "s-1".into());
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    h.response_headers.insert(":status".into(), "200".into());
+    h.response_headers
+        .insert("content-type".into(), "text/event-stream".into());
+    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    h.failing = vec![Read::ResponseBody];
+    h.response_chunk = b"event: message\ndata: {}\n\n".to_vec();
+    assert_eq!(s.on_response_body(&mut h, 24, false), Action::Continue);
+    let r = h.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["output_status"], "upstream_error");
+    assert!(h.shared.borrow().is_empty(), "nothing stored as deferred");
+    // Its headers: the calls are settled at once, and the body passes on unexamined.
+    let mut s = stream(POLICY);
+    let mut h = post(Some("demo-agent"), CALL_ECHO);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    h.failing = vec![Read::ResponseHeaders];
+    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    assert_eq!(h.records()[0]["output_status"], "upstream_error");
+    h.failing.clear();
+    h.response_chunk = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec();
+    assert_eq!(s.on_response_body(&mut h, 10, true), Action::Continue);
+    assert_eq!(h.records()[0]["output_status"], "upstream_error");
+}
+
+#[test]
+fn a_server_stream_chunk_that_cannot_be_read_is_never_passed_on_under_curation() {
+    let shared = Shared::default();
+    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("s-1"));
+    gh.failing = vec![Read::ResponseBody];
+    let list = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"tools\":[{\"name\":\"delete_repo\"}]}}\n\n";
+    stream_chunk(&mut get, &mut gh, list, false);
+    assert_eq!(gh.replaced_response_body.as_deref(), Some(&b""[..]));
+    assert_eq!(
+        gh.counters.get("mcp_guard.refusals.reason.response_read"),
+        Some(&1)
+    );
+    // Swallowed from then on; the error takes the place of the last chunk.
+    gh.failing.clear();
+    stream_chunk(&mut get, &mut gh, list, false);
+    assert_eq!(gh.replaced_response_body.as_deref(), Some(&b""[..]));
+    stream_chunk(&mut get, &mut gh, b"", true);
+    let end = String::from_utf8(gh.replaced_response_body.clone().unwrap()).unwrap();
+    assert!(
+        end.contains("-32603") && !end.contains("delete_repo"),
+        "{end}"
+    );
+    let r = gh.records();
+    assert_eq!(r[0]["output_status"], "upstream_error");
+    assert_eq!(r[0]["refusal"], "response_read");
+}
+
+#[test]
+fn an_annotations_store_that_cannot_be_read_refuses_the_call() {
+    let policy = r#"{
+      "server_id": "demo-server",
+      "annotations": {"refuse": "destructive", "unseen": "allow"},
+      "policy": {"agents": {"ops": {"tools": ["*"]}}}
+    }"#;
+    let body =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    // Readable (and empty): an unseen tool is allowed, as configured.
+    let mut s = stream(policy);
+    let mut h = post(Some("ops"), body);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    // Unreadable: not "never shown"; refused.
+    let mut s = stream(policy);
+    let mut h = post(Some("ops"), body);
+    h.failing = vec![Read::SharedData];
+    assert_eq!(send_request(&mut s, &mut h), Action::Pause);
+    let (status, reply) = h.reply_json();
+    assert_eq!(
+        (status, reply["error"]["code"].clone()),
+        (200, DENIED.into())
+    );
+    assert_eq!(h.records()[0]["output_status"], "denied");
 }

@@ -31,8 +31,8 @@ fn call_json(id: i64, tool: &str) -> String {
     )
 }
 
-fn no_hints(_: &str) -> Option<ToolHints> {
-    None
+fn no_hints(_: &str) -> Result<Option<ToolHints>, ReadError> {
+    Ok(None)
 }
 
 /// What a verdict says, reduced to what a table can state.
@@ -362,7 +362,7 @@ fn the_annotations_rule_uses_the_hints_it_is_given_and_only_for_unnamed_tools() 
         let mut hints = |tool: &str| {
             asked += 1;
             assert_eq!(tool, "delete_repo");
-            Some(destructive)
+            Ok(Some(destructive))
         };
         let known = Known {
             agent_id: agent,
@@ -568,6 +568,15 @@ fn each_refusal_owns_its_status_code_metric_and_audit_status() {
             "denied",
         ),
         (
+            Refusal::RequestUnread {
+                what: "request body",
+            },
+            500,
+            INTERNAL_ERROR,
+            "refusals.reason.request_read",
+            "denied",
+        ),
+        (
             Refusal::Encoded,
             415,
             jsonrpc::INVALID_REQUEST,
@@ -766,4 +775,29 @@ fn an_rls_failure_refuses_only_under_failure_mode_deny() {
     assert_eq!(rls_failed(&rls(false)), None);
     assert_eq!(rls_failed(&config(POLICY)), None);
     assert_eq!(Refusal::RlsUnavailable.status(), 500);
+}
+
+#[test]
+fn an_annotations_store_that_cannot_be_read_refuses_the_call() {
+    let config = config(
+        r#"{"annotations": {"refuse": "destructive", "unseen": "allow"},
+            "policy": {"agents": {"ops": {"tools": ["*"]}}}}"#,
+    );
+    let none = routing(&[], &[]);
+    let known = Known {
+        agent_id: "ops",
+        http_method: "POST",
+        routing: &none,
+        streamed: false,
+    };
+    let body = call_json(1, "echo");
+    let mut never_shown = |_: &str| Ok(None);
+    let allowed = decide(&config, &known, body.as_bytes(), &mut never_shown);
+    assert!(matches!(allowed, Verdict::Forward(_)), "{allowed:?}");
+    let mut unreadable = |_: &str| Err(ReadError);
+    let refused = decide(&config, &known, body.as_bytes(), &mut unreadable);
+    let Verdict::Refuse { refusal, .. } = refused else {
+        panic!("not refused: {refused:?}");
+    };
+    assert_eq!(refusal, Refusal::Denied { by_annotations: 1 });
 }
