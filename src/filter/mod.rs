@@ -2,10 +2,10 @@
 //! small [`Host`] trait so it runs natively in tests. The proxy-wasm HTTP context
 //! (`crate::wasm`) only forwards callbacks here.
 //!
-//! A [`Stream`] is two state machines, one enum each: the request's [`RequestPhase`] and the
-//! response's [`ResponseMode`]; each callback is a `match` on them. What to do with a request
+//! A [`Stream`] is two state machines, one enum each: the request's `RequestPhase` and the
+//! response's `ResponseMode`; each callback is a `match` on them. What to do with a request
 //! is decided by the pure functions of [`crate::verdict`]; `Stream` enacts it
-//! ([`request`]: the request path, [`response`]: the response path).
+//! (`filter/request.rs`: the request path, `filter/response.rs`: the response path).
 //!
 //! Request path (MCP Streamable HTTP, spec "Transports"):
 //! 1. Request headers: resolve the agent identity, remove client-sent copies of every tag

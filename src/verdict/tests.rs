@@ -1,6 +1,10 @@
 //! The verdict as a pure function: tables of inputs and the decision expected, no host.
 
 use super::*;
+use crate::audit::OutputStatus;
+use crate::curation::Unreadable;
+use crate::jsonrpc::ParseError;
+use crate::metrics::Metric;
 use serde_json::{json, Value};
 
 const POLICY: &str = r#"{
