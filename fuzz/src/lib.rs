@@ -39,7 +39,8 @@ pub mod oracle;
 
 use mcp_guard::config::{Config, DEFAULT_MAX_JSON_DEPTH, MAX_MAX_JSON_DEPTH};
 use mcp_guard::filter::{Stream, RATE_LIMITED};
-use mcp_guard::host::{Action, Headers, Host, ReadError, SharedData};
+use mcp_guard::host::fake::{FakeHost, Phase, SharedStore};
+use mcp_guard::host::{Action, Host};
 use mcp_guard::identity::{Presented, Source};
 use mcp_guard::jsonrpc::{self, Body, Id, Kind, Message};
 use mcp_guard::policy::{Decision, Mode, Subject};
@@ -48,101 +49,12 @@ use mcp_guard::sse::{EventSink, SseScanner};
 use oracle::{ListAsk, Named};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 // ------------------------------------------------------------------------- heap accounting
 
-/// A global allocator that counts the live heap bytes of the current thread (and their peak).
-/// Install it with `#[global_allocator] static A: CountingAlloc = CountingAlloc;`.
-pub struct CountingAlloc;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn account(delta: isize) {
-    // Const-initialized, no destructor: always accessible, never allocates.
-    let _ = LIVE.try_with(|live| {
-        let now = live.get().wrapping_add(delta);
-        live.set(now);
-        let _ = PEAK.try_with(|peak| {
-            if now > peak.get() {
-                peak.set(now);
-            }
-        });
-    });
-}
-
-fn size_of_layout(layout: Layout) -> isize {
-    isize::try_from(layout.size()).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            account(size_of_layout(layout));
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            account(size_of_layout(layout));
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        account(-size_of_layout(layout));
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            account(isize::try_from(new_size).unwrap_or(isize::MAX) - size_of_layout(layout));
-        }
-        p
-    }
-}
-
-/// Measures the heap of the current thread from the moment it is started.
-#[derive(Debug, Clone, Copy)]
-pub struct Meter {
-    base: isize,
-}
-
-impl Meter {
-    /// Starts measuring: the peak is reset to the current live size.
-    pub fn start() -> Meter {
-        let base = LIVE.with(Cell::get);
-        PEAK.with(|p| p.set(base));
-        Meter { base }
-    }
-    /// Highest live size since `start`, minus the live size at `start`.
-    pub fn peak(&self) -> usize {
-        usize::try_from(PEAK.with(Cell::get) - self.base).unwrap_or(0)
-    }
-    /// Live size now, minus the live size at `start` (negative: more was freed).
-    pub fn net(&self) -> isize {
-        LIVE.with(Cell::get) - self.base
-    }
-}
-
-/// Whether [`CountingAlloc`] is this binary's global allocator (if not, every heap check
-/// would pass vacuously).
-pub fn counting_installed() -> bool {
-    let m = Meter::start();
-    let b = std::hint::black_box(Box::new([0u8; 64]));
-    let seen = m.peak() >= 64;
-    drop(b);
-    seen
-}
+pub use mcp_guard::host::fake::{counting_installed, CountingAlloc, Meter, Rng};
 
 fn require_counting() {
     static CHECKED: AtomicUsize = AtomicUsize::new(0);
@@ -196,31 +108,6 @@ pub const PARSER_HEAP_PER_BYTE: usize = 8;
 const PARSER_HEAP_CONSTANT: usize = 64 * 1024;
 
 // ------------------------------------------------------------------------- chunking
-
-/// Deterministic xorshift generator, seeded from input bytes.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with the FNV-1a hash of `seed` (never zero).
-    pub fn from_bytes(seed: &[u8]) -> Rng {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in seed {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        Rng(h | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// A number in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
-    }
-}
 
 /// How a byte stream is cut into chunks.
 #[derive(Debug, Clone)]
@@ -987,260 +874,10 @@ pub const STREAM_SEPARATOR: &[u8] = b"\n--mcp-guard-fuzz-response--\n";
 /// Control bytes at the start of a `stream` input.
 pub const STREAM_CONTROL_LEN: usize = 8;
 
-/// proxy-wasm shared data: key → (value, compare-and-swap token).
-#[derive(Debug, Default)]
-struct SharedStore(BTreeMap<String, (Vec<u8>, u32)>);
-
-/// The callback the host is in: which hostcalls are allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    RequestHeaders,
-    RequestBody,
-    RequestTrailers,
-    ResponseHeaders,
-    ResponseBody,
-    Log,
-    Outside,
-}
-
-/// A host that behaves like Envoy for one stream: body buffering while the filter pauses,
-/// header maps, local replies, filter state, shared data with compare-and-swap, and the phase
-/// rules of proxy-wasm hostcalls (a hostcall in the wrong phase is a finding: in Envoy it
-/// fails, and the SDK panics on some).
-#[derive(Debug)]
-pub struct FuzzHost {
-    phase: Phase,
-    /// Request headers released upstream (a request callback returned Continue).
-    request_released: bool,
-    /// Response headers went downstream.
-    response_started: bool,
-    request_headers: BTreeMap<String, Vec<String>>,
-    request_buffer: Vec<u8>,
-    /// The request body bytes passed on upstream so far.
-    upstream: Vec<u8>,
-    response_headers: BTreeMap<String, String>,
-    response_buffer: Vec<u8>,
-    rewritten_response: Option<Vec<u8>>,
-    /// The response body bytes passed on to the client so far.
-    downstream: Vec<u8>,
-    tool_labels: mcp_guard::metrics::ToolLabels,
-    local_reply: Option<(u32, Vec<u8>)>,
-    audit: Option<Vec<u8>>,
-    code_details: Option<&'static str>,
-    /// Shared data: value and CAS token (kept across the streams of one input).
-    shared: SharedStore,
-    now: u64,
-    violations: std::cell::RefCell<Vec<String>>,
-}
-
-impl FuzzHost {
-    fn new(shared: SharedStore, now: u64) -> Self {
-        FuzzHost {
-            phase: Phase::Outside,
-            request_released: false,
-            response_started: false,
-            request_headers: BTreeMap::new(),
-            request_buffer: Vec::new(),
-            upstream: Vec::new(),
-            response_headers: BTreeMap::new(),
-            response_buffer: Vec::new(),
-            rewritten_response: None,
-            downstream: Vec::new(),
-            tool_labels: mcp_guard::metrics::ToolLabels::default(),
-            local_reply: None,
-            audit: None,
-            code_details: None,
-            shared,
-            now,
-            violations: std::cell::RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Adds one value of a request header (a header may be sent more than once).
-    fn add_request_header(&mut self, name: &str, value: &str) {
-        self.request_headers
-            .entry(name.to_owned())
-            .or_default()
-            .push(value.to_owned());
-    }
-
-    /// After a request callback: on `Continue` Envoy passes the buffered body on upstream.
-    fn pass_request(&mut self, action: Action) {
-        if action == Action::Continue {
-            let chunk = std::mem::take(&mut self.request_buffer);
-            self.upstream.extend_from_slice(&chunk);
-        }
-    }
-
-    /// After a response callback: on `Continue` Envoy passes the buffered body on downstream.
-    fn pass_response(&mut self, action: Action) {
-        if action == Action::Continue {
-            let chunk = std::mem::take(&mut self.response_buffer);
-            self.downstream.extend_from_slice(&chunk);
-        }
-    }
-
-    /// Records a hostcall Envoy would fail in this phase (proxy-wasm 0.2 panics on several
-    /// such failures, which traps the VM).
-    fn violation(&self, what: &str) {
-        let text = format!("{what} in {:?}", self.phase);
-        self.violations.borrow_mut().push(text);
-    }
-
-    fn check_no_violations(&self) {
-        let v = self.violations.borrow();
-        assert!(v.is_empty(), "hostcalls in the wrong phase: {v:?}");
-    }
-}
-
-impl Host for FuzzHost {
-    fn request_headers(&self) -> Result<Headers, ReadError> {
-        let pairs = self
-            .request_headers
-            .iter()
-            .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
-            .collect::<Vec<_>>();
-        Ok(pairs.into())
-    }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let allowed = matches!(
-            self.phase,
-            Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers
-        ) && !self.request_released;
-        if !allowed {
-            self.violation("set_request_header after the request headers went upstream");
-        }
-        match value {
-            Some(v) => self
-                .request_headers
-                .insert(name.to_owned(), vec![v.to_owned()]),
-            None => self.request_headers.remove(name),
-        };
-    }
-    fn request_body(&self, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
-        if !matches!(self.phase, Phase::RequestBody | Phase::RequestTrailers) {
-            self.violation("request_body outside the request body/trailers callbacks");
-            return Err(ReadError);
-        }
-        Ok(self.request_buffer.get(..size).map(<[u8]>::to_vec))
-    }
-    fn response_headers(&self) -> Result<Headers, ReadError> {
-        if self.phase != Phase::ResponseHeaders {
-            // Seen with Envoy: reading a response header in the body callback panicked in
-            // proxy-wasm's hostcalls and trapped the VM.
-            self.violation("response_headers outside the response headers callback");
-            return Err(ReadError);
-        }
-        let pairs = self
-            .response_headers
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect::<Vec<_>>();
-        Ok(pairs.into())
-    }
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        if self.phase != Phase::ResponseHeaders {
-            self.violation("set_response_header outside the response headers callback");
-        }
-        match value {
-            Some(v) => self.response_headers.insert(name.to_owned(), v.to_owned()),
-            None => self.response_headers.remove(name),
-        };
-    }
-    fn response_body(&self, start: usize, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
-        if self.phase != Phase::ResponseBody {
-            self.violation("response_body outside the response body callback");
-            return Err(ReadError);
-        }
-        let end = start.saturating_add(size);
-        Ok(self.response_buffer.get(start..end).map(<[u8]>::to_vec))
-    }
-    fn set_response_body(&mut self, size: usize, data: &[u8]) {
-        if self.phase != Phase::ResponseBody {
-            self.violation("set_response_body outside the response body callback");
-            return;
-        }
-        let keep = self
-            .response_buffer
-            .get(size..)
-            .unwrap_or_default()
-            .to_vec();
-        let mut body = data.to_vec();
-        body.extend_from_slice(&keep);
-        self.response_buffer = body.clone();
-        self.rewritten_response = Some(body);
-    }
-    fn send_local_reply(&mut self, status: u32, _headers: &[(&str, &str)], body: &[u8]) {
-        if self.response_started || self.local_reply.is_some() || self.phase == Phase::Log {
-            self.violation("send_local_reply after the response started");
-        }
-        self.local_reply = Some((status, body.to_vec()));
-    }
-    fn grpc_call(
-        &mut self,
-        _grpc_service: &str,
-        _service: &str,
-        _method: &str,
-        _message: &[u8],
-        _timeout_ms: u64,
-    ) -> Option<u32> {
-        // The fuzzed configurations have no rate_limit_service.
-        self.violation("grpc_call without a rate_limit_service");
-        None
-    }
-    fn resume_request(&mut self) {
-        self.violation("resume_request without a pending call");
-    }
-    fn upstream_cluster(&self) -> Option<String> {
-        Some("mcp_fuzz".to_owned())
-    }
-    fn write_audit(&mut self, records: &[u8]) {
-        self.audit = Some(records.to_vec());
-    }
-    fn now_ms(&self) -> u64 {
-        self.now
-    }
-    fn shared(&mut self) -> &mut dyn SharedData {
-        &mut self.shared
-    }
-    fn count(&mut self, metric: mcp_guard::metrics::Metric<'_>, _by: u64) {
-        // Stat names must be valid for Envoy: no empty segment, bounded length.
-        let name = metric.name(&mut self.tool_labels);
-        assert!(
-            !name.contains("..") && name.len() < 256,
-            "bad stat name {name:?}"
-        );
-    }
-    fn property(&self, _path: &[&str]) -> Result<Option<String>, ReadError> {
-        // The fuzzed configurations use header identity; attribute sources read nothing here.
-        Ok(None)
-    }
-    fn response_code_details(&self) -> Option<String> {
-        if self.phase != Phase::Log {
-            return None; // only meaningful once the stream is over
-        }
-        self.code_details.map(str::to_owned)
-    }
-}
-
-impl SharedData for SharedStore {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
-        Ok(match self.0.get(key) {
-            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
-            _ => None,
-        })
-    }
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let current = self.0.get(key).map(|(_, c)| *c);
-        if let (Some(want), Some(have)) = (cas, current) {
-            if want != have {
-                return false;
-            }
-        }
-        let next = current.unwrap_or(0).wrapping_add(1);
-        self.0.insert(key.to_owned(), (value.to_vec(), next));
-        true
-    }
+/// Fails if the stream made a hostcall in a phase where Envoy fails it.
+fn check_no_violations(h: &FakeHost) {
+    let v = h.violations();
+    assert!(v.is_empty(), "hostcalls in the wrong phase: {v:?}");
 }
 
 /// Checks an audit value: one JSON object per line, each with a decision and an outcome.
@@ -1360,7 +997,7 @@ impl<'a> Plan<'a> {
             Chunking::Whole
         } else {
             Chunking::Random {
-                rng: Rng(self.rng.next() | 1),
+                rng: Rng::new(self.rng.next_u64() | 1),
                 max,
             }
         }
@@ -1525,8 +1162,9 @@ fn run_exchange(
     rng: &mut Rng,
 ) -> (SharedStore, Vec<ListAsk>) {
     let mut s = Stream::new(Rc::clone(config));
-    let mut h = FuzzHost::new(shared, 1_795_306_541_000);
-    h.code_details = x.code_details;
+    let mut h = FakeHost::new(shared, 1_795_306_541_000);
+    h.upstream_cluster = Some("mcp_fuzz".to_owned());
+    h.code_details = x.code_details.map(str::to_owned);
 
     // --- request headers
     h.add_request_header(":method", x.method);
@@ -1555,15 +1193,13 @@ fn run_exchange(
     let agent = config
         .identity
         .resolve(|source| match source {
-            Source::Header(name) => match h.request_headers.get(name).map(Vec::as_slice) {
-                None | Some([]) => Presented::Absent,
-                Some([one]) => Presented::Value(one.clone()),
-                Some(_) => Presented::Repeated,
-            },
+            Source::Header(name) => h
+                .request_headers()
+                .map_or(Presented::Absent, |headers| headers.presented(name)),
             _ => Presented::Absent,
         })
         .agent_id;
-    h.phase = Phase::RequestHeaders;
+    h.phase = Some(Phase::RequestHeaders);
     let mut action = s.on_request_headers(&mut h, x.headers_eos);
     h.request_released |= action == Action::Continue;
 
@@ -1578,10 +1214,10 @@ fn run_exchange(
             total
         };
         for (i, chunk) in chunks.into_iter().take(cut).enumerate() {
-            h.request_buffer.extend_from_slice(chunk);
+            h.request_body.extend_from_slice(chunk);
             let eos = i + 1 == total && !x.trailers;
-            let size = h.request_buffer.len();
-            h.phase = Phase::RequestBody;
+            let size = h.request_body.len();
+            h.phase = Some(Phase::RequestBody);
             action = s.on_request_body(&mut h, size, eos);
             h.request_released |= action == Action::Continue;
             h.pass_request(action);
@@ -1592,13 +1228,13 @@ fn run_exchange(
         }
         if h.local_reply.is_none() && !x.early_response {
             if x.trailers {
-                h.phase = Phase::RequestTrailers;
+                h.phase = Some(Phase::RequestTrailers);
                 action = s.on_request_trailers(&mut h);
                 h.request_released |= action == Action::Continue;
                 h.pass_request(action);
                 request_ended = true;
             } else if total == 0 {
-                h.phase = Phase::RequestBody;
+                h.phase = Some(Phase::RequestBody);
                 action = s.on_request_body(&mut h, 0, true);
                 h.request_released |= action == Action::Continue;
                 h.pass_request(action);
@@ -1606,7 +1242,7 @@ fn run_exchange(
             }
         }
     }
-    h.phase = Phase::Outside;
+    h.phase = Some(Phase::Outside);
 
     if let Some((status, body)) = h.local_reply.clone() {
         assert_eq!(
@@ -1619,7 +1255,7 @@ fn run_exchange(
             "local reply status {status}"
         );
         check_error_body(&body, None, "local reply");
-        check_audit(h.audit.as_deref(), "after a local reply");
+        check_audit(h.audit(), "after a local reply");
         let audit = h.audit.clone();
         if x.reply_through_filter {
             // The local reply passes back through the filter's response callbacks.
@@ -1627,30 +1263,30 @@ fn run_exchange(
                 .insert(":status".into(), status.to_string());
             h.response_headers
                 .insert("content-type".into(), "application/json".into());
-            h.phase = Phase::ResponseHeaders;
+            h.phase = Some(Phase::ResponseHeaders);
             s.on_response_headers(&mut h, false);
             h.response_started = true;
-            h.response_buffer = body;
-            let size = h.response_buffer.len();
-            h.phase = Phase::ResponseBody;
+            h.response_chunk = body;
+            let size = h.response_chunk.len();
+            h.phase = Some(Phase::ResponseBody);
             s.on_response_body(&mut h, size, true);
             assert!(
-                h.rewritten_response.is_none(),
+                h.replaced_response_body.is_none(),
                 "a local reply was rewritten"
             );
         }
-        h.phase = Phase::Log;
+        h.phase = Some(Phase::Log);
         s.on_stream_end(&mut h);
         assert_eq!(h.audit, audit, "audit changed after the local reply");
-        h.check_no_violations();
+        check_no_violations(&h);
         return (h.shared, Vec::new());
     }
     if !request_ended && !x.early_response {
         // The client never finished its request (no end_of_stream): the stream ends there.
-        h.phase = Phase::Log;
+        h.phase = Some(Phase::Log);
         s.on_stream_end(&mut h);
-        check_audit(h.audit.as_deref(), "for a request that never ended");
-        h.check_no_violations();
+        check_audit(h.audit(), "for a request that never ended");
+        check_no_violations(&h);
         return (h.shared, Vec::new());
     }
     if action == Action::Pause && !x.early_response {
@@ -1691,9 +1327,9 @@ fn run_exchange(
             .insert("mcp-session-id".into(), "sess-upstream".into());
     }
     h.now += 7;
-    h.phase = Phase::ResponseHeaders;
+    h.phase = Some(Phase::ResponseHeaders);
     let raction = s.on_response_headers(&mut h, x.response_headers_eos);
-    h.phase = Phase::Outside;
+    h.phase = Some(Phase::Outside);
     assert_eq!(raction, Action::Continue, "response headers must continue");
     h.response_started = true;
     let is_429 = x.status == "429";
@@ -1721,11 +1357,11 @@ fn run_exchange(
     // 429); otherwise once the outcome is known, or at the end of the stream (checked below).
     if x.response_headers_eos || is_429 {
         check_audit(
-            h.audit.as_deref(),
+            h.audit(),
             "once the response headers ended the stream or were a 429",
         );
-    } else if h.audit.is_some() {
-        check_audit(h.audit.as_deref(), "after the response headers");
+    } else if h.audit().is_some() {
+        check_audit(h.audit(), "after the response headers");
     }
 
     // --- response body
@@ -1735,28 +1371,28 @@ fn run_exchange(
         let total = chunks.len();
         let mut growth: isize = 0;
         for (i, chunk) in chunks.iter().enumerate() {
-            h.response_buffer.extend_from_slice(chunk);
+            h.response_chunk.extend_from_slice(chunk);
             let eos = i + 1 == total && !x.reset;
-            let size = h.response_buffer.len();
+            let size = h.response_chunk.len();
             h.now += 1;
-            h.phase = Phase::ResponseBody;
-            let audit_before = h.audit.as_ref().map_or(0, Vec::capacity);
+            h.phase = Some(Phase::ResponseBody);
+            let audit_before = h.audit.capacity();
             let meter = Meter::start();
             let a = s.on_response_body(&mut h, size, eos);
             if !eos {
                 // The host's copy of the audit records is not the stream's heap (it was
                 // first written here once the outcome was found early).
-                let audit_after = h.audit.as_ref().map_or(0, Vec::capacity);
+                let audit_after = h.audit.capacity();
                 growth += meter.net() - (audit_after as isize - audit_before as isize);
             }
-            h.phase = Phase::Outside;
+            h.phase = Some(Phase::Outside);
             h.pass_response(a);
             ended = eos;
         }
         if total == 0 && !x.reset {
-            h.phase = Phase::ResponseBody;
+            h.phase = Some(Phase::ResponseBody);
             let a = s.on_response_body(&mut h, 0, true);
-            h.phase = Phase::Outside;
+            h.phase = Some(Phase::Outside);
             h.pass_response(a);
             ended = true;
         }
@@ -1781,13 +1417,13 @@ fn run_exchange(
     }
     if is_429 && ended && !x.response_headers_eos {
         let body = h
-            .rewritten_response
+            .replaced_response_body
             .clone()
             .unwrap_or_else(|| panic!("429 body not rewritten"));
         check_error_body(&body, Some(i64::from(RATE_LIMITED)), "rewritten 429 body");
     } else if !is_429 && !server_stream && !list_request {
         assert!(
-            h.rewritten_response.is_none(),
+            h.replaced_response_body.is_none(),
             "a {} response body was rewritten",
             x.status
         );
@@ -1812,10 +1448,10 @@ fn run_exchange(
     };
 
     // --- the stream is over (Envoy's log callback): its records must be there.
-    h.phase = Phase::Log;
+    h.phase = Some(Phase::Log);
     s.on_stream_end(&mut h);
-    check_audit(h.audit.as_deref(), "at the end of the stream");
-    h.check_no_violations();
+    check_audit(h.audit(), "at the end of the stream");
+    check_no_violations(&h);
     (h.shared, still)
 }
 

@@ -1,11 +1,9 @@
 //! Stream-level tests against a fake host: the same callbacks Envoy makes, in the same order.
 
 use super::*;
-use crate::host::{Headers, SharedData};
-use crate::metrics::Metric;
+use crate::host::fake::{FakeHost, Read, Rng, SharedStore};
+use crate::host::Headers;
 use serde_json::Value;
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
 
 /// The authorization oracles of the fuzz targets (serde_json readers independent of
 /// `crate::jsonrpc`), one copy shared with `fuzz/src/lib.rs`.
@@ -13,9 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 #[allow(dead_code)]
 mod oracle;
 
-/// proxy-wasm shared data as Envoy keeps it: one map for every worker's VM, with a CAS token
-/// per key that changes on every write.
-type Shared = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
+/// proxy-wasm shared data as Envoy keeps it ([`SharedStore`]).
+type Shared = SharedStore;
 
 const POLICY: &str = r#"{
   "server_id": "demo-server",
@@ -24,211 +21,6 @@ const POLICY: &str = r#"{
       "admin-agent": {"tools": ["*"]},
       "default": {"tools": ["echo"]}}}
 }"#;
-
-#[derive(Default)]
-struct FakeHost {
-    request_headers: BTreeMap<String, String>,
-    request_body: Vec<u8>,
-    response_headers: BTreeMap<String, String>,
-    response_chunk: Vec<u8>,
-    replaced_response_body: Option<Vec<u8>>,
-    local_reply: Option<(u32, Vec<u8>)>,
-    audit: Vec<u8>,
-    audit_writes: usize,
-    now: u64,
-    shared: Shared,
-    code_details: Option<String>,
-    /// Further values of a header sent more than once (after the one in `request_headers`).
-    repeated_headers: BTreeMap<String, Vec<String>>,
-    /// Further values of a response header sent more than once.
-    repeated_response_headers: BTreeMap<String, Vec<String>>,
-    /// Envoy attributes by path joined with `/`.
-    properties: BTreeMap<String, String>,
-    /// Attribute paths (joined with `/`) whose read fails.
-    unreadable: Vec<String>,
-    /// Counters by stat name.
-    counters: BTreeMap<String, u64>,
-    labels: crate::metrics::ToolLabels,
-    /// Headers of the local reply besides content-type.
-    reply_headers: Vec<(String, String)>,
-    /// gRPC calls started: (upstream, service, method, message, timeout_ms).
-    grpc_calls: Vec<(String, String, String, Vec<u8>, u64)>,
-    /// The host refuses to start gRPC calls.
-    grpc_refused: bool,
-    /// How often the request was resumed.
-    resumed: usize,
-    /// Request headers replaced or removed, by name, in order.
-    request_header_writes: Vec<String>,
-    /// Reads whose hostcall fails ([`Read`]).
-    failing: Vec<Read>,
-    unreadable_store: UnreadableStore,
-}
-
-/// Shared data whose every read fails (and whose writes are refused).
-#[derive(Default)]
-struct UnreadableStore;
-
-impl SharedData for UnreadableStore {
-    fn get(&self, _key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
-        Err(ReadError)
-    }
-    fn set(&mut self, _key: &str, _value: &[u8], _cas: Option<u32>) -> bool {
-        false
-    }
-}
-
-/// A host read the fake can fail (`FakeHost::failing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Read {
-    RequestHeaders,
-    RequestBody,
-    ResponseHeaders,
-    ResponseBody,
-    SharedData,
-}
-
-impl FakeHost {
-    fn read(&self, read: Read) -> Result<(), ReadError> {
-        if self.failing.contains(&read) {
-            Err(ReadError)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl Host for FakeHost {
-    fn request_headers(&self) -> Result<Headers, ReadError> {
-        self.read(Read::RequestHeaders)?;
-        let mut pairs = Vec::new();
-        for (name, value) in &self.request_headers {
-            pairs.push((name.clone(), value.clone()));
-            for extra in self.repeated_headers.get(name).into_iter().flatten() {
-                pairs.push((name.clone(), extra.clone()));
-            }
-        }
-        Ok(pairs.into())
-    }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        self.request_header_writes.push(name.to_owned());
-        match value {
-            Some(v) => self.request_headers.insert(name.to_owned(), v.to_owned()),
-            None => self.request_headers.remove(name),
-        };
-    }
-    fn request_body(&self, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
-        self.read(Read::RequestBody)?;
-        Ok(self.request_body.get(..size).map(<[u8]>::to_vec))
-    }
-    fn response_headers(&self) -> Result<Headers, ReadError> {
-        self.read(Read::ResponseHeaders)?;
-        let mut pairs = Vec::new();
-        for (name, value) in &self.response_headers {
-            pairs.push((name.clone(), value.clone()));
-            for extra in self
-                .repeated_response_headers
-                .get(name)
-                .into_iter()
-                .flatten()
-            {
-                pairs.push((name.clone(), extra.clone()));
-            }
-        }
-        Ok(pairs.into())
-    }
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        match value {
-            Some(v) => self.response_headers.insert(name.to_owned(), v.to_owned()),
-            None => self.response_headers.remove(name),
-        };
-    }
-    fn response_body(&self, start: usize, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
-        self.read(Read::ResponseBody)?;
-        let end = start.saturating_add(size);
-        Ok(self.response_chunk.get(start..end).map(<[u8]>::to_vec))
-    }
-    fn set_response_body(&mut self, _size: usize, data: &[u8]) {
-        self.replaced_response_body = Some(data.to_vec());
-    }
-    fn send_local_reply(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
-        self.local_reply = Some((status, body.to_vec()));
-        self.reply_headers = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-    }
-    fn grpc_call(
-        &mut self,
-        grpc_service: &str,
-        service: &str,
-        method: &str,
-        message: &[u8],
-        timeout_ms: u64,
-    ) -> Option<u32> {
-        if self.grpc_refused {
-            return None;
-        }
-        self.grpc_calls.push((
-            grpc_service.to_owned(),
-            service.to_owned(),
-            method.to_owned(),
-            message.to_vec(),
-            timeout_ms,
-        ));
-        Some(40 + self.grpc_calls.len() as u32)
-    }
-    fn resume_request(&mut self) {
-        self.resumed += 1;
-    }
-    fn upstream_cluster(&self) -> Option<String> {
-        Some("mcp_demo".into())
-    }
-    fn write_audit(&mut self, records: &[u8]) {
-        self.audit = records.to_vec();
-        self.audit_writes += 1;
-    }
-    fn now_ms(&self) -> u64 {
-        self.now
-    }
-    fn shared(&mut self) -> &mut dyn SharedData {
-        if self.failing.contains(&Read::SharedData) {
-            return &mut self.unreadable_store;
-        }
-        &mut self.shared
-    }
-    fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError> {
-        let path = path.join("/");
-        if self.unreadable.contains(&path) {
-            return Err(ReadError);
-        }
-        Ok(self.properties.get(&path).cloned())
-    }
-    fn response_code_details(&self) -> Option<String> {
-        self.code_details.clone()
-    }
-    fn count(&mut self, metric: Metric<'_>, by: u64) {
-        let name = metric.name(&mut self.labels);
-        *self.counters.entry(name).or_insert(0) += by;
-    }
-}
-
-impl SharedData for Shared {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
-        Ok(match self.borrow().get(key) {
-            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
-            _ => None,
-        })
-    }
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut map = self.borrow_mut();
-        let current = map.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
-        }
-        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
-    }
-}
 
 impl FakeHost {
     fn records(&self) -> Vec<Value> {
@@ -249,10 +41,7 @@ fn stream(policy: &str) -> Stream {
 }
 
 fn post(agent: Option<&str>, body: &str) -> FakeHost {
-    let mut h = FakeHost {
-        now: 1_795_306_541_000,
-        ..FakeHost::default()
-    };
+    let mut h = FakeHost::new(Shared::default(), 1_795_306_541_000);
     h.request_headers.insert(":method".into(), "POST".into());
     h.request_headers.insert(":path".into(), "/mcp".into());
     h.request_headers
@@ -867,21 +656,6 @@ fn reading_stops_once_every_response_is_found() {
     assert_eq!(h.records()[0]["output_status"], "success");
 }
 
-/// Deterministic xorshift generator for the robustness test below (no extra dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// What a forwarded request may name for `agent` under `config`, as the oracles ask it: allowed,
 /// or `dry_run_deny` where dry-run mode applies.
 fn oracle_permits<'a>(
@@ -984,7 +758,7 @@ fn arbitrary_requests_and_responses_never_panic_and_always_settle() {
         br#"[{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"m"}}]"#,
         b": ping\n\nid: 0\ndata:\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"ab\",\n",
     ];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     for round in 0..3000 {
         let body = mutate(&mut rng, requests[round % requests.len()]);
         let mut s = stream(POLICY);
@@ -1049,7 +823,7 @@ fn arbitrary_list_responses_show_only_allowed_entries() {
     let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#;
     let two = format!("data: {progress}\n\ndata: {json}\n\n");
     let seeds: [&[u8]; 3] = [json.as_bytes(), sse.as_bytes(), two.as_bytes()];
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let mut leaks: Vec<String> = Vec::new();
     for round in 0..3000 {
         let response = mutate(&mut rng, seeds[round % seeds.len()]);
@@ -1150,11 +924,7 @@ fn routing_headers_that_disagree_with_the_body_are_refused_before_tagging() {
 
 /// A GET server stream on another worker: same shared data, its own stream state.
 fn get_stream(shared: &Shared, path: &str, session: Option<&str>) -> (Stream, FakeHost) {
-    let mut h = FakeHost {
-        now: 1_795_306_542_000,
-        shared: Rc::clone(shared),
-        ..FakeHost::default()
-    };
+    let mut h = FakeHost::new(Rc::clone(shared), 1_795_306_542_000);
     h.request_headers.insert(":method".into(), "GET".into());
     h.request_headers.insert(":path".into(), path.into());
     h.request_headers
