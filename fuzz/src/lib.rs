@@ -49,6 +49,7 @@ use mcp_guard::sse::{EventSink, SseScanner};
 use oracle::{ListAsk, Named};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -71,17 +72,20 @@ fn require_counting() {
 static MAX_SCANNER_HEAP: AtomicUsize = AtomicUsize::new(0);
 static MAX_STREAM_HEAP: AtomicUsize = AtomicUsize::new(0);
 static MAX_PARSER_RATIO: AtomicUsize = AtomicUsize::new(0);
-/// How many forwarded requests, and list responses, the authorization oracles checked (so a
-/// test can tell they do not pass vacuously).
-static ORACLE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
-static ORACLE_LISTS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// How many forwarded requests, and list responses, the authorization oracles checked on
+    /// this thread (so a test can tell they do not pass vacuously; per thread, so that the
+    /// tests of one binary, which run in parallel, cannot count each other's checks).
+    static ORACLE_REQUESTS: Cell<usize> = const { Cell::new(0) };
+    static ORACLE_LISTS: Cell<usize> = const { Cell::new(0) };
+}
 
-/// Forwarded requests and list responses the authorization oracles have checked so far in
-/// this process.
+/// Forwarded requests and list responses the authorization oracles have checked so far on
+/// this thread.
 pub fn oracle_checks() -> (usize, usize) {
     (
-        ORACLE_REQUESTS.load(Ordering::Relaxed),
-        ORACLE_LISTS.load(Ordering::Relaxed),
+        ORACLE_REQUESTS.with(Cell::get),
+        ORACLE_LISTS.with(Cell::get),
     )
 }
 
@@ -1312,7 +1316,7 @@ fn run_exchange(
             &permits(config, agent),
         )
         .unwrap_or_else(|e| panic!("forwarded request: {e}"));
-        ORACLE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        ORACLE_REQUESTS.with(|n| n.set(n.get() + 1));
     }
 
     // --- response headers
@@ -1435,7 +1439,7 @@ fn run_exchange(
     if let (false, Some(agent)) = (lists.is_empty(), agent.as_deref()) {
         oracle::check_list_response(&h.downstream, &lists, &permits(config, agent))
             .unwrap_or_else(|e| panic!("list response: {e}"));
-        ORACLE_LISTS.fetch_add(1, Ordering::Relaxed);
+        ORACLE_LISTS.with(|n| n.set(n.get() + 1));
     }
     // A client still waits for an answer on the session's server stream when the POST's
     // response was a 202 or an SSE stream that did not carry it (Streamable HTTP, resumable).

@@ -11,26 +11,22 @@ fn annotations_learned_from_tools_list_refuse_destructive_tools_unless_named() {
           "ops": {"tools": ["*"]},
           "janitor": {"tools": ["*", "delete_repo"]}}}
     }"#;
-    let shared = Shared::default();
+    let scenario = Scenario::new(policy);
     let call = |agent: &str, tool: &str| {
-        let mut s = stream(policy);
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
         );
-        let mut h = post(Some(agent), &body);
-        h.shared = Rc::clone(&shared);
+        let (mut s, mut h) = scenario.post(Some(agent), &body);
         send_request(&mut s, &mut h)
     };
     // Nothing learned yet: an unseen tool is refused (fail closed).
     assert_eq!(call("ops", "echo"), Action::Pause);
 
     // A tools/list passes (another worker): the hints are learned.
-    let mut s = stream(policy);
-    let mut h = post(
+    let (mut s, mut h) = scenario.post(
         Some("ops"),
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
     );
-    h.shared = Rc::clone(&shared);
     send_request(&mut s, &mut h);
     respond(
         &mut s,

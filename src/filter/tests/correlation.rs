@@ -4,22 +4,12 @@ use super::*;
 
 #[test]
 fn legacy_sse_responses_are_correlated_by_session_and_id_across_streams() {
-    let shared = Shared::default();
+    let scenario = Scenario::new(POLICY);
     // The GET /sse stream opens first and announces the POST endpoint.
-    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
-    stream_chunk(
-        &mut get,
-        &mut gh,
-        b"event: endpoint\r\ndata: /messages/?session_id=abc123\r\n\r\n",
-        false,
-    );
+    let (mut get, mut gh) = scenario.legacy_get("abc123");
 
     // The POST (another worker): enforced and tagged there, answered 202 Accepted.
-    let mut s = stream(POLICY);
-    let mut h = post(Some("demo-agent"), CALL_ECHO);
-    h.shared = Rc::clone(&shared);
-    h.request_headers
-        .insert(":path".into(), "/messages/?session_id=abc123".into());
+    let (mut s, mut h) = scenario.legacy_post("abc123", Some("demo-agent"), CALL_ECHO);
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
     assert_eq!(
         h.request_headers.get("x-mcp-tool-name").map(String::as_str),
@@ -80,10 +70,8 @@ fn legacy_sse_responses_are_correlated_by_session_and_id_across_streams() {
 
 #[test]
 fn resumed_streamable_responses_arrive_on_the_get_stream() {
-    let shared = Shared::default();
-    let mut s = stream(POLICY);
-    let mut h = post(Some("demo-agent"), CALL_ECHO);
-    h.shared = Rc::clone(&shared);
+    let scenario = Scenario::new(POLICY);
+    let (mut s, mut h) = scenario.post(Some("demo-agent"), CALL_ECHO);
     h.request_headers
         .insert("mcp-session-id".into(), "sess-7".into());
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
@@ -98,16 +86,14 @@ fn resumed_streamable_responses_arrive_on_the_get_stream() {
     assert_eq!(h.records()[0]["output_status"], "deferred");
 
     // A JSON response on a POST is not resumable: no deferral without SSE.
-    let mut s2 = stream(POLICY);
-    let mut h2 = post(Some("demo-agent"), CALL_ECHO);
-    h2.shared = Rc::clone(&shared);
+    let (mut s2, mut h2) = scenario.post(Some("demo-agent"), CALL_ECHO);
     h2.request_headers
         .insert("mcp-session-id".into(), "sess-7".into());
     send_request(&mut s2, &mut h2);
     respond(&mut s2, &mut h2, "200", "application/json", &[b""]);
     assert_eq!(h2.records()[0]["output_status"], "upstream_error");
 
-    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("other-session"));
+    let (mut get, mut gh) = scenario.get("/mcp", Some("other-session"));
     stream_chunk(
         &mut get,
         &mut gh,
@@ -120,7 +106,7 @@ fn resumed_streamable_responses_arrive_on_the_get_stream() {
         "another session's stream does not claim it"
     );
 
-    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("sess-7"));
+    let (mut get, mut gh) = scenario.get("/mcp", Some("sess-7"));
     stream_chunk(
         &mut get,
         &mut gh,
@@ -168,8 +154,8 @@ fn streams_that_end_early_are_settled_at_the_end() {
     assert_eq!(r["output_status"], "client_disconnected");
     assert_eq!(r["decision"], "deny");
     // A server stream (GET) ends when the client closes it: that is its normal end.
-    let shared = Shared::default();
-    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("sess-1"));
+    let scenario = Scenario::new(POLICY);
+    let (mut get, mut gh) = scenario.get("/mcp", Some("sess-1"));
     gh.code_details = Some("downstream_remote_disconnect".into());
     get.on_stream_end(&mut gh);
     assert_eq!(gh.records()[0]["output_status"], "success");
@@ -181,17 +167,15 @@ fn streams_that_end_early_are_settled_at_the_end() {
 
 #[test]
 fn legacy_response_may_overtake_the_posts_own_202() {
-    let shared = Shared::default();
-    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
+    let scenario = Scenario::new(POLICY);
+    let (mut get, mut gh) = scenario.get("/sse", None);
     stream_chunk(
         &mut get,
         &mut gh,
         b"event: endpoint\ndata: /messages?sessionId=s-1\n\n",
         false,
     );
-    let mut s = stream(POLICY);
-    let mut h = post(Some("demo-agent"), CALL_ECHO);
-    h.shared = Rc::clone(&shared);
+    let (mut s, mut h) = scenario.post(Some("demo-agent"), CALL_ECHO);
     h.request_headers
         .insert(":path".into(), "/messages?sessionId=s-1".into());
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
@@ -218,15 +202,13 @@ fn legacy_response_may_overtake_the_posts_own_202() {
     assert_eq!(gh.records()[1]["latency_ms"], 1005);
 
     // A legacy POST answered with an error on its own stream leaves nothing in the store.
-    let mut s = stream(POLICY);
-    let mut h = post(Some("demo-agent"), CALL_ECHO);
-    h.shared = Rc::clone(&shared);
+    let (mut s, mut h) = scenario.post(Some("demo-agent"), CALL_ECHO);
     h.request_headers
         .insert(":path".into(), "/messages?sessionId=s-2".into());
     send_request(&mut s, &mut h);
     respond(&mut s, &mut h, "400", "text/plain", &[b"bad session"]);
     assert!(
-        shared.borrow().values().all(|(v, _)| v.is_empty()),
+        scenario.shared.borrow().values().all(|(v, _)| v.is_empty()),
         "store not cleared"
     );
 }
@@ -234,18 +216,14 @@ fn legacy_response_may_overtake_the_posts_own_202() {
 #[test]
 fn a_pending_call_larger_than_a_slot_allows_is_not_stored() {
     let stored = |request_id_header: &str| {
-        let shared = Shared::default();
-        let mut s = stream(POLICY);
-        let mut h = post(Some("demo-agent"), CALL_ECHO);
-        h.shared = Rc::clone(&shared);
-        h.request_headers
-            .insert(":path".into(), "/messages/?session_id=abc123".into());
+        let scenario = Scenario::new(POLICY);
+        let (mut s, mut h) = scenario.legacy_post("abc123", Some("demo-agent"), CALL_ECHO);
         h.request_headers
             .insert("x-request-id".into(), request_id_header.into());
         assert_eq!(send_request(&mut s, &mut h), Action::Continue);
         respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
         assert_eq!(h.records()[0]["output_status"], "deferred");
-        let map = shared.borrow();
+        let map = scenario.shared.borrow();
         map.iter()
             .filter(|(k, (v, _))| k.starts_with("mcp_guard.pending.") && !v.is_empty())
             .map(|(_, (v, _))| v.len())

@@ -145,9 +145,9 @@ fn an_encoded_list_response_is_refused_never_forwarded_unread() {
     // A server stream under curation carries list responses: encoded, it is refused too.
     // (get_stream's host: a GET whose response is 200 text/event-stream; a new stream sees it
     // with the encoding added.)
-    let shared = Shared::default();
+    let scenario = Scenario::new(POLICY);
     let mut get = stream(POLICY);
-    let (_, mut gh) = get_stream(&shared, "/sse", None);
+    let (_, mut gh) = scenario.get("/sse", None);
     gh.response_headers
         .insert("content-encoding".into(), "gzip".into());
     get.on_request_headers(&mut gh, true);
@@ -163,26 +163,17 @@ fn an_encoded_list_response_is_refused_never_forwarded_unread() {
 
 #[test]
 fn legacy_list_responses_on_the_get_stream_are_curated_event_by_event() {
-    let shared = Shared::default();
-    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
-    stream_chunk(
-        &mut get,
-        &mut gh,
-        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
-        false,
-    );
+    let scenario = Scenario::new(POLICY);
+    let (mut get, mut gh) = scenario.legacy_get("L1");
     assert!(
         gh.replaced_response_body.is_none(),
         "complete events pass untouched"
     );
-    let mut s = stream(POLICY);
-    let mut h = post(
+    let (mut s, mut h) = scenario.legacy_post(
+        "L1",
         Some("demo-agent"),
         r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
     );
-    h.shared = Rc::clone(&shared);
-    h.request_headers
-        .insert(":path".into(), "/messages/?session_id=L1".into());
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
     respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
 
@@ -339,22 +330,13 @@ fn a_202_to_a_list_request_passes_without_its_body() {
 /// stream in one chunk before the stream ends: what the client got on the GET stream, and its
 /// host.
 fn legacy_list_on_get_stream(events: &[u8]) -> (String, FakeHost) {
-    let shared = Shared::default();
-    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
-    stream_chunk(
-        &mut get,
-        &mut gh,
-        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
-        false,
-    );
-    let mut s = stream(POLICY);
-    let mut h = post(
+    let scenario = Scenario::new(POLICY);
+    let (mut get, mut gh) = scenario.legacy_get("L1");
+    let (mut s, mut h) = scenario.legacy_post(
+        "L1",
         Some("demo-agent"),
         r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
     );
-    h.shared = Rc::clone(&shared);
-    h.request_headers
-        .insert(":path".into(), "/messages/?session_id=L1".into());
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
     respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
     gh.replaced_response_body = None;
@@ -454,14 +436,8 @@ fn a_list_on_the_server_stream_is_curated_or_refused() {
 
 #[test]
 fn an_event_too_large_to_hold_on_a_server_stream_passes_unexamined() {
-    let shared = Shared::default();
-    let (mut get, mut gh) = get_stream(&shared, "/sse", None);
-    stream_chunk(
-        &mut get,
-        &mut gh,
-        b"event: endpoint\r\ndata: /messages/?session_id=L1\r\n\r\n",
-        false,
-    );
+    let scenario = Scenario::new(POLICY);
+    let (mut get, mut gh) = scenario.legacy_get("L1");
     let big = format!(
         "data: {{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{}",
         "A".repeat(crate::curation::MAX_HELD_EVENT + 10)

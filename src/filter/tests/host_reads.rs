@@ -140,8 +140,8 @@ fn a_response_only_scanned_that_cannot_be_read_settles_its_calls_as_upstream_err
 
 #[test]
 fn a_server_stream_chunk_that_cannot_be_read_is_never_passed_on_under_curation() {
-    let shared = Shared::default();
-    let (mut get, mut gh) = get_stream(&shared, "/mcp", Some("s-1"));
+    let scenario = Scenario::new(POLICY);
+    let (mut get, mut gh) = scenario.get("/mcp", Some("s-1"));
     gh.failing = vec![Read::ResponseBody];
     let list = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"tools\":[{\"name\":\"delete_repo\"}]}}\n\n";
     stream_chunk(&mut get, &mut gh, list, false);

@@ -90,8 +90,59 @@ fn respond(s: &mut Stream, h: &mut FakeHost, status: &str, content_type: &str, c
 
 const CALL_ECHO: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
 
-/// A GET server stream on another worker: same shared data, its own stream state.
-fn get_stream(shared: &Shared, path: &str, session: Option<&str>) -> (Stream, FakeHost) {
+/// The scenario the cross-stream tests share: one policy and one shared store, the VM's
+/// shared data as every worker sees it, from which the POSTs and the GET server stream of a
+/// session are made (each its own stream on its own worker).
+struct Scenario {
+    policy: String,
+    shared: Shared,
+}
+
+impl Scenario {
+    fn new(policy: &str) -> Self {
+        Scenario {
+            policy: policy.to_owned(),
+            shared: Shared::default(),
+        }
+    }
+
+    /// A POST from `agent` with `body` (to `/mcp`), on this scenario's store.
+    fn post(&self, agent: Option<&str>, body: &str) -> (Stream, FakeHost) {
+        let mut h = post(agent, body);
+        h.shared = Rc::clone(&self.shared);
+        (stream(&self.policy), h)
+    }
+
+    /// A legacy HTTP+SSE POST to `/messages/?session_id=<session>`.
+    fn legacy_post(&self, session: &str, agent: Option<&str>, body: &str) -> (Stream, FakeHost) {
+        let (s, mut h) = self.post(agent, body);
+        h.request_headers
+            .insert(":path".into(), format!("/messages/?session_id={session}"));
+        (s, h)
+    }
+
+    /// A GET server stream whose response headers (200, SSE) have gone through.
+    fn get(&self, path: &str, session: Option<&str>) -> (Stream, FakeHost) {
+        get_stream(&self.policy, &self.shared, path, session)
+    }
+
+    /// The legacy GET /sse stream, after its `endpoint` event named `session`.
+    fn legacy_get(&self, session: &str) -> (Stream, FakeHost) {
+        let (mut get, mut gh) = self.get("/sse", None);
+        let endpoint = format!("event: endpoint\r\ndata: /messages/?session_id={session}\r\n\r\n");
+        stream_chunk(&mut get, &mut gh, endpoint.as_bytes(), false);
+        (get, gh)
+    }
+}
+
+/// A GET server stream on another worker: `policy`, the shared data `shared`, its own
+/// stream state; its response headers (200, SSE) have gone through.
+fn get_stream(
+    policy: &str,
+    shared: &Shared,
+    path: &str,
+    session: Option<&str>,
+) -> (Stream, FakeHost) {
     let mut h = FakeHost::new(Rc::clone(shared), 1_795_306_542_000);
     h.request_headers.insert(":method".into(), "GET".into());
     h.request_headers.insert(":path".into(), path.into());
@@ -100,7 +151,7 @@ fn get_stream(shared: &Shared, path: &str, session: Option<&str>) -> (Stream, Fa
     if let Some(id) = session {
         h.request_headers.insert("mcp-session-id".into(), id.into());
     }
-    let mut s = stream(POLICY);
+    let mut s = stream(policy);
     assert_eq!(s.on_request_headers(&mut h, true), Action::Continue);
     h.response_headers.insert(":status".into(), "200".into());
     h.response_headers
