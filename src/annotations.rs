@@ -164,6 +164,30 @@ pub fn learn(
 mod tests {
     use super::*;
 
+    use crate::host::fake::{FakeHost, Read, SharedStore};
+    use crate::host::Host;
+
+    #[test]
+    fn hints_learned_on_one_worker_are_seen_on_another_and_a_failed_read_is_no_hint() {
+        let shared = SharedStore::default();
+        let mut one = FakeHost::new(shared.clone(), 0);
+        let mut two = FakeHost::new(shared, 0);
+        let ro = ToolHints {
+            read_only: Some(true),
+            destructive: None,
+        };
+        assert_eq!(lookup(two.shared(), "srv", "echo"), Ok(None));
+        assert!(learn(one.shared(), "srv", &[(Cow::Borrowed("echo"), ro)]));
+        assert_eq!(lookup(two.shared(), "srv", "echo"), Ok(Some(ro)));
+        // Per server: another server's store does not have it.
+        assert_eq!(lookup(two.shared(), "other", "echo"), Ok(None));
+        // "Could not read it" is not "never shown", and nothing is learned then.
+        two.failing = vec![Read::SharedData];
+        assert_eq!(lookup(two.shared(), "srv", "echo"), Err(ReadError));
+        assert!(!learn(two.shared(), "srv", &[(Cow::Borrowed("add"), ro)]));
+        assert_eq!(lookup(one.shared(), "srv", "add"), Ok(None));
+    }
+
     #[test]
     fn flags_round_trip_and_rules() {
         for h in [

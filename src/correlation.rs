@@ -233,6 +233,60 @@ mod tests {
         assert_eq!(session_from_uri(&long), None);
     }
 
+    use crate::host::fake::{FakeHost, Read, SharedStore};
+    use crate::host::Host;
+
+    fn pending(session: &str, id: &str, start_ms: u64) -> Pending {
+        let facts = StreamFacts {
+            agent_id: "demo-agent".to_owned(),
+            start_ms,
+            ..StreamFacts::default()
+        };
+        let mut call = Call::bare(Decision::Allow);
+        call.method = Some("tools/call".to_owned());
+        call.request_id = Id::from_raw(id);
+        Pending::new(session, &facts, &call).unwrap()
+    }
+
+    #[test]
+    fn a_stored_call_is_claimed_once_within_its_ttl_by_session_and_id() {
+        // Two workers: the POST's stores, the GET stream's claims (one shared store).
+        let shared = SharedStore::default();
+        let mut post = FakeHost::new(shared.clone(), 0);
+        let mut get = FakeHost::new(shared, 0);
+        assert!(store(post.shared(), &pending("s1", "7", 1_000)));
+        let seven = Id::from_raw("7").unwrap();
+        // Another session, or the same number as a string, is not this call.
+        assert_eq!(claim(get.shared(), "s2", &seven, 2_000), None);
+        let quoted = Id::from_raw("\"7\"").unwrap();
+        assert_eq!(claim(get.shared(), "s1", &quoted, 2_000), None);
+        let got = claim(get.shared(), "s1", &seven, 2_000).unwrap();
+        assert_eq!(
+            (got.agent_id.as_str(), got.id.as_str()),
+            ("demo-agent", "7")
+        );
+        // Claimed: gone for everyone.
+        assert_eq!(claim(post.shared(), "s1", &seven, 2_000), None);
+        // Expired: cleared, not claimed.
+        assert!(store(post.shared(), &pending("s1", "8", 0)));
+        let eight = Id::from_raw("8").unwrap();
+        assert_eq!(claim(get.shared(), "s1", &eight, TTL_MS + 1), None);
+        assert_eq!(claim(get.shared(), "s1", &eight, 1), None);
+    }
+
+    #[test]
+    fn an_unreadable_store_claims_nothing_and_stores_nothing() {
+        let mut h = FakeHost::new(SharedStore::default(), 0);
+        assert!(store(h.shared(), &pending("s1", "7", 0)));
+        h.failing = vec![Read::SharedData];
+        let seven = Id::from_raw("7").unwrap();
+        assert_eq!(claim(h.shared(), "s1", &seven, 1), None);
+        assert!(!store(h.shared(), &pending("s1", "9", 0)));
+        // Still there once the store reads again.
+        h.failing.clear();
+        assert!(claim(h.shared(), "s1", &seven, 1).is_some());
+    }
+
     #[test]
     fn slots_are_bounded_and_keep_id_types_apart() {
         let key = slot_key("s", "1");

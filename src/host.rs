@@ -10,6 +10,9 @@
 use crate::identity::Presented;
 use crate::metrics::Metric;
 
+#[cfg(any(test, feature = "fake-host"))]
+pub mod fake;
+
 /// A host read that failed (the hostcall returned an error), as opposed to a value that is not
 /// there: "could not read it" is never "nothing there".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
