@@ -10,7 +10,9 @@
 //! - `filter/*`: one whole HTTP stream through `filter::Stream` with an in-memory host (request
 //!   headers, body, response headers, body, end), what the Wasm glue drives per request.
 //!
-//! A counting global allocator measures, for each benchmark, the heap allocations and bytes of
+//! The stream benches drive the crate's one fake host (`mcp_guard::host::fake::FakeHost`, feature
+//! `fake-host`, which the dev-dependency on this crate turns on). Its counting global allocator
+//! measures, for each benchmark, the heap allocations and bytes of
 //! one iteration (the average of 50 after a warm-up call). They are written with the bytes per
 //! iteration to `target/bench/micro.json` (or `$MCP_GUARD_BENCH_META`), which bench/run.py
 //! joins with criterion's medians (target/criterion/<id>/new/estimates.json). For `filter/*`
@@ -27,49 +29,23 @@
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mcp_guard::config::Config;
 use mcp_guard::curation::{self, ListKind, Rewrite};
-use mcp_guard::filter::{Action, Host, ReadError, Stream};
+use mcp_guard::filter::Stream;
+use mcp_guard::host::fake::{CountingAlloc, FakeHost, Meter, SharedStore};
+use mcp_guard::host::Action;
 use mcp_guard::jsonrpc::{self, Id};
-use mcp_guard::metrics::Metric;
 use mcp_guard::policy::Subject;
 use mcp_guard::response::{BodyKind, Correlator, ResponseScanner};
 use mcp_guard::sse::{EventSink, SseScanner};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 // ------------------------------------------------------------------ counting allocator
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        ALLOC_BYTES.fetch_add(layout.size() as u64, Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        ALLOC_BYTES.fetch_add(layout.size() as u64, Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        ALLOC_BYTES.fetch_add(new_size as u64, Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+// The one counting allocator of the crate's test support (src/host/fake.rs).
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Per benchmark id: bytes per iteration (for MB/s), allocations and allocated bytes per
 /// iteration, and what it measures.
@@ -81,13 +57,12 @@ impl Meta {
     fn record<R>(&mut self, id: &str, bytes: usize, what: &str, mut f: impl FnMut() -> R) {
         black_box(f());
         const N: u64 = 50;
-        let (a0, b0) = (ALLOCS.load(Relaxed), ALLOC_BYTES.load(Relaxed));
+        let meter = Meter::start();
         for _ in 0..N {
             black_box(f());
         }
-        let (a1, b1) = (ALLOCS.load(Relaxed), ALLOC_BYTES.load(Relaxed));
-        let allocs = (a1 - a0) as f64 / N as f64;
-        let alloc_bytes = (b1 - b0) as f64 / N as f64;
+        let allocs = meter.allocs() as f64 / N as f64;
+        let alloc_bytes = meter.allocated() as f64 / N as f64;
         self.0.insert(
             id.to_owned(),
             serde_json::json!({
@@ -167,107 +142,10 @@ impl EventSink for NullSink {
 
 // ------------------------------------------------------------------ in-memory host
 
-#[derive(Default)]
-struct BenchHost {
-    request_headers: HashMap<String, String>,
-    request_body: Vec<u8>,
-    response_headers: HashMap<String, String>,
-    response_chunk: Vec<u8>,
-    replaced: usize,
-    audit_bytes: usize,
-    local_reply: Option<u32>,
-    shared: HashMap<String, (Vec<u8>, u32)>,
-    counted: u64,
-}
-
-impl Host for BenchHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.request_headers
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect()
-    }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        match value {
-            Some(v) => self.request_headers.insert(name.to_owned(), v.to_owned()),
-            None => self.request_headers.remove(name),
-        };
-    }
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.request_body.get(..size).map(<[u8]>::to_vec)
-    }
-    fn response_headers(&self) -> Vec<(String, String)> {
-        self.response_headers
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect()
-    }
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        match value {
-            Some(v) => self.response_headers.insert(name.to_owned(), v.to_owned()),
-            None => self.response_headers.remove(name),
-        };
-    }
-    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
-        self.response_chunk
-            .get(start..start.checked_add(size)?)
-            .map(<[u8]>::to_vec)
-    }
-    fn set_response_body(&mut self, _size: usize, data: &[u8]) {
-        self.replaced = data.len();
-    }
-    fn send_local_reply(&mut self, status: u32, _headers: &[(&str, &str)], _body: &[u8]) {
-        self.local_reply = Some(status);
-    }
-    fn grpc_call(
-        &mut self,
-        _grpc_service: &str,
-        _service: &str,
-        _method: &str,
-        _message: &[u8],
-        _timeout_ms: u64,
-    ) -> Option<u32> {
-        None // the benchmarked configuration has no rate_limit_service
-    }
-    fn resume_request(&mut self) {}
-    fn upstream_cluster(&self) -> Option<String> {
-        Some("upstream".to_owned())
-    }
-    fn write_audit(&mut self, records: &[u8]) {
-        self.audit_bytes += records.len();
-    }
-    fn now_ms(&self) -> u64 {
-        1_700_000_000_000
-    }
-    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match self.shared.get(key) {
-            Some((v, cas)) if !v.is_empty() => Some((v.clone(), Some(*cas))),
-            _ => None,
-        }
-    }
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let current = self.shared.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
-        }
-        self.shared
-            .insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
-    }
-    fn property(&self, _path: &[&str]) -> Result<Option<String>, ReadError> {
-        Ok(None)
-    }
-    fn count(&mut self, _metric: Metric<'_>, by: u64) {
-        self.counted += by;
-    }
-    fn response_code_details(&self) -> Option<String> {
-        None
-    }
-}
-
 /// A request as the bench's wrk client sends it.
-fn host_for(body: &[u8], protocol: &str) -> BenchHost {
-    let mut h = BenchHost::default();
+fn host_for(body: &[u8], protocol: &str) -> FakeHost {
+    let mut h = FakeHost::new(SharedStore::default(), 1_700_000_000_000);
+    h.upstream_cluster = Some("upstream".to_owned());
     for (k, v) in [
         (":method", "POST"),
         (":path", "/mcp"),
@@ -287,13 +165,15 @@ fn host_for(body: &[u8], protocol: &str) -> BenchHost {
 /// Returns the audit bytes written (so nothing is optimized away).
 fn run_stream(
     config: &Rc<Config>,
-    host: &mut BenchHost,
+    host: &mut FakeHost,
     content_type: &str,
     response: &[u8],
     chunk: usize,
 ) -> usize {
     host.response_headers.clear();
-    host.audit_bytes = 0;
+    host.audit.clear();
+    host.request_header_writes.clear();
+    host.replaced_response_body = None;
     let mut stream = Stream::new(Rc::clone(config));
     stream.on_request_headers(host, false);
     let len = host.request_body.len();
@@ -317,7 +197,7 @@ fn run_stream(
         paused = stream.on_response_body(host, size, pieces.peek().is_none()) == Action::Pause;
     }
     stream.on_stream_end(host);
-    host.audit_bytes
+    host.audit.len()
 }
 
 // ------------------------------------------------------------------ benchmarks
@@ -565,7 +445,9 @@ fn bench_all(c: &mut Criterion, meta: &mut Meta) {
         assert!(written > 0, "{name}: no audit record");
         if name == "tools_list_curated" {
             assert!(
-                host.replaced > 0 && host.replaced < resp.len(),
+                host.replaced_response_body
+                    .as_ref()
+                    .is_some_and(|b| !b.is_empty() && b.len() < resp.len()),
                 "{name}: the list was not curated"
             );
         }

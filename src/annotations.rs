@@ -16,7 +16,7 @@
 //! key, but replaces its value on each write.
 
 use crate::curation::ToolHints;
-use crate::filter::Host;
+use crate::host::{ReadError, SharedData};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -93,27 +93,41 @@ fn decode(flags: &str) -> ToolHints {
     }
 }
 
-/// The hints last learned for `tool` of `server_id`.
-pub fn lookup(host: &dyn Host, server_id: &str, tool: &str) -> Option<ToolHints> {
-    let (bytes, _) = host.shared_data(&key(server_id))?;
-    let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
-    map.get(tool).map(|flags| decode(flags))
+/// The hints last learned for `tool` of `server_id`: `Ok(None)` when no `tools/list` has shown
+/// it (or the stored map is not one mcp-guard wrote), [`ReadError`] when the store could not be
+/// read (the caller refuses: "could not read it" is not "never shown").
+pub fn lookup(
+    shared: &dyn SharedData,
+    server_id: &str,
+    tool: &str,
+) -> Result<Option<ToolHints>, ReadError> {
+    let Some((bytes, _)) = shared.get(&key(server_id))? else {
+        return Ok(None);
+    };
+    let map: Option<BTreeMap<String, String>> = serde_json::from_slice(&bytes).ok();
+    Ok(map.and_then(|map| map.get(tool).map(|flags| decode(flags))))
 }
 
 /// Records the hints of the tools a `tools/list` response showed (newer hints replace older
-/// ones). Retries a lost compare-and-swap race a few times; returns whether the store holds them.
-pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(Cow<'_, str>, ToolHints)]) -> bool {
+/// ones). Retries a lost compare-and-swap race a few times; returns whether the store holds them
+/// (false also when the store could not be read).
+pub fn learn(
+    shared: &mut dyn SharedData,
+    server_id: &str,
+    tools: &[(Cow<'_, str>, ToolHints)],
+) -> bool {
     if tools.is_empty() {
         return true;
     }
     let key = key(server_id);
     for _ in 0..4 {
-        let (mut map, cas) = match host.shared_data(&key) {
-            Some((bytes, cas)) => (
+        let (mut map, cas) = match shared.get(&key) {
+            Err(ReadError) => return false,
+            Ok(Some((bytes, cas))) => (
                 serde_json::from_slice::<BTreeMap<String, String>>(&bytes).unwrap_or_default(),
                 cas,
             ),
-            None => (BTreeMap::new(), None),
+            Ok(None) => (BTreeMap::new(), None),
         };
         let before = map.clone();
         // Upper bound of the JSON form: `{}` plus, per entry, its quoted name and flags, `:` and
@@ -139,7 +153,7 @@ pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(Cow<'_, str>, ToolH
         let Ok(value) = serde_json::to_vec(&map) else {
             return false;
         };
-        if host.set_shared_data(&key, &value, cas) {
+        if shared.set(&key, &value, cas) {
             return true;
         }
     }
@@ -149,6 +163,30 @@ pub fn learn(host: &mut dyn Host, server_id: &str, tools: &[(Cow<'_, str>, ToolH
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::host::fake::{FakeHost, Read, SharedStore};
+    use crate::host::Host;
+
+    #[test]
+    fn hints_learned_on_one_worker_are_seen_on_another_and_a_failed_read_is_no_hint() {
+        let shared = SharedStore::default();
+        let mut one = FakeHost::new(shared.clone(), 0);
+        let mut two = FakeHost::new(shared, 0);
+        let ro = ToolHints {
+            read_only: Some(true),
+            destructive: None,
+        };
+        assert_eq!(lookup(two.shared(), "srv", "echo"), Ok(None));
+        assert!(learn(one.shared(), "srv", &[(Cow::Borrowed("echo"), ro)]));
+        assert_eq!(lookup(two.shared(), "srv", "echo"), Ok(Some(ro)));
+        // Per server: another server's store does not have it.
+        assert_eq!(lookup(two.shared(), "other", "echo"), Ok(None));
+        // "Could not read it" is not "never shown", and nothing is learned then.
+        two.failing = vec![Read::SharedData];
+        assert_eq!(lookup(two.shared(), "srv", "echo"), Err(ReadError));
+        assert!(!learn(two.shared(), "srv", &[(Cow::Borrowed("add"), ro)]));
+        assert_eq!(lookup(one.shared(), "srv", "add"), Ok(None));
+    }
 
     #[test]
     fn flags_round_trip_and_rules() {

@@ -26,7 +26,7 @@
 //! than [`TTL_MS`] are ignored.
 
 use crate::audit::{Call, StreamFacts};
-use crate::filter::Host;
+use crate::host::SharedData;
 use crate::identity::{IdentityError, IdentitySource};
 use crate::jsonrpc::Id;
 use crate::policy::Decision;
@@ -159,7 +159,7 @@ pub fn slot_key(session: &str, id_json: &str) -> String {
 /// Stores `pending` in its slot, replacing whatever was there. Returns whether the host
 /// accepted the write; `false` without a write when the session is longer than
 /// [`MAX_SESSION_LEN`] or the JSON form longer than [`MAX_PENDING_BYTES`].
-pub fn store(host: &mut dyn Host, pending: &Pending) -> bool {
+pub fn store(shared: &mut dyn SharedData, pending: &Pending) -> bool {
     if pending.session.len() > MAX_SESSION_LEN {
         return false;
     }
@@ -169,23 +169,24 @@ pub fn store(host: &mut dyn Host, pending: &Pending) -> bool {
     if value.len() > MAX_PENDING_BYTES {
         return false;
     }
-    host.set_shared_data(&slot_key(&pending.session, &pending.id), &value, None)
+    shared.set(&slot_key(&pending.session, &pending.id), &value, None)
 }
 
 /// Takes the pending call for (`session`, `id`) out of the store, if one is there, younger
 /// than [`TTL_MS`] at `now_ms`. Compare-and-swap makes the claim exclusive: two streams cannot
-/// both audit the same outcome.
-pub fn claim(host: &mut dyn Host, session: &str, id: &Id, now_ms: u64) -> Option<Pending> {
+/// both audit the same outcome. A slot that cannot be read is not claimed (its call keeps its
+/// `deferred` record).
+pub fn claim(shared: &mut dyn SharedData, session: &str, id: &Id, now_ms: u64) -> Option<Pending> {
     let id_json = id.to_json();
     let key = slot_key(session, &id_json);
-    let (value, cas) = host.shared_data(&key)?;
+    let (value, cas) = shared.get(&key).ok().flatten()?;
     let pending: Pending = serde_json::from_slice(&value).ok()?;
     if pending.session != session || pending.id != id_json {
         return None;
     }
     let expired = now_ms.saturating_sub(pending.start_ms) > TTL_MS;
     // Clear the slot; if another stream changed it in between, it is not ours to take.
-    if !host.set_shared_data(&key, b"", cas) || expired {
+    if !shared.set(&key, b"", cas) || expired {
         return None;
     }
     Some(pending)
@@ -230,6 +231,60 @@ mod tests {
         assert_eq!(session_from_uri("/messages?sessionid=x"), None);
         let long = format!("/m?session_id={}", "a".repeat(MAX_SESSION_LEN + 1));
         assert_eq!(session_from_uri(&long), None);
+    }
+
+    use crate::host::fake::{FakeHost, Read, SharedStore};
+    use crate::host::Host;
+
+    fn pending(session: &str, id: &str, start_ms: u64) -> Pending {
+        let facts = StreamFacts {
+            agent_id: "demo-agent".to_owned(),
+            start_ms,
+            ..StreamFacts::default()
+        };
+        let mut call = Call::bare(Decision::Allow);
+        call.method = Some("tools/call".to_owned());
+        call.request_id = Id::from_raw(id);
+        Pending::new(session, &facts, &call).unwrap()
+    }
+
+    #[test]
+    fn a_stored_call_is_claimed_once_within_its_ttl_by_session_and_id() {
+        // Two workers: the POST's stores, the GET stream's claims (one shared store).
+        let shared = SharedStore::default();
+        let mut post = FakeHost::new(shared.clone(), 0);
+        let mut get = FakeHost::new(shared, 0);
+        assert!(store(post.shared(), &pending("s1", "7", 1_000)));
+        let seven = Id::from_raw("7").unwrap();
+        // Another session, or the same number as a string, is not this call.
+        assert_eq!(claim(get.shared(), "s2", &seven, 2_000), None);
+        let quoted = Id::from_raw("\"7\"").unwrap();
+        assert_eq!(claim(get.shared(), "s1", &quoted, 2_000), None);
+        let got = claim(get.shared(), "s1", &seven, 2_000).unwrap();
+        assert_eq!(
+            (got.agent_id.as_str(), got.id.as_str()),
+            ("demo-agent", "7")
+        );
+        // Claimed: gone for everyone.
+        assert_eq!(claim(post.shared(), "s1", &seven, 2_000), None);
+        // Expired: cleared, not claimed.
+        assert!(store(post.shared(), &pending("s1", "8", 0)));
+        let eight = Id::from_raw("8").unwrap();
+        assert_eq!(claim(get.shared(), "s1", &eight, TTL_MS + 1), None);
+        assert_eq!(claim(get.shared(), "s1", &eight, 1), None);
+    }
+
+    #[test]
+    fn an_unreadable_store_claims_nothing_and_stores_nothing() {
+        let mut h = FakeHost::new(SharedStore::default(), 0);
+        assert!(store(h.shared(), &pending("s1", "7", 0)));
+        h.failing = vec![Read::SharedData];
+        let seven = Id::from_raw("7").unwrap();
+        assert_eq!(claim(h.shared(), "s1", &seven, 1), None);
+        assert!(!store(h.shared(), &pending("s1", "9", 0)));
+        // Still there once the store reads again.
+        h.failing.clear();
+        assert!(claim(h.shared(), "s1", &seven, 1).is_some());
     }
 
     #[test]

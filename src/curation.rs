@@ -72,11 +72,14 @@ pub enum Unreadable {
     Trailing,
     /// A JSON-RPC response whose `id` is not one of the request ids as the request spelled it.
     Id,
+    /// The response's headers or body could not be read from the host (a failed hostcall,
+    /// `crate::host::ReadError`): nothing about it can be shown.
+    HostRead,
 }
 
 impl Unreadable {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Unreadable; 7] = [
+    pub const ALL: [Unreadable; 8] = [
         Unreadable::Encoding,
         Unreadable::ContentType,
         Unreadable::Charset,
@@ -84,6 +87,7 @@ impl Unreadable {
         Unreadable::Shape,
         Unreadable::Trailing,
         Unreadable::Id,
+        Unreadable::HostRead,
     ];
 
     /// The refusal reason label (`response_encoding`, `response_content_type`,
@@ -98,6 +102,7 @@ impl Unreadable {
             Unreadable::Shape => "response_shape",
             Unreadable::Trailing => "response_trailing",
             Unreadable::Id => "response_id",
+            Unreadable::HostRead => "response_read",
         }
     }
 
@@ -131,6 +136,10 @@ impl Unreadable {
             Unreadable::Id => {
                 "Internal error: the server's list response answers an id this request did not \
                  send; mcp-guard must read it to curate it"
+            }
+            Unreadable::HostRead => {
+                "Internal error: mcp-guard could not read the server's response from the proxy; \
+                 it must read this list response to curate it"
             }
         }
     }
@@ -1867,7 +1876,7 @@ mod tests {
             Err(Unreadable::Encoding)
         );
         let reasons: Vec<&str> = Unreadable::ALL.iter().map(|u| u.reason()).collect();
-        assert_eq!(reasons.len(), 7);
+        assert_eq!(reasons.len(), 8);
         assert!(reasons.iter().all(|r| r.starts_with("response_")));
     }
 }

@@ -8,8 +8,8 @@
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
 //! ([`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`metrics`], [`policy`],
-//! [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
-//! glue (root context and HTTP context) that maps hostcalls onto [`filter::Host`].
+//! [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which enacts it); [`wasm`] is the thin proxy-wasm
+//! glue (root context and HTTP context) that maps hostcalls onto [`host::Host`].
 
 pub mod annotations;
 pub mod audit;
@@ -17,6 +17,7 @@ pub mod config;
 pub mod correlation;
 pub mod curation;
 pub mod filter;
+pub mod host;
 pub mod identity;
 pub mod jsonrpc;
 pub mod metrics;
@@ -26,4 +27,5 @@ pub mod response;
 pub mod routing;
 pub mod sse;
 pub mod tags;
+pub mod verdict;
 pub mod wasm;

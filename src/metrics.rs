@@ -11,9 +11,11 @@
 //! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified,
 //!   identity_unreadable);
 //! - `mcp_guard.refusals.reason.<reason>`: malformed requests refused (parse, header_mismatch,
-//!   batch, encoding, too_large) and list responses curation could not read (response_encoding,
-//!   response_content_type, response_charset, response_utf8, response_shape, response_trailing,
-//!   response_id: `crate::curation::Unreadable::reason`);
+//!   batch, encoding, too_large), requests refused because the proxy could not give mcp-guard
+//!   their headers or body (request_read), and list responses curation could not read
+//!   (response_encoding, response_content_type, response_charset, response_utf8,
+//!   response_shape, response_trailing, response_id, response_read:
+//!   `crate::curation::Unreadable::reason`);
 //! - `mcp_guard.rate_limited`: calls answered 429;
 //! - `mcp_guard.rls_errors`: calls to the RLS (`rate_limit_service`) without a usable answer;
 //! - `mcp_guard.sse_events`: SSE events scanned in responses;
@@ -55,9 +57,9 @@ pub const METHOD_LABELS: usize = MCP_METHODS.len() + 2;
 pub const DECISIONS: usize = 3;
 /// Distinct `denials` reasons (`policy`, `annotations`, `unidentified`, `identity_unreadable`).
 pub const DENIAL_REASONS: usize = 4;
-/// Distinct `refusals` reasons: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`, and
-/// the seven `response_*` labels of `crate::curation::Unreadable::reason`.
-pub const REFUSAL_REASONS: usize = 12;
+/// Distinct `refusals` reasons: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`,
+/// `request_read`, and the eight `response_*` labels of `crate::curation::Unreadable::reason`.
+pub const REFUSAL_REASONS: usize = 14;
 /// Distinct `list_rewrites` lists (`tools`, `prompts`, `resources`).
 pub const LISTS: usize = 3;
 /// Stats without labels (`rate_limited`, `rls_errors`, `sse_events`, `config.loads`,
@@ -99,7 +101,8 @@ pub enum Metric<'a> {
     /// A refusal by policy: `policy`, `annotations`, `unidentified`, `identity_unreadable`.
     Denial(&'static str),
     /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`;
-    /// or a list response that could not be curated: one of the fixed
+    /// a request whose headers or body the host could not give: `request_read`; or a list
+    /// response that could not be curated: one of the fixed
     /// [`crate::curation::Unreadable::reason`] labels (`response_*`).
     Refusal(&'static str),
     /// A call answered with HTTP 429.

@@ -3,12 +3,17 @@
 //! callbacks to a [`Stream`] through [`WasmHost`], which maps [`Host`] onto hostcalls.
 //!
 //! Hostcalls go through the `Result`-returning `proxy_wasm::hostcalls` functions, never the
-//! context-trait helpers that unwrap: a failed hostcall is logged and reads as "absent". (The SDK
-//! still panics on a status the ABI does not define for a call; Envoy does not return those.) A
+//! context-trait helpers that unwrap. The reads the filter acts on (header maps, body buffers,
+//! shared data) go further: the SDK's `get_map_bytes`, `get_buffer` and `get_shared_data`
+//! panic on any status other than `Ok` / `NotFound` (and `get_map_bytes` unwraps UTF-8 on
+//! header names), so they are made here through the ABI functions themselves ([`abi`]), and
+//! every status other than `Ok` / `NotFound` is a [`ReadError`] the stream acts on (fail
+//! closed). A failed write, or a failed best-effort read, is logged and reads as "absent". A
 //! panic would trap the VM for every stream on the worker.
 
 use crate::config::Config;
-use crate::filter::{self, Action, Host, ReadError, Stream};
+use crate::filter::{self, Stream};
+use crate::host::{Action, Headers, Host, ReadError, SharedData};
 use crate::metrics::{Metric, Stats};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -209,6 +214,12 @@ fn count(metric: &Metric<'_>, by: u64) {
     });
 }
 
+/// Logs a failed read and returns the [`ReadError`] the stream acts on.
+fn read_failed(what: &str, status: u32) -> ReadError {
+    log::warn!("mcp-guard: hostcall {what} failed: status {status}");
+    ReadError
+}
+
 /// [`Host`] over proxy-wasm hostcalls, for the stream whose callback is running.
 pub struct WasmHost;
 
@@ -219,28 +230,10 @@ fn logged<T: Default>(what: &str, result: Result<T, proxy_wasm::types::Status>) 
     })
 }
 
-/// Every header of `map` with one hostcall (`get_header_map_pairs`): each hostcall that
-/// returns data also calls back into the VM to allocate its buffer, so reading header by header
-/// costs one round trip per header. Values are read as bytes: Envoy passes header values with
-/// bytes that are not UTF-8 (obs-text, RFC 9110 §5.5), and the SDK's `get_map` unwraps a UTF-8
-/// conversion on them, so one such header would trap the VM. Invalid bytes become U+FFFD, which
-/// no agent id, routing header or encoding name accepts: the value is refused or ignored, never
-/// trusted. (The SDK also unwraps UTF-8 on names, which Envoy's HTTP/1, HTTP/2 and HTTP/3 codecs
-/// only accept as RFC 9110 tokens, ASCII.)
-fn header_pairs(map: MapType) -> Vec<(String, String)> {
-    logged("get headers", hostcalls::get_map_bytes(map))
-        .into_iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8(value)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (name, value)
-        })
-        .collect()
-}
-
 impl Host for WasmHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        header_pairs(MapType::HttpRequestHeaders)
+    fn request_headers(&self) -> Result<Headers, ReadError> {
+        abi::header_pairs(MapType::HttpRequestHeaders)
+            .map_err(|e| read_failed("get request headers", e))
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -250,15 +243,14 @@ impl Host for WasmHost {
         );
     }
 
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        logged(
-            "get request body",
-            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size),
-        )
+    fn request_body(&self, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        abi::buffer(BufferType::HttpRequestBody, 0, size)
+            .map_err(|e| read_failed("get request body", e))
     }
 
-    fn response_headers(&self) -> Vec<(String, String)> {
-        header_pairs(MapType::HttpResponseHeaders)
+    fn response_headers(&self) -> Result<Headers, ReadError> {
+        abi::header_pairs(MapType::HttpResponseHeaders)
+            .map_err(|e| read_failed("get response headers", e))
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
@@ -268,11 +260,9 @@ impl Host for WasmHost {
         );
     }
 
-    fn response_body(&self, start: usize, size: usize) -> Option<Vec<u8>> {
-        logged(
-            "get response body",
-            hostcalls::get_buffer(BufferType::HttpResponseBody, start, size),
-        )
+    fn response_body(&self, start: usize, size: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        abi::buffer(BufferType::HttpResponseBody, start, size)
+            .map_err(|e| read_failed("get response body", e))
     }
 
     fn set_response_body(&mut self, size: usize, data: &[u8]) {
@@ -333,16 +323,8 @@ impl Host for WasmHost {
         );
     }
 
-    fn shared_data(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
-        match logged("get shared data", hostcalls::get_shared_data(key).map(Some)) {
-            Some((Some(value), cas)) if !value.is_empty() => Some((value, cas)),
-            _ => None,
-        }
-    }
-
-    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        // A CAS mismatch is an expected race (another worker took the slot), not a failure.
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    fn shared(&mut self) -> &mut dyn SharedData {
+        self
     }
 
     fn property(&self, path: &[&str]) -> Result<Option<String>, ReadError> {
@@ -374,5 +356,220 @@ impl Host for WasmHost {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .and_then(|d| u64::try_from(d.as_millis()).ok())
             .unwrap_or(0)
+    }
+}
+
+impl SharedData for WasmHost {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u32>)>, ReadError> {
+        match abi::shared_data(key).map_err(|e| read_failed("get shared data", e))? {
+            (Some(value), cas) if !value.is_empty() => Ok(Some((value, cas))),
+            _ => Ok(None),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        // A CAS mismatch is an expected race (another worker took the slot), not a failure.
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
+
+/// The proxy-wasm ABI 0.2.1 reads the filter acts on, made directly so that every status is an
+/// answer: `Ok` with data, `Ok` without data or `NotFound` (absent), anything else
+/// (`BadArgument`, `SerializationFailure`, `InternalFailure`, or a status the ABI does not
+/// define) an error carrying the raw status. The SDK's wrappers of the same calls panic on the
+/// latter. The host writes the returned data into a buffer it obtained from the SDK's
+/// `proxy_on_memory_allocate` (a boxed `[u8]` of exactly the returned size), which is taken back
+/// here as a `Vec` of that length and capacity, as the SDK does.
+mod abi {
+    use crate::host::Headers;
+    use proxy_wasm::types::{BufferType, MapType};
+    use std::ptr::null_mut;
+
+    /// ABI status `Ok` and `NotFound` (proxy-wasm spec, "Status codes").
+    const OK: u32 = 0;
+    const NOT_FOUND: u32 = 1;
+
+    // The same imports the SDK declares, with the status as a plain `u32`: a status outside
+    // the SDK's `Status` enum must not be read as that enum.
+    #[allow(clashing_extern_declarations)]
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_buffer_data: *mut *mut u8,
+            return_buffer_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> u32;
+    }
+
+    /// Takes ownership of a buffer the host returned (`None` for a null pointer).
+    ///
+    /// # Safety
+    /// `data` is null or was allocated by `proxy_on_memory_allocate(size)`.
+    unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+        if data.is_null() {
+            None
+        } else {
+            // SAFETY: the SDK's allocator made a boxed slice of exactly `size` bytes there.
+            Some(unsafe { Vec::from_raw_parts(data, size, size) })
+        }
+    }
+
+    /// `proxy_get_buffer_bytes`: up to `max_size` bytes from `start` of a buffer.
+    pub fn buffer(kind: BufferType, start: usize, max_size: usize) -> Result<Option<Vec<u8>>, u32> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes only the two return slots passed here.
+        let status =
+            unsafe { proxy_get_buffer_bytes(kind as u32, start, max_size, &mut data, &mut size) };
+        // SAFETY: on any status, a non-null `data` is a buffer the host allocated for us.
+        let bytes = unsafe { owned(data, size) };
+        match status {
+            OK => Ok(bytes),
+            NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    /// `proxy_get_header_map_pairs`: every pair of a header map ([`decode_pairs`]).
+    pub fn header_pairs(map: MapType) -> Result<Headers, u32> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes only the two return slots passed here.
+        let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        // SAFETY: as in `buffer`.
+        let bytes = unsafe { owned(data, size) };
+        match status {
+            OK => match bytes {
+                Some(bytes) => decode_pairs(&bytes).map(Headers::from).ok_or(OK),
+                None => Ok(Headers::default()),
+            },
+            NOT_FOUND => Ok(Headers::default()),
+            other => Err(other),
+        }
+    }
+
+    /// `proxy_get_shared_data`: the value of `key` and its CAS token (`None` for token 0).
+    pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), u32> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: `key` is read for `key.len()` bytes; the host writes only the return slots.
+        let status = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        // SAFETY: as in `buffer`.
+        let bytes = unsafe { owned(data, size) };
+        match status {
+            OK => Ok((bytes, (cas != 0).then_some(cas))),
+            NOT_FOUND => Ok((None, None)),
+            other => Err(other),
+        }
+    }
+
+    /// Decodes a serialized header map (proxy-wasm ABI: a little-endian `u32` pair count, then
+    /// a `u32` name size and a `u32` value size per pair, then each name and value followed by
+    /// a NUL byte). `None` if the bytes do not have that shape: a map that cannot be decoded is
+    /// a failed read, never a shorter map. Names and values are read as bytes: Envoy passes
+    /// header values with bytes that are not UTF-8 (obs-text, RFC 9110 §5.5), and the SDK's
+    /// `get_map` unwraps a UTF-8 conversion on them (its `get_map_bytes`, on names), so one such
+    /// header would trap the VM. Invalid bytes become U+FFFD, which no agent id, routing header
+    /// or encoding name accepts: the value is refused or ignored, never trusted. One hostcall
+    /// for the whole map: each hostcall that returns data also calls back into the VM to
+    /// allocate its buffer, so reading header by header costs one round trip per header.
+    pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+        fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
+            let word: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(word)).ok()
+        }
+        let count = u32_at(bytes, 0)?;
+        let mut sizes = 4usize;
+        let mut data = count.checked_mul(8)?.checked_add(4)?;
+        let mut pairs = Vec::with_capacity(count.min(bytes.len() / 8));
+        for _ in 0..count {
+            let name_len = u32_at(bytes, sizes)?;
+            let value_len = u32_at(bytes, sizes.checked_add(4)?)?;
+            sizes = sizes.checked_add(8)?;
+            let name = bytes.get(data..data.checked_add(name_len)?)?;
+            data = data.checked_add(name_len)?;
+            if bytes.get(data) != Some(&0) {
+                return None;
+            }
+            data = data.checked_add(1)?;
+            let value = bytes.get(data..data.checked_add(value_len)?)?;
+            data = data.checked_add(value_len)?;
+            if bytes.get(data) != Some(&0) {
+                return None;
+            }
+            data = data.checked_add(1)?;
+            pairs.push((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        }
+        Some(pairs)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::decode_pairs;
+
+        fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+            let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+            for (n, v) in pairs {
+                out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            }
+            for (n, v) in pairs {
+                out.extend_from_slice(n);
+                out.push(0);
+                out.extend_from_slice(v);
+                out.push(0);
+            }
+            out
+        }
+
+        #[test]
+        fn header_maps_decode_and_malformed_ones_are_errors() {
+            let bytes = encode(&[
+                (b":method", b"POST"),
+                (b"x-agent-id", b"a\xffb"),
+                (b"e", b""),
+            ]);
+            assert_eq!(
+                decode_pairs(&bytes),
+                Some(vec![
+                    (":method".to_owned(), "POST".to_owned()),
+                    ("x-agent-id".to_owned(), "a\u{fffd}b".to_owned()),
+                    ("e".to_owned(), String::new()),
+                ])
+            );
+            assert_eq!(decode_pairs(&encode(&[])), Some(Vec::new()));
+            // Cut short anywhere, or a missing NUL: an error, never a shorter map.
+            for cut in 0..bytes.len() {
+                assert_eq!(decode_pairs(&bytes[..cut]), None, "cut at {cut}");
+            }
+            let mut no_nul = bytes.clone();
+            let last = no_nul.len() - 1;
+            no_nul[last] = b'x';
+            assert_eq!(decode_pairs(&no_nul), None);
+            // A count that claims more pairs than the bytes hold.
+            let mut huge = bytes;
+            huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+            assert_eq!(decode_pairs(&huge), None);
+        }
     }
 }

@@ -187,7 +187,7 @@ fn authorization_oracles_cover_the_stream_corpus() {
         requests_after - requests,
         lists_after - lists
     );
-    // Other tests of this binary replay streams at the same time: count at least the corpus.
+    // The counts are this thread's (this test's) own.
     assert!(
         requests_after - requests >= 20,
         "{} forwarded requests checked",
