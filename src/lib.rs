@@ -7,7 +7,7 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`metrics`], [`policy`],
+//! ([`mcp`], [`json`], [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`metrics`], [`policy`],
 //! [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
 //! glue (root context and HTTP context) that maps hostcalls onto [`filter::Host`].
 
@@ -18,7 +18,9 @@ pub mod correlation;
 pub mod curation;
 pub mod filter;
 pub mod identity;
+pub mod json;
 pub mod jsonrpc;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;

@@ -20,8 +20,10 @@
 //! with a depth counter and no state per level: its depth does not matter, and its content is
 //! not interpreted or validated (only strings and brackets are followed to find its end).
 
+use crate::json;
 use crate::jsonrpc::Id;
 use crate::sse::{EventSink, SseScanner};
+use std::borrow::Cow;
 
 /// Longest raw `id` kept for correlation, in bytes; longer ids never match. Six times the
 /// request-side limit ([`crate::jsonrpc::MAX_REQUEST_ID_LEN`]): a server may spell every
@@ -200,80 +202,8 @@ impl Default for JsonScanner {
     }
 }
 
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
 fn is_line_end(b: u8) -> bool {
     b == b'\n' || b == b'\r'
-}
-
-/// Where a JSON string in an SSE `data:` line stops: the offset of the first `"`, `\\`, `\n`
-/// or `\r` in `bytes`.
-///
-/// In Wasm with simd128 (the filter as Envoy runs it), one pass where the two searches of the
-/// native version read every byte twice: 64-byte blocks are tested four 16-byte vectors at a
-/// time (one saturating subtract and two compares each), and only a block that may hold one of
-/// the four is searched byte by byte. Under callgrind, Envoy 1.40's V8 runs it in about 8.6M
-/// instructions per 10 MB, where the two searches took about 11.0M.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn string_or_line_end(bytes: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 64;
-    let is_stop = |b: &u8| matches!(b, b'"' | b'\\' | b'\n' | b'\r');
-    let mut blocks = bytes.chunks_exact(BLOCK);
-    let mut base = 0;
-    for block in &mut blocks {
-        if block_may_stop(block) {
-            if let Some(at) = block.iter().position(is_stop) {
-                return Some(base + at);
-            }
-        }
-        base += BLOCK;
-    }
-    blocks
-        .remainder()
-        .iter()
-        .position(is_stop)
-        .map(|at| base + at)
-}
-
-/// Whether `block` (64 bytes) may hold `"`, `\\`, `\n` or `\r`: true for every block that does,
-/// and also for one with another control byte (below 0x20), which the byte search then passes.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn block_may_stop(block: &[u8]) -> bool {
-    use core::arch::wasm32::{
-        u8x16, u8x16_eq, u8x16_splat, u8x16_sub_sat, v128, v128_any_true, v128_or,
-    };
-    let (quote, backslash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
-    let mut any: v128 = u8x16_splat(0);
-    for lane in block.chunks(16) {
-        let Ok(&[b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15]) =
-            <&[u8; 16]>::try_from(lane)
-        else {
-            return true; // not a whole vector: let the byte search decide
-        };
-        // Sixteen consecutive bytes: the compiler emits one v128.load.
-        let v = u8x16(
-            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
-        );
-        // 0x20 - v (saturating) is non-zero exactly for the control bytes.
-        let hits = v128_or(
-            u8x16_sub_sat(space, v),
-            v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)),
-        );
-        any = v128_or(any, hits);
-    }
-    v128_any_true(any)
-}
-
-/// Where a JSON string in an SSE `data:` line stops (see the Wasm version). Natively, two of
-/// memchr's SSE2/AVX2 searches beat one pass of 16-byte blocks: the string's end, then a line
-/// end before it.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn string_or_line_end(bytes: &[u8]) -> Option<usize> {
-    let string_end = memchr::memchr2(b'"', b'\\', bytes);
-    let before = bytes.get(..string_end.unwrap_or(bytes.len()));
-    memchr::memchr2(b'\n', b'\r', before.unwrap_or_default()).or(string_end)
 }
 
 impl JsonScanner {
@@ -321,9 +251,9 @@ impl JsonScanner {
                 State::Str { .. } | State::SkipStr => {
                     // Fast path: copy up to the next quote or backslash (or line end).
                     let stop = if TO_LINE_END {
-                        string_or_line_end(rest)
+                        json::string_or_line_end(rest)
                     } else {
-                        memchr::memchr2(b'"', b'\\', rest)
+                        json::string_stop(rest)
                     };
                     let (text, after) = rest.split_at(stop.unwrap_or(rest.len()));
                     if let State::Str { key } = self.state {
@@ -361,10 +291,7 @@ impl JsonScanner {
                 State::SkipEscape => self.state = State::SkipStr,
                 State::Skip => {
                     // Only strings and brackets matter in a skipped value.
-                    let stop = rest.iter().position(|&c| {
-                        matches!(c, b'"' | b'{' | b'[' | b'}' | b']')
-                            || (TO_LINE_END && is_line_end(c))
-                    });
+                    let stop = json::quote_or_bracket::<TO_LINE_END>(rest);
                     rest = rest.get(stop.unwrap_or(rest.len())..).unwrap_or_default();
                     if let Some((&c, tail)) = rest.split_first() {
                         if TO_LINE_END && is_line_end(c) {
@@ -385,13 +312,13 @@ impl JsonScanner {
                     continue;
                 }
                 State::Scalar => {
-                    if is_ws(b) || matches!(b, b',' | b'}' | b']') {
+                    if json::is_ws(b) || matches!(b, b',' | b'}' | b']') {
                         self.end_value();
                         continue; // re-read the delimiter in AfterValue
                     }
                     self.take(&[b], false);
                 }
-                _ if is_ws(b) => {}
+                _ if json::is_ws(b) => {}
                 State::Value => self.start_value(b),
                 State::ArrayFirst => {
                     if b == b']' {
@@ -556,32 +483,22 @@ impl JsonScanner {
 
     fn end_key(&mut self) {
         let raw = self.key.get(..self.key_len).unwrap_or_default();
-        let decoded;
-        let name: &[u8] = if self.key_overflow {
-            b"" // longer than any name read here, however spelled
-        } else if raw.contains(&b'\\') {
-            // The request parser's decoder (serde_json). A name it cannot decode (a bad
-            // escape, a lone surrogate) makes the message unreadable to serde_json and to
-            // the Python SDK: the document is abandoned.
-            let mut quoted = Vec::with_capacity(raw.len() + 2);
-            quoted.push(b'"');
-            quoted.extend_from_slice(raw);
-            quoted.push(b'"');
-            match serde_json::from_slice::<String>(&quoted) {
-                Ok(text) => {
-                    decoded = text;
-                    decoded.as_bytes()
-                }
-                Err(_) => {
+        let name = if self.key_overflow {
+            Cow::Borrowed(&b""[..]) // longer than any name read here, however spelled
+        } else {
+            // The request parser's decoder. A name it cannot decode (a bad escape, a lone
+            // surrogate) makes the message unreadable to serde_json and to the Python SDK: the
+            // document is abandoned.
+            match json::decode_key(raw) {
+                Some(name) => name,
+                None => {
                     self.state = State::Broken;
                     return;
                 }
             }
-        } else {
-            raw
         };
         let member = if self.depth == self.level {
-            let member = match name {
+            let member = match name.as_ref() {
                 b"jsonrpc" => Member::Jsonrpc,
                 b"id" => Member::Id,
                 b"method" => Member::Method,
@@ -592,7 +509,7 @@ impl JsonScanner {
             self.top_member = member;
             member
         } else {
-            match (self.top_member, name) {
+            match (self.top_member, name.as_ref()) {
                 (Member::Error, b"code") => Member::ErrorCode,
                 (Member::Result, b"isError") => Member::IsError,
                 _ => Member::Other,
@@ -1011,14 +928,14 @@ mod tests {
         // Offsets across whole 64-byte blocks and the remainder after them.
         for len in [0, 1, 63, 64, 65, 130, 200, 700] {
             let mut text = vec![b'a'; len];
-            assert_eq!(string_or_line_end(&text), None, "len {len}");
+            assert_eq!(json::string_or_line_end(&text), None, "len {len}");
             // Every other byte value (control bytes, bytes that share a stop's low or high
             // nibble, non-ASCII) is content.
             let others = (0..=255u8).filter(|b| !b"\"\\\n\r".contains(b));
             for (at, b) in (0..len).zip(others.cycle()) {
                 text[at] = b;
             }
-            assert_eq!(string_or_line_end(&text), None, "len {len}");
+            assert_eq!(json::string_or_line_end(&text), None, "len {len}");
             for at in 0..len {
                 for stop in [b'"', b'\\', b'\n', b'\r'] {
                     let mut t = text.clone();
@@ -1026,7 +943,11 @@ mod tests {
                     if at + 1 < len {
                         t[len - 1] = b'"'; // a later stop does not hide the first
                     }
-                    assert_eq!(string_or_line_end(&t), Some(at), "len {len} at {at} {stop}");
+                    assert_eq!(
+                        json::string_or_line_end(&t),
+                        Some(at),
+                        "len {len} at {at} {stop}"
+                    );
                 }
             }
         }

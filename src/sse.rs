@@ -8,6 +8,12 @@
 //! - LF, CRLF and CR line endings (Python SDK: CRLF; TypeScript SDK: LF);
 //! - comment lines (`: ping`), `event:`, `id:` and `retry:` fields (skipped), fields without a
 //!   colon, and empty priming events (`id: X` + `data:` with no value).
+//!
+//! It also splits held bodies into complete events ([`split_lines`], [`events`],
+//! [`event_data`], [`complete_events`]) for curation, which rewrites events in place: the one
+//! SSE grammar of mcp-guard, in one module.
+
+use std::borrow::Cow;
 
 /// Receives the `data` of SSE events as the scanner finds it.
 pub trait EventSink {
@@ -209,6 +215,123 @@ impl SseScanner {
         }
         self.state = State::LineStart;
     }
+}
+
+// Complete-event splitting: a held body (a curated list response, or the complete events a
+// server stream holds back) read line by line, with every byte kept so that events can be
+// rewritten in place. Same grammar as [`SseScanner`]: LF, CRLF or CR line ends, a blank line
+// ends an event, `data` lines' values (one leading space dropped) joined with LF.
+
+/// One line of a complete event stream and its ending (`\n`, `\r\n`, `\r` or empty).
+pub type Line<'a> = (&'a [u8], &'a [u8]);
+
+/// Splits a body into (line, line ending) pairs on LF, CRLF or CR (WHATWG HTML §9.2.6); the
+/// ending is empty only for a last line without one. Concatenating the pairs gives `body` back.
+pub fn split_lines(body: &[u8]) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        match memchr::memchr2(b'\n', b'\r', rest) {
+            None => {
+                lines.push((rest, &[][..]));
+                break;
+            }
+            Some(i) => {
+                let ending_len = if rest.get(i) == Some(&b'\r') && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                let (line, after) = rest.split_at(i);
+                let (ending, next) = after.split_at(ending_len.min(after.len()));
+                lines.push((line, ending));
+                rest = next;
+            }
+        }
+    }
+    lines
+}
+
+/// The events of a split body: each one's lines up to and including the blank line that ends
+/// it (the last may have none).
+pub fn events<'l, 'a>(lines: &'l [Line<'a>]) -> impl Iterator<Item = &'l [Line<'a>]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= lines.len() {
+            return None;
+        }
+        let end = lines
+            .iter()
+            .skip(start)
+            .position(|(line, _)| line.is_empty())
+            .map_or(lines.len(), |p| start + p + 1);
+        let event = lines.get(start..end);
+        start = end;
+        event
+    })
+}
+
+/// Whether an SSE line is blank, a comment, or one of the fields the event stream
+/// interpretation defines (`data`, `event`, `id`, `retry`; WHATWG HTML §9.2.6): what a curated
+/// `text/event-stream` list response may hold.
+pub fn known_sse_line(line: &[u8]) -> bool {
+    let name = line
+        .iter()
+        .position(|&b| b == b':')
+        .map_or(line, |colon| line.get(..colon).unwrap_or_default());
+    line.is_empty()
+        || line.first() == Some(&b':')
+        || matches!(name, b"data" | b"event" | b"id" | b"retry")
+}
+
+/// An event's data: its `data` line values joined with LF (WHATWG HTML §9.2.6); `None` when it
+/// has no `data` line.
+pub fn event_data<'a>(event: &[Line<'a>]) -> Option<Cow<'a, [u8]>> {
+    let mut values = event.iter().filter_map(|(line, _)| data_value(line));
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut d = Vec::with_capacity(first.len() + 1 + second.len());
+    d.extend_from_slice(first);
+    d.push(b'\n');
+    d.extend_from_slice(second);
+    for value in values {
+        d.push(b'\n');
+        d.extend_from_slice(value);
+    }
+    Some(Cow::Owned(d))
+}
+
+/// The value of a `data` field line (one leading space after the colon dropped), or `None`
+/// for any other line (a field named e.g. `database` is not data).
+pub fn data_value(line: &[u8]) -> Option<&[u8]> {
+    let value = line.strip_prefix(b"data")?;
+    match value.split_first() {
+        None => Some(value),
+        Some((b':', v)) => Some(v.strip_prefix(b" ").unwrap_or(v)),
+        Some(_) => None,
+    }
+}
+
+/// The length of the prefix of `data` that consists of complete SSE events (up to and
+/// including the blank line of the last one). A trailing CR is never counted as complete: it
+/// may be the first half of a CRLF.
+pub fn complete_events(data: &[u8]) -> usize {
+    let usable = if data.last() == Some(&b'\r') {
+        data.len().saturating_sub(1)
+    } else {
+        data.len()
+    };
+    let mut boundary = 0;
+    let mut pos = 0;
+    for (line, ending) in split_lines(data.get(..usable).unwrap_or_default()) {
+        pos += line.len() + ending.len();
+        if line.is_empty() && !ending.is_empty() {
+            boundary = pos;
+        }
+    }
+    boundary
 }
 
 #[cfg(test)]
