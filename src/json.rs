@@ -491,4 +491,30 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_string_stops_at_a_quote_backslash_or_line_end_and_nowhere_else() {
+        // Offsets across whole 64-byte blocks and the remainder after them.
+        for len in [0, 1, 63, 64, 65, 130, 200, 700] {
+            let mut text = vec![b'a'; len];
+            assert_eq!(string_or_line_end(&text), None, "len {len}");
+            // Every other byte value (control bytes, bytes that share a stop's low or high
+            // nibble, non-ASCII) is content.
+            let others = (0..=255u8).filter(|b| !b"\"\\\n\r".contains(b));
+            for (at, b) in (0..len).zip(others.cycle()) {
+                text[at] = b;
+            }
+            assert_eq!(string_or_line_end(&text), None, "len {len}");
+            for at in 0..len {
+                for stop in [b'"', b'\\', b'\n', b'\r'] {
+                    let mut t = text.clone();
+                    t[at] = stop;
+                    if at + 1 < len {
+                        t[len - 1] = b'"'; // a later stop does not hide the first
+                    }
+                    assert_eq!(string_or_line_end(&t), Some(at), "len {len} at {at} {stop}");
+                }
+            }
+        }
+    }
 }
