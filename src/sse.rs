@@ -57,6 +57,9 @@ enum State {
     Comment,
 }
 
+/// The field whose values make an event's data (WHATWG HTML §9.2.6), for both parsers here.
+const DATA: &[u8] = b"data";
+
 /// Field names longer than this are not `data` and are skipped.
 const MAX_FIELD_NAME: usize = 8;
 
@@ -184,7 +187,7 @@ impl SseScanner {
     }
 
     fn field(&self) -> Field {
-        if !self.name_overflow && self.name.get(..self.name_len) == Some(b"data".as_slice()) {
+        if !self.name_overflow && self.name.get(..self.name_len) == Some(DATA) {
             Field::Data
         } else {
             Field::Other
@@ -306,7 +309,7 @@ pub fn event_data<'a>(event: &[Line<'a>]) -> Option<Cow<'a, [u8]>> {
 /// The value of a `data` field line (one leading space after the colon dropped), or `None`
 /// for any other line (a field named e.g. `database` is not data).
 pub fn data_value(line: &[u8]) -> Option<&[u8]> {
-    let value = line.strip_prefix(b"data")?;
+    let value = line.strip_prefix(DATA)?;
     match value.split_first() {
         None => Some(value),
         Some((b':', v)) => Some(v.strip_prefix(b" ").unwrap_or(v)),
@@ -479,5 +482,38 @@ mod tests {
         }
         s.feed(b"\n\n", &mut c);
         assert_eq!((c.0, c.1, s.events()), (64 << 16, 1, 1));
+    }
+
+    /// The complete-event splitter and the incremental scanner are one grammar: on every
+    /// stream, the data of the split events (those with a `data` line) is what the scanner
+    /// dispatches.
+    #[test]
+    fn the_splitter_and_the_scanner_read_the_same_events() {
+        let streams: [&[u8]; 9] = [
+            b"event: message\ndata: {\"a\":1}\n\ndata: x\ndata: y\n\n",
+            b"event: message\r\ndata: {\"a\":1}\r\n\r\ndata: x\r\ndata: y\r\n\r\n",
+            b"event: message\rdata: {\"a\":1}\r\rdata: x\rdata: y\r\r",
+            b": ping\nretry: 3000\nid: 7\ndata:{\"a\":1}\n\nevent: message\ndata: x\n\n",
+            b"id: 0\ndata: \n\nid: 1\n\ndata\n\ndata: z\n\n",
+            b"data:  a:b\n\ndatax: no\ndata: yes\n\nverylongfieldname: no\ndata: yes\n\n",
+            b"data: a\r\n\r\ndata: b\r\r",
+            b"data: {\"id\":1}",
+            b"\n\n\r\ndata\rdata:\r\n\n: c\ndata:x\n",
+        ];
+        for stream in streams {
+            let lines = split_lines(stream);
+            let joined: Vec<u8> = lines.iter().flat_map(|(l, e)| [*l, *e].concat()).collect();
+            assert_eq!(joined, stream, "lines keep every byte");
+            let split: Vec<String> = events(&lines)
+                .filter_map(event_data)
+                .map(|d| String::from_utf8(d.into_owned()).unwrap())
+                .collect();
+            assert_eq!(
+                split,
+                scan_chunks(&[stream]),
+                "{}",
+                String::from_utf8_lossy(stream)
+            );
+        }
     }
 }
