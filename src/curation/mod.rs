@@ -10,6 +10,14 @@
 //! field (`id:`, `event:`, `retry:`, comments) is kept. Entries are kept verbatim; an entry whose
 //! name cannot be read (not an object, no string name, a duplicated name member) is dropped:
 //! what cannot be checked is not shown.
+//!
+//! Parts: this module checks a response before it is rewritten ([`curate_json`],
+//! [`curate_sse`]: the shape, ids and duplicates every reader must agree on);
+//! `document.rs` rewrites one JSON-RPC document ([`rewrite_document`], framing the list with
+//! [`crate::json`]); `event_stream.rs` rewrites a held `text/event-stream` body in place
+//! ([`rewrite_sse`], events split by [`crate::sse`]); `server_stream.rs` curates the complete
+//! events of a server stream ([`curate_server_stream`]). List kinds and member names come from
+//! [`crate::mcp`].
 
 mod document;
 mod event_stream;
