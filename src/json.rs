@@ -101,23 +101,25 @@ pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
         b'"' => string_end(b, i),
         b'{' | b'[' => {
-            // A counter, no state per level: the depth of the value does not matter.
+            // A counter, no state per level: the depth of the value does not matter. (A byte
+            // loop: cheaper here than a search for `quote_or_bracket`, since the values skipped
+            // in lists are short and dense in brackets and quotes.)
             let mut depth = 0usize;
             let mut pos = i;
             loop {
-                pos += quote_or_bracket::<false>(b.get(pos..)?)?;
                 match *b.get(pos)? {
                     b'"' => {
                         pos = string_end(b, pos)?;
                         continue;
                     }
                     b'{' | b'[' => depth += 1,
-                    _ => {
+                    b'}' | b']' => {
                         depth = depth.saturating_sub(1);
                         if depth == 0 {
                             return Some(pos + 1);
                         }
                     }
+                    _ => {}
                 }
                 pos += 1;
             }
@@ -237,8 +239,8 @@ pub fn plain_key(raw: &[u8]) -> Option<&[u8]> {
 
 /// The offset of the first byte of `bytes` that matters when a value is skipped without being
 /// read: a quote (a string starts) or a bracket (the depth changes), and with `LINE_END` also
-/// `\n` or `\r` (an SSE `data:` line ends). Shared by [`value_end`] and the incremental
-/// response scanner's skipping state, which both count depth without state per level.
+/// `\n` or `\r` (an SSE `data:` line ends). Used by the incremental response scanner's
+/// skipping state, which counts depth without state per level as [`value_end`] does.
 #[inline]
 pub fn quote_or_bracket<const LINE_END: bool>(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&c| {
@@ -250,23 +252,32 @@ pub fn quote_or_bracket<const LINE_END: bool>(bytes: &[u8]) -> Option<usize> {
 /// between the quotes. A name without a backslash is its own text (borrowed); one with escapes
 /// is decoded by serde_json's string decoder (the request parser's), and `None` when it does not
 /// decode (a bad escape, a lone surrogate: serde_json and the Python SDK refuse the message).
+#[inline]
 pub fn decode_key(inner: &[u8]) -> Option<Cow<'_, [u8]>> {
     // Keys are short: a plain loop beats the call to memchr that `contains` makes.
     #[allow(clippy::manual_contains)]
     if !inner.iter().any(|&c| c == b'\\') {
         return Some(Cow::Borrowed(inner));
     }
+    decode_escaped(inner).map(Cow::Owned)
+}
+
+/// [`decode_key`] of a name with escapes (rare: kept out of line so the plain path inlines).
+#[cold]
+#[inline(never)]
+fn decode_escaped(inner: &[u8]) -> Option<Vec<u8>> {
     let mut quoted = Vec::with_capacity(inner.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(inner);
     quoted.push(b'"');
     serde_json::from_slice::<String>(&quoted)
         .ok()
-        .map(|s| Cow::Owned(s.into_bytes()))
+        .map(String::into_bytes)
 }
 
 /// The decoded name of a raw key as [`Seq::next`] returns it (quotes included); `None` when it
 /// does not decode ([`decode_key`]).
+#[inline]
 pub fn key_name(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
     decode_key(raw.get(1..raw.len().checked_sub(1)?)?)
 }

@@ -290,10 +290,17 @@ fn rewrite_framed<'a>(
 
 /// Where [`frame_entry`] keeps a member of an entry: `name`, `uri`, `annotations` (by decoded
 /// name), or `None` for any other member.
+#[inline]
 fn entry_slot(name: &[u8]) -> Option<usize> {
-    [mcp::NAME, mcp::URI, mcp::ANNOTATIONS]
-        .iter()
-        .position(|m| m.as_bytes() == name)
+    if name == mcp::NAME.as_bytes() {
+        Some(0)
+    } else if name == mcp::URI.as_bytes() {
+        Some(1)
+    } else if name == mcp::ANNOTATIONS.as_bytes() {
+        Some(2)
+    } else {
+        None
+    }
 }
 
 /// One entry of a framed list: its span and, for an object, the spans of its `name`, `uri`
@@ -322,7 +329,12 @@ fn frame_entry(b: &[u8], start: usize) -> Option<Entry> {
     let mut members = json::Seq::object(b, start);
     while let Some((key, vstart)) = members.next().ok()? {
         let vend = members.skip_value(vstart).ok()?;
-        let Some(slot) = key.and_then(json::key_name).and_then(|n| entry_slot(&n)) else {
+        // A plain name (the usual case) is compared as it is; an escaped one decoded first.
+        let slot = match key.and_then(json::plain_key) {
+            Some(plain) => entry_slot(plain),
+            None => key.and_then(json::key_name).and_then(|n| entry_slot(&n)),
+        };
+        let Some(slot) = slot else {
             continue;
         };
         if let Some(slot) = found.get_mut(slot) {
