@@ -7,9 +7,11 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`metrics`], [`policy`],
-//! [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which enacts it); [`wasm`] is the thin proxy-wasm
-//! glue (root context and HTTP context) that maps hostcalls onto [`host::Host`].
+//! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`],
+//! [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host
+//! interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which
+//! enacts it); [`wasm`] is the thin proxy-wasm glue (root context and HTTP context) that maps hostcalls onto
+//! [`host::Host`].
 
 pub mod annotations;
 pub mod audit;
@@ -19,7 +21,9 @@ pub mod curation;
 pub mod filter;
 pub mod host;
 pub mod identity;
+pub mod json;
 pub mod jsonrpc;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;

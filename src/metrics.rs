@@ -27,7 +27,7 @@
 //!
 //! Envoy never frees a stat, so no label may take a value from client or server input without
 //! a bound. Every label is reduced to a [`Key`] before a stat is named or looked up:
-//! - method: one of the [`METHOD_LABELS`] MCP methods ([`crate::jsonrpc::MCP_METHODS`]), `other`
+//! - method: one of the [`METHOD_LABELS`] MCP methods ([`crate::mcp::MCP_METHODS`]), `other`
 //!   for any other method, `-` for a client-sent response or an unreadable body;
 //! - tool: at most [`MAX_TOOL_LABELS`] distinct tools per worker VM over its whole life (the
 //!   first tools counted while fewer than the configured `max_tool_metrics` have a label), every
@@ -39,7 +39,7 @@
 //! So a worker defines at most [`MAX_STATS`] stats, and [`Stats`], the worker's cache of stat
 //! ids, holds at most that many entries, whatever the traffic.
 
-use crate::jsonrpc::MCP_METHODS;
+use crate::mcp::MCP_METHODS;
 use std::collections::HashMap;
 
 /// Default cap on distinct tool labels per worker (`max_tool_metrics`).
@@ -353,7 +353,7 @@ impl<I: Copy> Stats<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jsonrpc::TASK_METHODS;
+    use crate::mcp::TASK_METHODS;
     use std::collections::HashSet;
 
     #[test]

@@ -18,6 +18,7 @@
 //! `dry_run_deny`: the call proceeds and the audit record shows what enforcement would do. A
 //! refusal because nothing allows the call is dry-run only if every applicable set is.
 
+use crate::mcp;
 use std::collections::HashMap;
 
 /// What a rule set does with a call it would deny.
@@ -66,9 +67,9 @@ pub const DEFAULT_METHODS: &[&str] = &[
     "server/discover",
     "ping",
     "notifications/*",
-    "tools/list",
-    "prompts/list",
-    "resources/list",
+    mcp::TOOLS_LIST,
+    mcp::PROMPTS_LIST,
+    mcp::RESOURCES_LIST,
     "resources/templates/list",
     "resources/subscribe",
     "resources/unsubscribe",
@@ -97,9 +98,9 @@ impl<'a> Subject<'a> {
     pub fn of(method: Option<&'a str>, name: Option<&'a str>) -> Option<Subject<'a>> {
         let method = method?;
         Some(match (method, name) {
-            ("tools/call", Some(n)) => Subject::Tool(n),
-            ("prompts/get", Some(n)) => Subject::Prompt(n),
-            ("resources/read", Some(n)) => Subject::Resource(n),
+            (mcp::TOOLS_CALL, Some(n)) => Subject::Tool(n),
+            (mcp::PROMPTS_GET, Some(n)) => Subject::Prompt(n),
+            (mcp::RESOURCES_READ, Some(n)) => Subject::Resource(n),
             _ => Subject::Method(method),
         })
     }

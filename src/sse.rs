@@ -8,6 +8,12 @@
 //! - LF, CRLF and CR line endings (Python SDK: CRLF; TypeScript SDK: LF);
 //! - comment lines (`: ping`), `event:`, `id:` and `retry:` fields (skipped), fields without a
 //!   colon, and empty priming events (`id: X` + `data:` with no value).
+//!
+//! It also splits held bodies into complete events ([`split_lines`], [`events`],
+//! [`event_data`], [`complete_events`]) for curation, which rewrites events in place: the one
+//! SSE grammar of mcp-guard, in one module.
+
+use std::borrow::Cow;
 
 /// Receives the `data` of SSE events as the scanner finds it.
 pub trait EventSink {
@@ -50,6 +56,9 @@ enum State {
     /// Inside a comment line.
     Comment,
 }
+
+/// The field whose values make an event's data (WHATWG HTML §9.2.6), for both parsers here.
+const DATA: &[u8] = b"data";
 
 /// Field names longer than this are not `data` and are skipped.
 const MAX_FIELD_NAME: usize = 8;
@@ -178,7 +187,7 @@ impl SseScanner {
     }
 
     fn field(&self) -> Field {
-        if !self.name_overflow && self.name.get(..self.name_len) == Some(b"data".as_slice()) {
+        if !self.name_overflow && self.name.get(..self.name_len) == Some(DATA) {
             Field::Data
         } else {
             Field::Other
@@ -209,6 +218,123 @@ impl SseScanner {
         }
         self.state = State::LineStart;
     }
+}
+
+// Complete-event splitting: a held body (a curated list response, or the complete events a
+// server stream holds back) read line by line, with every byte kept so that events can be
+// rewritten in place. Same grammar as [`SseScanner`]: LF, CRLF or CR line ends, a blank line
+// ends an event, `data` lines' values (one leading space dropped) joined with LF.
+
+/// One line of a complete event stream and its ending (`\n`, `\r\n`, `\r` or empty).
+pub type Line<'a> = (&'a [u8], &'a [u8]);
+
+/// Splits a body into (line, line ending) pairs on LF, CRLF or CR (WHATWG HTML §9.2.6); the
+/// ending is empty only for a last line without one. Concatenating the pairs gives `body` back.
+pub fn split_lines(body: &[u8]) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        match memchr::memchr2(b'\n', b'\r', rest) {
+            None => {
+                lines.push((rest, &[][..]));
+                break;
+            }
+            Some(i) => {
+                let ending_len = if rest.get(i) == Some(&b'\r') && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                let (line, after) = rest.split_at(i);
+                let (ending, next) = after.split_at(ending_len.min(after.len()));
+                lines.push((line, ending));
+                rest = next;
+            }
+        }
+    }
+    lines
+}
+
+/// The events of a split body: each one's lines up to and including the blank line that ends
+/// it (the last may have none).
+pub fn events<'l, 'a>(lines: &'l [Line<'a>]) -> impl Iterator<Item = &'l [Line<'a>]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= lines.len() {
+            return None;
+        }
+        let end = lines
+            .iter()
+            .skip(start)
+            .position(|(line, _)| line.is_empty())
+            .map_or(lines.len(), |p| start + p + 1);
+        let event = lines.get(start..end);
+        start = end;
+        event
+    })
+}
+
+/// Whether an SSE line is blank, a comment, or one of the fields the event stream
+/// interpretation defines (`data`, `event`, `id`, `retry`; WHATWG HTML §9.2.6): what a curated
+/// `text/event-stream` list response may hold.
+pub fn known_sse_line(line: &[u8]) -> bool {
+    let name = line
+        .iter()
+        .position(|&b| b == b':')
+        .map_or(line, |colon| line.get(..colon).unwrap_or_default());
+    line.is_empty()
+        || line.first() == Some(&b':')
+        || matches!(name, b"data" | b"event" | b"id" | b"retry")
+}
+
+/// An event's data: its `data` line values joined with LF (WHATWG HTML §9.2.6); `None` when it
+/// has no `data` line.
+pub fn event_data<'a>(event: &[Line<'a>]) -> Option<Cow<'a, [u8]>> {
+    let mut values = event.iter().filter_map(|(line, _)| data_value(line));
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut d = Vec::with_capacity(first.len() + 1 + second.len());
+    d.extend_from_slice(first);
+    d.push(b'\n');
+    d.extend_from_slice(second);
+    for value in values {
+        d.push(b'\n');
+        d.extend_from_slice(value);
+    }
+    Some(Cow::Owned(d))
+}
+
+/// The value of a `data` field line (one leading space after the colon dropped), or `None`
+/// for any other line (a field named e.g. `database` is not data).
+pub fn data_value(line: &[u8]) -> Option<&[u8]> {
+    let value = line.strip_prefix(DATA)?;
+    match value.split_first() {
+        None => Some(value),
+        Some((b':', v)) => Some(v.strip_prefix(b" ").unwrap_or(v)),
+        Some(_) => None,
+    }
+}
+
+/// The length of the prefix of `data` that consists of complete SSE events (up to and
+/// including the blank line of the last one). A trailing CR is never counted as complete: it
+/// may be the first half of a CRLF.
+pub fn complete_events(data: &[u8]) -> usize {
+    let usable = if data.last() == Some(&b'\r') {
+        data.len().saturating_sub(1)
+    } else {
+        data.len()
+    };
+    let mut boundary = 0;
+    let mut pos = 0;
+    for (line, ending) in split_lines(data.get(..usable).unwrap_or_default()) {
+        pos += line.len() + ending.len();
+        if line.is_empty() && !ending.is_empty() {
+            boundary = pos;
+        }
+    }
+    boundary
 }
 
 #[cfg(test)]
@@ -356,5 +482,38 @@ mod tests {
         }
         s.feed(b"\n\n", &mut c);
         assert_eq!((c.0, c.1, s.events()), (64 << 16, 1, 1));
+    }
+
+    /// The complete-event splitter and the incremental scanner are one grammar: on every
+    /// stream, the data of the split events (those with a `data` line) is what the scanner
+    /// dispatches.
+    #[test]
+    fn the_splitter_and_the_scanner_read_the_same_events() {
+        let streams: [&[u8]; 9] = [
+            b"event: message\ndata: {\"a\":1}\n\ndata: x\ndata: y\n\n",
+            b"event: message\r\ndata: {\"a\":1}\r\n\r\ndata: x\r\ndata: y\r\n\r\n",
+            b"event: message\rdata: {\"a\":1}\r\rdata: x\rdata: y\r\r",
+            b": ping\nretry: 3000\nid: 7\ndata:{\"a\":1}\n\nevent: message\ndata: x\n\n",
+            b"id: 0\ndata: \n\nid: 1\n\ndata\n\ndata: z\n\n",
+            b"data:  a:b\n\ndatax: no\ndata: yes\n\nverylongfieldname: no\ndata: yes\n\n",
+            b"data: a\r\n\r\ndata: b\r\r",
+            b"data: {\"id\":1}",
+            b"\n\n\r\ndata\rdata:\r\n\n: c\ndata:x\n",
+        ];
+        for stream in streams {
+            let lines = split_lines(stream);
+            let joined: Vec<u8> = lines.iter().flat_map(|(l, e)| [*l, *e].concat()).collect();
+            assert_eq!(joined, stream, "lines keep every byte");
+            let split: Vec<String> = events(&lines)
+                .filter_map(event_data)
+                .map(|d| String::from_utf8(d.into_owned()).unwrap())
+                .collect();
+            assert_eq!(
+                split,
+                scan_chunks(&[stream]),
+                "{}",
+                String::from_utf8_lossy(stream)
+            );
+        }
     }
 }

@@ -438,3 +438,50 @@ mod oracle_tests {
         }
     }
 }
+
+/// The request parser gives the same result as the parser it replaced
+/// (`fuzz/src/reference.rs`) on the seed corpus and every one-byte damage of hand-made bodies
+/// (duplicates, escapes, batches, task ids).
+#[test]
+fn request_parser_matches_the_reference_parser() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request_parser");
+    let mut bodies: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    let base: Vec<&[u8]> = vec![
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi \"x\" \\ [{"},"_meta":{}}}"#,
+        br#" { "jsonrpc" : "2.0" , "id" : "a" , "method" : "prompts/get" , "params" : { "name" : "gr\u0065et" , "arguments" : [ ] } } "#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a","uri":"x"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"a","name":"b"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{},"arguments":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1","taskId":"t2"}}"#,
+        br#"{"jsonrpc":"2.\u0030","id":1,"method":"ping","params":[1]}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":null,"arguments":1}}"#,
+        br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},{"jsonrpc":"2.0","method":"x"}]"#,
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"a\\u00\"}}",
+    ];
+    bodies.extend(base.iter().map(|b| b.to_vec()));
+    // Every one-byte damage of the hand-made bodies.
+    for b in &base {
+        for pos in 0..b.len() {
+            let mut d = b.to_vec();
+            d.remove(pos);
+            bodies.push(d);
+            for c in [b'"', b'\\', b'{', b'}', b',', b' '] {
+                let mut d = b.to_vec();
+                d.insert(pos, c);
+                bodies.push(d);
+            }
+        }
+    }
+    assert!(bodies.len() > 1000);
+    for body in &bodies {
+        for depth in [2, 3, mcp_guard::config::DEFAULT_MAX_JSON_DEPTH] {
+            let new = format!("{:?}", mcp_guard::jsonrpc::parse_body(body, depth));
+            let old = format!("{:?}", fuzz_targets::reference::parse_body(body, depth));
+            assert_eq!(new, old, "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -42,6 +42,7 @@
 #![allow(clippy::panic)]
 
 pub mod oracle;
+pub mod reference;
 
 use mcp_guard::config::{Config, DEFAULT_MAX_JSON_DEPTH, MAX_MAX_JSON_DEPTH};
 use mcp_guard::filter::{Stream, RATE_LIMITED};

@@ -1,0 +1,490 @@
+//! [`JsonScanner`]: the incremental JSON-RPC message scanner of the response path, a state
+//! machine over the [`crate::json`] primitives (string and skip searches, member-name
+//! decoding) that reads a body or SSE event data chunk by chunk, in constant memory.
+
+use super::{Summary, MAX_ID_LEN};
+use crate::json;
+use std::borrow::Cow;
+
+/// Longest raw member name kept, in bytes, escapes included: the longest name read here
+/// (`jsonrpc`, `isError`: seven ASCII characters) with every character escaped as `\uXXXX`.
+/// A longer name decodes to a longer string, so it is none of them.
+const MAX_KEY_LEN: usize = 7 * 6;
+pub(super) const MAX_SCALAR_LEN: usize = 32;
+/// Containers parsed member by member: a batch array, a message object, its `result` or
+/// `error` object.
+const MAX_PARSED_DEPTH: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Other,
+    Jsonrpc,
+    Id,
+    Method,
+    Result,
+    Error,
+    ErrorCode,
+    IsError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Value,
+    ArrayFirst,
+    KeyOrClose,
+    Key,
+    Colon,
+    AfterValue,
+    Str {
+        key: bool,
+    },
+    Escape {
+        key: bool,
+    },
+    Scalar,
+    /// Inside a skipped container ([`JsonScanner::skip_depth`] open brackets), outside strings.
+    Skip,
+    /// In a string inside a skipped container.
+    SkipStr,
+    SkipEscape,
+    Broken,
+}
+
+/// Members seen in the current message (bit per [`Member`]), to find duplicates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Seen(u8);
+
+impl Seen {
+    /// Marks `member` seen; true when it already was.
+    fn again(&mut self, member: Member) -> bool {
+        let bit = 1u8 << (member as u8);
+        let again = self.0 & bit != 0;
+        self.0 |= bit;
+        again
+    }
+}
+
+/// Streaming scanner over a sequence of JSON documents (one per SSE event, or one body).
+///
+/// A document whose root is an object is one message; a root array is a batch whose object
+/// elements are messages. Syntax errors in the parts parsed member by member (the root, the
+/// messages, their `result` and `error` objects) and member names that do not decode abandon
+/// the rest of the document. Other values are skipped without state per nesting level.
+#[derive(Debug, Clone)]
+pub struct JsonScanner {
+    state: State,
+    /// Open containers parsed member by member, innermost last (`{` or `[`).
+    parsed: [u8; MAX_PARSED_DEPTH],
+    depth: usize,
+    /// Open brackets of the container being skipped (0: not skipping). Counts only: no limit
+    /// on the depth of a skipped value (a `u64` cannot overflow on a real stream).
+    skip_depth: u64,
+    /// Depth at which message members live: 1 for an object root, 2 for a batch.
+    level: usize,
+    key: [u8; MAX_KEY_LEN],
+    key_len: usize,
+    key_overflow: bool,
+    top_member: Member,
+    value_member: Member,
+    pub(super) capture: Vec<u8>,
+    capture_overflow: bool,
+    seen: Seen,
+    current: Summary,
+    version_ok: bool,
+}
+
+impl Default for JsonScanner {
+    fn default() -> Self {
+        JsonScanner {
+            state: State::Value,
+            parsed: [0; MAX_PARSED_DEPTH],
+            depth: 0,
+            skip_depth: 0,
+            level: 0,
+            key: [0; MAX_KEY_LEN],
+            key_len: 0,
+            key_overflow: false,
+            top_member: Member::Other,
+            value_member: Member::Other,
+            capture: Vec::new(),
+            capture_overflow: false,
+            seen: Seen::default(),
+            current: Summary::default(),
+            version_ok: false,
+        }
+    }
+}
+
+fn is_line_end(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+impl JsonScanner {
+    /// A scanner at the start of a document.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scans a chunk; `emit` is called once per complete message.
+    pub fn feed(&mut self, chunk: &[u8], emit: &mut impl FnMut(&Summary)) {
+        self.scan::<false>(chunk, emit);
+    }
+
+    /// Scans `rest` up to its first line end (`\n` or `\r`), and returns that line end's
+    /// offset (`None`: `rest` has none and was scanned whole). For SSE `data:` lines
+    /// ([`crate::sse::EventSink::data_to_line_end`]): the line end is found in the same pass as
+    /// the JSON, so a large event is read once. A line end inside a JSON string (which JSON
+    /// forbids unescaped) ends the line all the same, as it does for an SSE client.
+    pub fn feed_to_line_end(
+        &mut self,
+        rest: &[u8],
+        emit: &mut impl FnMut(&Summary),
+    ) -> Option<usize> {
+        self.scan::<true>(rest, emit)
+    }
+
+    /// [`JsonScanner::feed`] (`TO_LINE_END` false: every byte is JSON) and
+    /// [`JsonScanner::feed_to_line_end`] (true: stop before the first line end).
+    fn scan<const TO_LINE_END: bool>(
+        &mut self,
+        chunk: &[u8],
+        emit: &mut impl FnMut(&Summary),
+    ) -> Option<usize> {
+        let offset = |rest: &[u8]| chunk.len() - rest.len();
+        let mut rest = chunk;
+        while let Some((&b, tail)) = rest.split_first() {
+            if TO_LINE_END && is_line_end(b) {
+                return Some(offset(rest));
+            }
+            match self.state {
+                State::Broken if TO_LINE_END => {
+                    return memchr::memchr2(b'\n', b'\r', rest).map(|at| offset(rest) + at);
+                }
+                State::Broken => return None,
+                State::Str { .. } | State::SkipStr => {
+                    // Fast path: copy up to the next quote or backslash (or line end).
+                    let stop = if TO_LINE_END {
+                        json::string_or_line_end(rest)
+                    } else {
+                        json::string_stop(rest)
+                    };
+                    let (text, after) = rest.split_at(stop.unwrap_or(rest.len()));
+                    if let State::Str { key } = self.state {
+                        self.take(text, key);
+                    }
+                    rest = after;
+                    if let Some((&c, tail)) = rest.split_first() {
+                        if TO_LINE_END && is_line_end(c) {
+                            return Some(offset(rest));
+                        }
+                        match self.state {
+                            State::Str { key } => {
+                                // Value captures keep their quotes (raw JSON); keys keep
+                                // escapes only.
+                                if !key || c == b'\\' {
+                                    self.take(&[c], key);
+                                }
+                                if c == b'\\' {
+                                    self.state = State::Escape { key };
+                                } else {
+                                    self.end_string(key);
+                                }
+                            }
+                            _ if c == b'\\' => self.state = State::SkipEscape,
+                            _ => self.state = State::Skip,
+                        }
+                        rest = tail;
+                    }
+                    continue;
+                }
+                State::Escape { key } => {
+                    self.take(&[b], key);
+                    self.state = State::Str { key };
+                }
+                State::SkipEscape => self.state = State::SkipStr,
+                State::Skip => {
+                    // Only strings and brackets matter in a skipped value.
+                    let stop = json::quote_or_bracket::<TO_LINE_END>(rest);
+                    rest = rest.get(stop.unwrap_or(rest.len())..).unwrap_or_default();
+                    if let Some((&c, tail)) = rest.split_first() {
+                        if TO_LINE_END && is_line_end(c) {
+                            return Some(offset(rest));
+                        }
+                        match c {
+                            b'"' => self.state = State::SkipStr,
+                            b'{' | b'[' => self.skip_depth = self.skip_depth.saturating_add(1),
+                            _ => {
+                                self.skip_depth = self.skip_depth.saturating_sub(1);
+                                if self.skip_depth == 0 {
+                                    self.end_value();
+                                }
+                            }
+                        }
+                        rest = tail;
+                    }
+                    continue;
+                }
+                State::Scalar => {
+                    if json::is_ws(b) || matches!(b, b',' | b'}' | b']') {
+                        self.end_value();
+                        continue; // re-read the delimiter in AfterValue
+                    }
+                    self.take(&[b], false);
+                }
+                _ if json::is_ws(b) => {}
+                State::Value => self.start_value(b),
+                State::ArrayFirst => {
+                    if b == b']' {
+                        self.close(b, emit);
+                    } else {
+                        self.start_value(b);
+                    }
+                }
+                State::KeyOrClose | State::Key => {
+                    if b == b'"' {
+                        self.key_len = 0;
+                        self.key_overflow = false;
+                        self.state = State::Str { key: true };
+                    } else if b == b'}' && self.state == State::KeyOrClose {
+                        self.close(b, emit);
+                    } else {
+                        self.state = State::Broken;
+                    }
+                }
+                State::Colon => {
+                    self.state = if b == b':' {
+                        State::Value
+                    } else {
+                        State::Broken
+                    };
+                }
+                State::AfterValue => match (b, self.open()) {
+                    (b',', Some(b'{')) => self.state = State::Key,
+                    (b',', Some(_)) => self.state = State::Value,
+                    (b'}', Some(b'{')) | (b']', Some(b'[')) => self.close(b, emit),
+                    _ => self.state = State::Broken,
+                },
+            }
+            rest = tail;
+        }
+        None
+    }
+
+    /// Ends the current document (end of an SSE event or of a JSON body) and gets ready for
+    /// the next. An incomplete document yields nothing.
+    pub fn end_document(&mut self) {
+        // Keep the small allocation for the next document.
+        let mut capture = std::mem::take(&mut self.capture);
+        capture.clear();
+        *self = JsonScanner {
+            capture,
+            ..JsonScanner::default()
+        };
+    }
+
+    /// The innermost open container parsed member by member (`{` or `[`).
+    fn open(&self) -> Option<u8> {
+        self.depth
+            .checked_sub(1)
+            .and_then(|i| self.parsed.get(i))
+            .copied()
+    }
+
+    fn take(&mut self, bytes: &[u8], key: bool) {
+        if key {
+            for &b in bytes {
+                match self.key.get_mut(self.key_len) {
+                    Some(slot) => {
+                        *slot = b;
+                        self.key_len += 1;
+                    }
+                    None => self.key_overflow = true,
+                }
+            }
+        } else if self.capturing() && !self.capture_overflow {
+            if self.capture.len() + bytes.len() > self.capture_limit() {
+                self.capture_overflow = true;
+            } else {
+                self.capture.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn capturing(&self) -> bool {
+        matches!(
+            self.value_member,
+            Member::Jsonrpc | Member::Id | Member::ErrorCode | Member::IsError
+        )
+    }
+
+    fn capture_limit(&self) -> usize {
+        if self.value_member == Member::Id {
+            MAX_ID_LEN
+        } else {
+            MAX_SCALAR_LEN
+        }
+    }
+
+    fn start_value(&mut self, b: u8) {
+        match b {
+            b'{' | b'[' => {
+                // Parsed member by member: the root, a batch's message objects, and a
+                // message's `result` or `error` object. Anything else is skipped.
+                let parse = self.depth == 0
+                    || (b == b'{'
+                        && ((self.depth == 1 && self.level == 2)
+                            || (self.depth == self.level
+                                && matches!(self.value_member, Member::Result | Member::Error))));
+                // A container where a scalar belongs.
+                match self.value_member {
+                    Member::Result if b == b'[' => self.current.malformed = true,
+                    Member::IsError => self.current.malformed = true,
+                    _ => {}
+                }
+                self.value_member = Member::Other;
+                if !parse {
+                    self.skip_depth = 1;
+                    self.state = State::Skip;
+                    return;
+                }
+                if self.depth == 0 {
+                    self.level = if b == b'{' { 1 } else { 2 };
+                }
+                let Some(slot) = self.parsed.get_mut(self.depth) else {
+                    self.state = State::Broken; // not reached: at most three levels are parsed
+                    return;
+                };
+                *slot = b;
+                self.depth += 1;
+                if b == b'{' && self.depth == self.level {
+                    self.current = Summary::default();
+                    self.seen = Seen::default();
+                    self.version_ok = false;
+                }
+                self.state = if b == b'{' {
+                    State::KeyOrClose
+                } else {
+                    State::ArrayFirst
+                };
+            }
+            b'"' => {
+                self.begin_capture();
+                self.take(b"\"", false);
+                self.state = State::Str { key: false };
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                self.begin_capture();
+                self.take(&[b], false);
+                self.state = State::Scalar;
+            }
+            _ => self.state = State::Broken,
+        }
+    }
+
+    fn begin_capture(&mut self) {
+        self.capture.clear();
+        self.capture_overflow = false;
+    }
+
+    fn end_string(&mut self, key: bool) {
+        if key {
+            self.end_key();
+        } else {
+            self.end_value();
+        }
+    }
+
+    fn end_key(&mut self) {
+        let raw = self.key.get(..self.key_len).unwrap_or_default();
+        let name = if self.key_overflow {
+            Cow::Borrowed(&b""[..]) // longer than any name read here, however spelled
+        } else {
+            // The request parser's decoder. A name it cannot decode (a bad escape, a lone
+            // surrogate) makes the message unreadable to serde_json and to the Python SDK: the
+            // document is abandoned.
+            match json::decode_key(raw) {
+                Some(name) => name,
+                None => {
+                    self.state = State::Broken;
+                    return;
+                }
+            }
+        };
+        let member = if self.depth == self.level {
+            let member = match name.as_ref() {
+                b"jsonrpc" => Member::Jsonrpc,
+                b"id" => Member::Id,
+                b"method" => Member::Method,
+                b"result" => Member::Result,
+                b"error" => Member::Error,
+                _ => Member::Other,
+            };
+            self.top_member = member;
+            member
+        } else {
+            match (self.top_member, name.as_ref()) {
+                (Member::Error, b"code") => Member::ErrorCode,
+                (Member::Result, b"isError") => Member::IsError,
+                _ => Member::Other,
+            }
+        };
+        if member != Member::Other && member != Member::Method && self.seen.again(member) {
+            self.current.malformed = true;
+        }
+        // The last occurrence counts, as in the SDK readers.
+        match member {
+            Member::Jsonrpc => self.version_ok = false,
+            Member::Id => self.current.id = None,
+            Member::Method => self.current.has_method = true,
+            Member::Result => self.current.has_result = true,
+            Member::Error => self.current.has_error = true,
+            Member::ErrorCode => self.current.error_code = None,
+            Member::IsError => self.current.is_error = false,
+            Member::Other => {}
+        }
+        self.value_member = member;
+        self.state = State::Colon;
+    }
+
+    fn end_value(&mut self) {
+        let raw = (!self.capture_overflow).then_some(self.capture.as_slice());
+        match (self.value_member, raw) {
+            (Member::Id, Some(raw)) => self.current.id = Some(raw.to_vec()),
+            (Member::ErrorCode, Some(raw)) => {
+                self.current.error_code = std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok());
+            }
+            (Member::IsError, Some(b"true")) => self.current.is_error = true,
+            (Member::IsError, Some(b"false")) => {}
+            (Member::IsError, _) => self.current.malformed = true,
+            (Member::Jsonrpc, Some(raw)) => {
+                self.version_ok = raw == b"\"2.0\""
+                    || (raw.first() == Some(&b'"')
+                        && serde_json::from_slice::<String>(raw).is_ok_and(|v| v == "2.0"));
+            }
+            (Member::Result, _) => self.current.malformed = true, // a scalar result
+            _ => {}
+        }
+        self.value_member = Member::Other;
+        self.state = State::AfterValue;
+    }
+
+    fn close(&mut self, b: u8, emit: &mut impl FnMut(&Summary)) {
+        if b == b'}' && self.depth == self.level {
+            if !self.version_ok {
+                self.current.malformed = true;
+            }
+            emit(&self.current);
+        }
+        self.depth = self.depth.saturating_sub(1);
+        self.value_member = Member::Other;
+        self.state = if self.depth == 0 {
+            // Document complete; anything after it starts a new one.
+            self.level = 0;
+            State::Value
+        } else {
+            State::AfterValue
+        };
+    }
+}
