@@ -1,5 +1,5 @@
 //! Audit records: one JSON object per MCP call, written to Envoy filter state
-//! (`wasm.mcp_audit`) and printed by Envoy's file access log (README "Audit record"; schema in
+//! (`wasm.mcp_audit`) and printed by Envoy's file access log (docs/audit-record.md; schema in
 //! `schemas/audit-record.schema.json`).
 //!
 //! A stream carrying a batch produces one record per message, joined by `\n`, so the access
@@ -35,7 +35,7 @@ pub enum OutputStatus {
     /// will send on another stream of the same session: the legacy HTTP+SSE transport (POST
     /// answered `202 Accepted`), or a Streamable HTTP SSE stream closed before the response
     /// (resumption with `Last-Event-ID`). The outcome is a later record with
-    /// `"correlated": true` and the same session and request id (README "Audit record").
+    /// `"correlated": true` and the same session and request id (docs/audit-record.md).
     Deferred,
     /// The client went away before the call ended: before its request body was complete (never
     /// forwarded), or before the response was delivered.

@@ -1,6 +1,6 @@
 //! Envoy stats mcp-guard defines (proxy-wasm `define_metric` / `increment_metric`; Envoy
 //! prefixes them `wasmcustom.`). Labels are encoded in the stat name as `.<label>.<value>`
-//! pairs, which the shipped `stats_config.stats_tags` (README "Metrics") extract, so
+//! pairs, which the shipped `stats_config.stats_tags` (docs/metrics.md) extract, so
 //! `/stats/prometheus` shows e.g.
 //! `envoy_wasmcustom_mcp_guard_requests{mcp_method="tools/call",mcp_decision="allow"}`.
 //!

@@ -1,4 +1,4 @@
-//! The mcp-guard policy model (README "Policy format"): rule sets for agents and groups, allow
+//! The mcp-guard policy model (docs/configuration.md): rule sets for agents and groups, allow
 //! and deny pattern lists per MCP subject, deny over allow, a `default` rule set, and dry-run
 //! per rule set.
 //!

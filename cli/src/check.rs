@@ -92,9 +92,10 @@ mod tests {
         }
     }
 
-    /// The example of README "Policy format" (its placeholder key replaced by a real one).
+    /// The example of docs/configuration.md "Policy format" (its placeholder key replaced by a
+    /// real one).
     fn readme_example() -> String {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/configuration.md");
         let section = readme.split("## Policy format").nth(1).unwrap();
         let block = section.split("```json").nth(1).unwrap();
         let json = block.split("```").next().unwrap();

@@ -2,7 +2,7 @@
 //!
 //! Every rendering fails closed (`failure_policy: FAIL_CLOSED`, or the platform's spelling of
 //! it: Istio WasmPlugin `failStrategy: FAIL_CLOSE`, Envoy Gateway `failOpen: false`), and each
-//! either sets the Wasm `PluginConfig` flag `allow_on_headers_stop_iteration: true` (README
+//! either sets the Wasm `PluginConfig` flag `allow_on_headers_stop_iteration: true` (docs/deployment.md
 //! "Loading mcp-guard into Envoy"), without which a filter that holds request headers until it
 //! has read the body stalls the request, or, where the platform's API cannot set it, tells the
 //! filter not to hold them:

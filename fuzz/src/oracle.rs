@@ -263,7 +263,7 @@ fn asked(reader: &Reader, raw: &RawValue) -> Result<Option<Asked>, String> {
     }))
 }
 
-/// The tag value mcp-guard documents for `values` (README "Tags"; `src/tags.rs`): distinct
+/// The tag value mcp-guard documents for `values` (docs/protocol.md "Request"; `src/tags.rs`): distinct
 /// values in first-seen order joined with `,`, each byte outside visible ASCII, `%` and `,`
 /// written `%XX` (upper-case hex); `None` when there is none.
 fn expected_tag<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {

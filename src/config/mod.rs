@@ -3,7 +3,7 @@
 //!
 //! The plugin configuration is the JSON string Envoy passes as the Wasm filter's
 //! `config.configuration` (a `google.protobuf.StringValue`; Envoy doc
-//! `envoy.extensions.wasm.v3.PluginConfig`). Its shape (README "Policy format"):
+//! `envoy.extensions.wasm.v3.PluginConfig`). Its shape (docs/configuration.md "Policy format"):
 //!
 //! ```json
 //! {

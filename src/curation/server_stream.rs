@@ -173,5 +173,5 @@ fn check_stream_document(raw: &[u8], claimed: &[Claimed<'_>]) -> Result<Vec<usiz
 }
 
 /// Longest incomplete SSE event a server stream holds back for curation, in bytes; a longer
-/// one is passed on as it is (README "Curated tool surfaces").
+/// one is passed on as it is (docs/curation.md "Curated tool surfaces").
 pub const MAX_HELD_EVENT: usize = 4 * 1024 * 1024;

@@ -83,7 +83,8 @@ def check_record(record: dict) -> dict:
 
 
 def is_refused(record: dict) -> bool:
-    """The fixed record of a request Envoy refused before mcp-guard ran (README "Audit record")."""
+    """The fixed record of a request Envoy refused before mcp-guard ran (docs/audit-record.md
+    "Requests Envoy refused")."""
     return record.get("decision") == "refused"
 
 

@@ -5,10 +5,14 @@ headers after reading the body; the Envoy Gateway rendering fails closed (failOp
 patches allow_on_headers_stop_iteration in; the Istio WasmPlugin rendering, whose API cannot set
 that flag, fails closed (failStrategy: FAIL_CLOSE) and tells the filter not to hold request
 headers. `make validate` separately runs the bootstraps and the ECDS resource through
-`envoy --mode validate`; tests/e2e/test_07_mesh_crds.py checks examples/mesh/ against the CRDs."""
+`envoy --mode validate`; tests/e2e/test_07_mesh_crds.py checks examples/mesh/ against the CRDs.
+The shipped documentation's relative links (README.md, docs/, every other tracked Markdown file)
+must name files that exist and headings those files have: the docs point into each other by
+section, and a renamed heading or moved file must not leave a dead link."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -106,3 +110,47 @@ def test_every_shipped_wasm_config_fails_closed(path: Path) -> None:
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "WasmPlugin":
             assert_wasmplugin_fails_closed(doc, str(path))
+
+
+# --- Links in the shipped Markdown.
+MARKDOWN = sorted(
+    REPO / p for p in subprocess.run(
+        ["git", "ls-files", "*.md"], cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()
+)  # fmt: skip
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file: lower-cased, every character
+    but letters, digits, `_`, `-` and spaces dropped, spaces as `-`, `-1`, `-2` ... on repeats."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for line in FENCE.sub("", path.read_text(encoding="utf-8")).splitlines():
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1)).strip().lower()
+            slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+            anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_markdown_is_shipped() -> None:
+    assert REPO / "README.md" in MARKDOWN and any(p.parent == REPO / "docs" for p in MARKDOWN)
+
+
+@pytest.mark.parametrize("doc", MARKDOWN, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(doc: Path) -> None:
+    dead = []
+    for target in LINK.findall(FENCE.sub("", doc.read_text(encoding="utf-8"))):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours to check
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (doc.parent / path).resolve() if path else doc
+        if not dest.exists():
+            dead.append(f"{target}: no file {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
+        elif anchor and dest.suffix == ".md" and anchor not in heading_anchors(dest):
+            dead.append(f"{target}: no heading with anchor #{anchor} in {dest.relative_to(REPO)}")
+    assert dead == [], f"{doc.relative_to(REPO)} has dead links:\n" + "\n".join(dead)

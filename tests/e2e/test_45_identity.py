@@ -451,7 +451,7 @@ def assert_unidentified(s: Stack, p: Probe) -> None:
 
 def refused_records(s: Stack) -> list[dict]:
     """Access-log records of requests mcp-guard never saw (Envoy's fixed record, decision
-    "refused"; README "Audit record")."""
+    "refused"; docs/audit-record.md "Requests Envoy refused")."""
     return [r for r in s.audit_records() if r["decision"] == "refused"]
 
 
@@ -928,7 +928,7 @@ class TestHeaderSource:
         codec drops it from the value, seen here.)"""
         if (protocol, name) == ("http1", "cr"):
             pytest.skip("HTTP/1.1: Envoy 1.40's codec removes a bare CR from the value before any filter "
-                        "(seen here: admin-\\ragent arrives as admin-agent); README 'Identity'")
+                        "(seen here: admin-\\ragent arrives as admin-agent); docs/configuration.md 'Identity'")
         char = {"nul": b"\x00", "soh": b"\x01", "esc": b"\x1b", "cr": b"\r", "lf": b"\n", "del": b"\x7f"}[name]
         refused = len(refused_records(stack))
         r = await self.send(stack, protocol, b"admin-agent" + char + b"x")

@@ -4,7 +4,7 @@ Envoy's codecs and connection manager refuse some requests before any HTTP filte
 Content-Length together with Transfer-Encoding, a lower-case method, HTTP/1.0, a NUL or VT
 byte in a header value, an upper-case header name over HTTP/2 (no response). mcp-guard never
 sees them, so filter state `wasm.mcp_audit` is absent, and the old one-logger config printed
-`-` for them: a line `jq` (and the README's audit queries, and a SIEM parser) stops at. The
+`-` for them: a line `jq` (and the audit queries of docs/audit-record.md, and a SIEM parser) stops at. The
 shipped bootstrap (envoy/envoy.yaml, via scripts/stack.py) now has a second file logger on the
 same path, chosen by a CEL filter on that filter state, which prints a fixed JSON record:
 decision "refused", reason "proxy_rejected", Envoy's status and response code details, and

@@ -3,7 +3,7 @@
 10,000 JSON-RPC requests with distinct unknown methods and 10,000 tools/call with distinct,
 long tool names go through a real Envoy 1.40 with mcp-guard (2 workers). Envoy never frees a
 stat, so the number of mcp-guard stats on the admin endpoint must stay within the bound the
-configuration gives (README "Metrics"), and Envoy's RSS must not grow with the number of
+configuration gives (docs/metrics.md), and Envoy's RSS must not grow with the number of
 distinct names.
 
 Raw HTTP/1.1 POSTs over keep-alive connections: no MCP SDK sends an unknown method. The demo
@@ -34,7 +34,7 @@ CONCURRENCY = 2
 MAX_TOOL_METRICS = 50
 TIME_BUDGET_S = 120.0
 
-# The bound README "Metrics" states: per label set, methods (36 MCP methods + `other` + `-`)
+# The bound docs/metrics.md states: per label set, methods (36 MCP methods + `other` + `-`)
 # × 3 decisions; tools: each worker labels up to max_tool_metrics tools, plus `other`, × 3
 # decisions; 4 denial reasons, 14 refusal reasons, 3 lists, 5 unlabelled stats.
 MCP_METHOD_LABELS = 36 + 2
