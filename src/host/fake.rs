@@ -574,3 +574,27 @@ impl Rng {
         usize::try_from(self.next_u64() % (n.max(1) as u64)).unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostcalls_in_the_wrong_phase_are_recorded_and_reads_there_fail() {
+        let mut h = FakeHost::new(SharedStore::default(), 0);
+        h.response_headers.insert(":status".into(), "200".into());
+        // Unchecked (no driver): everything answers.
+        assert!(h.response_headers().is_ok());
+        h.phase = Some(Phase::ResponseHeaders);
+        assert!(h.response_headers().is_ok());
+        assert!(h.violations().is_empty());
+        // As Envoy: response headers cannot be read in the body callback.
+        h.phase = Some(Phase::ResponseBody);
+        assert_eq!(h.response_headers(), Err(ReadError));
+        h.set_request_header("x", Some("y"));
+        assert_eq!(h.violations().len(), 2, "{:?}", h.violations());
+        // A failing read fails in its own phase too.
+        h.failing = vec![Read::ResponseBody];
+        assert_eq!(h.response_body(0, 1), Err(ReadError));
+    }
+}
