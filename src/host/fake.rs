@@ -165,6 +165,14 @@ pub struct FakeHost {
     pub downstream: Vec<u8>,
     /// Hostcalls made in a phase where Envoy fails them, and invalid stat names.
     pub violations: RefCell<Vec<String>>,
+    /// For benches: keep no copies the filter does not cause. Counters are only summed into
+    /// [`FakeHost::counted`] (no stat names), request-header writes are not logged, and a
+    /// replaced response body is kept only as its length ([`FakeHost::replaced_len`]).
+    pub lean: bool,
+    /// Every counter increment summed ([`FakeHost::lean`]).
+    pub counted: u64,
+    /// Length of the response body after the last [`Host::set_response_body`].
+    pub replaced_len: usize,
     unreadable_store: UnreadableStore,
 }
 
@@ -278,7 +286,9 @@ impl Host for FakeHost {
         {
             self.violation("set_request_header after the request headers went upstream");
         }
-        self.request_header_writes.push(name.to_owned());
+        if !self.lean {
+            self.request_header_writes.push(name.to_owned());
+        }
         // As Envoy: a removal removes every copy; a replace (`setCopy`, without the runtime
         // feature `http_set_copy_replace_all_headers`) may leave further copies.
         match value {
@@ -337,10 +347,16 @@ impl Host for FakeHost {
             self.violation("set_response_body outside the response body callback");
             return;
         }
+        if self.lean {
+            let rest = self.response_chunk.len().saturating_sub(size);
+            self.replaced_len = data.len() + rest;
+            return;
+        }
         // Replaces the first `size` bytes; what follows them stays.
         let keep = self.response_chunk.get(size..).unwrap_or_default().to_vec();
         let mut body = data.to_vec();
         body.extend_from_slice(&keep);
+        self.replaced_len = body.len();
         self.response_chunk = body.clone();
         self.replaced_response_body = Some(body);
     }
@@ -411,6 +427,10 @@ impl Host for FakeHost {
         Ok(self.properties.get(&path).cloned())
     }
     fn count(&mut self, metric: Metric<'_>, by: u64) {
+        self.counted += by;
+        if self.lean {
+            return;
+        }
         let name = metric.name(&mut self.labels);
         // Stat names must be valid for Envoy: no empty segment, bounded length.
         if name.contains("..") || name.len() >= 256 {
