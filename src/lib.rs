@@ -8,7 +8,7 @@
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
 //! ([`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`], [`curation`], [`metrics`], [`policy`],
-//! [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host interface [`host`], and the per-stream state machine [`filter`]); [`wasm`] is the thin proxy-wasm
+//! [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which enacts it); [`wasm`] is the thin proxy-wasm
 //! glue (root context and HTTP context) that maps hostcalls onto [`host::Host`].
 
 pub mod annotations;
@@ -27,4 +27,5 @@ pub mod response;
 pub mod routing;
 pub mod sse;
 pub mod tags;
+pub mod verdict;
 pub mod wasm;

@@ -57,9 +57,15 @@ impl RootContext for Root {
                 self.config = Some(Rc::new(config));
                 true
             }
-            Err(e) => {
+            Err(errors) => {
                 count(&Metric::ConfigReject, 1);
-                log::error!("mcp-guard: invalid plugin configuration: {e}");
+                // One log line listing every problem, each with its field's path.
+                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                log::error!(
+                    "mcp-guard: invalid plugin configuration ({} problem(s)): {}",
+                    all.len(),
+                    all.join("; ")
+                );
                 false
             }
         }

@@ -1,17 +1,9 @@
 //! Loading and validating a policy file with the filter's own parser
-//! ([`mcp_guard::config::Config::from_json`], the code `on_configure` runs).
-//!
-//! `Config::from_json` stops at the first problem. To report more than one, the document is
-//! also cut into independent parts — each top-level field, each `policy` field, each field of
-//! each agent entry, each field of each group (with its `members`) — and every part is given,
-//! inside a minimal configuration, to the same `Config::from_json`. Every rule applied is the
-//! library's; this module only knows where the document can be cut. The first problem listed
-//! is always the whole document's; the verdict (valid or not) is only ever the whole
-//! document's.
+//! ([`mcp_guard::config::Config::from_json`], the code `on_configure` runs), which reports
+//! every problem of the document with its field's path.
 
 use crate::doc::{Doc, Syntax};
 use mcp_guard::config::{Config, ConfigError};
-use std::fmt;
 use std::path::Path;
 
 /// A policy file read and parsed.
@@ -33,35 +25,7 @@ pub enum LoadError {
     /// It could not be read (exit status 2).
     Io(String),
     /// It is not a JSON/YAML document (exit status 1: an invalid policy).
-    Syntax(Problem),
-}
-
-/// One problem of a policy: the field's dotted path (empty for the document) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path, e.g. `policy.agents.bot.tools[1]`.
-    pub field: String,
-    /// What is wrong.
-    pub problem: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            f.write_str(&self.problem)
-        } else {
-            write!(f, "{}: {}", self.field, self.problem)
-        }
-    }
-}
-
-impl From<ConfigError> for Problem {
-    fn from(e: ConfigError) -> Problem {
-        Problem {
-            field: e.field,
-            problem: e.problem,
-        }
-    }
+    Syntax(ConfigError),
 }
 
 /// Reads `path` (`-` for standard input) and parses it as JSON or YAML ([`Syntax::detect`]).
@@ -77,18 +41,11 @@ pub fn load(path: &str) -> Result<Loaded, LoadError> {
         (text, Some(Path::new(path)))
     };
     let syntax = Syntax::detect(file, &text);
-    let doc = Doc::parse(&text, syntax).map_err(|problem| {
-        LoadError::Syntax(Problem {
-            field: String::new(),
-            problem,
-        })
-    })?;
-    let json = doc.to_compact_json().map_err(|problem| {
-        LoadError::Syntax(Problem {
-            field: String::new(),
-            problem,
-        })
-    })?;
+    let doc = Doc::parse(&text, syntax)
+        .map_err(|problem| LoadError::Syntax(ConfigError::new("", problem)))?;
+    let json = doc
+        .to_compact_json()
+        .map_err(|problem| LoadError::Syntax(ConfigError::new("", problem)))?;
     Ok(Loaded {
         doc,
         syntax,
@@ -98,148 +55,26 @@ pub fn load(path: &str) -> Result<Loaded, LoadError> {
 }
 
 /// Validates a loaded policy with `Config::from_json`: the compiled configuration, or every
-/// problem found (the whole document's first, then those of its parts).
+/// problem it found.
 ///
 /// A JSON file is checked as written (so positions in messages are the file's); a YAML file
 /// as the compact JSON it is rendered to (positions would be meaningless and are dropped).
 /// Both are the same configuration: duplicate keys, the only thing that could tell them
 /// apart, are refused when the file is read.
-pub fn validate(loaded: &Loaded) -> Result<Config, Vec<Problem>> {
+pub fn validate(loaded: &Loaded) -> Result<Config, Vec<ConfigError>> {
     let bytes = match loaded.syntax {
         Syntax::Json => loaded.text.as_bytes(),
         Syntax::Yaml => loaded.json.as_bytes(),
     };
-    let mut first = match Config::from_json(bytes) {
-        Ok(config) => return Ok(config),
-        Err(e) => Problem::from(e),
-    };
-    if loaded.syntax == Syntax::Yaml {
-        first.problem = strip_position(&first.problem).to_owned();
-    }
-    let mut problems = vec![first];
-    for problem in part_problems(&loaded.doc) {
-        let seen = problems
-            .iter()
-            .any(|p| p.field == problem.field && strip_position(&p.problem) == problem.problem);
-        if !seen {
-            problems.push(problem);
-        }
-    }
-    Err(problems)
-}
-
-/// Drops serde_json's ` at line N column M` suffix.
-fn strip_position(message: &str) -> &str {
-    if let Some(at) = message.rfind(" at line ") {
-        let tail = message.get(at + " at line ".len()..).unwrap_or_default();
-        let mut words = tail.split(' ');
-        let shape = (words.next(), words.next(), words.next(), words.next());
-        if let (Some(l), Some("column"), Some(c), None) = shape {
-            if l.bytes().all(|b| b.is_ascii_digit()) && c.bytes().all(|b| b.is_ascii_digit()) {
-                return message.get(..at).unwrap_or(message);
+    Config::from_json(bytes).map_err(|errors| {
+        let mut problems = errors.into_vec();
+        if loaded.syntax == Syntax::Yaml {
+            for p in &mut problems {
+                p.position = None;
             }
         }
-    }
-    message
-}
-
-/// The problems of every independent part of `doc` (see the module documentation).
-pub fn part_problems(doc: &Doc) -> Vec<Problem> {
-    parts(doc)
-        .iter()
-        .filter_map(|part| {
-            let json = part.to_compact_json().ok()?;
-            Config::from_json(json.as_bytes()).err().map(|e| {
-                let mut p = Problem::from(e);
-                p.problem = strip_position(&p.problem).to_owned();
-                p
-            })
-        })
-        .collect()
-}
-
-/// A minimal configuration around a `policy` holding `agents` and optionally more.
-fn with_policy(agents: Doc, extra: Vec<(String, Doc)>) -> Doc {
-    let mut policy = vec![("agents".to_owned(), agents)];
-    policy.extend(extra);
-    Doc::map([("policy", Doc::Map(policy))])
-}
-
-fn no_agents() -> Doc {
-    Doc::Map(Vec::new())
-}
-
-/// The document cut into parts that the filter checks independently of each other.
-fn parts(doc: &Doc) -> Vec<Doc> {
-    let Some(top) = doc.entries() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (key, value) in top {
-        if key != "policy" {
-            let mut part = with_policy(no_agents(), Vec::new());
-            if let Doc::Map(entries) = &mut part {
-                entries.push((key.clone(), value.clone()));
-            }
-            out.push(part);
-        }
-    }
-    let Some(policy) = doc.get("policy").and_then(Doc::entries) else {
-        return out;
-    };
-    for (key, value) in policy {
-        match (key.as_str(), value.entries()) {
-            ("agents", Some(agents)) => {
-                for (agent, entry) in agents {
-                    match entry.entries() {
-                        Some(fields) if !fields.is_empty() => {
-                            for field in fields {
-                                let one =
-                                    Doc::map([(agent.clone(), Doc::Map(vec![field.clone()]))]);
-                                out.push(with_policy(one, Vec::new()));
-                            }
-                        }
-                        _ => out.push(with_policy(
-                            Doc::map([(agent.clone(), entry.clone())]),
-                            Vec::new(),
-                        )),
-                    }
-                }
-            }
-            ("groups", Some(groups)) => {
-                for (group, entry) in groups {
-                    let group_of = |fields: Vec<(String, Doc)>| {
-                        with_policy(
-                            no_agents(),
-                            vec![(
-                                "groups".to_owned(),
-                                Doc::map([(group.clone(), Doc::Map(fields))]),
-                            )],
-                        )
-                    };
-                    match (entry.entries(), entry.get("members")) {
-                        (Some(fields), Some(members)) => {
-                            let m = ("members".to_owned(), members.clone());
-                            out.push(group_of(vec![m.clone()]));
-                            for field in fields.iter().filter(|(k, _)| k != "members") {
-                                out.push(group_of(vec![m.clone(), field.clone()]));
-                            }
-                        }
-                        _ => out.push(with_policy(
-                            no_agents(),
-                            vec![(
-                                "groups".to_owned(),
-                                Doc::map([(group.clone(), entry.clone())]),
-                            )],
-                        )),
-                    }
-                }
-            }
-            ("agents", None) => {}
-            _ => out.push(with_policy(no_agents(), vec![(key.clone(), value.clone())])),
-        }
-    }
-    out
+        problems
+    })
 }
 
 #[cfg(test)]
@@ -269,16 +104,11 @@ mod tests {
         )
     }
 
-    /// Cutting a valid configuration must never produce a problem: if a future cross-field
-    /// rule made a part invalid on its own, `check` would report false problems.
     #[test]
-    fn every_part_of_valid_configurations_is_valid() {
+    fn valid_configurations_are_valid() {
         let shipped = include_str!("../../examples/policy.json");
         for text in [readme_example().as_str(), shipped] {
-            let l = loaded(text, Syntax::Json);
-            assert!(validate(&l).is_ok());
-            assert!(parts(&l.doc).len() > 5);
-            assert_eq!(part_problems(&l.doc), Vec::new());
+            assert!(validate(&loaded(text, Syntax::Json)).is_ok());
         }
     }
 
@@ -329,18 +159,19 @@ policy:
         ))
         .unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].problem.contains("line 3"), "{problems:?}");
+        assert!(problems[0].to_string().contains("line 3"), "{problems:?}");
     }
 
     #[test]
-    fn positions_are_stripped_only_when_they_are_serde_json_ones() {
-        assert_eq!(
-            strip_position("expected `,` at line 3 column 7"),
-            "expected `,`"
-        );
-        assert_eq!(
-            strip_position("look at line 3 of it"),
-            "look at line 3 of it"
+    fn yaml_problems_have_no_positions() {
+        let problems =
+            validate(&loaded("bogus: 1\npolicy: {agents: {}}\n", Syntax::Yaml)).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].problem.contains("unknown field `bogus`"));
+        assert_eq!(problems[0].position, None);
+        assert!(
+            !problems[0].to_string().contains(" at line "),
+            "{problems:?}"
         );
     }
 }

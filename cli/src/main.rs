@@ -13,10 +13,10 @@ mod check;
 mod doc;
 mod render;
 
-use check::{LoadError, Loaded, Problem};
+use check::{LoadError, Loaded};
 use clap::{Parser, Subcommand, ValueEnum};
 use doc::Doc;
-use mcp_guard::config::Config;
+use mcp_guard::config::{Config, ConfigError};
 use mcp_guard::policy::Subject;
 use std::io::Write as _;
 use std::path::Path;
@@ -282,7 +282,7 @@ fn shown(file: &str) -> &str {
     }
 }
 
-fn print_problems(file: &str, problems: &[Problem]) {
+fn print_problems(file: &str, problems: &[ConfigError]) {
     let mut err = std::io::stderr().lock();
     for p in problems {
         let _ = writeln!(err, "{}: {p}", shown(file));
@@ -290,7 +290,7 @@ fn print_problems(file: &str, problems: &[Problem]) {
 }
 
 /// Loads and validates; `Err` carries the problems (status 1) or an I/O failure (status 2).
-fn load_valid(file: &str) -> Result<(Loaded, Config), Result<Vec<Problem>, Failure>> {
+fn load_valid(file: &str) -> Result<(Loaded, Config), Result<Vec<ConfigError>, Failure>> {
     let loaded = match check::load(file) {
         Ok(l) => l,
         Err(LoadError::Io(m)) => return Err(Err(usage(m))),
@@ -355,7 +355,7 @@ fn run_check(files: &[String], json: bool) -> Result<u8, Failure> {
         if json {
             let list: Vec<_> = problems
                 .iter()
-                .map(|p| serde_json::json!({"field": p.field, "problem": p.problem}))
+                .map(|p| serde_json::json!({"field": p.field, "problem": p.message()}))
                 .collect();
             let line =
                 serde_json::json!({"file": file, "valid": problems.is_empty(), "problems": list});
@@ -501,13 +501,7 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
             });
             let config =
                 render::istio_wasmplugin_config(&loaded.doc, rls.as_ref()).map_err(|problem| {
-                    print_problems(
-                        &args.file,
-                        &[Problem {
-                            field: String::new(),
-                            problem,
-                        }],
-                    );
+                    print_problems(&args.file, &[ConfigError::new("", problem)]);
                     Failure {
                         status: 1,
                         message: format!(
@@ -520,10 +514,19 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
             // `on_configure` runs must accept it (e.g. the cluster name's length).
             if !args.no_check {
                 let json = config.to_compact_json().map_err(usage)?;
-                if let Err(e) = Config::from_json(json.as_bytes()) {
-                    let mut problem = Problem::from(e);
-                    problem.problem = format!("{} (in the rendered pluginConfig)", problem.problem);
-                    print_problems(&args.file, &[problem]);
+                if let Err(errors) = Config::from_json(json.as_bytes()) {
+                    // Positions in the rendered compact JSON would not be the file's.
+                    let problems: Vec<ConfigError> = errors
+                        .into_vec()
+                        .into_iter()
+                        .map(|e| {
+                            ConfigError::new(
+                                e.field,
+                                format!("{} (in the rendered pluginConfig)", e.problem),
+                            )
+                        })
+                        .collect();
+                    print_problems(&args.file, &problems);
                     return Err(Failure {
                         status: 1,
                         message: format!(

@@ -166,6 +166,41 @@ fn check_invalid_reports_every_problem_with_its_path() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// Several problems inside one field (a list, the identity sources, the RLS section) are all
+/// reported: the filter's parser checks each value, where cutting the document into fields
+/// found only the first problem of each (3 of these 6).
+#[test]
+fn check_reports_every_problem_inside_one_field() {
+    let bad = Temp::new(
+        "many.yaml",
+        "identity:\n  sources: [{header: \"bad name\"}, {header: \":path\"}]\n\
+         policy:\n  agents:\n    bot: {tools: [\"\", echo, \"\"]}\n\
+         rate_limit_service: {cluster: rls, domain: \"\", timeout_ms: 0}\n",
+    );
+    let o = run(&["check", bad.path()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let file = bad.path();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{file}: identity.sources[0].header: \"bad name\" is not a valid HTTP header name"
+            ),
+            format!(
+                "{file}: identity.sources[1].header: \":path\" is not a valid HTTP header name"
+            ),
+            format!("{file}: policy.agents.bot.tools[0]: empty pattern"),
+            format!("{file}: policy.agents.bot.tools[2]: empty pattern"),
+            format!("{file}: rate_limit_service.domain: must not be empty"),
+            format!("{file}: rate_limit_service.timeout_ms: must be between 1 and 60000"),
+            format!("{file}: invalid (6 problem(s))"),
+        ],
+        "{err}"
+    );
+}
+
 #[test]
 fn usage_and_io_errors_exit_2() {
     assert_eq!(

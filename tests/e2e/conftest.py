@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from helpers import validate_at_teardown  # noqa: E402
 from stack import DEFAULT_POLICY, DEFAULT_WASM, Stack, free_port  # noqa: E402
 
 # The module under test; MCP_GUARD_WASM overrides it (e.g. a debug build).
@@ -61,8 +62,12 @@ def start_stack(
     server_command: list[str] | None = None,
     wasm: Path | None = None,
     concurrency: int = 2,
+    refused_records: int | None = 0,
 ):
-    """Start a stack on free ports in a fresh temp dir; yield it; stop it.
+    """Start a stack on free ports in a fresh temp dir; yield it; stop it; then validate its
+    whole access log (helpers.validate_at_teardown: every line a schema-valid record, exactly
+    `refused_records` of them, or any number if None, the record of a request Envoy refused
+    before mcp-guard ran).
 
     `server_command` replaces the demo server (see Stack.server_command); `wasm` replaces the
     module under test (e.g. the fault-injection build)."""
@@ -89,6 +94,7 @@ def start_stack(
         yield s
     finally:
         s.stop()
+    validate_at_teardown(s, refused=refused_records)
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,15 @@ audit-log polling with schema validation. Every wait is bounded."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import re
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import httpx2
 import jsonschema
@@ -99,27 +101,45 @@ def access_log_objects(stack: Any) -> list[dict]:
     return objects
 
 
-def assert_access_log_valid(stack: Any, refused: int = 0) -> None:
+def assert_access_log_valid(stack: Any, refused: int | None = 0, minimum: int = 3) -> list[dict]:
     """Every line of the stack's access log is one JSON object, a schema-valid record with
-    exactly the documented fields; exactly `refused` of them are the record of a request Envoy
-    refused before mcp-guard ran (the other tests send only what Envoy accepts, so by default
-    every line is mcp-guard's own record)."""
+    exactly the documented fields (check_record); at least `minimum` lines; exactly `refused`
+    of them (any number if None) are the record of a request Envoy refused before mcp-guard ran
+    (the other tests send only what Envoy accepts, so by default every line is mcp-guard's own
+    record). Returns the records."""
     records = access_log_objects(stack)
-    assert len(records) >= 3
+    assert len(records) >= minimum, f"{len(records)} access-log line(s), expected at least {minimum}"
     for n, record in enumerate(records, 1):
-        check_record(record)
+        try:
+            check_record(record)
+        except AssertionError as exc:
+            raise AssertionError(f"{stack.access_log} line {n}: {exc}") from None
         if not is_refused(record):
             extra = set(record) - AUDIT_FIELDS
             assert extra <= OPTIONAL_AUDIT_FIELDS, f"line {n}: unexpected fields {extra}"
     got = [r for r in records if is_refused(r)]
-    assert len(got) == refused, f"expected {refused} refused-request record(s), found {len(got)}: {got}"
+    if refused is not None:
+        assert len(got) == refused, f"expected {refused} refused-request record(s), found {len(got)}: {got}"
+    return records
+
+
+def validate_at_teardown(stack: Any, refused: int | None = 0) -> None:
+    """What every stack fixture runs after its stack stopped (Envoy flushed and closed the log):
+    the whole access log is validated (assert_access_log_valid), so every record any test on
+    the stack produced was checked against the schema. A failure is an error at teardown."""
+    assert_access_log_valid(stack, refused=refused, minimum=0)
 
 
 def wait_for_audit(stack: Any, match: Callable[[dict], bool], count: int = 1, timeout: float = 10.0) -> list[dict]:
     """Poll the access log until `count` records satisfy `match`; return them (schema-checked).
 
-    Fails if more than `count` match, so a duplicated record is caught.
+    Fails if more than `count` match, so a duplicated record is caught. `count` must be at least
+    1: "no such record" cannot be waited for (the wait would end at once); check it directly,
+    after waiting for a record written at the same time or later.
     """
+    if count < 1:
+        raise ValueError("wait_for_audit(count=0) does not wait: check the absence directly, "
+                         "after a record that proves the line was written")
     deadline = time.monotonic() + timeout
     found: list[dict] = []
     while True:
@@ -142,6 +162,99 @@ def upstream_requests(stack: Any) -> int:
     name, _, value = text.partition(": ")
     assert name == "cluster.mcp_demo.upstream_rq_total", text
     return int(value)
+
+
+# --------------------------------------------------------------------------- configuration loads
+
+# mcp-guard's own counters of plugin configurations accepted / refused by on_configure
+# (src/metrics.rs; Envoy prefixes stats defined by a Wasm module with `wasmcustom.`).
+CONFIG_LOADS = "wasmcustom.mcp_guard.config.loads"
+CONFIG_REJECTS = "wasmcustom.mcp_guard.config.rejects"
+# Envoy's counters of the ECDS subscription of the filter (file or gRPC alike).
+ECDS_SUCCESS = "extension_config_discovery.http_filter.mcp-guard.update_success"
+ECDS_REJECTED = "extension_config_discovery.http_filter.mcp-guard.update_rejected"
+CONFIG_TIMEOUT = 15.0  # seconds for Envoy and every worker to take (or refuse) a pushed config
+CONFIG_POLL = 0.05  # seconds between two reads of the admin /stats
+_CONFIG_STATS = (CONFIG_LOADS, CONFIG_REJECTS, ECDS_SUCCESS, ECDS_REJECTED)
+
+
+def config_counters(stack: Any) -> dict[str, int]:
+    """The four counters above from Envoy's admin /stats (absent = 0: Envoy creates a Wasm
+    counter only when the module first increments it)."""
+    text = stack.admin_get("/stats?filter=" + "|".join("^" + re.escape(n) + "$" for n in _CONFIG_STATS))
+    out = dict.fromkeys(_CONFIG_STATS, 0)
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if name in out:
+            out[name] = int(value)
+    return out
+
+
+def loads_per_config(stack: Any) -> int:
+    """How far CONFIG_LOADS rises for one accepted configuration: on_configure runs in Envoy's
+    main-thread VM that checks the configuration before accepting it, in the main thread's own
+    thread-local plugin, and in the plugin of each of the `--concurrency` workers (seen with
+    Envoy 1.40: +3, +4, +5 per push with 1, 2, 3 workers). A rejected configuration is refused
+    by the first of these: CONFIG_REJECTS rises by 1 and no worker sees it."""
+    return int(stack.concurrency) + 2
+
+
+_pushes = itertools.count(1)
+
+
+def config_text(policy: dict) -> str:
+    """`policy` as plugin-configuration JSON whose text differs from every earlier push of this
+    test process with the same content: the top-level members in the next of their orders
+    (the CLI keeps member order; the meaning is the same). Envoy's Wasm host reuses a thread's
+    plugin whose configuration text is identical to the new one while anything still holds it
+    (proxy-wasm-cpp-host keys thread-local plugins by their configuration), and then runs no
+    on_configure there; a distinct text makes every thread load the pushed configuration, so
+    config_change can count the loads exactly. The initial order is never repeated."""
+    variants = math.factorial(len(policy))
+    index = 1 + (next(_pushes) - 1) % (variants - 1) if variants > 1 else 0
+    keys, order = list(policy), []
+    for i in range(len(keys), 0, -1):  # the index-th permutation (factorial number system)
+        pick, index = divmod(index, math.factorial(i - 1))
+        order.append(keys.pop(pick))
+    return json.dumps({k: policy[k] for k in order})
+
+
+def push_policy(stack: Any, policy: dict, accepted: bool = True) -> None:
+    """Write `policy` (config_text) to a stack's ECDS file; return once every worker runs it
+    (accepted) or the filter refused it (rejected): config_change."""
+    with config_change(stack, accepted=accepted):
+        stack.push_policy(config_text(policy))
+
+
+@contextmanager
+def config_change(stack: Any, accepted: bool = True, timeout: float = CONFIG_TIMEOUT) -> Iterator[None]:
+    """Wraps the push of one plugin configuration (ECDS file or xDS): after the body, waits until
+    Envoy's subscription counted it (update_success / update_rejected +1) and, for an accepted
+    one, every worker has loaded it (CONFIG_LOADS + loads_per_config), for a rejected one the
+    filter refused it (CONFIG_REJECTS + 1, CONFIG_LOADS unchanged). The counters must reach
+    exactly those values (a counter past its target fails at once), within `timeout` seconds,
+    polled at most timeout / CONFIG_POLL + 1 times. Then every new stream on every worker runs
+    the new configuration (accepted) or still the old one (rejected)."""
+    before = config_counters(stack)
+    yield
+    want = dict(before)
+    if accepted:
+        want[CONFIG_LOADS] += loads_per_config(stack)
+        want[ECDS_SUCCESS] += 1
+    else:
+        want[CONFIG_REJECTS] += 1
+        want[ECDS_REJECTED] += 1
+    now = before
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / CONFIG_POLL) + 1):
+        now = config_counters(stack)
+        over = {k: (now[k], want[k]) for k in want if now[k] > want[k]}
+        assert not over, f"config counters past their target (now, want): {over}; before {before}"
+        if now == want or time.monotonic() >= deadline:
+            break
+        time.sleep(CONFIG_POLL)
+    what = "accepted by Envoy and loaded by every worker" if accepted else "rejected by the filter"
+    assert now == want, f"the pushed config was not {what} within {timeout}s: before {before}, now {now}, want {want}"
 
 
 # --------------------------------------------------------------------------- SDK

@@ -25,6 +25,7 @@ from helpers import (
     mcp_session,
     tools_call_body,
     upstream_requests,
+    validate_at_teardown,
 )
 from mcp.shared.exceptions import MCPError
 from rls_server import RateLimitServer
@@ -175,6 +176,7 @@ def _rls_stack(tmp_path_factory: pytest.TempPathFactory, deny: bool):
     finally:
         s.stop()
         rls.stop()
+    validate_at_teardown(s)
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +253,7 @@ async def test_over_limit_is_http_429_with_a_jsonrpc_error_and_retry_after(stack
     server = rls(stack)
     # Over limit: `search` for this agent (the agent x tool descriptor), nothing else.
     server.over_limit(lambda ds: (("agent", agent), ("tool", "search")) in ds)
+    over_limit_before = ratelimit_stats(stack).get("over_limit", 0)
     try:
         async with mcp_session(stack.url, agent=agent) as conn:
             # The official SDK client: a JSON-RPC error, code -32004. (Whether it reached the
@@ -301,7 +304,8 @@ async def test_over_limit_is_http_429_with_a_jsonrpc_error_and_retry_after(stack
         assert record["error_code"] == RATE_LIMITED
         assert record["decision"] == "allow"  # the allowlist allowed it; the RLS refused it
     assert {r["request_id"] for r in limited} >= {"rls-429", 4242}
-    assert ratelimit_stats(stack).get("over_limit", 0) >= 3
+    # Envoy's rate limit filter counted exactly the three answers the RLS gave as OVER_LIMIT.
+    assert ratelimit_stats(stack).get("over_limit", 0) == over_limit_before + 3
 
 
 async def test_retry_after_from_the_rls_wins_and_defaults_to_the_reset(stack):

@@ -52,7 +52,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from helpers import DENIED, PROTOCOL_VERSION, RawResponse, check_record, parse_messages
+from helpers import DENIED, PROTOCOL_VERSION, RawResponse, check_record, parse_messages, validate_at_teardown
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -346,6 +346,8 @@ def start(tmp_path_factory: pytest.TempPathFactory, name: str, identity_config: 
         yield s
     finally:
         s.stop()
+    # Some of these stacks get requests Envoy refuses (their tests count those records).
+    validate_at_teardown(s, refused=None)
 
 
 # --------------------------------------------------------------------------- probing
@@ -569,6 +571,45 @@ class TestJwtRequired:
         p = await probe(stack.url, bearer(token))
         assert_unidentified(stack, p)
         assert_identity_facts(stack, p, None if error == "absent" else "jwt_claim", error)
+
+
+class TestJwtClaimUnreadable:
+    """identity = [jwt_claim `agent`] with the fallback `anonymous`; jwt_authn requires a valid
+    token. (jwt_authn itself refuses a `sub` that is not a string, so another claim is used.)"""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def stack(cls, tmp_path_factory, keys):
+        hook = functools.partial(with_jwt_authn, jwks=keys.jwks, issuer=ISSUER, audiences=[AUDIENCE])
+        source = {"jwt_claim": {"claim": "agent", "metadata_key": "payload"}}
+        yield from start(tmp_path_factory, "jwt-claim-null", identity([source], "fallback"), hook)
+
+    async def test_verified_claim_that_is_null_is_unreadable_not_absent(self, stack, keys):
+        """Envoy cannot hand a JSON null claim to Wasm (get_property fails): "could not read it",
+        not "nothing there". mcp-guard refuses with 500 / -32603 despite the fallback, records
+        identity_error "unreadable", and counts the denial as identity_unreadable."""
+        token = keys.mint("demo-agent", agent=None)
+        assert pyjwt_verify(keys, token)["agent"] is None  # a genuine token, agent: null
+        denials = r"^wasmcustom\.mcp_guard\.denials\.reason\.identity_unreadable$"
+
+        def count() -> int:
+            _, _, value = stack.admin_get("/stats?filter=" + denials).partition(": ")
+            return int(value or 0)
+
+        before = count()
+        p = await probe(stack.url, bearer(token))
+        for resp in (p.init, p.delete):
+            msg = resp.jsonrpc_error(500, None, -32603)
+            assert "identity" in msg["error"]["message"], msg
+        assert p.echo is None
+        assert server_saw(stack, "delete_repo", {"name": p.delete_name}) == []
+        for r in records_of(stack, p.trace_id, 2):
+            assert (r["agent_id"], r["decision"], r["output_status"], r["error_code"], r["http_status"]) == (
+                "unidentified", "deny", "denied", -32603, 500), r  # fmt: skip
+        assert_identity_facts(stack, p, "jwt_claim", "unreadable")
+        assert count() == before + 2  # initialize and DELETE
+        # A string claim identifies as usual on the same stack.
+        assert_decided_as(stack, await probe(stack.url, bearer(keys.mint("x", agent="demo-agent"))), "demo-agent")
 
 
 # --------------------------------------------------------------------------- jwt_authn, allow_missing_or_failed

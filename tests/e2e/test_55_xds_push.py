@@ -17,14 +17,20 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import time
-from typing import Awaitable, Callable
 
-import anyio
 import pytest
 import render_ecds
 from conftest import WASM
-from helpers import DENIED, RawSession, audit_for, mcp_session, tools_call_body
+from helpers import (
+    DENIED,
+    RawSession,
+    audit_for,
+    config_change,
+    config_text,
+    mcp_session,
+    tools_call_body,
+    validate_at_teardown,
+)
 from mcp.shared.exceptions import MCPError
 from stack import ECDS_STAT_PREFIX, XDS_CLUSTER, Stack, free_port
 from xds_server import TYPED_EXTENSION_CONFIG, EcdsControlPlane, SentResponse, SeenRequest, extension_config_from_json
@@ -34,7 +40,6 @@ pytestmark = pytest.mark.anyio
 RESOURCE_NAME = "mcp-guard"  # the ECDS resource = the filter's name in the bootstrap
 NODE_ID = "mcp-guard-demo"  # node.id of envoy/envoy.yaml
 XDS_TIMEOUT = 10.0  # seconds for Envoy to answer a push on the stream
-SWITCH_TIMEOUT = 10.0  # seconds for every worker to pick up an accepted config
 
 _versions = itertools.count(1)
 
@@ -78,14 +83,16 @@ def stack(tmp_path_factory, base_policy, control_plane):
         yield s
     finally:
         s.stop()
+    validate_at_teardown(s)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def push(cp: EcdsControlPlane, policy: dict | str) -> str:
-    """Serve `policy` (the plugin configuration) as the next version; return the version."""
-    text = policy if isinstance(policy, str) else json.dumps(policy)
+    """Serve `policy` (the plugin configuration; a dict as helpers.config_text) as the next
+    version; return the version. Tests wrap it in helpers.config_change."""
+    text = policy if isinstance(policy, str) else config_text(policy)
     (resource,) = render_ecds.ecds_resource(text, WASM)["resources"]
     version = f"v{next(_versions)}"
     cp.push(version, extension_config_from_json(resource))
@@ -124,14 +131,6 @@ def widened(base_policy: dict) -> dict:
     return policy
 
 
-async def eventually(probe: Callable[[], Awaitable[bool]], what: str, timeout: float = SWITCH_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s: {what}")
-        await anyio.sleep(0.2)
-
-
 async def delete_repo_outcome(s: Stack, agent: str, name: str) -> str:
     """'allowed' or 'denied' for one delete_repo call in a fresh official-SDK session."""
     async with mcp_session(s.url, agent=agent) as conn:
@@ -150,12 +149,9 @@ def upstream_calls(s: Stack, name: str) -> list[dict]:
 
 
 async def restore(cp: EcdsControlPlane, s: Stack, base_policy: dict) -> None:
-    assert_ack(cp, push(cp, base_policy))
-
-    async def denied_again() -> bool:
-        return await delete_repo_outcome(s, "demo-agent", "probe-restore") == "denied"
-
-    await eventually(denied_again, "the base policy to be enforced again")
+    with config_change(s):
+        assert_ack(cp, push(cp, base_policy))
+    assert await delete_repo_outcome(s, "demo-agent", "probe-restore") == "denied"
 
 
 # --------------------------------------------------------------------------- tests
@@ -192,19 +188,16 @@ async def test_initial_policy_comes_over_the_grpc_stream_and_enforces(stack, con
 async def test_pushed_policy_is_acked_and_enforces(stack, control_plane, base_policy):
     envoy_pid = stack.envoy.pid
     before = stack.ecds_stats()
-    version = push(control_plane, widened(base_policy))
     try:
-        ack = assert_ack(control_plane, version)
+        with config_change(stack):  # ... and every worker loaded it
+            version = push(control_plane, widened(base_policy))
+            ack = assert_ack(control_plane, version)
         assert ack.stream == 1  # the same stream as the initial config: pushed, not re-fetched
         stats = stack.ecds_stats()
         assert stats["update_success"] == before["update_success"] + 1, (before, stats)
         assert stats["update_rejected"] == before["update_rejected"], (before, stats)
         assert stat_text(stack, "version_text") == version
-
-        async def allowed() -> bool:
-            return await delete_repo_outcome(stack, "demo-agent", "pushed") == "allowed"
-
-        await eventually(allowed, "demo-agent to be allowed delete_repo after the push")
+        assert await delete_repo_outcome(stack, "demo-agent", "pushed") == "allowed"
         (call,) = upstream_calls(stack, "pushed")  # it reached the demo server, tagged
         assert call["headers"]["x-agent-id"] == ["demo-agent"]
         assert call["headers"]["x-mcp-tool-name"] == ["delete_repo"]
@@ -217,14 +210,11 @@ async def test_pushed_policy_is_acked_and_enforces(stack, control_plane, base_po
 
 async def test_rejected_push_is_nacked_and_previous_policy_keeps_enforcing(stack, control_plane, base_policy):
     # The previous policy: demo-agent may call delete_repo, other agents (default) may not.
-    previous = push(control_plane, widened(base_policy))
     try:
-        assert_ack(control_plane, previous)
-
-        async def allowed() -> bool:
-            return await delete_repo_outcome(stack, "demo-agent", "before-bad-push") == "allowed"
-
-        await eventually(allowed, "the previous policy to be enforced")
+        with config_change(stack):
+            previous = push(control_plane, widened(base_policy))
+            assert_ack(control_plane, previous)
+        assert await delete_repo_outcome(stack, "demo-agent", "before-bad-push") == "allowed"
 
         # The bad one flips both (demo-agent denied, default allowed) if it were applied, and
         # carries a field the filter does not know, so its on_configure refuses it.
@@ -233,9 +223,9 @@ async def test_rejected_push_is_nacked_and_previous_policy_keeps_enforcing(stack
         bad["bogus_top_level_field"] = True
         before = stack.ecds_stats()
         log_offset = stack.envoy_log.stat().st_size
-        rejected = push(control_plane, bad)
-
-        sent, nack = answer_to(control_plane, rejected)
+        with config_change(stack, accepted=False):  # refused by on_configure, loaded by no worker
+            rejected = push(control_plane, bad)
+            sent, nack = answer_to(control_plane, rejected)
         assert nack.is_nack, f"Envoy accepted the invalid config {rejected}: {nack}"
         assert nack.version_info == previous, nack  # the version Envoy still runs
         assert nack.error_code != 0 and nack.error_message, nack  # google.rpc.Status
@@ -251,7 +241,6 @@ async def test_rejected_push_is_nacked_and_previous_policy_keeps_enforcing(stack
         assert len(filter_lines) == 1 and "[error]" in filter_lines[0], new_log[-3000:]
         assert f"gRPC config for {TYPED_EXTENSION_CONFIG} rejected" in new_log, new_log[-3000:]
 
-        await anyio.sleep(1.0)  # give workers time to (wrongly) switch
         assert await delete_repo_outcome(stack, "demo-agent", "after-bad-push") == "allowed"
         assert await delete_repo_outcome(stack, "other-agent", "after-bad-push-default") == "denied"
         assert len(upstream_calls(stack, "after-bad-push")) == 1

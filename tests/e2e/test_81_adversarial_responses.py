@@ -16,6 +16,7 @@ filter cannot expect the response on another stream, so a response that never ca
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import urllib.parse
@@ -31,6 +32,7 @@ from helpers import (
     HTTP_TIMEOUT,
     RawResponse,
     assert_access_log_valid,
+    audit_for,
     raw_request,
     tools_call_body,
     wait_for_audit,
@@ -191,7 +193,10 @@ async def test_202_in_a_session_is_deferred_and_a_wrong_typed_id_on_the_get_stre
     other = await raw_request(stream([{"id": 1}, {"id": "2"}]), "GET", None,
                               {"x-agent-id": agent, "mcp-session-id": "sess-cross-OTHER"})  # fmt: skip
     assert other.status == 200 and len(other.messages) == 2, other
-    await anyio.sleep(0.5)  # the access log is flushed every 100 ms
+    # That GET stream's access-log line is written when it ends, with any record it correlated:
+    # once its own record is there, so would be a wrongly settled call.
+    (get,) = audit_for(stack, agent_id=agent, session_id="sess-cross-OTHER", http_method="GET")
+    assert (get["http_status"], get["correlated"] if "correlated" in get else None) == (200, None), get
     assert [r for r in stack.audit_records() if r["agent_id"] == agent and r.get("correlated")] == []
 
     events = [{"id": "1", "is_error": False}, {"id": 2, "is_error": False},
@@ -264,6 +269,13 @@ async def test_a_list_response_encoded_despite_accept_encoding_is_refused_not_fo
     agent = "rsp-list-gzip"  # the `default` rule set: echo only
     body = json.dumps({"jsonrpc": "2.0", "id": "l-gz", "method": "tools/list",
                        "params": {"cursor": "gzip-anyway"}}).encode()  # fmt: skip
+    refused = r'^mcp_guard_refusals\{[^}]*mcp_reason="response_encoding"[^}]*\} (\d+)$'
+
+    def count() -> int:
+        m = re.search(refused, stack.admin_get("/stats/prometheus"), re.M)
+        return int(m.group(1)) if m else 0
+
+    before = count()
     resp = await raw_request(stack.url, "POST", body, {"x-agent-id": agent})
     resp.jsonrpc_error(502, "l-gz", -32603)
     assert "content-encoding" not in resp.headers
@@ -273,6 +285,7 @@ async def test_a_list_response_encoded_despite_accept_encoding_is_refused_not_fo
     (rec,) = wait_for_audit(stack, lambda r: r["agent_id"] == agent)
     assert (rec["method"], rec["output_status"], rec["error_code"], rec["http_status"]) == (
         "tools/list", "upstream_error", -32603, 502), rec  # fmt: skip
+    assert (rec["refusal"], count()) == ("response_encoding", before + 1), rec
 
     agent = "rsp-list-plain"
     body = json.dumps({"jsonrpc": "2.0", "id": "l-pl", "method": "tools/list"}).encode()

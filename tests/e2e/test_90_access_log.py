@@ -1,4 +1,5 @@
-"""Runs last: the whole access log written during the session is audit records only."""
+"""The shared stack's access log is audit records only. (Every stack's whole log is validated
+again at teardown, conftest.start_stack; this test needs no other test's traffic.)"""
 from __future__ import annotations
 
 import pytest

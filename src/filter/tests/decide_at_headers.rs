@@ -138,7 +138,7 @@ fn decide_at_headers_is_not_combinable_with_rate_limit_service() {
              "rate_limit_service":{"cluster":"rls","domain":"mcp"}}"#,
     )
     .unwrap_err();
-    assert_eq!(e.field, "decide_at_headers");
+    assert_eq!(e.errors()[0].field, "decide_at_headers");
 }
 
 #[test]

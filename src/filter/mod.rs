@@ -1,0 +1,381 @@
+//! The per-stream filter logic: what mcp-guard does at each HTTP callback, expressed against a
+//! small [`Host`] trait so it runs natively in tests. The proxy-wasm HTTP context
+//! (`crate::wasm`) only forwards callbacks here.
+//!
+//! A [`Stream`] is two state machines, one enum each: the request's `RequestPhase` and the
+//! response's `ResponseMode`; each callback is a `match` on them. What to do with a request
+//! is decided by the pure functions of [`crate::verdict`]; `Stream` enacts it
+//! (`filter/request.rs`: the request path, `filter/response.rs`: the response path).
+//!
+//! Request path (MCP Streamable HTTP, spec "Transports"):
+//! 1. Request headers: resolve the agent identity, remove client-sent copies of every tag
+//!    header, set the agent tag. A POST pauses (Envoy's Wasm `allow_on_headers_stop_iteration`
+//!    must be true) until its whole body is buffered.
+//! 2. End of body (or trailers): parse the JSON-RPC body, evaluate policy for every message.
+//!    Malformed → HTTP 400 with the JSON-RPC code. Denied → HTTP 200 `application/json` with
+//!    a JSON-RPC error per request ([`DENIED`]). Otherwise set the tags and continue, so that
+//!    rate-limit filters after mcp-guard see them.
+//!
+//! With `decide_at_headers`, a POST whose routing headers name something the policy allows is
+//! decided and tagged in step 1; its body streams to the upstream (a copy is kept) and step 2
+//! refuses it, before its last chunk, if it fails any check.
+//!
+//! With `hold_request_headers: false` (hosts without `allow_on_headers_stop_iteration`), step 1
+//! lets the headers go on and step 2 holds only the body; no body-derived tag is set. With a
+//! `rate_limit_service`, an allowed body waits for the RLS's answer (`crate::ratelimit`) before
+//! it is forwarded: over the limit → HTTP 429 with a JSON-RPC error ([`RATE_LIMITED`]) and
+//! `Retry-After`.
+//!
+//! Response path: a 429 (Envoy's local rate limit reply, or an upstream's) becomes a JSON-RPC
+//! error body ([`RATE_LIMITED`]) carrying the request ids; JSON and SSE bodies are scanned
+//! incrementally to find each request's response and its outcome.
+//!
+//! Audit: the records are written to filter state once the outcome is known (mcp-guard's
+//! reply, a 429, the matching response, the end of the response), and a stream cut short is
+//! settled and written by [`Stream::on_stream_end`] (Envoy's log callback, which runs before
+//! the access log reads the filter state).
+
+mod request;
+mod response;
+
+use crate::audit::{self, Call, OutputStatus, StreamFacts};
+use crate::config::Config;
+use crate::correlation::{self, Pending};
+use crate::curation::{ListKind, Unreadable};
+pub use crate::host::{Action, Host, ReadError};
+use crate::jsonrpc::{self, Id};
+use crate::metrics::Metric;
+use crate::policy::Decision;
+// Named by the unit tests (`use super::*`), which were written against the single filter.rs.
+#[cfg(test)]
+use crate::policy::{Mode, Subject};
+use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner};
+use crate::routing;
+use crate::verdict::Refusal;
+pub use crate::verdict::{
+    BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, NOT_CONFIGURED, RATE_LIMITED,
+    UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
+};
+use std::rc::Rc;
+
+/// Largest piece of a response chunk read into the VM at once by the scanner, in bytes.
+pub const SCAN_PIECE: usize = 64 * 1024;
+
+/// A list request whose response is held and curated: its kind and request ids.
+type Curate = Option<(ListKind, Vec<Id>)>;
+
+/// Where the request is.
+#[derive(Debug)]
+enum RequestPhase {
+    /// Before the request headers.
+    Headers,
+    /// Its body is held until its end, then examined. `size`: the bytes buffered so far.
+    AwaitingBody {
+        /// See above.
+        size: usize,
+    },
+    /// `decide_at_headers`: decided and tagged from its routing headers; the body streams to
+    /// the upstream and is examined at its end. `streamed`: the chunks already passed on;
+    /// `size`: the current chunk's.
+    Streaming {
+        /// See above.
+        streamed: Vec<u8>,
+        /// See above.
+        size: usize,
+    },
+    /// Allowed; waiting for the answer to RLS call `token` before it is forwarded.
+    WaitingRls {
+        /// The gRPC call's token.
+        token: u32,
+        /// What the response will need.
+        curate: Curate,
+    },
+    /// Forwarded (or needing no examination): its response is expected.
+    Forwarded {
+        /// A list response to curate, until the response headers take it.
+        curate: Curate,
+    },
+    /// Never examined and never forwarded: Envoy answered, or the client stopped, before the
+    /// body ended.
+    Abandoned,
+    /// mcp-guard answered it with a local reply (a refusal).
+    Replied,
+}
+
+/// What the response path does with the response.
+#[derive(Debug)]
+enum ResponseMode {
+    /// Nothing to read (or no response headers yet): passed on; settled at its end.
+    Pass,
+    /// Scanned for the outcomes of this POST's requests.
+    Scan(ResponseScanner),
+    /// A list response held whole (Envoy buffers it) and curated at its end.
+    Hold {
+        /// The list.
+        kind: ListKind,
+        /// The list request's ids.
+        ids: Vec<Id>,
+        /// Reads the outcomes from what the client will get.
+        scanner: ResponseScanner,
+    },
+    /// A server stream (GET): responses to requests POSTed on other streams are correlated,
+    /// and, with `curate_lists`, list responses curated event by event.
+    ServerStream(ServerStream),
+    /// Refused from its headers (why): swallowed chunk by chunk, a JSON-RPC error at its end.
+    Refused(Unreadable),
+    /// A 429: buffered, and replaced whole with a JSON-RPC error ([`RATE_LIMITED`]).
+    RateLimited,
+    /// A `202 Accepted` to a list request: its body (the legacy transport's `Accepted`) is no
+    /// answer, and is dropped unread.
+    Discard,
+    /// Settled and written: nothing more to do.
+    Done,
+}
+
+/// A server stream's state.
+#[derive(Debug)]
+struct ServerStream {
+    /// Finds responses (and the legacy `endpoint` event).
+    scanner: ResponseScanner,
+    /// An incomplete trailing SSE event, held back for curation.
+    held: Vec<u8>,
+    /// The first complete bytes have been passed on (and a leading byte order mark removed
+    /// from them).
+    started: bool,
+}
+
+/// Where the stream's session id came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionFrom {
+    /// The `Mcp-Session-Id` header (Streamable HTTP), a response header, or none yet.
+    Header,
+    /// The POST URI (legacy HTTP+SSE): responses come on the GET stream, so forwarded
+    /// requests are stored for correlation as they are forwarded.
+    LegacyUri,
+}
+
+/// The state of one HTTP stream.
+#[derive(Debug)]
+pub struct Stream {
+    config: Rc<Config>,
+    facts: StreamFacts,
+    calls: Vec<Call>,
+    /// `Mcp-Method` / `Mcp-Name` request headers (MCP 2026-07-28), raw.
+    routing_headers: routing::RoutingHeaders,
+    session_from: SessionFrom,
+    request: RequestPhase,
+    response: ResponseMode,
+    response_kind: BodyKind,
+    correlator: Correlator,
+}
+
+impl Stream {
+    /// A new stream under `config`.
+    pub fn new(config: Rc<Config>) -> Self {
+        Stream {
+            config,
+            facts: StreamFacts::default(),
+            calls: Vec::new(),
+            routing_headers: routing::RoutingHeaders::default(),
+            session_from: SessionFrom::Header,
+            request: RequestPhase::Headers,
+            response: ResponseMode::Pass,
+            response_kind: BodyKind::Other,
+            correlator: Correlator::default(),
+        }
+    }
+
+    /// Whether the request is a POST (the only method that carries JSON-RPC).
+    fn is_post(&self) -> bool {
+        self.facts.http_method == "POST"
+    }
+
+    /// The stream is over (Envoy's access-log callback): settles what the response callbacks
+    /// never saw end: a client that went away mid-response, an upstream reset, or a client
+    /// that never finished sending its body.
+    pub fn on_stream_end(&mut self, host: &mut dyn Host) {
+        if matches!(self.response, ResponseMode::Done) {
+            return;
+        }
+        let client_gone = host
+            .response_code_details()
+            .is_some_and(|d| d.contains("downstream"));
+        if let RequestPhase::AwaitingBody { .. } | RequestPhase::Streaming { .. } = self.request {
+            // Never examined, never forwarded: the client stopped before the body ended.
+            self.request = RequestPhase::Abandoned;
+            let mut call = Call::bare(Decision::Deny);
+            call.output_status = Some(if client_gone {
+                OutputStatus::ClientDisconnected
+            } else {
+                OutputStatus::InvalidRequest
+            });
+            self.calls = vec![call];
+        }
+        self.finish_with(host, client_gone);
+    }
+
+    /// Adopts the calls a verdict evaluated, and counts them.
+    fn adopt(&mut self, host: &mut dyn Host, calls: Vec<Call>) {
+        self.calls = calls;
+        self.count_calls(host);
+    }
+
+    /// Enacts a refusal of the request: its counters, its audit fields, its local reply
+    /// ([`Refusal`], the one mapping).
+    fn refuse(&mut self, host: &mut dyn Host, refusal: Refusal) -> Action {
+        for (metric, by) in refusal.metrics(&self.calls) {
+            host.count(metric, by);
+        }
+        let reply = refusal.reply(&mut self.calls, &self.facts.agent_id, &self.config);
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        self.request = RequestPhase::Replied;
+        self.response = ResponseMode::Done;
+        self.facts.http_status = Some(reply.status);
+        self.write_audit(host);
+        host.send_local_reply(reply.status, &headers, reply.body.as_bytes());
+        Action::Pause
+    }
+
+    /// Counts every call of the stream by method and decision (and tools/call by tool).
+    fn count_calls(&self, host: &mut dyn Host) {
+        for call in &self.calls {
+            let decision = call.decision.as_str();
+            let method = call.method.as_deref();
+            host.count(Metric::Request { method, decision }, 1);
+            if let (Some(jsonrpc::TOOLS_CALL), Some(tool)) =
+                (call.method.as_deref(), call.tool_name.as_deref())
+            {
+                let max_labels = self.config.max_tool_metrics;
+                host.count(
+                    Metric::ToolCall {
+                        tool,
+                        decision,
+                        max_labels,
+                    },
+                    1,
+                );
+            }
+        }
+    }
+
+    /// Settles every call still open from what the response showed, and writes the records.
+    fn finish(&mut self, host: &mut dyn Host) {
+        self.finish_with(host, false);
+    }
+
+    /// [`Stream::finish`]; `client_gone` when the client went away before the response ended.
+    ///
+    /// A forwarded request whose response never came on this stream is `deferred` (and stored
+    /// for [`correlation`]) when the server may still answer it on another stream of the same
+    /// session: a legacy `202 Accepted`, or an SSE response (resumable with `Last-Event-ID`).
+    fn finish_with(&mut self, host: &mut dyn Host, client_gone: bool) {
+        let scanner = match std::mem::replace(&mut self.response, ResponseMode::Done) {
+            ResponseMode::Scan(scanner) | ResponseMode::Hold { scanner, .. } => Some(scanner),
+            ResponseMode::ServerStream(stream) => Some(stream.scanner),
+            _ => None,
+        };
+        if let Some(mut scanner) = scanner {
+            scanner.finish(&mut self.correlator);
+            if scanner.sse_events() > 0 {
+                host.count(Metric::SseEvents, scanner.sse_events());
+            }
+        }
+        let legacy = self.session_from == SessionFrom::LegacyUri;
+        let status = self.facts.http_status.unwrap_or(0);
+        let unmatched = self.correlator.unmatched_error().flatten();
+        let resumable = self.facts.session_id.is_some()
+            && (status == 202
+                || ((200..300).contains(&status) && self.response_kind == BodyKind::EventStream));
+        let mut deferred: Vec<Pending> = Vec::new();
+        for call in self.calls.iter_mut().filter(|c| c.output_status.is_none()) {
+            let is_request = call.method.is_some() && call.request_id.is_some();
+            let outcome = if is_request {
+                call.request_id
+                    .as_ref()
+                    .and_then(|id| self.correlator.outcome(id))
+            } else {
+                None
+            };
+            let (output, code) = match outcome {
+                Some(outcome) => settle(outcome),
+                None if is_request && resumable => {
+                    let session = self.facts.session_id.as_deref().unwrap_or_default();
+                    if !legacy {
+                        deferred.extend(Pending::new(session, &self.facts, call));
+                    }
+                    (OutputStatus::Deferred, None)
+                }
+                // A server stream (GET) normally ends by the client closing it.
+                None if client_gone && is_request => (OutputStatus::ClientDisconnected, None),
+                None => match status {
+                    200..=399 if !is_request => (OutputStatus::Success, None),
+                    400..=499 => (OutputStatus::Error, unmatched),
+                    _ => (OutputStatus::UpstreamError, None),
+                },
+            };
+            call.output_status = Some(output);
+            call.error_code = code;
+        }
+        store_all(host, &deferred);
+        if legacy {
+            // Calls settled on this stream after all (an error answer instead of 202) must not
+            // wait in the store for a response that will not come.
+            let now = host.now_ms();
+            if let Some(session) = self.facts.session_id.clone() {
+                let settled: Vec<Id> = self
+                    .calls
+                    .iter()
+                    .filter(|c| c.output_status != Some(OutputStatus::Deferred))
+                    .filter_map(|c| c.request_id.clone())
+                    .collect();
+                for id in settled {
+                    let _ = correlation::claim(host.shared(), &session, &id, now);
+                }
+            }
+        }
+        self.write_audit(host);
+    }
+
+    fn write_audit(&mut self, host: &mut dyn Host) {
+        if self.calls.is_empty() {
+            return; // nothing examined yet; an empty value would print an empty log line
+        }
+        let now = host.now_ms();
+        // Every call settled since the last write was settled now; its latency ends here, not
+        // when a later record on the same (long-lived) stream is written.
+        for call in self.calls.iter_mut() {
+            if call.output_status.is_some() && call.settled_ms.is_none() {
+                call.settled_ms = Some(now);
+            }
+        }
+        let records = audit::render(&self.facts, &self.calls, now);
+        host.write_audit(&records);
+    }
+}
+
+/// Stores calls for correlation (one shared-data write each).
+fn store_all(host: &mut dyn Host, pending: &[Pending]) {
+    for p in pending {
+        if !correlation::store(host.shared(), p) {
+            log::warn!("mcp-guard: could not store a deferred call for correlation");
+        }
+    }
+}
+
+/// The record status and error code for a response's outcome.
+fn settle(outcome: Outcome) -> (OutputStatus, Option<i64>) {
+    match outcome {
+        Outcome::Success => (OutputStatus::Success, None),
+        Outcome::ToolError => (OutputStatus::ToolError, None),
+        Outcome::Error(code) => (OutputStatus::Error, code),
+        // A response no reader takes as one valid outcome: never `success`.
+        Outcome::Malformed => (OutputStatus::UpstreamError, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

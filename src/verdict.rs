@@ -1,0 +1,383 @@
+//! The request decision as pure functions: given the compiled plugin configuration
+//! ([`Config`]), what is known about the request ([`Known`]) and its parsed JSON-RPC body,
+//! what mcp-guard does with it ([`AtHeaders`], [`Verdict`]). Nothing here calls the host:
+//! anything impure (reading an identity source, looking up a tool's annotations in shared
+//! data) is done by the caller and passed in. `crate::filter::Stream` enacts what these say.
+//!
+//! A refusal is a value, [`Refusal`]. Its one mapping ([`Refusal::status`], [`Refusal::code`],
+//! [`Refusal::metrics`], [`Refusal::settle`], [`Refusal::reply`]) gives the HTTP status, the
+//! JSON-RPC error code and message per request, the counters, and the audit fields
+//! (`decision`, `output_status`, `error_code`, `refusal`) of every refused call.
+
+mod refusal;
+
+pub use refusal::{
+    Refusal, Reply, BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, NOT_CONFIGURED,
+    RATE_LIMITED, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
+};
+
+use crate::audit::Call;
+use crate::config::Config;
+use crate::curation::{ListKind, ToolHints};
+use crate::host::ReadError;
+use crate::jsonrpc::{self, Body, Id, Kind, Message};
+use crate::policy::{Decision, Mode, Subject};
+use crate::ratelimit::{self, Descriptor};
+use crate::routing;
+
+/// Who the identity sources say sent the request (`crate::identity`, resolved by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity<'a> {
+    /// The agent id.
+    Agent(&'a str),
+    /// No source identified the request and the configuration rejects such requests.
+    Unidentified,
+    /// A source could not be read.
+    Unreadable,
+}
+
+/// What is known about a request at its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct AtHeadersFacts<'a> {
+    /// The resolved identity.
+    pub identity: Identity<'a>,
+    /// The HTTP method (`:method`).
+    pub http_method: &'a str,
+    /// The request has a body (the headers did not end the stream).
+    pub has_body: bool,
+    /// The body has a content coding ([`crate::filter`]'s `content-encoding` check).
+    pub encoded: bool,
+    /// The `Mcp-Method` / `Mcp-Name` routing headers.
+    pub routing: &'a routing::RoutingHeaders,
+}
+
+/// What to do with a request at its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtHeaders<'c> {
+    /// Refuse it now.
+    Refuse(Refusal),
+    /// Not a POST and no body: forward it (audited as allowed).
+    Pass,
+    /// Hold its body and decide at the end of it ([`decide`]).
+    Examine,
+    /// `decide_at_headers`: allowed from its routing headers; set these tags and stream the body
+    /// (still checked by [`decide`] at its end).
+    Stream(Vec<(&'c str, String)>),
+}
+
+/// The decision at the request headers.
+pub fn at_headers<'c>(config: &'c Config, facts: &AtHeadersFacts<'_>) -> AtHeaders<'c> {
+    let agent = match facts.identity {
+        Identity::Unreadable => return AtHeaders::Refuse(Refusal::IdentityUnreadable),
+        Identity::Unidentified => return AtHeaders::Refuse(Refusal::Unidentified),
+        Identity::Agent(agent) => agent,
+    };
+    if facts.has_body && facts.encoded {
+        // The filter reads bodies as sent; a compressed one cannot be examined (and must not
+        // pass unexamined). Envoy's decompressor filter, placed before mcp-guard, removes the
+        // header and inflates the body.
+        return AtHeaders::Refuse(Refusal::Encoded);
+    }
+    if facts.http_method != "POST" {
+        // GET (server stream), DELETE (end session) and other methods pass through, audited;
+        // a body is looked at before it is forwarded.
+        return if facts.has_body {
+            AtHeaders::Examine
+        } else {
+            AtHeaders::Pass
+        };
+    }
+    if !facts.has_body {
+        return AtHeaders::Refuse(Refusal::EmptyBody);
+    }
+    match decided_at_headers(config, agent, facts.routing) {
+        Some(tags) => AtHeaders::Stream(tags),
+        None => AtHeaders::Examine,
+    }
+}
+
+/// `decide_at_headers`: the tags, if the routing headers (one `Mcp-Method`, and one `Mcp-Name`
+/// for a method that names a tool, prompt or resource) name something the policy lets `agent`
+/// use. Anything else (no or repeated headers, an undecodable value, a refusal, a `tools/call`
+/// under the annotations rule, which needs the shared store) leaves the request to the body.
+fn decided_at_headers<'c>(
+    config: &'c Config,
+    agent: &str,
+    headers: &routing::RoutingHeaders,
+) -> Option<Vec<(&'c str, String)>> {
+    if !config.decide_at_headers {
+        return None;
+    }
+    let [method] = headers.method.as_slice() else {
+        return None;
+    };
+    let method = routing::decode_value(method)?;
+    let named = matches!(
+        method.as_str(),
+        jsonrpc::TOOLS_CALL | jsonrpc::PROMPTS_GET | jsonrpc::RESOURCES_READ
+    );
+    let name = match (named, headers.name.as_slice()) {
+        (false, _) => None,
+        (true, [one]) => Some(routing::decode_value(one)?),
+        (true, _) => return None,
+    };
+    if method == jsonrpc::TOOLS_CALL && config.annotations.is_some() {
+        return None;
+    }
+    let subject = Subject::of(Some(&method), name.as_deref())?;
+    if config.policy.decide(agent, subject).blocks() {
+        return None; // refused with the request's id, once the body is read
+    }
+    Some(config.headers.for_call(&method, name.as_deref()))
+}
+
+/// What is known about a request when its body has been read.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    /// The agent id.
+    pub agent_id: &'a str,
+    /// The HTTP method (`:method`).
+    pub http_method: &'a str,
+    /// The `Mcp-Method` / `Mcp-Name` routing headers.
+    pub routing: &'a routing::RoutingHeaders,
+    /// The request was decided at its headers and its body streamed
+    /// ([`AtHeaders::Stream`]): its tags are already set.
+    pub streamed: bool,
+}
+
+/// A request to forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward<'c> {
+    /// Its calls, evaluated (one audit record each once settled).
+    pub calls: Vec<Call>,
+    /// Tag headers to set on the request now (empty when they cannot or need not be set).
+    pub tags: Vec<(&'c str, String)>,
+    /// A list request whose response is held and curated (and, for `tools/list`, read for
+    /// the tools' annotations): its kind and request ids.
+    pub curation: Option<(ListKind, Vec<Id>)>,
+    /// The ids of its requests, whose responses the response scanner looks for.
+    pub expected: Vec<Id>,
+}
+
+/// What to do with a request whose body has been read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict<'c> {
+    /// Not a POST and an empty body: nothing to examine, forward it.
+    Pass,
+    /// Forward it.
+    Forward(Forward<'c>),
+    /// Ask the RLS (`rate_limit_service`) with these descriptors; forward it if allowed.
+    AskRls {
+        /// What to forward once allowed.
+        forward: Forward<'c>,
+        /// The request's descriptors ([`ratelimit::descriptors`]).
+        descriptors: Vec<Descriptor>,
+    },
+    /// Refuse it. `calls`: the calls to record (evaluated, or the one [`Refusal::request_call`]),
+    /// not yet settled.
+    Refuse {
+        /// Why.
+        refusal: Refusal,
+        /// The calls, as the policy decided them (counted before [`Refusal::settle`]).
+        calls: Vec<Call>,
+    },
+}
+
+impl Verdict<'_> {
+    fn refuse(refusal: Refusal) -> Self {
+        let calls = refusal.request_call().into_iter().collect();
+        Verdict::Refuse { refusal, calls }
+    }
+}
+
+/// The decision on the request `body` (the whole body as read). `hints(tool)` returns the
+/// annotations the server's `tools/list` gave `tool` (`crate::annotations::lookup`), or
+/// [`ReadError`] when the store could not be read (the call is then refused: "could not read
+/// it" is not "never shown"); it is asked only under the annotations rule, for an allowed
+/// `tools/call` of a tool no rule names.
+pub fn decide<'c>(
+    config: &'c Config,
+    known: &Known<'_>,
+    body: &[u8],
+    hints: &mut dyn FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
+) -> Verdict<'c> {
+    if known.http_method != "POST" {
+        if body.is_empty() {
+            return Verdict::Pass;
+        }
+        return Verdict::refuse(Refusal::BodyNotAllowed {
+            http_method: known.http_method.to_owned(),
+        });
+    }
+    let body = match jsonrpc::parse_body(body, config.max_json_depth) {
+        Ok(body) => body,
+        Err(e) => return Verdict::refuse(Refusal::Parse(e)),
+    };
+    if let Err(header) = routing::check(known.routing, &body) {
+        let (id, method) = match &body {
+            Body::Single(m) => (m.id().cloned(), m.method.clone()),
+            Body::Batch(_) => (None, None),
+        };
+        return Verdict::refuse(Refusal::HeaderMismatch { header, id, method });
+    }
+    let mut calls: Vec<Call> = body
+        .messages()
+        .iter()
+        .map(|m| evaluate(config, known.agent_id, m))
+        .collect();
+    let by_annotations = apply_annotations(config, known.agent_id, &mut calls, hints);
+    if calls.iter().any(|c| c.decision.blocks()) {
+        let refusal = Refusal::Denied { by_annotations };
+        return Verdict::Refuse { refusal, calls };
+    }
+    let call_count = body.messages().iter().filter(|m| is_call(m)).count();
+    if call_count > config.max_batch_calls || !uniform(body.messages()) {
+        let refusal = Refusal::Batch {
+            max: config.max_batch_calls,
+        };
+        return Verdict::Refuse { refusal, calls };
+    }
+    let all_tags = config.headers.for_body(&body);
+    let expected: Vec<Id> = body
+        .messages()
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Kind::Request(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    // A uniform body: every message has this method (checked above). Lists are held to be
+    // curated, and tools/list also to learn the tools' annotations.
+    let method = body.messages().iter().find_map(|m| m.method.as_deref());
+    let curation = method.and_then(ListKind::of).and_then(|kind| {
+        let learn = kind == ListKind::Tools && config.annotations.is_some();
+        (config.curate_lists || learn).then(|| (kind, expected.clone()))
+    });
+    let descriptors = config.rate_limit_service.as_ref().map(|_| {
+        let tag = |header: &str| {
+            all_tags
+                .iter()
+                .find(|(name, _)| *name == header)
+                .map(|(_, value)| value.as_str())
+        };
+        ratelimit::descriptors(
+            known.agent_id,
+            tag(&config.headers.method),
+            tag(&config.headers.tool_name),
+        )
+    });
+    // Streamed: set from the routing headers, which the body has just been checked against.
+    let tags = if config.hold_request_headers && !known.streamed {
+        all_tags
+    } else {
+        Vec::new()
+    };
+    let forward = Forward {
+        calls,
+        tags,
+        curation,
+        expected,
+    };
+    match descriptors {
+        Some(descriptors) => Verdict::AskRls {
+            forward,
+            descriptors,
+        },
+        None => Verdict::Forward(forward),
+    }
+}
+
+/// The decision when the RLS could not be asked or gave no usable answer: refuse under
+/// `failure_mode_deny`, else `None` (forward it).
+pub fn rls_failed(config: &Config) -> Option<Refusal> {
+    config
+        .rate_limit_service
+        .as_ref()
+        .is_some_and(|r| r.failure_mode_deny)
+        .then_some(Refusal::RlsUnavailable)
+}
+
+/// The audit call of message `m`, with the policy's decision for `agent`.
+fn evaluate(config: &Config, agent: &str, m: &Message<'_>) -> Call {
+    let decision = match Subject::of(m.method.as_deref(), m.name()) {
+        Some(subject) => config.policy.decide(agent, subject),
+        None => Decision::Allow, // a client-sent response: nothing is asked for
+    };
+    Call {
+        method: m.method.clone(),
+        tool_name: m.tool_name.clone(),
+        prompt_name: m.prompt_name.clone(),
+        resource_uri: m.resource_uri.clone(),
+        request_id: m.id().cloned(),
+        input_hash: m.hash_input.map(|s| config.input_hash.hash(s.as_bytes())),
+        decision,
+        output_status: None,
+        error_code: None,
+        origin: None,
+        settled_ms: None,
+        refusal: None,
+    }
+}
+
+/// The annotations rule (if configured): an allowed `tools/call` of a tool no rule set names
+/// exactly is refused when the server's `tools/list` marked it so, or never showed it. Returns
+/// how many calls it blocked.
+fn apply_annotations(
+    config: &Config,
+    agent: &str,
+    calls: &mut [Call],
+    hints: &mut dyn FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
+) -> usize {
+    let Some(rule) = config.annotations else {
+        return 0;
+    };
+    let policy = &config.policy;
+    let mut blocked = 0;
+    for call in calls.iter_mut() {
+        let (Some(jsonrpc::TOOLS_CALL), Some(tool)) =
+            (call.method.as_deref(), call.tool_name.as_deref())
+        else {
+            continue;
+        };
+        if call.decision != Decision::Allow || policy.allows_tool_by_name(agent, tool) {
+            continue;
+        }
+        // A store that cannot be read refuses: "could not read it" is not "never shown".
+        let refused = hints(tool).map_or(true, |hints| rule.refuses(hints).is_some());
+        if refused {
+            call.decision = match policy.mode() {
+                Mode::Enforce => Decision::Deny,
+                Mode::DryRun => Decision::DryRunDeny,
+            };
+            blocked += usize::from(call.decision.blocks());
+        }
+    }
+    blocked
+}
+
+/// Whether a message is a call: a request, or any message naming a tool, prompt or resource
+/// (a `tools/call` sent as a notification still names a tool a lax server might run).
+fn is_call(m: &Message<'_>) -> bool {
+    matches!(m.kind, Kind::Request(_))
+        || m.tool_name.is_some()
+        || m.prompt_name.is_some()
+        || m.resource_uri.is_some()
+}
+
+/// Whether every message with a method in a batch has the same method and the same tool,
+/// prompt or resource name, so that one set of tags describes every call in it.
+fn uniform(messages: &[Message<'_>]) -> bool {
+    let mut with_method = messages.iter().filter(|m| m.method.is_some());
+    let Some(first) = with_method.next() else {
+        return true;
+    };
+    with_method.all(|m| {
+        m.method == first.method
+            && m.tool_name == first.tool_name
+            && m.prompt_name == first.prompt_name
+            && m.resource_uri == first.resource_uri
+    })
+}
+
+#[cfg(test)]
+mod tests;
