@@ -172,7 +172,7 @@ fn run_stream(
     chunk: usize,
 ) -> usize {
     host.response_headers.clear();
-    host.audit.clear();
+    host.audit_len = 0;
     host.replaced_len = 0;
     let mut stream = Stream::new(Rc::clone(config));
     stream.on_request_headers(host, false);
@@ -197,7 +197,7 @@ fn run_stream(
         paused = stream.on_response_body(host, size, pieces.peek().is_none()) == Action::Pause;
     }
     stream.on_stream_end(host);
-    host.audit.len()
+    host.audit_len
 }
 
 // ------------------------------------------------------------------ benchmarks

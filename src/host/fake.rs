@@ -129,6 +129,8 @@ pub struct FakeHost {
     pub audit: Vec<u8>,
     /// How often the audit records were written.
     pub audit_writes: usize,
+    /// Length of the audit records last written (kept in [`FakeHost::lean`] mode too).
+    pub audit_len: usize,
     /// Wall-clock time, Unix ms.
     pub now: u64,
     /// Shared data (clone the `Rc` to share it between streams).
@@ -167,7 +169,8 @@ pub struct FakeHost {
     pub violations: RefCell<Vec<String>>,
     /// For benches: keep no copies the filter does not cause. Counters are only summed into
     /// [`FakeHost::counted`] (no stat names), request-header writes are not logged, and a
-    /// replaced response body is kept only as its length ([`FakeHost::replaced_len`]).
+    /// replaced response body and the audit records are kept only as their lengths
+    /// ([`FakeHost::replaced_len`], [`FakeHost::audit_len`]).
     pub lean: bool,
     /// Every counter increment summed ([`FakeHost::lean`]).
     pub counted: u64,
@@ -407,8 +410,12 @@ impl Host for FakeHost {
         self.upstream_cluster.clone()
     }
     fn write_audit(&mut self, records: &[u8]) {
-        self.audit = records.to_vec();
+        self.audit_len = records.len();
         self.audit_writes += 1;
+        if self.lean {
+            return;
+        }
+        self.audit = records.to_vec();
     }
     fn now_ms(&self) -> u64 {
         self.now
