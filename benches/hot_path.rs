@@ -146,6 +146,7 @@ impl EventSink for NullSink {
 fn host_for(body: &[u8], protocol: &str) -> FakeHost {
     let mut h = FakeHost::new(SharedStore::default(), 1_700_000_000_000);
     h.upstream_cluster = Some("upstream".to_owned());
+    h.lean = true; // no copies or stat names the filter does not cause
     for (k, v) in [
         (":method", "POST"),
         (":path", "/mcp"),
@@ -171,9 +172,8 @@ fn run_stream(
     chunk: usize,
 ) -> usize {
     host.response_headers.clear();
-    host.audit.clear();
-    host.request_header_writes.clear();
-    host.replaced_response_body = None;
+    host.audit_len = 0;
+    host.replaced_len = 0;
     let mut stream = Stream::new(Rc::clone(config));
     stream.on_request_headers(host, false);
     let len = host.request_body.len();
@@ -197,7 +197,7 @@ fn run_stream(
         paused = stream.on_response_body(host, size, pieces.peek().is_none()) == Action::Pause;
     }
     stream.on_stream_end(host);
-    host.audit.len()
+    host.audit_len
 }
 
 // ------------------------------------------------------------------ benchmarks
@@ -445,9 +445,7 @@ fn bench_all(c: &mut Criterion, meta: &mut Meta) {
         assert!(written > 0, "{name}: no audit record");
         if name == "tools_list_curated" {
             assert!(
-                host.replaced_response_body
-                    .as_ref()
-                    .is_some_and(|b| !b.is_empty() && b.len() < resp.len()),
+                host.replaced_len > 0 && host.replaced_len < resp.len(),
                 "{name}: the list was not curated"
             );
         }

@@ -129,6 +129,8 @@ pub struct FakeHost {
     pub audit: Vec<u8>,
     /// How often the audit records were written.
     pub audit_writes: usize,
+    /// Length of the audit records last written (kept in [`FakeHost::lean`] mode too).
+    pub audit_len: usize,
     /// Wall-clock time, Unix ms.
     pub now: u64,
     /// Shared data (clone the `Rc` to share it between streams).
@@ -165,6 +167,15 @@ pub struct FakeHost {
     pub downstream: Vec<u8>,
     /// Hostcalls made in a phase where Envoy fails them, and invalid stat names.
     pub violations: RefCell<Vec<String>>,
+    /// For benches: keep no copies the filter does not cause. Counters are only summed into
+    /// [`FakeHost::counted`] (no stat names), request-header writes are not logged, and a
+    /// replaced response body and the audit records are kept only as their lengths
+    /// ([`FakeHost::replaced_len`], [`FakeHost::audit_len`]).
+    pub lean: bool,
+    /// Every counter increment summed ([`FakeHost::lean`]).
+    pub counted: u64,
+    /// Length of the response body after the last [`Host::set_response_body`].
+    pub replaced_len: usize,
     unreadable_store: UnreadableStore,
 }
 
@@ -278,7 +289,9 @@ impl Host for FakeHost {
         {
             self.violation("set_request_header after the request headers went upstream");
         }
-        self.request_header_writes.push(name.to_owned());
+        if !self.lean {
+            self.request_header_writes.push(name.to_owned());
+        }
         // As Envoy: a removal removes every copy; a replace (`setCopy`, without the runtime
         // feature `http_set_copy_replace_all_headers`) may leave further copies.
         match value {
@@ -337,10 +350,16 @@ impl Host for FakeHost {
             self.violation("set_response_body outside the response body callback");
             return;
         }
+        if self.lean {
+            let rest = self.response_chunk.len().saturating_sub(size);
+            self.replaced_len = data.len() + rest;
+            return;
+        }
         // Replaces the first `size` bytes; what follows them stays.
         let keep = self.response_chunk.get(size..).unwrap_or_default().to_vec();
         let mut body = data.to_vec();
         body.extend_from_slice(&keep);
+        self.replaced_len = body.len();
         self.response_chunk = body.clone();
         self.replaced_response_body = Some(body);
     }
@@ -391,8 +410,12 @@ impl Host for FakeHost {
         self.upstream_cluster.clone()
     }
     fn write_audit(&mut self, records: &[u8]) {
-        self.audit = records.to_vec();
+        self.audit_len = records.len();
         self.audit_writes += 1;
+        if self.lean {
+            return;
+        }
+        self.audit = records.to_vec();
     }
     fn now_ms(&self) -> u64 {
         self.now
@@ -411,6 +434,10 @@ impl Host for FakeHost {
         Ok(self.properties.get(&path).cloned())
     }
     fn count(&mut self, metric: Metric<'_>, by: u64) {
+        self.counted += by;
+        if self.lean {
+            return;
+        }
         let name = metric.name(&mut self.labels);
         // Stat names must be valid for Envoy: no empty segment, bounded length.
         if name.contains("..") || name.len() >= 256 {
@@ -572,5 +599,29 @@ impl Rng {
     /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next_u64() % (n.max(1) as u64)).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostcalls_in_the_wrong_phase_are_recorded_and_reads_there_fail() {
+        let mut h = FakeHost::new(SharedStore::default(), 0);
+        h.response_headers.insert(":status".into(), "200".into());
+        // Unchecked (no driver): everything answers.
+        assert!(h.response_headers().is_ok());
+        h.phase = Some(Phase::ResponseHeaders);
+        assert!(h.response_headers().is_ok());
+        assert!(h.violations().is_empty());
+        // As Envoy: response headers cannot be read in the body callback.
+        h.phase = Some(Phase::ResponseBody);
+        assert_eq!(h.response_headers(), Err(ReadError));
+        h.set_request_header("x", Some("y"));
+        assert_eq!(h.violations().len(), 2, "{:?}", h.violations());
+        // A failing read fails in its own phase too.
+        h.failing = vec![Read::ResponseBody];
+        assert_eq!(h.response_body(0, 1), Err(ReadError));
     }
 }

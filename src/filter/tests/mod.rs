@@ -1,7 +1,7 @@
 //! Stream-level tests against a fake host: the same callbacks Envoy makes, in the same order.
 
 use super::*;
-use crate::host::fake::{FakeHost, Read, Rng, SharedStore};
+use crate::host::fake::{FakeHost, Phase, Read, Rng, SharedStore};
 use crate::host::Headers;
 use serde_json::Value;
 
@@ -69,22 +69,47 @@ fn post(agent: Option<&str>, body: &str) -> FakeHost {
 
 /// Runs the request side; returns the action of the final request callback.
 fn send_request(s: &mut Stream, h: &mut FakeHost) -> Action {
-    assert_eq!(s.on_request_headers(h, false), Action::Pause);
+    let headers = in_phase(h, Phase::RequestHeaders, |h| s.on_request_headers(h, false));
+    assert_eq!(headers, Action::Pause);
     let len = h.request_body.len();
     // Two chunks, as Envoy would deliver them while buffering.
-    assert_eq!(s.on_request_body(h, len / 2, false), Action::Pause);
-    s.on_request_body(h, len, true)
+    let first = in_phase(h, Phase::RequestBody, |h| {
+        s.on_request_body(h, len / 2, false)
+    });
+    assert_eq!(first, Action::Pause);
+    in_phase(h, Phase::RequestBody, |h| s.on_request_body(h, len, true))
+}
+
+/// Runs one callback with the fake host told which one it is, so that a hostcall Envoy fails
+/// in that callback is a test failure (the phase rules of the fuzz target); direct calls
+/// outside these helpers run unchecked.
+fn in_phase<R>(h: &mut FakeHost, phase: Phase, callback: impl FnOnce(&mut FakeHost) -> R) -> R {
+    h.phase = Some(phase);
+    let result = callback(h);
+    h.phase = None;
+    let violations = h.violations();
+    assert!(
+        violations.is_empty(),
+        "hostcalls in the wrong phase: {violations:?}"
+    );
+    result
 }
 
 fn respond(s: &mut Stream, h: &mut FakeHost, status: &str, content_type: &str, chunks: &[&[u8]]) {
     h.response_headers.insert(":status".into(), status.into());
     h.response_headers
         .insert("content-type".into(), content_type.into());
-    assert_eq!(s.on_response_headers(h, false), Action::Continue);
+    let headers = in_phase(h, Phase::ResponseHeaders, |h| {
+        s.on_response_headers(h, false)
+    });
+    assert_eq!(headers, Action::Continue);
     h.now += 12;
     for (i, chunk) in chunks.iter().enumerate() {
         h.response_chunk = chunk.to_vec();
-        s.on_response_body(h, chunk.len(), i + 1 == chunks.len());
+        let end = i + 1 == chunks.len();
+        in_phase(h, Phase::ResponseBody, |h| {
+            s.on_response_body(h, chunk.len(), end)
+        });
     }
 }
 
@@ -152,17 +177,25 @@ fn get_stream(
         h.request_headers.insert("mcp-session-id".into(), id.into());
     }
     let mut s = stream(policy);
-    assert_eq!(s.on_request_headers(&mut h, true), Action::Continue);
+    let request = in_phase(&mut h, Phase::RequestHeaders, |h| {
+        s.on_request_headers(h, true)
+    });
+    assert_eq!(request, Action::Continue);
     h.response_headers.insert(":status".into(), "200".into());
     h.response_headers
         .insert("content-type".into(), "text/event-stream".into());
-    assert_eq!(s.on_response_headers(&mut h, false), Action::Continue);
+    let response = in_phase(&mut h, Phase::ResponseHeaders, |h| {
+        s.on_response_headers(h, false)
+    });
+    assert_eq!(response, Action::Continue);
     (s, h)
 }
 
 fn stream_chunk(s: &mut Stream, h: &mut FakeHost, chunk: &[u8], end: bool) {
     h.response_chunk = chunk.to_vec();
-    s.on_response_body(h, chunk.len(), end);
+    in_phase(h, Phase::ResponseBody, |h| {
+        s.on_response_body(h, chunk.len(), end)
+    });
 }
 
 /// The request side with `hold_request_headers: false`: the headers go on at once, the body is
@@ -219,7 +252,10 @@ fn client_body(s: &mut Stream, h: &mut FakeHost, chunks: &[&[u8]]) -> Vec<u8> {
         h.response_chunk = chunk.to_vec();
         h.replaced_response_body = None;
         let end = i + 1 == chunks.len();
-        if s.on_response_body(h, chunk.len(), end) == Action::Continue {
+        let action = in_phase(h, Phase::ResponseBody, |h| {
+            s.on_response_body(h, chunk.len(), end)
+        });
+        if action == Action::Continue {
             got.extend(
                 h.replaced_response_body
                     .clone()
