@@ -394,21 +394,11 @@ fn deep_values_do_not_change_the_outcome() {
     assert!(r.json.capture.capacity() <= MAX_SCALAR_LEN);
 }
 
-/// A tiny deterministic generator (xorshift), for the differential test.
-struct Rng(u64);
+use crate::host::fake::Rng;
 
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from.get(self.below(from.len()))
-            .copied()
-            .unwrap_or_default()
-    }
+/// A random element of `from` (the differential test's vocabulary).
+fn pick<'a>(rng: &mut Rng, from: &[&'a str]) -> &'a str {
+    from.get(rng.below(from.len())).copied().unwrap_or_default()
 }
 
 /// Members of a JSON object with their names decoded and raw values, in order; `None`
@@ -507,11 +497,10 @@ fn oracle(doc: &str) -> Option<Vec<Summary>> {
 
 fn random_value(rng: &mut Rng, depth: usize) -> String {
     match rng.below(if depth > 3 { 6 } else { 9 }) {
-        0 => rng
-            .pick(&["true", "false", "null", "0", "-32000", "1.5", "7e0"])
-            .to_owned(),
-        1 => rng
-            .pick(&[
+        0 => pick(rng, &["true", "false", "null", "0", "-32000", "1.5", "7e0"]).to_owned(),
+        1 => pick(
+            rng,
+            &[
                 r#""2.0""#,
                 r#""\u0032.0""#,
                 r#""1.0""#,
@@ -519,8 +508,9 @@ fn random_value(rng: &mut Rng, depth: usize) -> String {
                 r#""7""#,
                 r#""\u0037""#,
                 r#""a\"}{""#,
-            ])
-            .to_owned(),
+            ],
+        )
+        .to_owned(),
         2 => "1".to_owned(),
         3 => "[[[[[[[[]]]]]]]]".to_owned(),
         4 => r#""x\\""#.to_owned(),
@@ -551,7 +541,7 @@ fn random_object(rng: &mut Rng, depth: usize) -> String {
     ];
     let n = rng.below(5);
     let members: Vec<String> = (0..n)
-        .map(|_| format!("\"{}\":{}", rng.pick(&names), random_value(rng, depth)))
+        .map(|_| format!("\"{}\":{}", pick(rng, &names), random_value(rng, depth)))
         .collect();
     format!("{{{}}}", members.join(","))
 }
@@ -579,7 +569,7 @@ fn random_message(rng: &mut Rng) -> String {
 
 #[test]
 fn same_summaries_as_serde_json_for_random_documents() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut outcomes = Vec::new();
     for _ in 0..3000 {
         let doc = if rng.below(4) == 0 {
