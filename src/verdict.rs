@@ -190,16 +190,35 @@ impl Verdict<'_> {
     }
 }
 
-/// The decision on the request `body` (the whole body as read). `hints(tool)` returns the
-/// annotations the server's `tools/list` gave `tool` (`crate::annotations::lookup`), or
-/// [`ReadError`] when the store could not be read (the call is then refused: "could not read
-/// it" is not "never shown"); it is asked only under the annotations rule, for an allowed
-/// `tools/call` of a tool no rule names.
+/// What [`decide`] may need to look up outside the request: state that mcp-guard learned from
+/// earlier traffic and keeps in proxy-wasm shared data (one store for every Envoy worker). The
+/// filter implements it over the host; tests implement it over plain values. Every method
+/// answers [`ReadError`] when the store could not be read: the caller then refuses ("could not
+/// read it" is not "nothing there").
+pub trait Lookups {
+    /// The annotations the server's `tools/list` gave `tool` (`crate::annotations::lookup`);
+    /// `Ok(None)` when no `tools/list` has shown it. Asked only under the annotations rule,
+    /// for an allowed `tools/call` of a tool no rule names.
+    fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError>;
+}
+
+/// A closure over the tool name is a [`Lookups`] that knows only tool hints.
+impl<F> Lookups for F
+where
+    F: FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
+{
+    fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError> {
+        self(tool)
+    }
+}
+
+/// The decision on the request `body` (the whole body as read); `lookups` answers what the
+/// decision needs from the shared store ([`Lookups`]).
 pub fn decide<'c>(
     config: &'c Config,
     known: &Known<'_>,
     body: &[u8],
-    hints: &mut dyn FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
+    lookups: &mut dyn Lookups,
 ) -> Verdict<'c> {
     if known.http_method != "POST" {
         if body.is_empty() {
@@ -225,7 +244,7 @@ pub fn decide<'c>(
         .iter()
         .map(|m| evaluate(config, known.agent_id, m))
         .collect();
-    let by_annotations = apply_annotations(config, known.agent_id, &mut calls, hints);
+    let by_annotations = apply_annotations(config, known.agent_id, &mut calls, lookups);
     if calls.iter().any(|c| c.decision.blocks()) {
         let refusal = Refusal::Denied { by_annotations };
         return Verdict::Refuse { refusal, calls };
@@ -326,7 +345,7 @@ fn apply_annotations(
     config: &Config,
     agent: &str,
     calls: &mut [Call],
-    hints: &mut dyn FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
+    lookups: &mut dyn Lookups,
 ) -> usize {
     let Some(rule) = config.annotations else {
         return 0;
@@ -343,7 +362,9 @@ fn apply_annotations(
             continue;
         }
         // A store that cannot be read refuses: "could not read it" is not "never shown".
-        let refused = hints(tool).map_or(true, |hints| rule.refuses(hints).is_some());
+        let refused = lookups
+            .tool_hints(tool)
+            .map_or(true, |hints| rule.refuses(hints).is_some());
         if refused {
             call.decision = match policy.mode() {
                 Mode::Enforce => Decision::Deny,

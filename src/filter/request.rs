@@ -5,6 +5,7 @@ use super::{Curate, RequestPhase, ResponseMode, SessionFrom, Stream};
 use crate::annotations;
 use crate::audit::{self, Call};
 use crate::correlation::{self, Pending};
+use crate::curation::ToolHints;
 use crate::host::{Action, Host, ReadError};
 use crate::identity::{self, IdentityError, Presented, Source};
 use crate::metrics::Metric;
@@ -14,6 +15,18 @@ use crate::response::Correlator;
 use crate::routing;
 use crate::verdict::{self, AtHeaders, AtHeadersFacts, Forward, Identity, Known, Refusal, Verdict};
 use std::rc::Rc;
+
+/// [`verdict::Lookups`] over the host's shared data, for the server `server_id`.
+struct SharedLookups<'h, 's> {
+    host: &'h mut dyn Host,
+    server_id: &'s str,
+}
+
+impl verdict::Lookups for SharedLookups<'_, '_> {
+    fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError> {
+        annotations::lookup(self.host.shared(), self.server_id, tool)
+    }
+}
 
 impl Stream {
     /// Request headers callback.
@@ -238,9 +251,11 @@ impl Stream {
             routing: &self.routing_headers,
             streamed: was_streamed,
         };
-        let server_id = &self.facts.server_id;
-        let mut hints = |tool: &str| annotations::lookup(host.shared(), server_id, tool);
-        match verdict::decide(&config, &known, &bytes, &mut hints) {
+        let mut lookups = SharedLookups {
+            host: &mut *host,
+            server_id: &self.facts.server_id,
+        };
+        match verdict::decide(&config, &known, &bytes, &mut lookups) {
             Verdict::Pass => {
                 self.request = RequestPhase::Forwarded { curate: None };
                 Action::Continue
