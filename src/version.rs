@@ -272,8 +272,9 @@ pub fn modern_without_post(http_method: &str, routing: &RoutingHeaders) -> bool 
     matches!(http_method, "GET" | "DELETE") && routing.version.iter().any(|v| is_modern(v))
 }
 
-/// `_meta`'s version string of a single message (for the audit record when the request was
-/// refused before the version checks passed).
+/// The revision a request claims, for the audit record of a request refused by [`check`]:
+/// the first `MCP-Protocol-Version` value, else the single message's `_meta` version string;
+/// `None` for neither (or a batch without the header).
 pub fn claimed(routing: &RoutingHeaders, body: &Body<'_>) -> Claimed {
     if let Some(first) = routing.version.first() {
         return Some(first.clone());
