@@ -25,6 +25,7 @@ pub mod json;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod metrics;
+pub mod params;
 pub mod policy;
 pub mod ratelimit;
 pub mod response;
