@@ -37,7 +37,7 @@ use crate::audit::InputHasher;
 use crate::identity::Identity;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimitService;
-use crate::tags::TagHeaders;
+use crate::tags::{ParamTags, TagHeaders};
 use std::fmt;
 
 /// Default cap on a buffered request body, in bytes (4 MiB).
@@ -103,6 +103,10 @@ pub struct Config {
     /// stream before the body's last chunk. Default false: every body is held until examined.
     /// Not combinable with `rate_limit_service` (that call needs the examined body).
     pub decide_at_headers: bool,
+    /// Per-tool parameter tags (`param_tags`): the verified value of an argument marked
+    /// `x-mcp-header` set as a tag header and offered as an RLS descriptor entry
+    /// (`crate::params`, [`ParamTags`]). Empty (the default): off.
+    pub param_tags: ParamTags,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the
@@ -269,7 +273,10 @@ impl Config {
     /// characters; an `input_hash.hmac_key` that is not base64 of at least 32 bytes; a
     /// `max_body_bytes` of 0; a `max_json_depth` outside 1..=128; a `max_batch_calls` outside
     /// 1..=100; a `rate_limit_service` with an empty or over-long cluster, an empty domain or a
-    /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`.
+    /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`; a
+    /// `param_tags` entry with an empty tool name, a marking name that is not an RFC 9110 token,
+    /// a tag header that is not a valid header name, starts with `mcp-`, is one of `headers`, or
+    /// is used twice for one tool.
     ///
     /// Each field is checked on its own, so a problem in one (even a mistyped section) does not
     /// hide those of the others. The document, `policy`, agent and group entries, `identity`

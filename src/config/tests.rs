@@ -50,6 +50,7 @@ fn minimal_configuration_uses_defaults() {
             hold_request_headers: true,
             rate_limit_service: None,
             decide_at_headers: false,
+            param_tags: Default::default(),
         }
     );
 }
@@ -407,7 +408,7 @@ fn positions_are_the_documents_as_serde_json_gave_them() {
             "bogus: unknown field `bogus`, expected one of `server_id`, `identity`, `headers`, \
              `policy`, `max_body_bytes`, `max_json_depth`, `max_batch_calls`, `input_hash`, \
              `curate_lists`, `annotations`, `hide_denied_tools`, `max_tool_metrics`, \
-             `hold_request_headers`, `rate_limit_service`, `decide_at_headers` at line 2 column 8",
+             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags` at line 2 column 8",
         ),
         (
             "{\n \"policy\": {\"agents\": {\"a\": {\"tools\": [\"x\", 3]}}}}",

@@ -105,6 +105,33 @@ pub enum Refusal {
     /// A response that curation must read cannot be ([`Unreadable`]): HTTP 502 in place of a
     /// 2xx status, [`INTERNAL_ERROR`] per request, refusal `<why.reason()>`.
     Response(Unreadable),
+    /// An `Mcp-Param-*` header of a `tools/call` disagrees with the body, is missing, repeated
+    /// or malformed, or cannot be checked where it must be (`crate::params`; MCP 2026-07-28
+    /// "Custom Headers from Tool Parameters"): HTTP 400, [`routing::HEADER_MISMATCH`],
+    /// refusal `header_mismatch`. One `deny` record naming the tool.
+    ParamMismatch {
+        /// The header as the specification spells it (`Mcp-Param-Region`), or `Mcp-Param-*`.
+        header: String,
+        /// What is wrong; never a header or argument value.
+        why: &'static str,
+        /// The request's id, method and tool.
+        id: Option<Id>,
+        /// See `id`.
+        method: Option<String>,
+        /// See `id`.
+        tool: Option<String>,
+    },
+    /// The tools' `Mcp-Param-*` markings could not be read from shared data (fail closed:
+    /// "could not read it" is not "nothing there"): HTTP 500, [`INTERNAL_ERROR`], refusal
+    /// `request_read`. One `deny` record naming the tool.
+    ParamsUnread {
+        /// The request's id, method and tool.
+        id: Option<Id>,
+        /// See `id`.
+        method: Option<String>,
+        /// See `id`.
+        tool: Option<String>,
+    },
 }
 
 /// A local reply: HTTP status, extra headers (besides `content-type: application/json`) and
@@ -126,13 +153,15 @@ impl Refusal {
             Refusal::Unidentified => UNAUTHORIZED,
             Refusal::IdentityUnreadable
             | Refusal::RequestUnread { .. }
-            | Refusal::RlsUnavailable => INTERNAL_SERVER_ERROR,
+            | Refusal::RlsUnavailable
+            | Refusal::ParamsUnread { .. } => INTERNAL_SERVER_ERROR,
             Refusal::Encoded => UNSUPPORTED_MEDIA_TYPE,
             Refusal::TooLarge { .. } => 413,
             Refusal::EmptyBody
             | Refusal::BodyNotAllowed { .. }
             | Refusal::Parse(_)
             | Refusal::HeaderMismatch { .. }
+            | Refusal::ParamMismatch { .. }
             | Refusal::Batch { .. } => 400,
             Refusal::Denied { .. } => 200,
             Refusal::RateLimited { .. } => 429,
@@ -147,6 +176,7 @@ impl Refusal {
             Refusal::IdentityUnreadable
             | Refusal::RequestUnread { .. }
             | Refusal::RlsUnavailable
+            | Refusal::ParamsUnread { .. }
             | Refusal::Response(_) => INTERNAL_ERROR,
             Refusal::EmptyBody => jsonrpc::PARSE_ERROR,
             Refusal::Encoded
@@ -154,7 +184,9 @@ impl Refusal {
             | Refusal::BodyNotAllowed { .. }
             | Refusal::Batch { .. } => jsonrpc::INVALID_REQUEST,
             Refusal::Parse(e) => e.code,
-            Refusal::HeaderMismatch { .. } => routing::HEADER_MISMATCH,
+            Refusal::HeaderMismatch { .. } | Refusal::ParamMismatch { .. } => {
+                routing::HEADER_MISMATCH
+            }
             Refusal::RateLimited { .. } => RATE_LIMITED,
         }
     }
@@ -172,6 +204,16 @@ impl Refusal {
             | Refusal::BodyNotAllowed { .. } => (None, None),
             Refusal::Parse(e) => (e.id.clone(), e.method.clone()),
             Refusal::HeaderMismatch { id, method, .. } => (id.clone(), method.clone()),
+            Refusal::ParamMismatch {
+                id, method, tool, ..
+            }
+            | Refusal::ParamsUnread { id, method, tool } => {
+                let mut call = Call::bare(Decision::Deny);
+                call.request_id = id.clone();
+                call.method = method.clone();
+                call.tool_name = tool.clone();
+                return Some(call);
+            }
             _ => return None,
         };
         let mut call = Call::bare(Decision::Deny);
@@ -192,7 +234,10 @@ impl Refusal {
             Refusal::EmptyBody | Refusal::BodyNotAllowed { .. } | Refusal::Parse(_) => {
                 refusal("parse")
             }
-            Refusal::HeaderMismatch { .. } => refusal("header_mismatch"),
+            Refusal::HeaderMismatch { .. } | Refusal::ParamMismatch { .. } => {
+                refusal("header_mismatch")
+            }
+            Refusal::ParamsUnread { .. } => refusal("request_read"),
             Refusal::Batch { .. } => refusal("batch"),
             Refusal::Denied { by_annotations } => {
                 let blocked = calls.iter().filter(|c| c.decision.blocks()).count();
@@ -218,6 +263,7 @@ impl Refusal {
             Refusal::Unidentified
             | Refusal::IdentityUnreadable
             | Refusal::RequestUnread { .. }
+            | Refusal::ParamsUnread { .. }
             | Refusal::Denied { .. } => OutputStatus::Denied,
             Refusal::RateLimited { .. } => OutputStatus::RateLimited,
             Refusal::RlsUnavailable | Refusal::Response(_) => OutputStatus::UpstreamError,
@@ -287,6 +333,12 @@ impl Refusal {
                 "Internal error: the rate limit service is unavailable".to_owned()
             }
             Refusal::Response(why) => why.message().to_owned(),
+            Refusal::ParamMismatch { header, why, .. } => {
+                format!("Header mismatch: {header}: {why}")
+            }
+            Refusal::ParamsUnread { .. } => {
+                "Internal error: mcp-guard could not read the tools' Mcp-Param markings".to_owned()
+            }
         }
     }
 

@@ -41,18 +41,18 @@ fn no_hints(_: &str) -> Result<Option<ToolHints>, ReadError> {
 
 /// What a verdict says, reduced to what a table can state.
 #[derive(Debug, PartialEq)]
-enum Said {
+enum Said<'c> {
     Pass,
     Forward {
         tags: Vec<(String, String)>,
         curation: Option<ListKind>,
         expected: usize,
     },
-    AskRls(Vec<Descriptor>),
+    AskRls(Vec<Descriptor<'c>>),
     Refuse(Refusal, Vec<&'static str>),
 }
 
-fn said(v: Verdict<'_>) -> Said {
+fn said<'c>(v: Verdict<'c>) -> Said<'c> {
     let forward = |f: Forward<'_>| Said::Forward {
         tags: f
             .tags
@@ -88,7 +88,7 @@ type BodyRow<'a> = (
     routing::RoutingHeaders,
     bool,
     String,
-    Said,
+    Said<'a>,
 );
 /// name, configuration, identity, HTTP method, has body, encoded, routing headers, expected.
 type HeaderRow<'a> = (
@@ -341,6 +341,7 @@ fn the_body_verdict_table() {
             http_method: method,
             routing: &routing,
             streamed,
+            params: &[],
         };
         let got = said(decide(config, &known, body.as_bytes(), &mut no_hints));
         assert_eq!(got, expected, "{name}");
@@ -373,6 +374,7 @@ fn the_annotations_rule_uses_the_hints_it_is_given_and_only_for_unnamed_tools() 
             http_method: "POST",
             routing: &no_routing,
             streamed: false,
+            params: &[],
         };
         let v = decide(
             &config,
@@ -650,6 +652,7 @@ fn evaluated(config: &Config, agent: &str, body: &str) -> Vec<Call> {
         http_method: "POST",
         routing: &none,
         streamed: false,
+        params: &[],
     };
     match decide(config, &known, body.as_bytes(), &mut no_hints) {
         Verdict::Refuse { calls, .. } => calls,
@@ -793,6 +796,7 @@ fn an_annotations_store_that_cannot_be_read_refuses_the_call() {
         http_method: "POST",
         routing: &none,
         streamed: false,
+        params: &[],
     };
     let body = call_json(1, "echo");
     let mut never_shown = |_: &str| Ok(None);
