@@ -14,6 +14,7 @@ use crate::params;
 use crate::policy::{Decision, Policy, Subject};
 use crate::response::{BodyKind, Outcome, ResponseScanner, Summary};
 use crate::verdict::{Refusal, BAD_GATEWAY, INTERNAL_ERROR};
+use std::borrow::Cow;
 
 impl Stream {
     /// Response headers callback.
@@ -537,6 +538,16 @@ impl Stream {
                 |why: Unreadable| jsonrpc::error_response(None, INTERNAL_ERROR, why.message());
             curation::curate_server_stream(data, &claimed, &refusal)
         };
+        if !curated.params_seen.is_empty() {
+            let seen: Vec<(Cow<'_, str>, params::Learned)> = curated
+                .params_seen
+                .iter()
+                .map(|(name, learned)| (Cow::Borrowed(name.as_str()), learned.clone()))
+                .collect();
+            if !params::store::learn(host.shared(), &self.facts.server_id, &seen) {
+                log::warn!("mcp-guard: could not store the tools' Mcp-Param markings");
+            }
+        }
         for why in &curated.refused {
             for (metric, by) in Refusal::Response(*why).metrics(&[]) {
                 host.count(metric, by);

@@ -371,3 +371,34 @@ fn the_rls_gets_the_verified_parameter_as_a_descriptor_entry() {
         crate::ratelimit::descriptors("ops", Some("tools/call"), Some("execute_sql"), &params);
     assert_eq!(*message, rls.request(&expected));
 }
+
+#[test]
+fn markings_are_learned_from_a_list_on_a_legacy_server_stream() {
+    // The legacy HTTP+SSE transport answers tools/list on its GET stream: a tagged tool is
+    // known from there, so such a client is not refused for ever.
+    let scenario = Scenario::new(TAGGED);
+    let (mut get, mut gh) = scenario.legacy_get("L1");
+    let (mut s, mut h) = scenario.legacy_post(
+        "L1",
+        Some("ops"),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    );
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+    let event = format!(
+        "event: message\r\ndata: {}\r\n\r\n",
+        TOOLS.replace('\n', "")
+    );
+    stream_chunk(&mut get, &mut gh, event.as_bytes(), false);
+    assert!(gh.replaced_response_body.is_some());
+
+    let old = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"execute_sql","arguments":{"region":"eu-west1"}}}"#;
+    let (mut s, mut h) = scenario.legacy_post("L1", Some("ops"), old);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    assert_eq!(
+        h.request_headers
+            .get("x-mcp-param-region")
+            .map(String::as_str),
+        Some("eu-west1")
+    );
+}
