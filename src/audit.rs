@@ -109,6 +109,23 @@ pub struct Call {
     /// as tagged with the configured input hasher ([`InputHasher::hash`]), never the value.
     /// Empty for every other call; the record then has no `params` member.
     pub params: Vec<(String, String)>,
+    /// The MCP revision the request claims: its `MCP-Protocol-Version` header, else the
+    /// message's `params._meta` `io.modelcontextprotocol/protocolVersion` string, else `None`
+    /// (written `null`). As sent, cut to at most [`MAX_PROTOCOL_VERSION_LEN`] bytes (at a
+    /// character boundary; such a value is never an accepted revision).
+    pub protocol_version: Option<String>,
+}
+
+/// Longest `protocol_version` kept in an audit record, in bytes (revisions are 10).
+pub const MAX_PROTOCOL_VERSION_LEN: usize = 64;
+
+/// `v` cut to at most [`MAX_PROTOCOL_VERSION_LEN`] bytes at a character boundary.
+pub fn bounded_version(v: &str) -> String {
+    let mut end = v.len().min(MAX_PROTOCOL_VERSION_LEN);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v.get(..end).unwrap_or_default().to_owned()
 }
 
 impl Call {
@@ -128,6 +145,7 @@ impl Call {
             settled_ms: None,
             refusal: None,
             params: Vec::new(),
+            protocol_version: None,
         }
     }
 }
@@ -218,8 +236,9 @@ impl InputHasher {
 /// `server_id`, `method`, `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
-/// `policy_name`, `policy_version`, `refusal` only when set, `correlated` only when true, and
-/// `params` (an object of marking name to hash) only when not empty;
+/// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set,
+/// `correlated` only when true, and `params` (an object of marking name to hash) only when not
+/// empty;
 /// other absent values are `null`.
 /// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
@@ -287,6 +306,8 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         push_opt_str(&mut out, origin.policy_name.as_deref());
         out.extend_from_slice(b",\"policy_version\":");
         push_opt_str(&mut out, origin.policy_version.as_deref());
+        out.extend_from_slice(b",\"protocol_version\":");
+        push_opt_str(&mut out, call.protocol_version.as_deref());
         if let Some(refusal) = call.refusal {
             out.extend_from_slice(b",\"refusal\":");
             push_str(&mut out, refusal);
@@ -632,6 +653,7 @@ mod tests {
         trace_id: Option<&'a str>,
         policy_name: Option<&'a str>,
         policy_version: Option<&'a str>,
+        protocol_version: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         refusal: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -696,6 +718,7 @@ mod tests {
                 trace_id: origin.trace_id.as_deref(),
                 policy_name: origin.policy_name.as_deref(),
                 policy_version: origin.policy_version.as_deref(),
+                protocol_version: call.protocol_version.as_deref(),
                 refusal: call.refusal,
                 correlated: call.origin.is_some(),
                 params: Params(&call.params),

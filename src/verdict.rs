@@ -12,11 +12,11 @@
 mod refusal;
 
 pub use refusal::{
-    Refusal, Reply, BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, NOT_CONFIGURED,
-    RATE_LIMITED, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
+    Refusal, Reply, BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, METHOD_NOT_ALLOWED,
+    NOT_CONFIGURED, RATE_LIMITED, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
 };
 
-use crate::audit::Call;
+use crate::audit::{self, Call};
 use crate::config::Config;
 use crate::curation::{ListKind, ToolHints};
 use crate::host::ReadError;
@@ -25,6 +25,7 @@ use crate::params::{self, ToolParams};
 use crate::policy::{Decision, Mode, Subject};
 use crate::ratelimit::{self, Descriptor};
 use crate::routing;
+use crate::version::{self, Problem};
 
 /// Who the identity sources say sent the request (`crate::identity`, resolved by the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,13 @@ pub fn at_headers<'c>(config: &'c Config, facts: &AtHeadersFacts<'_>) -> AtHeade
         // header and inflates the body.
         return AtHeaders::Refuse(Refusal::Encoded);
     }
+    if version::modern_without_post(facts.http_method, facts.routing) {
+        // MCP 2026-07-28 has no GET stream and no session to delete (Streamable HTTP,
+        // Backward Compatibility): 405 with `Allow: POST`, audited.
+        return AtHeaders::Refuse(Refusal::MethodNotAllowed {
+            http_method: facts.http_method.to_owned(),
+        });
+    }
     if facts.http_method != "POST" {
         // GET (server stream), DELETE (end session) and other methods pass through, audited;
         // a body is looked at before it is forwarded.
@@ -97,11 +105,15 @@ pub fn at_headers<'c>(config: &'c Config, facts: &AtHeadersFacts<'_>) -> AtHeade
     }
 }
 
-/// `decide_at_headers`: the tags, if the routing headers (one `Mcp-Method`, and one `Mcp-Name`
-/// for a method that names a tool, prompt or resource) name something the policy lets `agent`
-/// use. Anything else (no or repeated headers, an undecodable value, a refusal, a `tools/call`
-/// under the annotations rule, which needs the shared store, or of a tool with `param_tags`,
-/// whose tag needs the body) leaves the request to the body.
+/// `decide_at_headers`: the tags, if the request claims one accepted MCP revision of
+/// 2026-07-28 or later by its `MCP-Protocol-Version` header (MCP 2026-07-28, Server
+/// Validation: an intermediary enforcing on mirrored headers SHOULD check that the version
+/// requires header–body validation; [`version::supported_modern_header`]) and the routing
+/// headers (one `Mcp-Method`, and one `Mcp-Name` for a method that names a tool, prompt or
+/// resource) name something the policy lets `agent` use. Anything else (an older, absent,
+/// repeated or unaccepted version header, no or repeated routing headers, an undecodable
+/// value, a refusal, a `tools/call` under the annotations rule, which needs the shared store,
+/// or of a tool with `param_tags`, whose tag needs the body) leaves the request to the body.
 fn decided_at_headers<'c>(
     config: &'c Config,
     agent: &str,
@@ -110,6 +122,7 @@ fn decided_at_headers<'c>(
     if !config.decide_at_headers {
         return None;
     }
+    version::supported_modern_header(&config.versions, headers)?;
     let [method] = headers.method.as_slice() else {
         return None;
     };
@@ -256,6 +269,16 @@ pub fn decide<'c>(
         Ok(body) => body,
         Err(e) => return Verdict::refuse(Refusal::Parse(e)),
     };
+    if let Err(problem) = version::check(&config.versions, known.routing, &body) {
+        let mut verdict = Verdict::refuse(version_refusal(config, problem, &body));
+        if let Verdict::Refuse { calls, .. } = &mut verdict {
+            let claimed = version::claimed(known.routing, &body);
+            for call in calls.iter_mut() {
+                call.protocol_version = claimed.as_deref().map(audit::bounded_version);
+            }
+        }
+        return verdict;
+    }
     if let Err(header) = routing::check(known.routing, &body) {
         let (id, method) = match &body {
             Body::Single(m) => (m.id().cloned(), m.method.clone()),
@@ -263,10 +286,19 @@ pub fn decide<'c>(
         };
         return Verdict::refuse(Refusal::HeaderMismatch { header, id, method });
     }
+    let header_version = known.routing.version.first().map(String::as_str);
     let mut calls: Vec<Call> = body
         .messages()
         .iter()
-        .map(|m| evaluate(config, known.agent_id, m))
+        .map(|m| {
+            let mut call = evaluate(config, known.agent_id, m);
+            let meta_version = match &m.meta.protocol_version {
+                jsonrpc::MetaVersion::Str(v) => Some(v.as_str()),
+                _ => None,
+            };
+            call.protocol_version = header_version.or(meta_version).map(audit::bounded_version);
+            call
+        })
         .collect();
     let by_annotations = apply_annotations(config, known.agent_id, &mut calls, lookups);
     if calls.iter().any(|c| c.decision.blocks()) {
@@ -282,7 +314,16 @@ pub fn decide<'c>(
     }
     let param_tags = match check_params(config, known, &body, &mut calls, lookups) {
         Ok(tags) => tags,
-        Err(refusal) => return Verdict::refuse(refusal),
+        Err(refusal) => {
+            let claimed = calls.iter().find_map(|c| c.protocol_version.clone());
+            let mut refused = Verdict::refuse(refusal);
+            if let Verdict::Refuse { calls, .. } = &mut refused {
+                for call in calls {
+                    call.protocol_version.clone_from(&claimed);
+                }
+            }
+            return refused;
+        }
     };
     let mut all_tags = config.headers.for_body(&body);
     let expected: Vec<Id> = body
@@ -367,6 +408,32 @@ fn evaluate(config: &Config, agent: &str, m: &Message<'_>) -> Call {
         settled_ms: None,
         refusal: None,
         params: Vec::new(),
+        protocol_version: None,
+    }
+}
+
+/// The [`Refusal`] of a request that fails [`version::check`], with the request's id and
+/// method where the body is a single message.
+fn version_refusal(config: &Config, problem: Problem, body: &Body<'_>) -> Refusal {
+    let (id, method) = match body {
+        Body::Single(m) => (m.id().cloned(), m.method.clone()),
+        Body::Batch(_) => (None, None),
+    };
+    match problem {
+        Problem::Missing(header) => Refusal::HeaderMissing { header, id, method },
+        Problem::Mismatch(header) => Refusal::HeaderMismatch { header, id, method },
+        Problem::Envelope { missing } => Refusal::Envelope {
+            missing,
+            id,
+            method,
+        },
+        Problem::Unsupported { requested } => Refusal::UnsupportedVersion {
+            requested,
+            supported: config.versions.supported(),
+            id,
+            method,
+        },
+        Problem::ModernBatch => Refusal::ModernBatch,
     }
 }
 
@@ -413,19 +480,7 @@ fn apply_annotations(
 /// arguments into `Mcp-Param-*` headers. (The version checks make the `MCP-Protocol-Version`
 /// header agree with it.)
 fn modern(m: &Message<'_>) -> bool {
-    let MetaVersion::Str(v) = &m.meta.protocol_version else {
-        return false;
-    };
-    let b = v.as_bytes();
-    b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        })
-        && v.as_str() >= "2026-07-28"
+    matches!(&m.meta.protocol_version, MetaVersion::Str(v) if version::is_modern(v))
 }
 
 /// The `Mcp-Param-*` check of every allowed `tools/call` in `body` (MCP 2026-07-28 "Custom
@@ -550,3 +605,5 @@ fn uniform(messages: &[Message<'_>]) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod version_tests;

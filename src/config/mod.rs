@@ -107,6 +107,11 @@ pub struct Config {
     /// `x-mcp-header` set as a tag header and offered as an RLS descriptor entry
     /// (`crate::params`, [`ParamTags`]). Empty (the default): off.
     pub param_tags: ParamTags,
+    /// The MCP revisions accepted (`newest_protocol_version`: the newest one, one of
+    /// [`crate::version::KNOWN`]; default [`crate::version::DEFAULT_NEWEST`]): every known
+    /// revision up to it. A request for any other revision is refused with -32022
+    /// (`crate::version::check`).
+    pub versions: crate::version::Versions,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the
@@ -276,7 +281,8 @@ impl Config {
     /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`; a
     /// `param_tags` entry with an empty tool name, a marking name that is not an RFC 9110 token,
     /// a tag header that is not a valid header name, starts with `mcp-`, is one of `headers`, or
-    /// is used twice for one tool.
+    /// is used twice for one tool; a `newest_protocol_version` that is not one of
+    /// [`crate::version::KNOWN`].
     ///
     /// Each field is checked on its own, so a problem in one (even a mistyped section) does not
     /// hide those of the others. The document, `policy`, agent and group entries, `identity`

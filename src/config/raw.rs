@@ -24,6 +24,7 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "rate_limit_service",
     "decide_at_headers",
     "param_tags",
+    "newest_protocol_version",
 ];
 
 /// Fields of `identity`.

@@ -47,13 +47,26 @@ fn call_2026(tool: &str, arguments: &str) -> String {
     )
 }
 
-/// Sends `body` with these extra request headers on `scenario`; returns the stream's host.
-fn send(scenario: &Scenario, body: &str, headers: &[(&str, &str)]) -> (Action, FakeHost) {
-    let (mut s, mut h) = scenario.post(Some("ops"), body);
+/// A POST of the 2026-07-28 `tools/call` `body` from `ops` on `scenario`, with the routing
+/// headers such a client sends (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`).
+fn post_2026(scenario: &Scenario, body: &str) -> (Stream, FakeHost) {
+    let (s, mut h) = scenario.post(Some("ops"), body);
+    let tool = serde_json::from_str::<Value>(body).unwrap()["params"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     h.request_headers
         .insert("mcp-protocol-version".into(), "2026-07-28".into());
     h.request_headers
         .insert("mcp-method".into(), "tools/call".into());
+    h.request_headers.insert("mcp-name".into(), tool);
+    (s, h)
+}
+
+/// Sends `body` ([`post_2026`]) with these extra request headers on `scenario`; returns the
+/// stream's host.
+fn send(scenario: &Scenario, body: &str, headers: &[(&str, &str)]) -> (Action, FakeHost) {
+    let (mut s, mut h) = post_2026(scenario, body);
     for (name, value) in headers {
         if h.request_headers.contains_key(*name) {
             h.repeated_headers
@@ -189,7 +202,7 @@ fn a_verified_value_is_tagged_hashed_in_the_record_and_never_logged_raw() {
     let scenario = Scenario::new(TAGGED);
     list_tools(&scenario, TOOLS);
     let args = r#"{"region":"us-west1","query":"SELECT 1"}"#;
-    let (mut s, mut h) = scenario.post(Some("ops"), &call_2026("execute_sql", args));
+    let (mut s, mut h) = post_2026(&scenario, &call_2026("execute_sql", args));
     h.request_headers
         .insert("mcp-param-region".into(), "us-west1".into());
     // A client-sent copy of the tag header is removed first.
@@ -232,7 +245,7 @@ fn a_verified_value_is_tagged_hashed_in_the_record_and_never_logged_raw() {
     );
     // No value: no tag (and the client's copy stays removed).
     let none = call_2026("execute_sql", r#"{"query":"SELECT 1"}"#);
-    let (mut s, mut h) = scenario.post(Some("ops"), &none);
+    let (mut s, mut h) = post_2026(&scenario, &none);
     h.request_headers
         .insert("x-mcp-param-region".into(), "forged".into());
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
@@ -275,7 +288,7 @@ fn a_markings_store_that_cannot_be_read_refuses_the_call() {
     let scenario = Scenario::new(PLAIN);
     list_tools(&scenario, TOOLS);
     let body = call_2026("execute_sql", r#"{"region":"us-west1"}"#);
-    let (mut s, mut h) = scenario.post(Some("ops"), &body);
+    let (mut s, mut h) = post_2026(&scenario, &body);
     h.request_headers
         .insert("mcp-param-region".into(), "us-west1".into());
     h.failing = vec![Read::SharedData];
@@ -354,8 +367,8 @@ fn the_rls_gets_the_verified_parameter_as_a_descriptor_entry() {
         &[TOOLS.as_bytes()],
     );
 
-    let (mut s, mut h) = scenario.post(
-        Some("ops"),
+    let (mut s, mut h) = post_2026(
+        &scenario,
         &call_2026("execute_sql", r#"{"region":"us-west1"}"#),
     );
     h.request_headers
