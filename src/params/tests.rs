@@ -462,3 +462,78 @@ fn a_duplicated_argument_counts_by_its_last_value_as_servers_read_it() {
         Ok(vec![("Region".into(), "eu-west1".into())])
     );
 }
+
+#[test]
+fn mutated_schemas_and_headers_never_panic_and_a_verified_header_always_agrees() {
+    use crate::host::fake::Rng;
+    let schemas = [
+        SQL,
+        r#"{"properties":{"o":{"type":"object","properties":{"t":{"type":"integer","x-mcp-header":"T"}}}}}"#,
+        r#"{"properties":{"b":{"type":"boolean","x-mcp-header":"B"}},"oneOf":[{}]}"#,
+    ];
+    let arguments = [
+        r#"{"region":"us-west1","o":{"t":42},"b":true}"#,
+        r#"{"region":"=?base64?x?=","o":{"t":4.2e1},"b":false}"#,
+        r#"{"region":" a\u00e9","o":{"t":-0},"b":null}"#,
+    ];
+    let values = [
+        "us-west1",
+        "42",
+        "42.0",
+        "042",
+        "true",
+        "false",
+        "=?base64?dXMtd2VzdDE=?=",
+        "",
+        "=?base64??=",
+        "=?base64?IGHDqQ==?=",
+        " a\u{e9}",
+        "-0",
+        "1e3",
+    ];
+    let alphabet = br#"{}[]":,.-0123456789eEtrufalsnx-mcp-headerpropertiestypeinteger\ "#;
+    let mut rng = Rng::new(68);
+    let mut checked = 0;
+    for round in 0..10_000 {
+        // A schema with up to 3 bytes replaced: any outcome but a panic.
+        let mut schema = schemas[round % schemas.len()].as_bytes().to_vec();
+        for _ in 0..rng.below(4) {
+            let at = rng.below(schema.len());
+            schema[at] = alphabet[rng.below(alphabet.len())];
+        }
+        let Ok(schema) = String::from_utf8(schema) else {
+            continue;
+        };
+        let Learned::Marked(markings) = schema_markings(Some(&schema)) else {
+            continue;
+        };
+        let args = arguments[rng.below(arguments.len())];
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for m in &markings {
+            if rng.below(4) > 0 {
+                headers.push((m.header(), values[rng.below(values.len())].to_owned()));
+            }
+        }
+        let Ok(verified) = verify(&markings, Some(args), &headers, rng.below(2) == 0) else {
+            continue;
+        };
+        // Whatever passed: each header sent for a marking decodes to the tagged value (or the
+        // same integer).
+        for (name, raw) in &headers {
+            let Some(m) = markings.iter().find(|m| m.header() == *name) else {
+                continue;
+            };
+            let (_, tagged) = verified
+                .iter()
+                .find(|(t, _)| *t == m.token)
+                .expect("a verified header has a value");
+            let decoded = decode_value(raw).expect("a verified header decodes");
+            let same = decoded == *tagged
+                || (m.kind == ParamType::Integer
+                    && header_integer(&decoded).as_deref() == Some(tagged.as_str()));
+            assert!(same, "{schema} {args} {name}: {raw:?} vs {tagged:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}
