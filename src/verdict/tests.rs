@@ -863,7 +863,7 @@ fn mcp_param_headers_are_checked_against_the_body_and_tagged_when_configured() {
                     .collect::<Vec<_>>(),
                 f.calls[0].params.clone(),
             )),
-            Verdict::Refuse { refusal, calls } => Err((refusal, calls)),
+            Verdict::Refuse { refusal, calls } => Err(Box::new((refusal, calls))),
             other => panic!("{other:?}"),
         }
     };
@@ -892,7 +892,7 @@ fn mcp_param_headers_are_checked_against_the_body_and_tagged_when_configured() {
         vec![("N".to_owned(), crate::audit::input_hash(b"7"))]
     );
     // Disagreeing: refused -32020 with the id and the tool.
-    let (refusal, calls) = run(
+    let (refusal, calls) = *run(
         &plain,
         &[("mcp-param-n", "8")],
         &mut Markings(marked.clone()),
@@ -902,7 +902,7 @@ fn mcp_param_headers_are_checked_against_the_body_and_tagged_when_configured() {
     assert_eq!(calls[0].request_id, Some(Id::Number("3".into())));
     assert_eq!(calls[0].tool_name.as_deref(), Some("add"));
     // The store could not be read: refused 500, never "nothing there".
-    let (refusal, _) = run(
+    let (refusal, _) = *run(
         &plain,
         &[("mcp-param-n", "7")],
         &mut Markings(Err(ReadError)),
@@ -910,7 +910,7 @@ fn mcp_param_headers_are_checked_against_the_body_and_tagged_when_configured() {
     .unwrap_err();
     assert_eq!((refusal.status(), refusal.code()), (500, INTERNAL_ERROR));
     // Tagged but unknown: refused rather than forwarded without its tag.
-    let (refusal, _) = run(&tagged, &[], &mut Markings(Ok(None))).unwrap_err();
+    let (refusal, _) = *run(&tagged, &[], &mut Markings(Ok(None))).unwrap_err();
     assert_eq!(refusal.code(), -32020);
     // No header, no tag, an older client: nothing is looked up or refused.
     assert!(run(&plain, &[], &mut Markings(Err(ReadError))).is_ok());
