@@ -173,13 +173,13 @@ pub fn is_token(s: &str) -> bool {
 }
 
 /// The markings of a tool's `inputSchema`, given as raw JSON (`None`: the tool has no
-/// `inputSchema`). A schema whose text cannot name the keyword (no `x-mcp-header` and no
-/// escape) is not parsed.
+/// `inputSchema`). A schema whose text cannot name the keyword (no `x-mcp-header`, and no
+/// `\u` escape, the only JSON escape that can spell its letters) is not parsed.
 pub fn schema_markings(raw: Option<&str>) -> Learned {
     let Some(raw) = raw else {
         return Learned::Marked(Vec::new());
     };
-    if !raw.contains(ANNOTATION) && !raw.contains('\\') {
+    if !raw.contains(ANNOTATION) && !raw.contains("\\u") {
         return Learned::Marked(Vec::new());
     }
     match serde_json::from_str::<Value>(raw) {
