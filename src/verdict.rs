@@ -530,29 +530,30 @@ fn check_params<'c>(
         if configured.is_none() && headers.is_empty() && !required {
             continue;
         }
-        let markings = match lookups.tool_params(tool) {
-            Err(ReadError) => {
-                return Err(Refusal::ParamsUnread {
-                    id: m.id().cloned(),
-                    method: m.method.clone(),
-                    tool: Some(tool.to_owned()),
-                })
-            }
-            Ok(Some(ToolParams::Marked(markings))) => markings,
-            Ok(Some(ToolParams::Invalid)) if configured.is_some() || !headers.is_empty() => {
-                return Err(refused(
+        let markings =
+            match lookups.tool_params(tool) {
+                Err(ReadError) => {
+                    return Err(Refusal::ParamsUnread {
+                        id: m.id().cloned(),
+                        method: m.method.clone(),
+                        tool: Some(tool.to_owned()),
+                    })
+                }
+                Ok(Some(ToolParams::Marked(markings))) => markings,
+                Ok(Some(ToolParams::Invalid)) if configured.is_some() || !headers.is_empty() => {
+                    return Err(refused(
+                        any_header(),
+                        "the tool's x-mcp-header annotations are invalid, so no Mcp-Param header \
+                     can be verified",
+                    ))
+                }
+                Ok(None) if configured.is_some() => return Err(refused(
                     any_header(),
-                    "the tool's x-mcp-header annotations are invalid, so no Mcp-Param header                      can be verified",
-                ))
-            }
-            Ok(None) if configured.is_some() => {
-                return Err(refused(
-                    any_header(),
-                    "the tool's x-mcp-header markings are not known to mcp-guard yet; list the                      tools (tools/list) and retry",
-                ))
-            }
-            Ok(_) => continue,
-        };
+                    "the tool's x-mcp-header markings are not known to mcp-guard yet; list the \
+                     tools (tools/list) and retry",
+                )),
+                Ok(_) => continue,
+            };
         let verified = params::verify(&markings, m.arguments, headers, required)
             .map_err(|e| refused(e.header, e.why))?;
         for (token, header) in configured.unwrap_or_default() {
