@@ -415,3 +415,45 @@ fn markings_are_learned_from_a_list_on_a_legacy_server_stream() {
         Some("eu-west1")
     );
 }
+
+#[test]
+fn with_decide_at_headers_a_streamed_call_is_checked_at_its_end_and_a_tagged_one_held() {
+    let policy = r#"{
+      "server_id": "demo-server",
+      "decide_at_headers": true,
+      "param_tags": {"tagged": {"Region": "x-mcp-param-region"}},
+      "policy": {"agents": {"ops": {"tools": ["*"]}}}
+    }"#;
+    let scenario = Scenario::new(policy);
+    list_tools(&scenario, TOOLS);
+    // execute_sql has markings but no tag: decided at its headers, streamed, and refused at the
+    // end of the body when its Mcp-Param header disagrees.
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"execute_sql","arguments":{"region":"us-west1"}}}"#;
+    let mut h = routed("ops", "tools/call", Some("execute_sql"), body);
+    h.shared = Rc::clone(&scenario.shared);
+    h.request_headers
+        .insert("mcp-param-region".into(), "eu-west1".into());
+    let mut s = stream(policy);
+    assert_eq!(
+        in_phase(&mut h, Phase::RequestHeaders, |h| s
+            .on_request_headers(h, false)),
+        Action::Continue
+    );
+    let len = h.request_body.len();
+    assert_eq!(s.on_request_body(&mut h, len, true), Action::Pause);
+    let (status, reply) = h.reply_json();
+    assert_eq!(
+        (status, reply["error"]["code"].clone()),
+        (400, (-32020).into())
+    );
+    // A tool with param_tags is held to its body (its tag needs the verified value).
+    let body = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"tagged","arguments":{}}}"#;
+    let mut h = routed("ops", "tools/call", Some("tagged"), body);
+    h.shared = Rc::clone(&scenario.shared);
+    let mut s = stream(policy);
+    assert_eq!(
+        in_phase(&mut h, Phase::RequestHeaders, |h| s
+            .on_request_headers(h, false)),
+        Action::Pause
+    );
+}
