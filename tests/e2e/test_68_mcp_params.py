@@ -23,8 +23,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import start_stack
-from helpers import ACCEPT, HTTP_TIMEOUT, RawResponse, audit_for, parse_messages, sha256_tag
+from conftest import WASM, start_stack
+from helpers import ACCEPT, HTTP_TIMEOUT, RawResponse, audit_for, parse_messages, sha256_tag, validate_at_teardown
+from rls_server import RateLimitServer
+from stack import Stack, free_port
+from test_26_rls_from_filter import as_wasmplugin_host
 
 pytestmark = pytest.mark.anyio
 
@@ -45,9 +48,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
     yield from start_stack(tmp_path_factory, policy, server_command=cmd)
 
 
-async def post(stack: Any, body: bytes, headers: list[tuple[str, str]]) -> RawResponse:
-    """POST `body` with `headers` (a list: a name may repeat) as agent AGENT."""
-    base = [("accept", ACCEPT), ("content-type", "application/json"), ("x-agent-id", AGENT)]
+async def post(stack: Any, body: bytes, headers: list[tuple[str, str]], agent: str = AGENT) -> RawResponse:
+    """POST `body` with `headers` (a list: a name may repeat) as `agent`."""
+    base = [("accept", ACCEPT), ("content-type", "application/json"), ("x-agent-id", agent)]
     async with httpx2.AsyncClient(timeout=HTTP_TIMEOUT) as http:
         resp = await http.request("POST", stack.url, content=body, headers=base + headers)
         data = await resp.aread()
@@ -185,3 +188,73 @@ async def test_a_tagged_tool_whose_markings_are_unknown_is_refused(stack):
     msg = resp.jsonrpc_error(400, rid, HEADER_MISMATCH)
     assert "tools/list" in msg["error"]["message"]
     assert reached(stack, rid) == []
+
+
+# --------------------------------------------------------------------------- the RLS
+
+
+RLS_AGENT = "t68-rls"
+
+
+@pytest.fixture(scope="module")
+def rls_stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
+    """mcp-guard asking the RLS itself (`rate_limit_service`, headers not held: Istio's
+    WasmPlugin), with param_tags for execute_sql's Region; the test RLS records descriptors."""
+    if not WASM.is_file():
+        pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
+    policy = copy.deepcopy(base_policy)
+    policy["policy"]["agents"][RLS_AGENT] = {"tools": ["*"]}
+    policy["param_tags"] = {"execute_sql": {"Region": "x-mcp-param-region"}}
+    policy["hold_request_headers"] = False
+    policy["rate_limit_service"] = {"cluster": "ratelimit", "domain": "mcp", "timeout_ms": 500, "failure_mode_deny": True}
+    rls = RateLimitServer(retry_after_s=30)
+    rls.start()
+    workdir = tmp_path_factory.mktemp("t68-rls")
+    policy_file = workdir / "policy.json"
+    policy_file.write_text(json.dumps(policy, indent=2), encoding="utf-8")
+    s = Stack(
+        workdir=workdir, listen_port=free_port(), admin_port=free_port(), upstream_port=free_port(),
+        policy=policy_file, wasm=WASM, concurrency=2, component_log_level="wasm:debug",
+        server_command=[sys.executable, str(RAW_UPSTREAM), "--host", "{host}", "--port", "{port}",
+                        "--call-log", "{call_log}"],
+        bootstrap_hook=as_wasmplugin_host(rls.port),
+    )  # fmt: skip
+    s.rls = rls  # type: ignore[attr-defined]
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        rls.stop()
+    validate_at_teardown(s)
+
+
+async def test_the_rls_limits_on_the_verified_parameter(rls_stack):
+    """The RLS gets (agent, tool, x-mcp-param-region) with the verified value; over its limit
+    for one region, that region's calls are 429 while another region's go on."""
+    stack = rls_stack
+    rls: RateLimitServer = stack.rls  # type: ignore[attr-defined]
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    assert (await post(stack, body, [("x-list-scenario", "params")], RLS_AGENT)).status == 200
+    entry = lambda region: (("agent", RLS_AGENT), ("tool", "execute_sql"), ("x-mcp-param-region", region))  # noqa: E731
+    rls.over_limit(lambda descriptors: entry("eu-west1") in descriptors)
+    try:
+        for region, status in [("us-west1", 200), ("eu-west1", 429), ("us-west1", 200)]:
+            rid = f"t68-rls-{region}-{status}"
+            args = {"region": region, "query": "SELECT 1"}
+            resp = await post(stack, call_body(rid, "execute_sql", args),
+                              routing("execute_sql") + [("mcp-param-region", region)], RLS_AGENT)  # fmt: skip
+            assert resp.status == status, (region, resp)
+            seen = rls.wait_for(lambda r: entry(region) in r.descriptors, 5.0, f"the {region} descriptor")
+            assert (("agent", RLS_AGENT),) in seen.descriptors
+        # A header that disagrees is refused before the RLS is asked (it costs no hit).
+        before = len(rls.requests)
+        rid = "t68-rls-mismatch"
+        resp = await post(stack, call_body(rid, "execute_sql", {"region": "us-west1", "query": "x"}),
+                          routing("execute_sql") + [("mcp-param-region", "eu-west1")], RLS_AGENT)  # fmt: skip
+        resp.jsonrpc_error(400, rid, HEADER_MISMATCH)
+        assert len(rls.requests) == before
+    finally:
+        rls.over_limit(None)
+    (limited,) = audit_for(stack, agent_id=RLS_AGENT, output_status="rate_limited")
+    assert limited["params"] == {"Region": sha256_tag(b"eu-west1")}
