@@ -104,6 +104,11 @@ pub struct Call {
     /// [`crate::curation::Unreadable::reason`] label (`response_*`, a fixed set); `None` when it
     /// did not. The record then has `"refusal": "<label>"`.
     pub refusal: Option<&'static str>,
+    /// The verified `x-mcp-header` arguments of a `tools/call` that have a `param_tags` entry
+    /// (`crate::params`): `(marking name, hash)` pairs, the hash taken over the value's bytes
+    /// as tagged with the configured input hasher ([`InputHasher::hash`]), never the value.
+    /// Empty for every other call; the record then has no `params` member.
+    pub params: Vec<(String, String)>,
     /// The MCP revision the request claims: its `MCP-Protocol-Version` header, else the
     /// message's `params._meta` `io.modelcontextprotocol/protocolVersion` string, else `None`
     /// (written `null`). As sent, cut to at most [`MAX_PROTOCOL_VERSION_LEN`] bytes (at a
@@ -139,6 +144,7 @@ impl Call {
             origin: None,
             settled_ms: None,
             refusal: None,
+            params: Vec::new(),
             protocol_version: None,
         }
     }
@@ -230,8 +236,9 @@ impl InputHasher {
 /// `server_id`, `method`, `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
-/// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set, and
-/// `correlated` only when true;
+/// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set,
+/// `correlated` only when true, and `params` (an object of marking name to hash) only when not
+/// empty;
 /// other absent values are `null`.
 /// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
@@ -307,6 +314,18 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         }
         if call.origin.is_some() {
             out.extend_from_slice(b",\"correlated\":true");
+        }
+        if !call.params.is_empty() {
+            out.extend_from_slice(b",\"params\":{");
+            for (i, (name, hash)) in call.params.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_str(&mut out, name);
+                out.push(b':');
+                push_str(&mut out, hash);
+            }
+            out.push(b'}');
         }
         out.push(b'}');
     }
@@ -639,6 +658,28 @@ mod tests {
         refusal: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         correlated: bool,
+        #[serde(skip_serializing_if = "Params::is_empty")]
+        params: Params<'a>,
+    }
+
+    /// `params` as a JSON object in the order of the pairs.
+    struct Params<'a>(&'a [(String, String)]);
+
+    impl Params<'_> {
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    impl serde::Serialize for Params<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
     }
 
     fn reference(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
@@ -680,6 +721,7 @@ mod tests {
                 protocol_version: call.protocol_version.as_deref(),
                 refusal: call.refusal,
                 correlated: call.origin.is_some(),
+                params: Params(&call.params),
             };
             serde_json::to_writer(&mut out, &record).unwrap();
         }
@@ -762,6 +804,12 @@ mod tests {
                 c.output_status = *status;
                 c.error_code = [None, Some(-32003), Some(i64::MIN), Some(i64::MAX), Some(0)][i % 5];
                 c.settled_ms = (i % 3 == 0).then_some(start.wrapping_add(i as u64));
+                if i % 4 == 1 {
+                    c.params = vec![
+                        (odd.clone(), input_hash(b"us-west1")),
+                        ("Tenant".into(), input_hash(b"42")),
+                    ];
+                }
                 if i == 4 {
                     c.origin = Some(Box::new(StreamFacts {
                         start_ms: 1,

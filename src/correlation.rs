@@ -127,6 +127,7 @@ impl Pending {
             origin: None,
             settled_ms: None,
             refusal: None,
+            params: Vec::new(),
             protocol_version: self.protocol_version,
         };
         let facts = StreamFacts {

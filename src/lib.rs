@@ -7,7 +7,7 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`version`], [`correlation`],
+//! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`version`], [`params`], [`correlation`],
 //! [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host
 //! interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which
 //! enacts it); [`wasm`] is the thin proxy-wasm glue (root context and HTTP context) that maps hostcalls onto
@@ -25,6 +25,7 @@ pub mod json;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod metrics;
+pub mod params;
 pub mod policy;
 pub mod ratelimit;
 pub mod response;

@@ -52,14 +52,23 @@ pub enum Verdict {
     },
 }
 
-/// One descriptor: `(key, value)` entries, in order.
-pub type Descriptor = Vec<(&'static str, String)>;
+/// One descriptor: `(key, value)` entries, in order. Keys are fixed names or, for parameter
+/// tags, configured header names (borrowed from the plugin configuration).
+pub type Descriptor<'k> = Vec<(&'k str, String)>;
 
 /// The descriptors of one request, as `envoy/envoy-rls.yaml`'s `rate_limits` build them from
 /// mcp-guard's tag headers: `(agent)`; `(tool)` and `(agent, tool)` when the request names a
 /// tool (`tool`: the `x-mcp-tool-name` tag value); `(method)` when it has one (the
-/// `x-mcp-method` tag value). Envoy skips a descriptor whose header is absent; so does this.
-pub fn descriptors(agent: &str, method: Option<&str>, tool: Option<&str>) -> Vec<Descriptor> {
+/// `x-mcp-method` tag value); and per parameter tag set on the request (`params`: the
+/// `param_tags` header name and its value, `crate::params`) `(agent, tool, <header name>)`,
+/// which is what an Envoy route's `request_headers` action with `descriptor_key` equal to the
+/// header name builds. Envoy skips a descriptor whose header is absent; so does this.
+pub fn descriptors<'k>(
+    agent: &str,
+    method: Option<&str>,
+    tool: Option<&str>,
+    params: &[(&'k str, String)],
+) -> Vec<Descriptor<'k>> {
     let mut out = vec![vec![("agent", agent.to_owned())]];
     if let Some(tool) = tool {
         out.push(vec![("tool", tool.to_owned())]);
@@ -67,6 +76,15 @@ pub fn descriptors(agent: &str, method: Option<&str>, tool: Option<&str>) -> Vec
     }
     if let Some(method) = method {
         out.push(vec![("method", method.to_owned())]);
+    }
+    if let Some(tool) = tool {
+        for (key, value) in params {
+            out.push(vec![
+                ("agent", agent.to_owned()),
+                ("tool", tool.to_owned()),
+                (key, value.clone()),
+            ]);
+        }
     }
     out
 }
@@ -234,7 +252,7 @@ mod tests {
 
     #[test]
     fn descriptors_follow_the_shipped_route() {
-        let d = descriptors("a1", Some("tools/call"), Some("echo"));
+        let d = descriptors("a1", Some("tools/call"), Some("echo"), &[]);
         assert_eq!(
             d,
             vec![
@@ -245,11 +263,26 @@ mod tests {
             ]
         );
         // No tool (e.g. initialize): only agent and method.
-        assert_eq!(descriptors("a1", Some("initialize"), None).len(), 2);
+        assert_eq!(descriptors("a1", Some("initialize"), None, &[]).len(), 2);
         // A JSON-RPC response sent by the client has no method either.
         assert_eq!(
-            descriptors("a1", None, None),
+            descriptors("a1", None, None, &[]),
             vec![vec![("agent", "a1".to_owned())]]
+        );
+    }
+
+    #[test]
+    fn a_parameter_tag_is_one_more_descriptor_per_agent_and_tool() {
+        let params = [("x-mcp-param-region", "us-west1".to_owned())];
+        let d = descriptors("a1", Some("tools/call"), Some("sql"), &params);
+        assert_eq!(d.len(), 5);
+        assert_eq!(
+            d[4],
+            vec![
+                ("agent", "a1".to_owned()),
+                ("tool", "sql".to_owned()),
+                ("x-mcp-param-region", "us-west1".to_owned()),
+            ]
         );
     }
 

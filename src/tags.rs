@@ -8,9 +8,54 @@
 //! Bytes outside visible ASCII (and `%` itself) are percent-encoded (RFC 3986 §2.1), so a value
 //! can never break a header line. For a batch, the distinct values of all its messages are
 //! joined with `,` in first-seen order.
+//!
+//! Per-tool parameter tags ([`ParamTags`], plugin configuration `param_tags`, off by default):
+//! the value of a `tools/call` argument that a tool's `inputSchema` marks with `x-mcp-header`
+//! (MCP 2026-07-28), once mcp-guard has checked its `Mcp-Param-*` header against the body
+//! (`crate::params`), set as a tag header of the operator's choosing. The value is the body's
+//! (a string as is, a boolean `true` / `false`, an integral number as a decimal integer),
+//! encoded as every tag value is.
 
 use crate::jsonrpc::Body;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+/// Plugin configuration `param_tags`: per tool name (exact), per `x-mcp-header` name
+/// (compared case-insensitively, as header names are), the tag header that carries the
+/// verified value. Empty: off (the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamTags(BTreeMap<String, Vec<(String, String)>>);
+
+impl ParamTags {
+    /// The configuration: `tool -> [(marking name, tag header)]` (header names lower-case).
+    pub fn new(tools: BTreeMap<String, Vec<(String, String)>>) -> Self {
+        ParamTags(tools)
+    }
+
+    /// Whether no tool has a parameter tag.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `(marking name, tag header)` pairs configured for `tool`, if any.
+    pub fn for_tool(&self, tool: &str) -> Option<&[(String, String)]> {
+        self.0
+            .get(tool)
+            .map(Vec::as_slice)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Every tag header name, once each (client-sent copies are removed at request headers).
+    pub fn headers(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Vec::new();
+        for (_, header) in self.0.values().flatten() {
+            if !all.contains(&header.as_str()) {
+                all.push(header);
+            }
+        }
+        all
+    }
+}
 
 /// Names of the tag headers (lower-case).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +298,28 @@ mod tests {
             "a%0D%0Ax-agent-id:%20admin"
         );
         assert_eq!(header_value("50%,ü"), "50%25%2C%C3%BC");
+    }
+
+    #[test]
+    fn param_tags_by_tool_and_every_header_once() {
+        let mut tools = BTreeMap::new();
+        tools.insert(
+            "sql".to_owned(),
+            vec![("Region".to_owned(), "x-region".to_owned())],
+        );
+        tools.insert(
+            "copy".to_owned(),
+            vec![
+                ("Region".to_owned(), "x-region".to_owned()),
+                ("Repo".to_owned(), "x-repo".to_owned()),
+            ],
+        );
+        let tags = ParamTags::new(tools);
+        assert!(!tags.is_empty());
+        assert_eq!(tags.headers(), vec!["x-region", "x-repo"]);
+        assert_eq!(tags.for_tool("Sql"), None);
+        assert_eq!(tags.for_tool("sql").map(<[_]>::len), Some(1));
+        assert!(ParamTags::default().is_empty());
     }
 
     #[test]

@@ -20,7 +20,8 @@ use crate::audit::{self, Call};
 use crate::config::Config;
 use crate::curation::{ListKind, ToolHints};
 use crate::host::ReadError;
-use crate::jsonrpc::{self, Body, Id, Kind, Message};
+use crate::jsonrpc::{self, Body, Id, Kind, Message, MetaVersion};
+use crate::params::{self, ToolParams};
 use crate::policy::{Decision, Mode, Subject};
 use crate::ratelimit::{self, Descriptor};
 use crate::routing;
@@ -111,8 +112,8 @@ pub fn at_headers<'c>(config: &'c Config, facts: &AtHeadersFacts<'_>) -> AtHeade
 /// headers (one `Mcp-Method`, and one `Mcp-Name` for a method that names a tool, prompt or
 /// resource) name something the policy lets `agent` use. Anything else (an older, absent,
 /// repeated or unaccepted version header, no or repeated routing headers, an undecodable
-/// value, a refusal, a `tools/call` under the annotations rule, which needs the shared store)
-/// leaves the request to the body.
+/// value, a refusal, a `tools/call` under the annotations rule, which needs the shared store,
+/// or of a tool with `param_tags`, whose tag needs the body) leaves the request to the body.
 fn decided_at_headers<'c>(
     config: &'c Config,
     agent: &str,
@@ -138,6 +139,14 @@ fn decided_at_headers<'c>(
     if method == jsonrpc::TOOLS_CALL && config.annotations.is_some() {
         return None;
     }
+    // A parameter tag needs the verified body value, set before the headers go on.
+    if method == jsonrpc::TOOLS_CALL
+        && name
+            .as_deref()
+            .is_some_and(|tool| config.param_tags.for_tool(tool).is_some())
+    {
+        return None;
+    }
     let subject = Subject::of(Some(&method), name.as_deref())?;
     if config.policy.decide(agent, subject).blocks() {
         return None; // refused with the request's id, once the body is read
@@ -157,6 +166,9 @@ pub struct Known<'a> {
     /// The request was decided at its headers and its body streamed
     /// ([`AtHeaders::Stream`]): its tags are already set.
     pub streamed: bool,
+    /// Every `Mcp-Param-*` request header (MCP 2026-07-28), as `(lower-case name, value)` in
+    /// the order sent ([`crate::params::HEADER_PREFIX`]).
+    pub params: &'a [(String, String)],
 }
 
 /// A request to forward.
@@ -185,7 +197,7 @@ pub enum Verdict<'c> {
         /// What to forward once allowed.
         forward: Forward<'c>,
         /// The request's descriptors ([`ratelimit::descriptors`]).
-        descriptors: Vec<Descriptor>,
+        descriptors: Vec<Descriptor<'c>>,
     },
     /// Refuse it. `calls`: the calls to record (evaluated, or the one [`Refusal::request_call`]),
     /// not yet settled.
@@ -214,15 +226,26 @@ pub trait Lookups {
     /// `Ok(None)` when no `tools/list` has shown it. Asked only under the annotations rule,
     /// for an allowed `tools/call` of a tool no rule names.
     fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError>;
+
+    /// The `x-mcp-header` markings the server's `tools/list` gave `tool`
+    /// (`crate::params::store::lookup`); `Ok(None)` when none is known (never listed, listed
+    /// without annotations, or not kept). Asked for a `tools/call` that could carry or need
+    /// `Mcp-Param-*` headers, or whose tool has a `param_tags` entry.
+    fn tool_params(&mut self, tool: &str) -> Result<Option<ToolParams>, ReadError>;
 }
 
-/// A closure over the tool name is a [`Lookups`] that knows only tool hints.
+/// A closure over the tool name is a [`Lookups`] that knows only tool hints (and no tool's
+/// parameter markings).
 impl<F> Lookups for F
 where
     F: FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
 {
     fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError> {
         self(tool)
+    }
+
+    fn tool_params(&mut self, _tool: &str) -> Result<Option<ToolParams>, ReadError> {
+        Ok(None)
     }
 }
 
@@ -289,7 +312,20 @@ pub fn decide<'c>(
         };
         return Verdict::Refuse { refusal, calls };
     }
-    let all_tags = config.headers.for_body(&body);
+    let param_tags = match check_params(config, known, &body, &mut calls, lookups) {
+        Ok(tags) => tags,
+        Err(refusal) => {
+            let claimed = calls.iter().find_map(|c| c.protocol_version.clone());
+            let mut refused = Verdict::refuse(refusal);
+            if let Verdict::Refuse { calls, .. } = &mut refused {
+                for call in calls {
+                    call.protocol_version.clone_from(&claimed);
+                }
+            }
+            return refused;
+        }
+    };
+    let mut all_tags = config.headers.for_body(&body);
     let expected: Vec<Id> = body
         .messages()
         .iter()
@@ -302,7 +338,8 @@ pub fn decide<'c>(
     // curated, and tools/list also to learn the tools' annotations.
     let method = body.messages().iter().find_map(|m| m.method.as_deref());
     let curation = method.and_then(ListKind::of).and_then(|kind| {
-        let learn = kind == ListKind::Tools && config.annotations.is_some();
+        let learn = kind == ListKind::Tools
+            && (config.annotations.is_some() || !config.param_tags.is_empty());
         (config.curate_lists || learn).then(|| (kind, expected.clone()))
     });
     let descriptors = config.rate_limit_service.as_ref().map(|_| {
@@ -316,8 +353,10 @@ pub fn decide<'c>(
             known.agent_id,
             tag(&config.headers.method),
             tag(&config.headers.tool_name),
+            &param_tags,
         )
     });
+    all_tags.extend(param_tags);
     // Streamed: set from the routing headers, which the body has just been checked against.
     let tags = if config.hold_request_headers && !known.streamed {
         all_tags
@@ -368,6 +407,7 @@ fn evaluate(config: &Config, agent: &str, m: &Message<'_>) -> Call {
         origin: None,
         settled_ms: None,
         refusal: None,
+        params: Vec::new(),
         protocol_version: None,
     }
 }
@@ -433,6 +473,111 @@ fn apply_annotations(
         }
     }
     blocked
+}
+
+/// Whether a message claims MCP 2026-07-28 or later in `params._meta` (a well-formed
+/// `YYYY-MM-DD` revision compared as a string): such a request must mirror its marked
+/// arguments into `Mcp-Param-*` headers. (The version checks make the `MCP-Protocol-Version`
+/// header agree with it.)
+fn modern(m: &Message<'_>) -> bool {
+    matches!(&m.meta.protocol_version, MetaVersion::Str(v) if version::is_modern(v))
+}
+
+/// The `Mcp-Param-*` check of every allowed `tools/call` in `body` (MCP 2026-07-28 "Custom
+/// Headers from Tool Parameters", `crate::params`): the tool's markings are looked up when the
+/// request has `Mcp-Param-*` headers, is 2026-07-28 or later, or the tool has a `param_tags`
+/// entry. Returns the parameter tags to set (header, value encoded as every tag), and records
+/// the hash of each tagged value in its call's `params`.
+///
+/// Refused ([`Refusal::ParamMismatch`], -32020): a header that disagrees with the body
+/// ([`params::verify`]); any `Mcp-Param-*` header on a batch, or on a tool whose annotations
+/// are invalid (no conforming client calls it, and nothing can be verified); a tool with a
+/// `param_tags` entry whose markings are not known (no `tools/list` seen: a 2026-07-28 client
+/// answers -32020 by listing the tools and retrying) or invalid. A store that cannot be read:
+/// [`Refusal::ParamsUnread`]. Markings not known for a tool without `param_tags`: nothing is
+/// verified and nothing tagged (the headers pass, unjudged, to the server, which checks them).
+fn check_params<'c>(
+    config: &'c Config,
+    known: &Known<'_>,
+    body: &Body<'_>,
+    calls: &mut [Call],
+    lookups: &mut dyn Lookups,
+) -> Result<Vec<(&'c str, String)>, Refusal> {
+    let batch = body.is_batch();
+    let mut tags: Vec<(&'c str, String)> = Vec::new();
+    for (m, call) in body.messages().iter().zip(calls.iter_mut()) {
+        let (Some(jsonrpc::TOOLS_CALL), Some(tool)) = (m.method.as_deref(), m.tool_name.as_deref())
+        else {
+            continue;
+        };
+        let configured = config.param_tags.for_tool(tool);
+        let refused = |header: String, why: &'static str| Refusal::ParamMismatch {
+            header,
+            why,
+            id: m.id().cloned(),
+            method: m.method.clone(),
+            tool: Some(tool.to_owned()),
+        };
+        let any_header = || "Mcp-Param-*".to_owned();
+        if batch && !known.params.is_empty() {
+            return Err(refused(
+                any_header(),
+                "Mcp-Param headers describe one tools/call, not a batch",
+            ));
+        }
+        let headers: &[(String, String)] = if batch { &[] } else { known.params };
+        let required = modern(m);
+        if configured.is_none() && headers.is_empty() && !required {
+            continue;
+        }
+        let markings =
+            match lookups.tool_params(tool) {
+                Err(ReadError) => {
+                    return Err(Refusal::ParamsUnread {
+                        id: m.id().cloned(),
+                        method: m.method.clone(),
+                        tool: Some(tool.to_owned()),
+                    })
+                }
+                Ok(Some(ToolParams::Marked(markings))) => markings,
+                Ok(Some(ToolParams::Invalid)) if configured.is_some() || !headers.is_empty() => {
+                    return Err(refused(
+                        any_header(),
+                        "the tool's x-mcp-header annotations are invalid, so no Mcp-Param header \
+                     can be verified",
+                    ))
+                }
+                Ok(None) if configured.is_some() => return Err(refused(
+                    any_header(),
+                    "the tool's x-mcp-header markings are not known to mcp-guard yet; list the \
+                     tools (tools/list) and retry",
+                )),
+                Ok(_) => continue,
+            };
+        let verified = params::verify(&markings, m.arguments, headers, required)
+            .map_err(|e| refused(e.header, e.why))?;
+        for (token, header) in configured.unwrap_or_default() {
+            let Some((name, value)) = verified
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(token))
+            else {
+                continue;
+            };
+            call.params
+                .push((name.clone(), config.input_hash.hash(value.as_bytes())));
+            let value = crate::tags::header_value(value);
+            match tags.iter_mut().find(|(h, _)| *h == header.as_str()) {
+                Some((_, joined)) => {
+                    if !joined.split(',').any(|v| v == value) {
+                        joined.push(',');
+                        joined.push_str(&value);
+                    }
+                }
+                None => tags.push((header.as_str(), value)),
+            }
+        }
+    }
+    Ok(tags)
 }
 
 /// Whether a message is a call: a request, or any message naming a tool, prompt or resource

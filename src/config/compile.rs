@@ -17,11 +17,11 @@ use crate::audit::InputHasher;
 use crate::identity::{self, Identity, Source, Unidentified};
 use crate::policy::{Lists, Mode, Patterns, Policy, RuleSet, DEFAULT_METHODS};
 use crate::ratelimit::{RateLimitService, MAX_CLUSTER_NAME};
-use crate::tags::TagHeaders;
+use crate::tags::{ParamTags, TagHeaders};
 use crate::version::{self, Versions};
 use base64::Engine as _;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// `Err(Invalid)` if any of `results` is one.
 fn all(results: &[Result<(), Invalid>]) -> Result<(), Invalid> {
@@ -101,6 +101,15 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
             }),
         });
 
+    let param_tags = match (
+        cx.field::<BTreeMap<String, BTreeMap<String, String>>>(&top, "param_tags"),
+        &headers,
+    ) {
+        (Ok(Some(raw)), Ok(headers)) => param_tags(cx, raw, headers),
+        (Ok(Some(_)), Err(_)) => Ok(ParamTags::default()), // `headers` reported its own problem
+        (other, _) => other.map(|_| ParamTags::default()),
+    };
+
     Ok(Config {
         server_id: server_id?,
         identity: identity?,
@@ -117,8 +126,70 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
         hold_request_headers: hold_request_headers?.unwrap_or(true),
         rate_limit_service: rate_limit_service?,
         decide_at_headers: decide_at_headers?,
+        param_tags: param_tags?,
         versions: versions?,
     })
+}
+
+/// `param_tags`: `{tool: {marking name: tag header}}`. Every entry is checked: the tool name
+/// is not empty, the marking name is an RFC 9110 token (what `x-mcp-header` may hold), the
+/// tag header is a valid header name that is none of `headers`, does not start with `mcp-`
+/// (the MCP routing and `Mcp-Param-*` headers are the client's, and the server checks them),
+/// and is not used twice for one tool.
+fn param_tags(
+    cx: &mut Cx<'_>,
+    raw: BTreeMap<String, BTreeMap<String, String>>,
+    headers: &TagHeaders,
+) -> Result<ParamTags, Invalid> {
+    let mut ok = Ok(());
+    let mut tools = BTreeMap::new();
+    for (tool, entries) in raw {
+        let path = format!("param_tags.{tool}");
+        if tool.is_empty() {
+            ok = Err(cx.error(path.as_str(), "the tool name must not be empty"));
+        }
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(entries.len());
+        for (token, header) in entries {
+            let field = format!("{path}.{token}");
+            if !crate::params::is_token(&token) {
+                ok = Err(cx.error(
+                    field.as_str(),
+                    "not a valid x-mcp-header name (an RFC 9110 token)",
+                ));
+                continue;
+            }
+            if pairs.iter().any(|(t, _)| t.eq_ignore_ascii_case(&token)) {
+                ok = Err(cx.error(
+                    field.as_str(),
+                    "names the same header as another entry (names compare case-insensitively)",
+                ));
+                continue;
+            }
+            let header = match header_name(cx, &field, header) {
+                Ok(header) => header,
+                Err(e) => {
+                    ok = Err(e);
+                    continue;
+                }
+            };
+            let problem = if header.starts_with("mcp-") {
+                Some("must not start with mcp- (those headers are the client's)".to_owned())
+            } else if headers.all().contains(&header.as_str()) {
+                Some(format!("header {header:?} is already a tag"))
+            } else if pairs.iter().any(|(_, h)| *h == header) {
+                Some(format!("header {header:?} is used twice for this tool"))
+            } else {
+                None
+            };
+            match problem {
+                Some(problem) => ok = Err(cx.error(field.as_str(), problem)),
+                None => pairs.push((token, header)),
+            }
+        }
+        tools.insert(tool, pairs);
+    }
+    ok?;
+    Ok(ParamTags::new(tools))
 }
 
 /// A count field of the document that must be within `1..=max` (`default` when absent).

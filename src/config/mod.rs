@@ -37,7 +37,7 @@ use crate::audit::InputHasher;
 use crate::identity::Identity;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimitService;
-use crate::tags::TagHeaders;
+use crate::tags::{ParamTags, TagHeaders};
 use std::fmt;
 
 /// Default cap on a buffered request body, in bytes (4 MiB).
@@ -103,6 +103,10 @@ pub struct Config {
     /// stream before the body's last chunk. Default false: every body is held until examined.
     /// Not combinable with `rate_limit_service` (that call needs the examined body).
     pub decide_at_headers: bool,
+    /// Per-tool parameter tags (`param_tags`): the verified value of an argument marked
+    /// `x-mcp-header` set as a tag header and offered as an RLS descriptor entry
+    /// (`crate::params`, [`ParamTags`]). Empty (the default): off.
+    pub param_tags: ParamTags,
     /// The MCP revisions accepted (`newest_protocol_version`: the newest one, one of
     /// [`crate::version::KNOWN`]; default [`crate::version::DEFAULT_NEWEST`]): every known
     /// revision up to it. A request for any other revision is refused with -32022
@@ -275,7 +279,10 @@ impl Config {
     /// `max_body_bytes` of 0; a `max_json_depth` outside 1..=128; a `max_batch_calls` outside
     /// 1..=100; a `rate_limit_service` with an empty or over-long cluster, an empty domain or a
     /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`; a
-    /// `newest_protocol_version` that is not one of [`crate::version::KNOWN`].
+    /// `param_tags` entry with an empty tool name, a marking name that is not an RFC 9110 token,
+    /// a tag header that is not a valid header name, starts with `mcp-`, is one of `headers`, or
+    /// is used twice for one tool; a `newest_protocol_version` that is not one of
+    /// [`crate::version::KNOWN`].
     ///
     /// Each field is checked on its own, so a problem in one (even a mistyped section) does not
     /// hide those of the others. The document, `policy`, agent and group entries, `identity`

@@ -50,6 +50,7 @@ fn minimal_configuration_uses_defaults() {
             hold_request_headers: true,
             rate_limit_service: None,
             decide_at_headers: false,
+            param_tags: Default::default(),
             versions: crate::version::Versions::default(),
         }
     );
@@ -437,7 +438,7 @@ fn positions_are_the_documents_as_serde_json_gave_them() {
             "bogus: unknown field `bogus`, expected one of `server_id`, `identity`, `headers`, \
              `policy`, `max_body_bytes`, `max_json_depth`, `max_batch_calls`, `input_hash`, \
              `curate_lists`, `annotations`, `hide_denied_tools`, `max_tool_metrics`, \
-             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `newest_protocol_version` at line 2 column 8",
+             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags`, `newest_protocol_version` at line 2 column 8",
         ),
         (
             "{\n \"policy\": {\"agents\": {\"a\": {\"tools\": [\"x\", 3]}}}}",
@@ -617,4 +618,45 @@ fn damaged_documents_are_refused_with_positions_inside_them() {
         }
     }
     assert!(positioned > 1_000, "{positioned}");
+}
+
+#[test]
+fn param_tags_are_off_by_default_and_every_entry_is_checked() {
+    let c = Config::from_json(br#"{"policy":{"agents":{}}}"#).unwrap();
+    assert!(c.param_tags.is_empty());
+    let c = Config::from_json(
+        br#"{"policy":{"agents":{}},
+             "param_tags":{"execute_sql":{"Region":"X-MCP-Param-Region"},
+                           "copy":{"Region":"x-mcp-param-region","Repo":"x-repo"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.param_tags.for_tool("execute_sql"),
+        Some(&[("Region".to_owned(), "x-mcp-param-region".to_owned())][..])
+    );
+    assert_eq!(c.param_tags.headers(), vec!["x-mcp-param-region", "x-repo"]);
+    let got = problems(
+        r#"{"policy":{"agents":{}},
+            "param_tags":{"":{"A":"x-a"},
+                          "t":{"Bad Name":"x-b","C":"bad header","D":"mcp-param-d",
+                               "E":"x-mcp-tool-name","F":"x-f","G":"x-f","h":"x-h","H":"x-h2"}}}"#,
+    );
+    let expected = [
+        "param_tags.: the tool name must not be empty",
+        "param_tags.t.Bad Name: not a valid x-mcp-header name",
+        "param_tags.t.C: \"bad header\" is not a valid HTTP header name",
+        "param_tags.t.D: must not start with mcp-",
+        "param_tags.t.E: header \"x-mcp-tool-name\" is already a tag",
+        "param_tags.t.G: header \"x-f\" is used twice for this tool",
+        "param_tags.t.h: names the same header as another entry",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for want in expected {
+        assert!(got.iter().any(|g| g.starts_with(want)), "{want}: {got:#?}");
+    }
+    // Tag headers come after `headers`: a renamed tag may not be reused either.
+    let got = problems(
+        r#"{"policy":{"agents":{}},"headers":{"method":"x-m"},"param_tags":{"t":{"A":"x-m"}}}"#,
+    );
+    assert_eq!(got, vec!["param_tags.t.A: header \"x-m\" is already a tag"]);
 }

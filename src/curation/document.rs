@@ -6,6 +6,7 @@
 use super::{Id, ListKind, CACHE_SCOPE};
 use crate::json;
 use crate::mcp;
+use crate::params::{self, Learned};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -42,6 +43,13 @@ pub struct Rewrite<'a> {
     pub removed: usize,
     /// Every tool of a `tools/list` response seen (kept or not), with its hints.
     pub tools_seen: Vec<(Cow<'a, str>, ToolHints)>,
+    /// Set by the caller: read each tool's `inputSchema` for `x-mcp-header` markings
+    /// (`crate::params`) into `params_seen`.
+    pub learn_params: bool,
+    /// With `learn_params`, every tool of a `tools/list` response seen (kept or not), with
+    /// what its `inputSchema` says about `Mcp-Param-*` headers (a tool with two `inputSchema`
+    /// members is [`Learned::Invalid`]: readers would disagree on its schema).
+    pub params_seen: Vec<(Cow<'a, str>, Learned)>,
 }
 
 /// Rewrites one JSON-RPC document (a message or a batch array): in each response whose id is
@@ -109,15 +117,22 @@ pub fn rewrite_document<'a>(
 }
 
 impl Rewrite<'_> {
-    /// The counters and the length of `tools_seen`, to undo a rewrite that is abandoned.
-    fn mark(&self) -> (usize, usize, usize) {
-        (self.kept, self.removed, self.tools_seen.len())
+    /// The counters and the lengths of `tools_seen` and `params_seen`, to undo a rewrite that
+    /// is abandoned.
+    fn mark(&self) -> (usize, usize, usize, usize) {
+        (
+            self.kept,
+            self.removed,
+            self.tools_seen.len(),
+            self.params_seen.len(),
+        )
     }
 
-    fn reset(&mut self, (kept, removed, seen): (usize, usize, usize)) {
+    fn reset(&mut self, (kept, removed, seen, params): (usize, usize, usize, usize)) {
         self.kept = kept;
         self.removed = removed;
         self.tools_seen.truncate(seen);
+        self.params_seen.truncate(params);
     }
 }
 
@@ -256,7 +271,8 @@ fn rewrite_framed<'a>(
         let Some(entry) = text.get(framed.start..framed.end) else {
             continue;
         };
-        if curate_entry(read_named(text, &framed), kind, keep, stats) {
+        let learn = stats.learn_params && kind == ListKind::Tools;
+        if curate_entry(read_named(text, &framed, learn), kind, keep, stats) {
             if kept.len() > 1 {
                 kept.push(',');
             }
@@ -288,8 +304,11 @@ fn rewrite_framed<'a>(
     }
 }
 
-/// Where [`frame_entry`] keeps a member of an entry: `name`, `uri`, `annotations` (by decoded
-/// name), or `None` for any other member.
+/// A tool's input schema member (MCP "Tools", `Tool.inputSchema`).
+const INPUT_SCHEMA: &str = "inputSchema";
+
+/// Where [`frame_entry`] keeps a member of an entry: `name`, `uri`, `annotations`,
+/// `inputSchema` (by decoded name), or `None` for any other member.
 #[inline]
 fn entry_slot(name: &[u8]) -> Option<usize> {
     if name == mcp::NAME.as_bytes() {
@@ -298,18 +317,32 @@ fn entry_slot(name: &[u8]) -> Option<usize> {
         Some(1)
     } else if name == mcp::ANNOTATIONS.as_bytes() {
         Some(2)
+    } else if name == INPUT_SCHEMA.as_bytes() {
+        Some(3)
     } else {
         None
     }
 }
 
 /// One entry of a framed list: its span and, for an object, the spans of its `name`, `uri`
-/// and `annotations` values (`members` is `None` when a member is duplicated or the entry is
-/// not an object: serde then decides).
+/// and `annotations` values (`members` is `None` when one of them is duplicated or the entry
+/// is not an object: serde then decides), and of its `inputSchema` (the last one, with
+/// `schema_repeated` when there were more).
 struct Entry {
     start: usize,
     end: usize,
     members: Option<[Option<(usize, usize)>; 3]>,
+    schema: Option<(usize, usize)>,
+    schema_repeated: bool,
+}
+
+/// What an entry's `inputSchema` says about `Mcp-Param-*` headers (`text`: what the entry's
+/// spans index).
+fn entry_params(text: &str, entry: &Entry) -> Learned {
+    if entry.schema_repeated {
+        return Learned::Invalid("the tool has two inputSchema members");
+    }
+    params::schema_markings(entry.schema.and_then(|(s, e)| text.get(s..e)))
 }
 
 /// Frames the list entry starting at `start`: its end and, for an object, where its `name`,
@@ -322,9 +355,12 @@ fn frame_entry(b: &[u8], start: usize) -> Option<Entry> {
             start,
             end,
             members: None,
+            schema: None,
+            schema_repeated: false,
         });
     }
     let mut found: [Option<(usize, usize)>; 3] = [None; 3];
+    let (mut schema, mut schema_repeated) = (None, false);
     let mut duplicate = false;
     let mut members = json::Seq::object(b, start);
     while let Some((key, vstart)) = members.next().ok()? {
@@ -337,6 +373,10 @@ fn frame_entry(b: &[u8], start: usize) -> Option<Entry> {
         let Some(slot) = slot else {
             continue;
         };
+        if slot == 3 {
+            schema_repeated |= schema.replace((vstart, vend)).is_some();
+            continue;
+        }
         if let Some(slot) = found.get_mut(slot) {
             duplicate |= slot.replace((vstart, vend)).is_some();
         }
@@ -345,6 +385,8 @@ fn frame_entry(b: &[u8], start: usize) -> Option<Entry> {
         start,
         end: members.pos(),
         members: (!duplicate).then_some(found),
+        schema,
+        schema_repeated,
     })
 }
 
@@ -362,6 +404,7 @@ fn curate_entry<'a>(
         Some(NamedRef {
             name: Some(name),
             annotations,
+            params,
             ..
         }),
     ) = (kind, &named)
@@ -369,6 +412,9 @@ fn curate_entry<'a>(
         stats
             .tools_seen
             .push((name.clone(), annotations.unwrap_or_default()));
+        if let Some(params) = params {
+            stats.params_seen.push((name.clone(), params.clone()));
+        }
     }
     let name = named.and_then(|n| match kind {
         ListKind::Resources => n.uri,
@@ -400,11 +446,13 @@ fn shareable(scope: Option<&RawValue>) -> bool {
     })
 }
 
-/// [`Named`], borrowing the names when they have no escapes.
+/// [`Named`], borrowing the names when they have no escapes; `params`: what the entry's
+/// `inputSchema` says (read only when asked for).
 struct NamedRef<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
     annotations: Option<ToolHints>,
+    params: Option<Learned>,
 }
 
 impl From<Named> for NamedRef<'_> {
@@ -413,20 +461,24 @@ impl From<Named> for NamedRef<'_> {
             name: n.name.map(Cow::Owned),
             uri: n.uri.map(Cow::Owned),
             annotations: n.annotations,
+            params: None,
         }
     }
 }
 
 /// What `serde_json::from_str::<Named>(entry).ok()` reads for a framed entry: `None` when a
 /// member is duplicated or has the wrong type. For an object only `name`, `uri` and
-/// `annotations` are decoded; any other entry is parsed.
-fn read_named<'a>(text: &'a str, entry: &Entry) -> Option<NamedRef<'a>> {
+/// `annotations` are decoded (and, with `learn`, `inputSchema` read for markings); any other
+/// entry is parsed.
+fn read_named<'a>(text: &'a str, entry: &Entry, learn: bool) -> Option<NamedRef<'a>> {
+    let params = learn.then(|| entry_params(text, entry));
     let Some([name, uri, annotations]) = entry.members else {
         let named = serde_json::from_str::<Named>(text.get(entry.start..entry.end)?).ok()?;
         return Some(NamedRef {
             name: named.name.map(Cow::Owned),
             uri: named.uri.map(Cow::Owned),
             annotations: named.annotations,
+            params,
         });
     };
     let raw = |span: Option<(usize, usize)>| span.and_then(|(s, e)| text.get(s..e));
@@ -438,6 +490,7 @@ fn read_named<'a>(text: &'a str, entry: &Entry) -> Option<NamedRef<'a>> {
         name: named_string(raw(name))?,
         uri: named_string(raw(uri))?,
         annotations,
+        params,
     })
 }
 
@@ -477,9 +530,19 @@ fn rewrite_parsed<'a>(
         None => return None,
     };
     let mut kept: Vec<&RawValue> = Vec::with_capacity(entries.len());
+    let learn = stats.learn_params && kind == ListKind::Tools;
     for entry in entries {
         let named = serde_json::from_str::<Named>(entry.get()).ok();
-        if curate_entry(named.map(NamedRef::from), kind, keep, stats) {
+        let named = named.map(|named| {
+            let mut named = NamedRef::from(named);
+            if learn {
+                let text = entry.get();
+                named.params = frame_entry(text.as_bytes(), json::skip_ws(text.as_bytes(), 0))
+                    .map(|framed| entry_params(text, &framed));
+            }
+            named
+        });
+        if curate_entry(named, kind, keep, stats) {
             kept.push(entry);
         }
     }

@@ -70,7 +70,10 @@ pub(super) fn rewrite_event<'a>(
                 d.extend_from_slice(value);
             }
             let text = std::str::from_utf8(&d).ok()?;
-            let mut local = Rewrite::default();
+            let mut local = Rewrite {
+                learn_params: stats.learn_params,
+                ..Rewrite::default()
+            };
             let new = rewrite_document(text, kind, ids, keep, &mut local);
             stats.kept += local.kept;
             stats.removed += local.removed;
@@ -79,6 +82,12 @@ pub(super) fn rewrite_event<'a>(
                     .tools_seen
                     .into_iter()
                     .map(|(name, hints)| (Cow::Owned(name.into_owned()), hints)),
+            );
+            stats.params_seen.extend(
+                local
+                    .params_seen
+                    .into_iter()
+                    .map(|(name, learned)| (Cow::Owned(name.into_owned()), learned)),
             );
             new?
         }

@@ -6,6 +6,7 @@ use super::event_stream::rewrite_event;
 use super::{
     id_answers, one_document, utf8_text, Document, Id, ListKind, Message, Rewrite, Unreadable,
 };
+use crate::params::Learned;
 use crate::sse;
 use serde_json::value::RawValue;
 
@@ -29,6 +30,9 @@ pub struct StreamCuration {
     pub rewritten: Vec<usize>,
     /// Why each refused event was refused (at most one reason per event).
     pub refused: Vec<Unreadable>,
+    /// What the `inputSchema` of each tool of a rewritten `tools/list` says about `Mcp-Param-*`
+    /// headers (`crate::params`), to be learned.
+    pub params_seen: Vec<(String, Learned)>,
 }
 
 /// Curates the complete SSE events of a server stream under `curate_lists`. Responses to
@@ -84,11 +88,20 @@ pub fn curate_server_stream(
                 for &j in &lists {
                     let Some(list) = claimed.get(j) else { continue };
                     let split = sse::split_lines(&bytes);
-                    let mut stats = Rewrite::default();
+                    let mut stats = Rewrite {
+                        learn_params: list.kind == ListKind::Tools,
+                        ..Rewrite::default()
+                    };
                     let ids = [list.id.clone()];
                     match rewrite_event(&split, list.kind, &ids, list.keep, &mut stats) {
                         Some(new) => {
                             result.rewritten.push(j);
+                            result.params_seen.extend(
+                                stats
+                                    .params_seen
+                                    .into_iter()
+                                    .map(|(name, learned)| (name.into_owned(), learned)),
+                            );
                             bytes = new;
                         }
                         None => failed = true,

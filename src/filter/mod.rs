@@ -167,6 +167,8 @@ pub struct Stream {
     response: ResponseMode,
     response_kind: BodyKind,
     correlator: Correlator,
+    /// `Mcp-Param-*` request headers (MCP 2026-07-28), raw, as `(lower-case name, value)`.
+    param_headers: Vec<(String, String)>,
 }
 
 impl Stream {
@@ -182,6 +184,7 @@ impl Stream {
             response: ResponseMode::Pass,
             response_kind: BodyKind::Other,
             correlator: Correlator::default(),
+            param_headers: Vec::new(),
         }
     }
 

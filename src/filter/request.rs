@@ -9,6 +9,7 @@ use crate::curation::ToolHints;
 use crate::host::{Action, Host, ReadError};
 use crate::identity::{self, IdentityError, Presented, Source};
 use crate::metrics::Metric;
+use crate::params::{self, ToolParams};
 use crate::policy::Decision;
 use crate::ratelimit;
 use crate::response::Correlator;
@@ -26,6 +27,10 @@ struct SharedLookups<'h, 's> {
 impl verdict::Lookups for SharedLookups<'_, '_> {
     fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError> {
         annotations::lookup(self.host.shared(), self.server_id, tool)
+    }
+
+    fn tool_params(&mut self, tool: &str) -> Result<Option<ToolParams>, ReadError> {
+        params::store::lookup(self.host.shared(), self.server_id, tool)
     }
 }
 
@@ -76,7 +81,8 @@ impl Stream {
         // Client-sent copies of the tags go. The agent tag is replaced below; a replace may
         // leave further copies of a repeated header (Envoy's `setCopy` without the runtime
         // feature `http_set_copy_replace_all_headers`), so a repeated one is removed first.
-        for name in config.headers.all() {
+        let param_tags = config.param_tags.headers();
+        for name in config.headers.all().into_iter().chain(param_tags) {
             let present = if name == config.headers.agent_id {
                 headers.only(name).is_none() && headers.has(name)
             } else {
@@ -114,6 +120,13 @@ impl Stream {
                 name: headers.values(routing::MCP_NAME),
                 version: Vec::new(),
             };
+            // MCP 2026-07-28 `Mcp-Param-*` headers, checked against the body's arguments.
+            self.param_headers = headers
+                .pairs()
+                .iter()
+                .filter(|(name, _)| name.starts_with(params::HEADER_PREFIX))
+                .cloned()
+                .collect();
         }
         // Every request: a GET or DELETE claiming 2026-07-28 is answered 405.
         self.routing_headers.version = headers.values(version::HEADER);
@@ -254,6 +267,7 @@ impl Stream {
             http_method: &self.facts.http_method,
             routing: &self.routing_headers,
             streamed: was_streamed,
+            params: &self.param_headers,
         };
         let mut lookups = SharedLookups {
             host: &mut *host,

@@ -10,9 +10,11 @@ use crate::curation::{self, Claimed, Curation, ListKind, Rewrite, Unreadable};
 use crate::host::{Action, Host, ReadError};
 use crate::jsonrpc::{self, Id};
 use crate::metrics::Metric;
+use crate::params;
 use crate::policy::{Decision, Policy, Subject};
 use crate::response::{BodyKind, Outcome, ResponseScanner, Summary};
 use crate::verdict::{Refusal, BAD_GATEWAY, INTERNAL_ERROR};
+use std::borrow::Cow;
 
 impl Stream {
     /// Response headers callback.
@@ -375,7 +377,11 @@ impl Stream {
         let curate = self.config.curate_lists;
         // Without curation the list is held only to learn annotations.
         let keep = |name: &str| !curate || may_use(policy, agent, kind, name);
-        let mut stats = Rewrite::default();
+        // Every tools/list held teaches the tools' Mcp-Param markings (`crate::params`).
+        let mut stats = Rewrite {
+            learn_params: kind == ListKind::Tools,
+            ..Rewrite::default()
+        };
         let curation = match self.response_kind {
             BodyKind::Json => curation::curate_json(&body, kind, &ids, &keep, &mut stats),
             BodyKind::EventStream => curation::curate_sse(&body, kind, &ids, &keep, &mut stats),
@@ -385,6 +391,9 @@ impl Stream {
             && !annotations::learn(host.shared(), &self.facts.server_id, &stats.tools_seen)
         {
             log::warn!("mcp-guard: could not store the tools' annotations");
+        }
+        if !params::store::learn(host.shared(), &self.facts.server_id, &stats.params_seen) {
+            log::warn!("mcp-guard: could not store the tools' Mcp-Param markings");
         }
         let rewritten = match curation {
             Curation::Rewritten(new) => Some(new),
@@ -529,6 +538,16 @@ impl Stream {
                 |why: Unreadable| jsonrpc::error_response(None, INTERNAL_ERROR, why.message());
             curation::curate_server_stream(data, &claimed, &refusal)
         };
+        if !curated.params_seen.is_empty() {
+            let seen: Vec<(Cow<'_, str>, params::Learned)> = curated
+                .params_seen
+                .iter()
+                .map(|(name, learned)| (Cow::Borrowed(name.as_str()), learned.clone()))
+                .collect();
+            if !params::store::learn(host.shared(), &self.facts.server_id, &seen) {
+                log::warn!("mcp-guard: could not store the tools' Mcp-Param markings");
+            }
+        }
         for why in &curated.refused {
             for (metric, by) in Refusal::Response(*why).metrics(&[]) {
                 host.count(metric, by);

@@ -109,6 +109,33 @@ pub enum Refusal {
     /// A response that curation must read cannot be ([`Unreadable`]): HTTP 502 in place of a
     /// 2xx status, [`INTERNAL_ERROR`] per request, refusal `<why.reason()>`.
     Response(Unreadable),
+    /// An `Mcp-Param-*` header of a `tools/call` disagrees with the body, is missing, repeated
+    /// or malformed, or cannot be checked where it must be (`crate::params`; MCP 2026-07-28
+    /// "Custom Headers from Tool Parameters"): HTTP 400, [`routing::HEADER_MISMATCH`],
+    /// refusal `header_mismatch`. One `deny` record naming the tool.
+    ParamMismatch {
+        /// The header as the specification spells it (`Mcp-Param-Region`), or `Mcp-Param-*`.
+        header: String,
+        /// What is wrong; never a header or argument value.
+        why: &'static str,
+        /// The request's id, method and tool.
+        id: Option<Id>,
+        /// See `id`.
+        method: Option<String>,
+        /// See `id`.
+        tool: Option<String>,
+    },
+    /// The tools' `Mcp-Param-*` markings could not be read from shared data (fail closed:
+    /// "could not read it" is not "nothing there"): HTTP 500, [`INTERNAL_ERROR`], refusal
+    /// `request_read`. One `deny` record naming the tool.
+    ParamsUnread {
+        /// The request's id, method and tool.
+        id: Option<Id>,
+        /// See `id`.
+        method: Option<String>,
+        /// See `id`.
+        tool: Option<String>,
+    },
     /// A routing header an MCP 2026-07-28 request requires is missing (`MCP-Protocol-Version`,
     /// `Mcp-Method`, or `Mcp-Name` for a method that names something; `crate::version::check`):
     /// HTTP 400, [`routing::HEADER_MISMATCH`], refusal `header_mismatch`.
@@ -176,13 +203,15 @@ impl Refusal {
             Refusal::Unidentified => UNAUTHORIZED,
             Refusal::IdentityUnreadable
             | Refusal::RequestUnread { .. }
-            | Refusal::RlsUnavailable => INTERNAL_SERVER_ERROR,
+            | Refusal::RlsUnavailable
+            | Refusal::ParamsUnread { .. } => INTERNAL_SERVER_ERROR,
             Refusal::Encoded => UNSUPPORTED_MEDIA_TYPE,
             Refusal::TooLarge { .. } => 413,
             Refusal::EmptyBody
             | Refusal::BodyNotAllowed { .. }
             | Refusal::Parse(_)
             | Refusal::HeaderMismatch { .. }
+            | Refusal::ParamMismatch { .. }
             | Refusal::Batch { .. } => 400,
             Refusal::Denied { .. } => 200,
             Refusal::RateLimited { .. } => 429,
@@ -202,6 +231,7 @@ impl Refusal {
             Refusal::IdentityUnreadable
             | Refusal::RequestUnread { .. }
             | Refusal::RlsUnavailable
+            | Refusal::ParamsUnread { .. }
             | Refusal::Response(_) => INTERNAL_ERROR,
             Refusal::EmptyBody => jsonrpc::PARSE_ERROR,
             Refusal::Encoded
@@ -209,9 +239,9 @@ impl Refusal {
             | Refusal::BodyNotAllowed { .. }
             | Refusal::Batch { .. } => jsonrpc::INVALID_REQUEST,
             Refusal::Parse(e) => e.code,
-            Refusal::HeaderMismatch { .. } | Refusal::HeaderMissing { .. } => {
-                routing::HEADER_MISMATCH
-            }
+            Refusal::HeaderMismatch { .. }
+            | Refusal::HeaderMissing { .. }
+            | Refusal::ParamMismatch { .. } => routing::HEADER_MISMATCH,
             Refusal::RateLimited { .. } => RATE_LIMITED,
             Refusal::Envelope { .. } => jsonrpc::INVALID_PARAMS,
             Refusal::UnsupportedVersion { .. } => version::UNSUPPORTED_PROTOCOL_VERSION,
@@ -236,6 +266,16 @@ impl Refusal {
             | Refusal::Envelope { id, method, .. }
             | Refusal::UnsupportedVersion { id, method, .. } => (id.clone(), method.clone()),
             Refusal::ModernBatch | Refusal::MethodNotAllowed { .. } => (None, None),
+            Refusal::ParamMismatch {
+                id, method, tool, ..
+            }
+            | Refusal::ParamsUnread { id, method, tool } => {
+                let mut call = Call::bare(Decision::Deny);
+                call.request_id = id.clone();
+                call.method = method.clone();
+                call.tool_name = tool.clone();
+                return Some(call);
+            }
             _ => return None,
         };
         let mut call = Call::bare(Decision::Deny);
@@ -260,6 +300,8 @@ impl Refusal {
             Refusal::HeaderMismatch { .. } | Refusal::HeaderMissing { .. } => {
                 refusal("header_mismatch")
             }
+            Refusal::ParamMismatch { .. } => refusal("header_mismatch"),
+            Refusal::ParamsUnread { .. } => refusal("request_read"),
             Refusal::Batch { .. } | Refusal::ModernBatch => refusal("batch"),
             Refusal::UnsupportedVersion { .. } => refusal("unsupported_version"),
             Refusal::MethodNotAllowed { .. } => refusal("method_not_allowed"),
@@ -287,6 +329,7 @@ impl Refusal {
             Refusal::Unidentified
             | Refusal::IdentityUnreadable
             | Refusal::RequestUnread { .. }
+            | Refusal::ParamsUnread { .. }
             | Refusal::Denied { .. } => OutputStatus::Denied,
             Refusal::RateLimited { .. } => OutputStatus::RateLimited,
             Refusal::RlsUnavailable | Refusal::Response(_) => OutputStatus::UpstreamError,
@@ -356,6 +399,12 @@ impl Refusal {
                 "Internal error: the rate limit service is unavailable".to_owned()
             }
             Refusal::Response(why) => why.message().to_owned(),
+            Refusal::ParamMismatch { header, why, .. } => {
+                format!("Header mismatch: {header}: {why}")
+            }
+            Refusal::ParamsUnread { .. } => {
+                "Internal error: mcp-guard could not read the tools' Mcp-Param markings".to_owned()
+            }
             Refusal::HeaderMissing { header, .. } => format!(
                 "Header mismatch: the {header} header is required on an MCP 2026-07-28 request"
             ),

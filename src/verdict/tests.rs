@@ -42,18 +42,18 @@ fn no_hints(_: &str) -> Result<Option<ToolHints>, ReadError> {
 
 /// What a verdict says, reduced to what a table can state.
 #[derive(Debug, PartialEq)]
-enum Said {
+enum Said<'c> {
     Pass,
     Forward {
         tags: Vec<(String, String)>,
         curation: Option<ListKind>,
         expected: usize,
     },
-    AskRls(Vec<Descriptor>),
+    AskRls(Vec<Descriptor<'c>>),
     Refuse(Refusal, Vec<&'static str>),
 }
 
-fn said(v: Verdict<'_>) -> Said {
+fn said<'c>(v: Verdict<'c>) -> Said<'c> {
     let forward = |f: Forward<'_>| Said::Forward {
         tags: f
             .tags
@@ -89,7 +89,7 @@ type BodyRow<'a> = (
     routing::RoutingHeaders,
     bool,
     String,
-    Said,
+    Said<'a>,
 );
 /// name, configuration, identity, HTTP method, has body, encoded, routing headers, expected.
 type HeaderRow<'a> = (
@@ -342,6 +342,7 @@ fn the_body_verdict_table() {
             http_method: method,
             routing: &routing,
             streamed,
+            params: &[],
         };
         let got = said(decide(config, &known, body.as_bytes(), &mut no_hints));
         assert_eq!(got, expected, "{name}");
@@ -374,6 +375,7 @@ fn the_annotations_rule_uses_the_hints_it_is_given_and_only_for_unnamed_tools() 
             http_method: "POST",
             routing: &no_routing,
             streamed: false,
+            params: &[],
         };
         let v = decide(
             &config,
@@ -655,6 +657,7 @@ fn evaluated(config: &Config, agent: &str, body: &str) -> Vec<Call> {
         http_method: "POST",
         routing: &none,
         streamed: false,
+        params: &[],
     };
     match decide(config, &known, body.as_bytes(), &mut no_hints) {
         Verdict::Refuse { calls, .. } => calls,
@@ -798,6 +801,7 @@ fn an_annotations_store_that_cannot_be_read_refuses_the_call() {
         http_method: "POST",
         routing: &none,
         streamed: false,
+        params: &[],
     };
     let body = call_json(1, "echo");
     let mut never_shown = |_: &str| Ok(None);
@@ -809,4 +813,105 @@ fn an_annotations_store_that_cannot_be_read_refuses_the_call() {
         panic!("not refused: {refused:?}");
     };
     assert_eq!(refusal, Refusal::Denied { by_annotations: 1 });
+}
+
+/// [`Lookups`] with one known tool's parameter markings (or a store that cannot be read).
+struct Markings(Result<Option<ToolParams>, ReadError>);
+
+impl Lookups for Markings {
+    fn tool_hints(&mut self, _: &str) -> Result<Option<ToolHints>, ReadError> {
+        Ok(None)
+    }
+    fn tool_params(&mut self, tool: &str) -> Result<Option<ToolParams>, ReadError> {
+        if tool == "add" {
+            self.0.clone()
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[test]
+fn mcp_param_headers_are_checked_against_the_body_and_tagged_when_configured() {
+    let plain = config(POLICY);
+    let tagged = with(r#""param_tags": {"add": {"n": "x-add-n"}}"#);
+    let marked = Ok(Some(ToolParams::Marked(vec![params::Marking {
+        token: "N".into(),
+        path: vec!["a".into()],
+        kind: params::ParamType::Integer,
+    }])));
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":7,"b":1}}}"#;
+    let run = |config: &Config, headers: &[(&str, &str)], lookups: &mut Markings| {
+        let params: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        let no_routing = routing(&[], &[]);
+        let known = Known {
+            agent_id: "demo-agent",
+            http_method: "POST",
+            routing: &no_routing,
+            streamed: false,
+            params: &params,
+        };
+        // Owned, so the verdict outlives the local headers.
+        match decide(config, &known, body.as_bytes(), lookups) {
+            Verdict::Forward(f) => Ok((
+                f.tags
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                    .collect::<Vec<_>>(),
+                f.calls[0].params.clone(),
+            )),
+            Verdict::Refuse { refusal, calls } => Err(Box::new((refusal, calls))),
+            other => panic!("{other:?}"),
+        }
+    };
+    // Agreeing (numerically): forwarded; without param_tags nothing more is tagged.
+    let (tags, params) = run(
+        &plain,
+        &[("mcp-param-n", "7.0")],
+        &mut Markings(marked.clone()),
+    )
+    .unwrap();
+    assert!(!tags.iter().any(|(n, _)| n == "x-add-n"));
+    assert!(params.is_empty());
+    // With param_tags: the tag and the hashed value.
+    let (tags, params) = run(
+        &tagged,
+        &[("mcp-param-n", "7")],
+        &mut Markings(marked.clone()),
+    )
+    .unwrap();
+    assert!(
+        tags.contains(&("x-add-n".to_owned(), "7".to_owned())),
+        "{tags:?}"
+    );
+    assert_eq!(
+        params,
+        vec![("N".to_owned(), crate::audit::input_hash(b"7"))]
+    );
+    // Disagreeing: refused -32020 with the id and the tool.
+    let (refusal, calls) = *run(
+        &plain,
+        &[("mcp-param-n", "8")],
+        &mut Markings(marked.clone()),
+    )
+    .unwrap_err();
+    assert_eq!((refusal.status(), refusal.code()), (400, -32020));
+    assert_eq!(calls[0].request_id, Some(Id::Number("3".into())));
+    assert_eq!(calls[0].tool_name.as_deref(), Some("add"));
+    // The store could not be read: refused 500, never "nothing there".
+    let (refusal, _) = *run(
+        &plain,
+        &[("mcp-param-n", "7")],
+        &mut Markings(Err(ReadError)),
+    )
+    .unwrap_err();
+    assert_eq!((refusal.status(), refusal.code()), (500, INTERNAL_ERROR));
+    // Tagged but unknown: refused rather than forwarded without its tag.
+    let (refusal, _) = *run(&tagged, &[], &mut Markings(Ok(None))).unwrap_err();
+    assert_eq!(refusal.code(), -32020);
+    // No header, no tag, an older client: nothing is looked up or refused.
+    assert!(run(&plain, &[], &mut Markings(Err(ReadError))).is_ok());
 }

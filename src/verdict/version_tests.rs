@@ -56,6 +56,7 @@ fn run<'c>(config: &'c Config, routing: &routing::RoutingHeaders, body: &str) ->
         http_method: "POST",
         routing,
         streamed: false,
+        params: &[],
     };
     decide(config, &known, body.as_bytes(), &mut |_: &str| Ok(None))
 }

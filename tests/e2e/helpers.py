@@ -43,7 +43,7 @@ AUDIT_FIELDS = {
 
 # Present only on some records: "correlated" on the outcome record of a deferred call; "refusal"
 # on a call whose list response mcp-guard refused.
-OPTIONAL_AUDIT_FIELDS = {"correlated", "refusal"}
+OPTIONAL_AUDIT_FIELDS = {"correlated", "refusal", "params"}
 
 # The record the shipped Envoy configs print for a request mcp-guard never saw (Envoy refused
 # it before the filter ran): the audit fields, plus why Envoy answered as it did.

@@ -25,7 +25,8 @@ carrying one result event per entry (for cross-stream correlation), then its end
 `params.cursor` "gzip-anyway" gzip-compressed whatever the request's Accept-Encoding says (a
 server that ignores it). A `tools/list` with an `x-list-scenario` header is answered with the
 same two tools as that scenario's exact bytes (see list_scenario: not UTF-8, a BOM, UTF-16,
-another content type, trailing bytes, another shape, another id spelling, cacheScope public).
+another content type, trailing bytes, another shape, another id spelling, cacheScope public),
+or (`params`, `params-sse`) with tools whose inputSchema carries x-mcp-header markings.
 """
 from __future__ import annotations
 
@@ -307,6 +308,30 @@ def with_id(doc: bytes, rid: Any, spelled: bytes) -> bytes:
     return doc.replace(b'"id":' + json.dumps(rid).encode(), b'"id":' + spelled, 1)
 
 
+# Tools whose inputSchema marks properties with x-mcp-header (MCP 2026-07-28): execute_sql
+# (Region, a string; Limit, an integer, nested under options), broken (an annotation on a
+# `number`, which makes the tool definition invalid), unlisted_elsewhere (none).
+PARAM_TOOLS = [
+    {"name": "execute_sql", "inputSchema": {"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "options": {"type": "object", "properties": {
+            "limit": {"type": "integer", "x-mcp-header": "Limit"}}},
+        "query": {"type": "string"}}, "required": ["region", "query"]}},
+    {"name": "broken", "inputSchema": {"type": "object", "properties": {
+        "ratio": {"type": "number", "x-mcp-header": "Ratio"}}}},
+    {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
+]  # fmt: skip
+# Listed only on SSE: proves markings are learned from an event-stream answer too.
+PARAM_TOOLS_SSE = [
+    {"name": "zone_lookup", "inputSchema": {"type": "object", "properties": {
+        "zone": {"type": "string", "x-mcp-header": "Zone"}}}},
+]  # fmt: skip
+
+
+def params_json(rid: Any, tools: list[dict]) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"tools": tools}}, separators=(",", ":")).encode()
+
+
 JSON = [("content-type", "application/json")]
 SSE_HEADERS = [("content-type", SSE), ("cache-control", "no-cache")]
 
@@ -338,6 +363,8 @@ def list_scenario(name: str, rid: Any) -> tuple[list[tuple[str, str]], bytes] | 
         "id-exponent": (JSON, with_id(doc, rid, b"%de0" % n)),
         "id-other-sse": (SSE_HEADERS, sse_event(with_id(doc, rid, b"424242"))),
         "cache-public": (JSON, list_json(rid, ttlMs=60000, cacheScope="public")),
+        "params": (JSON, params_json(rid, PARAM_TOOLS)),
+        "params-sse": (SSE_HEADERS, sse_event(params_json(rid, PARAM_TOOLS_SSE))),
     }
     return table.get(name)
 

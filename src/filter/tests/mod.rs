@@ -31,6 +31,7 @@ mod denial;
 mod host_reads;
 mod identity;
 mod metrics;
+mod params;
 mod request;
 mod response;
 mod rls;

@@ -43,7 +43,8 @@ fn unheld_headers_go_on_at_once_without_body_tags_and_the_rls_is_asked() {
     assert_eq!(service, "envoy.service.ratelimit.v3.RateLimitService");
     assert_eq!(method, "ShouldRateLimit");
     assert_eq!(*timeout, 250);
-    let expected = crate::ratelimit::descriptors("demo-agent", Some("tools/call"), Some("echo"));
+    let expected =
+        crate::ratelimit::descriptors("demo-agent", Some("tools/call"), Some("echo"), &[]);
     assert_eq!(*message, rls.request(&expected));
 
     // A stale or foreign token changes nothing.
