@@ -40,6 +40,10 @@ pub enum OutputStatus {
     /// The client went away before the call ended: before its request body was complete (never
     /// forwarded), or before the response was delivered.
     ClientDisconnected,
+    /// The server answered with a result whose `resultType` is `input_required` (MCP
+    /// 2026-07-28, "Multi Round-Trip Requests"): it needs input from the client, which retries
+    /// the call with a new id. Not the call's final outcome; the retry has its own record.
+    InputRequired,
 }
 
 /// Per-stream facts shared by every record of the stream.
@@ -305,6 +309,7 @@ impl OutputStatus {
             OutputStatus::InvalidRequest => "invalid_request",
             OutputStatus::Deferred => "deferred",
             OutputStatus::ClientDisconnected => "client_disconnected",
+            OutputStatus::InputRequired => "input_required",
         }
     }
 }

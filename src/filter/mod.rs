@@ -374,6 +374,8 @@ fn settle(outcome: Outcome) -> (OutputStatus, Option<i64>) {
         Outcome::Error(code) => (OutputStatus::Error, code),
         // A response no reader takes as one valid outcome: never `success`.
         Outcome::Malformed => (OutputStatus::UpstreamError, None),
+        // Not the call's final result: the client retries with the input (a new round).
+        Outcome::InputRequired => (OutputStatus::InputRequired, None),
     }
 }
 
