@@ -10,8 +10,10 @@
 //! available for the audit `input_hash`.
 //!
 //! Security properties relied on by the filter:
-//! - **Duplicate members** among `jsonrpc`, `id`, `method`, `params`, `result`, `error` and, in
-//!   `params`, `name`, `uri`, `arguments` are refused. Servers keep the *last* value of a
+//! - **Duplicate members** among `jsonrpc`, `id`, `method`, `params`, `result`, `error`; in
+//!   `params` (of every method), `name`, `uri`, `arguments`, `taskId`, `_meta`, `requestState`,
+//!   `inputResponses`; and in `params._meta`, the protocol version and client capabilities
+//!   keys, are refused. Servers keep the *last* value of a
 //!   duplicated key, so a proxy that kept the first would be bypassable.
 //! - **Escapes** (`\u0065cho`) in methods, tool names, prompt names and URIs are decoded before
 //!   any comparison.
@@ -116,6 +118,58 @@ pub struct Message<'a> {
     /// The exact bytes the audit `input_hash` covers: `params.arguments` for `tools/call`,
     /// `params` for any other method; `None` when that member is absent.
     pub hash_input: Option<&'a str>,
+    /// What `params._meta` says about the protocol revision (MCP 2026-07-28 "Per-request
+    /// protocol fields", SEP-2575): read on every request and notification whose `params` is an
+    /// object; [`Meta::default`] for responses and for `params` that is absent or an array.
+    pub meta: Meta,
+    /// `params.requestState` when it is a JSON string (escapes decoded): the opaque state a
+    /// multi-round-trip retry echoes (MCP 2026-07-28 `basic/patterns/mrtr`, SEP-2322). `None`
+    /// when absent or not a string.
+    pub request_state: Option<String>,
+    /// Whether `params.inputResponses` is present (any value, `null` included): the answers a
+    /// multi-round-trip retry carries (SEP-2322).
+    pub input_responses: bool,
+    /// The exact raw JSON text of `params.arguments` of a `tools/call` (as the client sent it,
+    /// nothing decoded); `None` for other methods or when absent. For checking `Mcp-Param-*`
+    /// headers against the arguments (MCP 2026-07-28 Streamable HTTP, `x-mcp-header`).
+    pub arguments: Option<&'a str>,
+}
+
+/// The `_meta` key of the protocol revision a 2026-07-28 request or notification is written
+/// in (MCP 2026-07-28 `basic/index` "Per-request protocol fields").
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The `_meta` key of the client's capabilities on every 2026-07-28 request.
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// The `io.modelcontextprotocol/protocolVersion` member of `params._meta`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MetaVersion {
+    /// No such member (or no `_meta` object at all).
+    #[default]
+    Absent,
+    /// A JSON string, escapes decoded (not checked to be a date or a known revision).
+    Str(String),
+    /// Present but not a string (`null`, a number, an object, ...): a shape defect
+    /// (-32602 in the SDK's validation ladder).
+    NotString,
+}
+
+/// The envelope members of `params._meta` that MCP 2026-07-28 requires on every request
+/// (SEP-2575; the Python SDK 2.x checks them in `mcp/shared/inbound.py`
+/// `classify_inbound_request`, rung 1). Only presence and the version are kept; the values
+/// of `clientCapabilities` and `clientInfo` are never read.
+///
+/// The two keys are matched after JSON escape decoding, exactly (no case folding); either
+/// key twice in one `_meta` is refused by the parser (-32602), since readers that keep the
+/// first and the last copy would disagree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// `params._meta` is present and a JSON object.
+    pub meta_object: bool,
+    /// [`META_PROTOCOL_VERSION`], when `_meta` is an object.
+    pub protocol_version: MetaVersion,
+    /// [`META_CLIENT_CAPABILITIES`] is present (any value) in the `_meta` object.
+    pub client_capabilities: bool,
 }
 
 impl Message<'_> {
@@ -139,6 +193,9 @@ impl Message<'_> {
 
 /// A POST body: one message, or a batch (JSON-RPC 2.0 §6, MCP 2025-03-26 only).
 #[derive(Debug, Clone)]
+// One `Body` per request, built once and borrowed after: boxing the single message would add
+// a heap allocation to every request for no gain.
+#[allow(clippy::large_enum_variant)]
 pub enum Body<'a> {
     /// A single JSON-RPC message.
     Single(Message<'a>),
@@ -220,6 +277,36 @@ struct WireParams<'a> {
     arguments: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present", rename = "taskId")]
     task_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present", rename = "_meta")]
+    meta: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present", rename = "requestState")]
+    request_state: Option<&'a RawValue>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "present",
+        rename = "inputResponses"
+    )]
+    input_responses: Option<&'a RawValue>,
+}
+
+/// The envelope members of a `params._meta` object; duplicates are refused as in [`Wire`].
+#[derive(Deserialize)]
+struct WireMeta<'a> {
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "present",
+        rename = "io.modelcontextprotocol/protocolVersion"
+    )]
+    protocol_version: Option<&'a RawValue>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "present",
+        rename = "io.modelcontextprotocol/clientCapabilities"
+    )]
+    client_capabilities: Option<&'a RawValue>,
 }
 
 /// Parses a complete Streamable HTTP POST body, refusing JSON nested deeper than `max_depth`
@@ -377,6 +464,10 @@ fn from_wire(wire: Wire<'_>) -> Result<Message<'_>, ParseError> {
                     resource_uri: None,
                     task_id: None,
                     hash_input: None,
+                    meta: Meta::default(),
+                    request_state: None,
+                    input_responses: false,
+                    arguments: None,
                 })
             }
             _ => Err(invalid(
@@ -403,6 +494,18 @@ fn from_wire(wire: Wire<'_>) -> Result<Message<'_>, ParseError> {
         }
     }
 
+    // The members read from `params`, for every method: duplicates among them are refused
+    // whatever the method (a first-wins and a last-wins reader would disagree).
+    let object = params.filter(|raw| raw.get().starts_with('{'));
+    let fields = match object {
+        Some(_) => {
+            parse_params(object).map_err(|e| with_context(e, id.clone(), Some(method.clone())))?
+        }
+        None => Params::default(),
+    };
+    let meta =
+        parse_meta(fields.meta).map_err(|e| with_context(e, id.clone(), Some(method.clone())))?;
+
     let mut message = Message {
         kind: Kind::Notification,
         method: None,
@@ -411,40 +514,49 @@ fn from_wire(wire: Wire<'_>) -> Result<Message<'_>, ParseError> {
         resource_uri: None,
         task_id: None,
         hash_input: params.map(RawValue::get),
+        meta,
+        request_state: fields
+            .request_state
+            .and_then(|r| serde_json::from_str::<String>(r).ok()),
+        input_responses: fields.input_responses.is_some(),
+        arguments: None,
     };
 
     match method.as_str() {
         TOOLS_CALL | PROMPTS_GET | RESOURCES_READ => {
-            let fields = parse_params(params)
-                .map_err(|e| with_context(e, id.clone(), Some(method.clone())))?;
+            let needs = |member: &str| {
+                with_context(
+                    ParseError::new(
+                        INVALID_PARAMS,
+                        if object.is_none() {
+                            "Invalid params: params must be an object".to_owned()
+                        } else {
+                            format!("Invalid params: {method} needs a string params.{member}")
+                        },
+                    ),
+                    id.clone(),
+                    Some(method.clone()),
+                )
+            };
             let string_member = |raw: Option<&str>, member: &str| {
                 raw.and_then(|r| serde_json::from_str::<String>(r).ok())
-                    .ok_or_else(|| {
-                        with_context(
-                            ParseError::new(
-                                INVALID_PARAMS,
-                                format!("Invalid params: {method} needs a string params.{member}"),
-                            ),
-                            id.clone(),
-                            Some(method.clone()),
-                        )
-                    })
+                    .ok_or_else(|| needs(member))
             };
             match method.as_str() {
                 TOOLS_CALL => {
                     message.tool_name = Some(string_member(fields.name, "name")?);
                     message.hash_input = fields.arguments;
+                    message.arguments = fields.arguments;
                 }
                 PROMPTS_GET => message.prompt_name = Some(string_member(fields.name, "name")?),
                 _ => message.resource_uri = Some(string_member(fields.uri, "uri")?),
             }
         }
         m if TASK_METHODS.contains(&m) => {
-            // Only for checking the Mcp-Name header; a missing or duplicated taskId leaves it
+            // Only for checking the Mcp-Name header; a missing or non-string taskId leaves it
             // unset (a header naming a task then disagrees with the body).
-            message.task_id = parse_params(params)
-                .ok()
-                .and_then(|fields| fields.task_id)
+            message.task_id = fields
+                .task_id
                 .and_then(|raw| serde_json::from_str::<String>(raw).ok());
         }
         _ => {}
@@ -457,7 +569,7 @@ fn from_wire(wire: Wire<'_>) -> Result<Message<'_>, ParseError> {
 }
 
 /// The [`WireParams`] of `params` (which serde_json has already accepted as JSON): framed
-/// member by member when every member name is plain and the four read here are not
+/// member by member when every member name is plain and the seven read here are not
 /// duplicated (the usual case: no second pass of serde over `arguments`), else parsed by
 /// serde, which also words the refusal.
 fn parse_params(params: Option<&RawValue>) -> Result<Params<'_>, ParseError> {
@@ -471,6 +583,41 @@ fn parse_params(params: Option<&RawValue>) -> Result<Params<'_>, ParseError> {
         uri: w.uri.map(RawValue::get),
         arguments: w.arguments.map(RawValue::get),
         task_id: w.task_id.map(RawValue::get),
+        meta: w.meta.map(RawValue::get),
+        request_state: w.request_state.map(RawValue::get),
+        input_responses: w.input_responses.map(RawValue::get),
+    })
+}
+
+/// The [`Meta`] of the raw `params._meta` text (valid JSON: serde_json accepted the body).
+/// Either envelope key twice, or a protocol version string whose escapes do not decode (a lone
+/// surrogate), is [`INVALID_PARAMS`].
+fn parse_meta(raw: Option<&str>) -> Result<Meta, ParseError> {
+    let Some(text) = raw.filter(|t| t.starts_with('{')) else {
+        return Ok(Meta::default());
+    };
+    let wire: WireMeta<'_> = serde_json::from_str(text).map_err(|e| {
+        ParseError::new(
+            INVALID_PARAMS,
+            format!("Invalid params: params._meta: {}", strip_position(&e)),
+        )
+    })?;
+    let protocol_version = match wire.protocol_version.map(RawValue::get) {
+        None => MetaVersion::Absent,
+        Some(v) if v.starts_with('"') => {
+            MetaVersion::Str(serde_json::from_str::<String>(v).map_err(|_| {
+                ParseError::new(
+                    INVALID_PARAMS,
+                    format!("Invalid params: params._meta {META_PROTOCOL_VERSION} is not a valid string"),
+                )
+            })?)
+        }
+        Some(_) => MetaVersion::NotString,
+    };
+    Ok(Meta {
+        meta_object: true,
+        protocol_version,
+        client_capabilities: wire.client_capabilities.is_some(),
     })
 }
 
@@ -481,6 +628,9 @@ struct Params<'a> {
     uri: Option<&'a str>,
     arguments: Option<&'a str>,
     task_id: Option<&'a str>,
+    meta: Option<&'a str>,
+    request_state: Option<&'a str>,
+    input_responses: Option<&'a str>,
 }
 
 fn frame_params(text: &str) -> Option<Params<'_>> {
@@ -497,6 +647,9 @@ fn frame_params(text: &str) -> Option<Params<'_>> {
             b"uri" => &mut fields.uri,
             b"arguments" => &mut fields.arguments,
             b"taskId" => &mut fields.task_id,
+            b"_meta" => &mut fields.meta,
+            b"requestState" => &mut fields.request_state,
+            b"inputResponses" => &mut fields.input_responses,
             _ => continue,
         };
         if slot.replace(text.get(start..end)?).is_some() {
@@ -775,6 +928,149 @@ mod tests {
             refused(r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#).code,
             INVALID_REQUEST
         );
+    }
+
+    const MODERN_META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"c","version":"1"}}"#;
+
+    #[test]
+    fn meta_envelope_is_read_on_every_method() {
+        for method in [
+            "tools/list",
+            "tools/call",
+            "server/discover",
+            "notifications/cancelled",
+        ] {
+            let id = if method.starts_with("notifications/") {
+                ""
+            } else {
+                r#""id":1,"#
+            };
+            let body = format!(
+                r#"{{"jsonrpc":"2.0",{id}"method":"{method}","params":{{"name":"echo",{MODERN_META}}}}}"#
+            );
+            let m = single(&body);
+            assert_eq!(
+                m.meta,
+                Meta {
+                    meta_object: true,
+                    protocol_version: MetaVersion::Str("2026-07-28".into()),
+                    client_capabilities: true,
+                },
+                "{method}"
+            );
+        }
+    }
+
+    #[test]
+    fn meta_shapes_absent_not_object_not_string() {
+        let m = single(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#);
+        assert_eq!(m.meta, Meta::default());
+        let m = single(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        assert_eq!(m.meta, Meta::default());
+        let m = single(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#);
+        assert_eq!(m.meta, Meta::default());
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":"2026-07-28"}}"#,
+        );
+        assert!(!m.meta.meta_object);
+        assert_eq!(m.meta.protocol_version, MetaVersion::Absent);
+        let m = single(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{}}}"#);
+        assert_eq!(
+            m.meta,
+            Meta {
+                meta_object: true,
+                protocol_version: MetaVersion::Absent,
+                client_capabilities: false
+            }
+        );
+        for v in ["null", "20260728", "{}", r#"["2026-07-28"]"#] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":{v}}}}}}}"#
+            );
+            let m = single(&body);
+            assert_eq!(m.meta.protocol_version, MetaVersion::NotString, "{v}");
+            assert!(!m.meta.client_capabilities);
+        }
+        // clientCapabilities: presence only (null counts, as in the SDK's `key in meta`).
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":null}}}"#,
+        );
+        assert!(m.meta.client_capabilities);
+    }
+
+    #[test]
+    fn meta_keys_and_values_are_read_with_escapes_decoded_and_exactly() {
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"\u005fmeta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-\u00328","io.modelcontextprotocol/client\u0043apabilities":{}}}}"#,
+        );
+        assert_eq!(
+            m.meta.protocol_version,
+            MetaVersion::Str("2026-07-28".into())
+        );
+        assert!(m.meta.client_capabilities);
+        // Other spellings of the key are other keys (no case folding, no trimming).
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/ProtocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities ":{}}}}"#,
+        );
+        assert_eq!(m.meta.protocol_version, MetaVersion::Absent);
+        assert!(!m.meta.client_capabilities);
+    }
+
+    #[test]
+    fn duplicated_envelope_members_are_refused_on_every_method() {
+        for body in [
+            // _meta twice in params (a later one could carry another version).
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{},"_meta":{}}}"#,
+            // the version key twice, once escaped
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25","io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"ping","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"a","requestState":"x","requestState":"y"}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"a","inputResponses":{},"inputResponses":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":"t1","taskId":"t2"}}"#,
+        ] {
+            let e = refused(body);
+            assert_eq!(e.code, INVALID_PARAMS, "{body}: {e:?}");
+            assert_eq!(e.id, Some(Id::Number("4".into())), "{body}");
+            assert!(e.message.contains("duplicate"), "{body}: {}", e.message);
+        }
+        // A version string that does not decode (lone surrogate) is refused, not read as absent.
+        let e = refused(
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"\ud800"}}}"#,
+        );
+        assert_eq!(e.code, INVALID_PARAMS, "{e:?}");
+    }
+
+    #[test]
+    fn multi_round_trip_members() {
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"confirm","arguments":{"a":1},"inputResponses":{"q":{"action":"accept"}},"requestState":"ab\u0063\/d"}}"#,
+        );
+        assert_eq!(m.request_state.as_deref(), Some("abc/d"));
+        assert!(m.input_responses);
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p","requestState":7,"inputResponses":null}}"#,
+        );
+        assert_eq!(m.request_state, None);
+        assert!(m.input_responses, "present, even null");
+        let m = single(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p"}}"#);
+        assert_eq!((m.request_state, m.input_responses), (None, false));
+    }
+
+    #[test]
+    fn arguments_are_the_raw_text_of_tools_call_only() {
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"q","arguments":{ "region" : "eu\u002d1", "n": 42.0 }}}"#,
+        );
+        assert_eq!(
+            m.arguments,
+            Some(r#"{ "region" : "eu\u002d1", "n": 42.0 }"#)
+        );
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p","arguments":{"x":"y"}}}"#,
+        );
+        assert_eq!(m.arguments, None);
+        let m = single(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p"}}"#);
+        assert_eq!(m.arguments, None);
     }
 
     #[test]

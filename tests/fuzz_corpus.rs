@@ -461,6 +461,9 @@ fn request_parser_matches_the_reference_parser() {
         br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":null,"arguments":1}}"#,
         br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}},{"jsonrpc":"2.0","method":"x"}]"#,
         b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"a\\u00\"}}",
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","requestState":"s\u0031","inputResponses":{},"_meta":{"io.modelcontextprotocol\/protocolVersion":7,"io.modelcontextprotocol/protocolVersion":"x"}}}"#,
+        br#"{"jsonrpc":"2.0","method":"notifications/x","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"\ud800"},"_meta":[]}}"#,
     ];
     bodies.extend(base.iter().map(|b| b.to_vec()));
     // Every one-byte damage of the hand-made bodies.

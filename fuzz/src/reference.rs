@@ -1,5 +1,7 @@
 //! The request parser as it was before the single-pass, framed-`params` and shared-framing
-//! changes (`mcp_guard::jsonrpc::parse_body`, kept verbatim apart from the names it imports):
+//! changes (`mcp_guard::jsonrpc::parse_body`, kept verbatim apart from the names it imports,
+//! and extended by serde alone where the parser gained members: every method's `params`,
+//! `_meta`, `requestState`, `inputResponses`, `arguments`):
 //! every member read by serde_json's derive (`RawValue` members, duplicates refused by serde),
 //! syntax checked first. A differential oracle: the production parser must give the same
 //! `Result` (same messages, same refusal code and text) on every body
@@ -8,8 +10,9 @@
 #![allow(clippy::all)]
 
 use mcp_guard::jsonrpc::{
-    Body, Id, Kind, Message, ParseError, INVALID_PARAMS, INVALID_REQUEST, MAX_REQUEST_ID_LEN,
-    PARSE_ERROR, PROMPTS_GET, RESOURCES_READ, TASK_METHODS, TOOLS_CALL,
+    Body, Id, Kind, Message, Meta, MetaVersion, ParseError, INVALID_PARAMS, INVALID_REQUEST,
+    MAX_REQUEST_ID_LEN, META_PROTOCOL_VERSION, PARSE_ERROR, PROMPTS_GET, RESOURCES_READ,
+    TASK_METHODS, TOOLS_CALL,
 };
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -86,6 +89,66 @@ struct WireParams<'a> {
     arguments: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present", rename = "taskId")]
     task_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present", rename = "_meta")]
+    meta: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present", rename = "requestState")]
+    request_state: Option<&'a RawValue>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "present",
+        rename = "inputResponses"
+    )]
+    input_responses: Option<&'a RawValue>,
+}
+
+/// The `params._meta` envelope keys (added with MCP 2026-07-28 support: every method's params
+/// are read, and `_meta` with them).
+#[derive(Deserialize)]
+struct WireMeta<'a> {
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "present",
+        rename = "io.modelcontextprotocol/protocolVersion"
+    )]
+    protocol_version: Option<&'a RawValue>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "present",
+        rename = "io.modelcontextprotocol/clientCapabilities"
+    )]
+    client_capabilities: Option<&'a RawValue>,
+}
+
+fn parse_meta(raw: Option<&RawValue>) -> Result<Meta, ParseError> {
+    let Some(raw) = raw.filter(|r| r.get().starts_with('{')) else {
+        return Ok(Meta::default());
+    };
+    let wire: WireMeta<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+        err(
+            INVALID_PARAMS,
+            format!("Invalid params: params._meta: {}", strip_position(&e)),
+        )
+    })?;
+    let protocol_version = match wire.protocol_version {
+        None => MetaVersion::Absent,
+        Some(v) if !v.get().starts_with('"') => MetaVersion::NotString,
+        Some(v) => MetaVersion::Str(serde_json::from_str::<String>(v.get()).map_err(|_| {
+            err(
+                INVALID_PARAMS,
+                format!(
+                    "Invalid params: params._meta {META_PROTOCOL_VERSION} is not a valid string"
+                ),
+            )
+        })?),
+    };
+    Ok(Meta {
+        meta_object: true,
+        protocol_version,
+        client_capabilities: wire.client_capabilities.is_some(),
+    })
 }
 
 /// A serde_json error without any echo of the input (its messages quote keys, not values).
@@ -213,6 +276,10 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
                     resource_uri: None,
                     task_id: None,
                     hash_input: None,
+                    meta: Meta::default(),
+                    request_state: None,
+                    input_responses: false,
+                    arguments: None,
                 })
             }
             _ => Err(invalid(
@@ -239,6 +306,16 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
         }
     }
 
+    // Every method's params (an object) are read, duplicates refused; then `_meta`.
+    let fields = match params {
+        Some(raw) if raw.get().starts_with('{') => Some(
+            parse_params(params).map_err(|e| with_context(e, id.clone(), Some(method.clone())))?,
+        ),
+        _ => None,
+    };
+    let meta = parse_meta(fields.as_ref().and_then(|f| f.meta))
+        .map_err(|e| with_context(e, id.clone(), Some(method.clone())))?;
+
     let mut message = Message {
         kind: match id.clone() {
             Some(id) => Kind::Request(id),
@@ -250,12 +327,27 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
         resource_uri: None,
         task_id: None,
         hash_input: params.map(RawValue::get),
+        meta,
+        request_state: fields
+            .as_ref()
+            .and_then(|f| f.request_state)
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()),
+        input_responses: fields.as_ref().is_some_and(|f| f.input_responses.is_some()),
+        arguments: None,
     };
 
     match method.as_str() {
         TOOLS_CALL | PROMPTS_GET | RESOURCES_READ => {
-            let fields = parse_params(params)
-                .map_err(|e| with_context(e, id.clone(), Some(method.clone())))?;
+            let fields = match fields {
+                Some(f) => f,
+                None => {
+                    return Err(with_context(
+                        err(INVALID_PARAMS, "Invalid params: params must be an object"),
+                        id,
+                        Some(method),
+                    ))
+                }
+            };
             let string_member = |raw: Option<&RawValue>, member: &str| {
                 raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
                     .ok_or_else(|| {
@@ -273,17 +365,15 @@ fn parse_message(text: &str) -> Result<Message<'_>, ParseError> {
                 TOOLS_CALL => {
                     message.tool_name = Some(string_member(fields.name, "name")?);
                     message.hash_input = fields.arguments.map(RawValue::get);
+                    message.arguments = fields.arguments.map(RawValue::get);
                 }
                 PROMPTS_GET => message.prompt_name = Some(string_member(fields.name, "name")?),
                 _ => message.resource_uri = Some(string_member(fields.uri, "uri")?),
             }
         }
         m if TASK_METHODS.contains(&m) => {
-            // Only for checking the Mcp-Name header; a missing or duplicated taskId leaves it
-            // unset (a header naming a task then disagrees with the body).
-            message.task_id = parse_params(params)
-                .ok()
-                .and_then(|fields| fields.task_id)
+            message.task_id = fields
+                .and_then(|f| f.task_id)
                 .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
         }
         _ => {}

@@ -139,6 +139,24 @@ fn check_message(m: &Message<'_>, v: &Value) {
         }
         _ => assert!(m.tool_name.is_none() && m.prompt_name.is_none() && m.resource_uri.is_none()),
     }
+    // The 2026-07-28 envelope and multi-round-trip members agree with serde_json's reading.
+    let meta = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object);
+    assert_eq!(m.meta.meta_object, meta.is_some(), "_meta of {v}");
+    let version = meta.and_then(|o| o.get(jsonrpc::META_PROTOCOL_VERSION));
+    let expected = match version {
+        None => jsonrpc::MetaVersion::Absent,
+        Some(Value::String(s)) => jsonrpc::MetaVersion::Str(s.clone()),
+        Some(_) => jsonrpc::MetaVersion::NotString,
+    };
+    assert_eq!(m.meta.protocol_version, expected, "_meta version of {v}");
+    assert_eq!(
+        m.meta.client_capabilities,
+        meta.is_some_and(|o| o.contains_key(jsonrpc::META_CLIENT_CAPABILITIES)),
+        "{v}"
+    );
+    assert_eq!(m.request_state.as_deref(), member("requestState"), "{v}");
     let id = obj.get("id");
     match &m.kind {
         Kind::Request(i) | Kind::Response(i) => match (i, id) {
