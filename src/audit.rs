@@ -108,6 +108,31 @@ pub struct Call {
     /// [`crate::curation::Unreadable::reason`] label (`response_*`, a fixed set); `None` when it
     /// did not. The record then has `"refusal": "<label>"`.
     pub refusal: Option<&'static str>,
+    /// The call's place in a multi round-trip call (MCP 2026-07-28, `crate::rounds`).
+    pub round: Round,
+}
+
+/// A call's place in a multi round-trip call (MCP 2026-07-28 "Multi Round-Trip Requests";
+/// `crate::rounds`). Written only when set, so records of other calls are unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// The call was answered `input_required`: the link of the round it opened
+    /// ([`crate::rounds::link`]). The record then has `"round_opens": "<link>"`.
+    pub opens: Option<String>,
+    /// The call is a retry (its `params` carry `requestState` or `inputResponses`). The record
+    /// then has `"round_continues"` and `"round_matched"`.
+    pub continues: Option<Continuation>,
+}
+
+/// A retry of a multi round-trip call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    /// The link it presents (`round_continues`); `None` when its `requestState` is longer than
+    /// [`crate::response::MAX_REQUEST_STATE_LEN`] (no round can have it).
+    pub link: Option<String>,
+    /// It claimed a round mcp-guard opened (`round_matched`): a continuation, not counted again
+    /// by the `rate_limit_service`. False: counted as a new call.
+    pub matched: bool,
 }
 
 impl Call {
@@ -126,6 +151,7 @@ impl Call {
             origin: None,
             settled_ms: None,
             refusal: None,
+            round: Round::default(),
         }
     }
 }
@@ -216,8 +242,9 @@ impl InputHasher {
 /// `server_id`, `method`, `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
-/// `policy_name`, `policy_version`, `refusal` only when set, and `correlated` only when true;
-/// other absent values are `null`.
+/// `policy_name`, `policy_version`, `refusal` only when set, `correlated` only when true, and
+/// `round_opens`, `round_continues` + `round_matched` only when set ([`Round`]); other absent
+/// values are `null`.
 /// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 * calls.len().max(1));
@@ -290,6 +317,16 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         }
         if call.origin.is_some() {
             out.extend_from_slice(b",\"correlated\":true");
+        }
+        if let Some(link) = &call.round.opens {
+            out.extend_from_slice(b",\"round_opens\":");
+            push_str(&mut out, link);
+        }
+        if let Some(retry) = &call.round.continues {
+            out.extend_from_slice(b",\"round_continues\":");
+            push_opt_str(&mut out, retry.link.as_deref());
+            out.extend_from_slice(b",\"round_matched\":");
+            out.extend_from_slice(if retry.matched { b"true" } else { b"false" });
         }
         out.push(b'}');
     }
@@ -622,6 +659,16 @@ mod tests {
         refusal: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         correlated: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        round_opens: Option<&'a str>,
+        #[serde(flatten)]
+        continues: Option<Continues<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct Continues<'a> {
+        round_continues: Option<&'a str>,
+        round_matched: bool,
     }
 
     fn reference(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
@@ -662,6 +709,11 @@ mod tests {
                 policy_version: origin.policy_version.as_deref(),
                 refusal: call.refusal,
                 correlated: call.origin.is_some(),
+                round_opens: call.round.opens.as_deref(),
+                continues: call.round.continues.as_ref().map(|c| Continues {
+                    round_continues: c.link.as_deref(),
+                    round_matched: c.matched,
+                }),
             };
             serde_json::to_writer(&mut out, &record).unwrap();
         }
@@ -685,6 +737,7 @@ mod tests {
             Some(OutputStatus::InvalidRequest),
             Some(OutputStatus::Deferred),
             Some(OutputStatus::ClientDisconnected),
+            Some(OutputStatus::InputRequired),
         ];
         let ids = [
             None,
@@ -744,6 +797,11 @@ mod tests {
                 c.output_status = *status;
                 c.error_code = [None, Some(-32003), Some(i64::MIN), Some(i64::MAX), Some(0)][i % 5];
                 c.settled_ms = (i % 3 == 0).then_some(start.wrapping_add(i as u64));
+                c.round.opens = (i % 2 == 1).then(|| format!("sha256:{i}\"{odd}"));
+                c.round.continues = (i % 3 != 0).then(|| Continuation {
+                    link: (i % 4 != 0).then(|| format!("hmac-sha256:k:{i}")),
+                    matched: i % 5 == 0,
+                });
                 if i == 4 {
                     c.origin = Some(Box::new(StreamFacts {
                         start_ms: 1,

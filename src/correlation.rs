@@ -123,6 +123,7 @@ impl Pending {
             origin: None,
             settled_ms: None,
             refusal: None,
+            round: crate::audit::Round::default(),
         };
         let facts = StreamFacts {
             start_ms: self.start_ms,

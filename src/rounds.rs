@@ -167,27 +167,90 @@ mod tests {
 
     #[test]
     fn links_are_hashes_of_every_part_and_never_the_raw_state() {
-        let a = link(&sha(), "srv", "agent-a", "tools/call", "echo", "secret-state");
+        let a = link(
+            &sha(),
+            "srv",
+            "agent-a",
+            "tools/call",
+            "echo",
+            "secret-state",
+        );
         assert!(a.starts_with("sha256:") && a.len() == 7 + 64, "{a}");
         assert!(!a.contains("secret"));
         assert_eq!(
             a,
-            link(&sha(), "srv", "agent-a", "tools/call", "echo", "secret-state")
+            link(
+                &sha(),
+                "srv",
+                "agent-a",
+                "tools/call",
+                "echo",
+                "secret-state"
+            )
         );
         // Every part counts, and the parts cannot slide into each other.
         for other in [
-            link(&sha(), "srv2", "agent-a", "tools/call", "echo", "secret-state"),
-            link(&sha(), "srv", "agent-b", "tools/call", "echo", "secret-state"),
-            link(&sha(), "srv", "agent-a", "prompts/get", "echo", "secret-state"),
-            link(&sha(), "srv", "agent-a", "tools/call", "echo2", "secret-state"),
-            link(&sha(), "srv", "agent-a", "tools/call", "echo", "secret-statf"),
-            link(&sha(), "srv", "agent-a", "tools/call", "echos", "ecret-state"),
+            link(
+                &sha(),
+                "srv2",
+                "agent-a",
+                "tools/call",
+                "echo",
+                "secret-state",
+            ),
+            link(
+                &sha(),
+                "srv",
+                "agent-b",
+                "tools/call",
+                "echo",
+                "secret-state",
+            ),
+            link(
+                &sha(),
+                "srv",
+                "agent-a",
+                "prompts/get",
+                "echo",
+                "secret-state",
+            ),
+            link(
+                &sha(),
+                "srv",
+                "agent-a",
+                "tools/call",
+                "echo2",
+                "secret-state",
+            ),
+            link(
+                &sha(),
+                "srv",
+                "agent-a",
+                "tools/call",
+                "echo",
+                "secret-statf",
+            ),
+            link(
+                &sha(),
+                "srv",
+                "agent-a",
+                "tools/call",
+                "echos",
+                "ecret-state",
+            ),
         ] {
             assert_ne!(a, other);
         }
         // With an HMAC key, the link cannot be recomputed from a guess of the state.
         let keyed = InputHasher::hmac(vec![7; 32], "k1".into());
-        let b = link(&keyed, "srv", "agent-a", "tools/call", "echo", "secret-state");
+        let b = link(
+            &keyed,
+            "srv",
+            "agent-a",
+            "tools/call",
+            "echo",
+            "secret-state",
+        );
         assert!(b.starts_with("hmac-sha256:k1:"), "{b}");
         assert_ne!(a[7..], b[15..]);
     }
@@ -258,7 +321,10 @@ mod tests {
         let long_key = InputHasher::hmac(vec![1; 32], "k".repeat(MAX_SLOT_BYTES));
         let l = link(&long_key, "s", "a", "tools/call", "t", "x");
         let mut h = FakeHost::new(SharedStore::default(), 0);
-        assert!(!open(h.shared(), &l, 0), "a value over MAX_SLOT_BYTES is not stored");
+        assert!(
+            !open(h.shared(), &l, 0),
+            "a value over MAX_SLOT_BYTES is not stored"
+        );
         let n: u16 = slot_key("x").rsplit('.').next().unwrap().parse().unwrap();
         assert!(n < SLOTS);
     }

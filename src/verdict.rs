@@ -16,14 +16,16 @@ pub use refusal::{
     RATE_LIMITED, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
 };
 
-use crate::audit::Call;
+use crate::audit::{Call, Continuation};
 use crate::config::Config;
 use crate::curation::{ListKind, ToolHints};
 use crate::host::ReadError;
 use crate::jsonrpc::{self, Body, Id, Kind, Message};
 use crate::policy::{Decision, Mode, Subject};
 use crate::ratelimit::{self, Descriptor};
+use crate::rounds;
 use crate::routing;
+use crate::tags::{ROUND_CONTINUATION, ROUND_FIRST};
 
 /// Who the identity sources say sent the request (`crate::identity`, resolved by the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +130,13 @@ fn decided_at_headers<'c>(
     if config.policy.decide(agent, subject).blocks() {
         return None; // refused with the request's id, once the body is read
     }
-    Some(config.headers.for_call(&method, name.as_deref()))
+    let mut tags = config.headers.for_call(&method, name.as_deref());
+    if is_round_method(&method) {
+        // Its body (a retry's `requestState`) is read only after the headers went on: never
+        // a verified continuation, so every rate limit counts it.
+        tags.push((config.headers.call_round.as_str(), ROUND_FIRST.to_owned()));
+    }
+    Some(tags)
 }
 
 /// What is known about a request when its body has been read.
@@ -143,6 +151,9 @@ pub struct Known<'a> {
     /// The request was decided at its headers and its body streamed
     /// ([`AtHeaders::Stream`]): its tags are already set.
     pub streamed: bool,
+    /// The server id of the stream (configured `server_id`, else the upstream cluster): part
+    /// of a multi round-trip call's link ([`rounds::link`]).
+    pub server_id: &'a str,
 }
 
 /// A request to forward.
@@ -200,15 +211,27 @@ pub trait Lookups {
     /// `Ok(None)` when no `tools/list` has shown it. Asked only under the annotations rule,
     /// for an allowed `tools/call` of a tool no rule names.
     fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError>;
+
+    /// Claims one open multi round-trip round under `link` (`crate::rounds::claim`: single
+    /// use, shared by every worker): `Ok(true)` when the retry is a continuation of a round
+    /// mcp-guard saw answered `input_required`. Asked only for an allowed single-message retry
+    /// of `tools/call`, `prompts/get` or `resources/read` whose body was held. A
+    /// [`ReadError`] counts the retry as a new call (rate limits fail closed).
+    fn claim_round(&mut self, link: &str) -> Result<bool, ReadError>;
 }
 
-/// A closure over the tool name is a [`Lookups`] that knows only tool hints.
+/// A closure over the tool name is a [`Lookups`] that knows only tool hints: it has no open
+/// rounds, so every retry is counted as a new call.
 impl<F> Lookups for F
 where
     F: FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
 {
     fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError> {
         self(tool)
+    }
+
+    fn claim_round(&mut self, _link: &str) -> Result<bool, ReadError> {
+        Ok(false)
     }
 }
 
@@ -244,6 +267,21 @@ pub fn decide<'c>(
         .iter()
         .map(|m| evaluate(config, known.agent_id, m))
         .collect();
+    // A multi round-trip retry is linked whatever the decision (policy is decided on every
+    // round: an earlier round's answer allows nothing); it is claimed only once allowed.
+    let retry = match (&body, calls.first_mut()) {
+        (Body::Single(m), Some(call)) => {
+            let link = retry_link(config, known, m);
+            if let Some(link) = &link {
+                call.round.continues = Some(Continuation {
+                    link: link.clone(),
+                    matched: false,
+                });
+            }
+            link
+        }
+        _ => None,
+    };
     let by_annotations = apply_annotations(config, known.agent_id, &mut calls, lookups);
     if calls.iter().any(|c| c.decision.blocks()) {
         let refusal = Refusal::Denied { by_annotations };
@@ -256,7 +294,28 @@ pub fn decide<'c>(
         };
         return Verdict::Refuse { refusal, calls };
     }
-    let all_tags = config.headers.for_body(&body);
+    let mut all_tags = config.headers.for_body(&body);
+    // A retry claims its round once it is allowed (single use). Streamed from its headers, it
+    // was tagged `first` there, and is counted as such.
+    let continuation = match &retry {
+        Some(Some(link)) if !known.streamed => lookups.claim_round(link).unwrap_or(false),
+        _ => false,
+    };
+    if let (true, Some(call)) = (continuation, calls.first_mut()) {
+        if let Some(retry) = call.round.continues.as_mut() {
+            retry.matched = true;
+        }
+    }
+    // Every message of a (uniform) batch has one method; a batch is never a continuation.
+    let first_method = body.messages().iter().find_map(|m| m.method.as_deref());
+    if first_method.is_some_and(is_round_method) {
+        let round = if continuation {
+            ROUND_CONTINUATION
+        } else {
+            ROUND_FIRST
+        };
+        all_tags.push((config.headers.call_round.as_str(), round.to_owned()));
+    }
     let expected: Vec<Id> = body
         .messages()
         .iter()
@@ -298,12 +357,46 @@ pub fn decide<'c>(
         expected,
     };
     match descriptors {
-        Some(descriptors) => Verdict::AskRls {
+        // A verified continuation is the same logical call: counted once, on its first round.
+        Some(descriptors) if !continuation => Verdict::AskRls {
             forward,
             descriptors,
         },
-        None => Verdict::Forward(forward),
+        _ => Verdict::Forward(forward),
     }
+}
+
+/// Whether `method` may be answered `input_required` (MCP 2026-07-28 `basic/patterns/mrtr`
+/// "Supported Requests"): `tools/call`, `prompts/get`, `resources/read`.
+pub fn is_round_method(method: &str) -> bool {
+    matches!(
+        method,
+        jsonrpc::TOOLS_CALL | jsonrpc::PROMPTS_GET | jsonrpc::RESOURCES_READ
+    )
+}
+
+/// If `m` is a multi round-trip retry (a request of a [`is_round_method`] method whose
+/// `params` carry a string `requestState` or an `inputResponses`), the link it presents:
+/// `Some(None)` when its `requestState` is longer than
+/// [`crate::response::MAX_REQUEST_STATE_LEN`] (no round can have been opened with it).
+fn retry_link(config: &Config, known: &Known<'_>, m: &Message<'_>) -> Option<Option<String>> {
+    let method = m.method.as_deref().filter(|m| is_round_method(m))?;
+    if !matches!(m.kind, Kind::Request(_)) || !(m.request_state.is_some() || m.input_responses) {
+        return None;
+    }
+    let state = m.request_state.as_deref().unwrap_or_default();
+    if state.len() > crate::response::MAX_REQUEST_STATE_LEN {
+        return Some(None);
+    }
+    let name = m.name().unwrap_or_default();
+    Some(Some(rounds::link(
+        &config.input_hash,
+        known.server_id,
+        known.agent_id,
+        method,
+        name,
+        state,
+    )))
 }
 
 /// The decision when the RLS could not be asked or gave no usable answer: refuse under
@@ -335,6 +428,7 @@ fn evaluate(config: &Config, agent: &str, m: &Message<'_>) -> Call {
         origin: None,
         settled_ms: None,
         refusal: None,
+        round: crate::audit::Round::default(),
     }
 }
 

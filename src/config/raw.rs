@@ -35,6 +35,7 @@ pub(super) const HEADER_FIELDS: &[&str] = &[
     "agent_id",
     "prompt_name",
     "resource_uri",
+    "call_round",
 ];
 
 /// Fields of `policy`.

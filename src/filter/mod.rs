@@ -49,9 +49,10 @@ use crate::policy::Decision;
 // Named by the unit tests (`use super::*`), which were written against the single filter.rs.
 #[cfg(test)]
 use crate::policy::{Mode, Subject};
-use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner};
+use crate::response::{BodyKind, Correlator, Outcome, RequestState, ResponseScanner};
+use crate::rounds;
 use crate::routing;
-use crate::verdict::Refusal;
+use crate::verdict::{self, Refusal};
 pub use crate::verdict::{
     BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, NOT_CONFIGURED, RATE_LIMITED,
     UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
@@ -321,6 +322,7 @@ impl Stream {
             call.error_code = code;
         }
         store_all(host, &deferred);
+        self.open_rounds(host);
         if legacy {
             // Calls settled on this stream after all (an error answer instead of 202) must not
             // wait in the store for a response that will not come.
@@ -338,6 +340,51 @@ impl Stream {
             }
         }
         self.write_audit(host);
+    }
+
+    /// Opens a multi round-trip round ([`rounds::open`]) for each call of this stream just
+    /// settled `input_required` (a `tools/call`, `prompts/get` or `resources/read`), and notes
+    /// its link in the call's record (`round_opens`). A result whose `requestState` could not
+    /// be kept ([`RequestState::Unlinkable`]) opens none: its retry will count as a new call.
+    fn open_rounds(&mut self, host: &mut dyn Host) {
+        let now = host.now_ms();
+        let opened = self.calls.iter_mut().filter(|c| {
+            c.output_status == Some(OutputStatus::InputRequired)
+                && c.origin.is_none()
+                && c.round.opens.is_none()
+        });
+        for call in opened {
+            let (Some(method), Some(id)) = (call.method.as_deref(), call.request_id.as_ref())
+            else {
+                continue;
+            };
+            if !verdict::is_round_method(method) {
+                continue;
+            }
+            let state = match self.correlator.request_state(id) {
+                Some(RequestState::Absent) => "",
+                Some(RequestState::Kept(state)) => state.as_str(),
+                _ => continue,
+            };
+            let name = call
+                .tool_name
+                .as_deref()
+                .or(call.prompt_name.as_deref())
+                .or(call.resource_uri.as_deref())
+                .unwrap_or_default();
+            let link = rounds::link(
+                &self.config.input_hash,
+                &self.facts.server_id,
+                &self.facts.agent_id,
+                method,
+                name,
+                state,
+            );
+            if !rounds::open(host.shared(), &link, now) {
+                log::warn!("mcp-guard: could not store an open round; its retry counts as new");
+            }
+            call.round.opens = Some(link);
+        }
     }
 
     fn write_audit(&mut self, host: &mut dyn Host) {

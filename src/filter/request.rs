@@ -12,6 +12,7 @@ use crate::metrics::Metric;
 use crate::policy::Decision;
 use crate::ratelimit;
 use crate::response::Correlator;
+use crate::rounds;
 use crate::routing;
 use crate::verdict::{self, AtHeaders, AtHeadersFacts, Forward, Identity, Known, Refusal, Verdict};
 use std::rc::Rc;
@@ -25,6 +26,15 @@ struct SharedLookups<'h, 's> {
 impl verdict::Lookups for SharedLookups<'_, '_> {
     fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError> {
         annotations::lookup(self.host.shared(), self.server_id, tool)
+    }
+
+    fn claim_round(&mut self, link: &str) -> Result<bool, ReadError> {
+        let now = self.host.now_ms();
+        let claimed = rounds::claim(self.host.shared(), link, now);
+        if claimed.is_err() {
+            log::warn!("mcp-guard: could not read the open rounds; the retry counts as new");
+        }
+        claimed
     }
 }
 
@@ -250,6 +260,7 @@ impl Stream {
             http_method: &self.facts.http_method,
             routing: &self.routing_headers,
             streamed: was_streamed,
+            server_id: &self.facts.server_id,
         };
         let mut lookups = SharedLookups {
             host: &mut *host,
