@@ -35,6 +35,7 @@ mod request;
 mod response;
 mod rls;
 mod robustness;
+mod rounds;
 
 impl FakeHost {
     fn records(&self) -> Vec<Value> {
