@@ -907,10 +907,7 @@ fn a_retry_that_claims_an_open_round_is_not_asked_of_the_rls_again() {
         panic!("a replayed retry is counted");
     };
     assert_eq!(round_tag(&forward).as_deref(), Some("first"));
-    assert_eq!(
-        forward.calls[0].round.continues.as_ref().unwrap().matched,
-        false
-    );
+    assert!(!forward.calls[0].round.continues.as_ref().unwrap().matched);
     assert_eq!(rounds.asked, vec![link.clone(), link]);
 }
 
