@@ -133,6 +133,9 @@ pub struct Continuation {
     /// It claimed a round mcp-guard opened (`round_matched`): a continuation, not counted again
     /// by the `rate_limit_service`. False: counted as a new call.
     pub matched: bool,
+    /// The number of the round it continued ([`crate::rounds::MAX_ROUNDS`]); 0 when not
+    /// matched. Not written to the record; the round its answer opens is one more.
+    pub round: u32,
 }
 
 impl Call {
@@ -801,6 +804,7 @@ mod tests {
                 c.round.continues = (i % 3 != 0).then(|| Continuation {
                     link: (i % 4 != 0).then(|| format!("hmac-sha256:k:{i}")),
                     matched: i % 5 == 0,
+                    round: 1,
                 });
                 if i == 4 {
                     c.origin = Some(Box::new(StreamFacts {

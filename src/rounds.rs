@@ -29,7 +29,13 @@
 //! more than [`SLOTS`] × [`MAX_SLOT_BYTES`] (2 MiB) of values for every worker together. One
 //! link counts at most [`MAX_OPEN`] open rounds (the same call answered `input_required` in
 //! parallel, or rounds without a `requestState`). Rounds older than [`TTL_MS`] (the Python
-//! SDK's default `requestState` lifetime) are not claimed.
+//! SDK's default `requestState` lifetime) are not claimed. One logical call has at most
+//! [`MAX_ROUNDS`] free rounds: the answer to its [`MAX_ROUNDS`]-th round opens none, so a server
+//! that keeps asking (or a client that keeps declining) costs a hit every [`MAX_ROUNDS`] rounds.
+//!
+//! Rounds are opened from the answer on the POST's own response stream (2026-07-28 has no
+//! resumption and no GET stream); an `input_required` answer correlated from another stream
+//! (`crate::correlation`, older revisions) opens none.
 
 use crate::audit::InputHasher;
 use crate::host::{ReadError, SharedData};
@@ -43,6 +49,10 @@ pub const SLOTS: u16 = 4096;
 pub const TTL_MS: u64 = 10 * 60 * 1000;
 /// Most rounds open at once under one link; more answers under the same link are not counted.
 pub const MAX_OPEN: u32 = 16;
+/// Most rounds of one logical call that are free: a round is numbered 1 when a first call's
+/// answer opens it, n + 1 when the answer to a continuation of round n does; round
+/// [`MAX_ROUNDS`] + 1 is never opened (the SDKs' default cap on retry rounds is 10).
+pub const MAX_ROUNDS: u32 = 10;
 /// Largest slot value, in bytes of its JSON form (a SHA-256 link takes about 110; an HMAC link
 /// adds its key id).
 pub const MAX_SLOT_BYTES: usize = 512;
@@ -59,6 +69,14 @@ pub struct Slot {
     pub at_ms: u64,
     /// How many rounds are open under it (1..=[`MAX_OPEN`]).
     pub open: u32,
+    /// The number of the latest round opened under it (1..=[`MAX_ROUNDS`]; the highest when
+    /// several are open).
+    #[serde(default = "first_round")]
+    pub round: u32,
+}
+
+fn first_round() -> u32 {
+    1
 }
 
 /// The link of a round of the call (`method`, `name`) that `agent` sent to `server`, with the
@@ -97,24 +115,35 @@ fn live(value: &[u8], link: &str, now_ms: u64) -> Option<Slot> {
     (slot.link == link && young && slot.open > 0).then_some(slot)
 }
 
-/// Opens a round under `link` at `now_ms`: one more open round if the slot holds this link
-/// (at most [`MAX_OPEN`]), else the slot now holds this link alone. Returns whether it is
-/// stored; `false` when the store cannot be read or written, or the link is too long.
-pub fn open(shared: &mut dyn SharedData, link: &str, now_ms: u64) -> bool {
+/// Opens round number `round` (see [`MAX_ROUNDS`]) under `link` at `now_ms`: one more open
+/// round if the slot holds this link (at most [`MAX_OPEN`]), else the slot now holds this link
+/// alone. Returns whether it is stored; `false` when `round` is past [`MAX_ROUNDS`], the store
+/// cannot be read or written, or the link is too long.
+pub fn open(shared: &mut dyn SharedData, link: &str, round: u32, now_ms: u64) -> bool {
+    if round > MAX_ROUNDS {
+        return false;
+    }
     let key = slot_key(link);
     for _ in 0..ATTEMPTS {
         let Ok(current) = shared.get(&key) else {
             return false;
         };
         let (value, cas) = current.map_or((None, None), |(v, cas)| (Some(v), cas));
-        let open = value
-            .as_deref()
-            .and_then(|v| live(v, link, now_ms))
-            .map_or(1, |slot| slot.open.saturating_add(1).min(MAX_OPEN));
+        let (open, round) =
+            value
+                .as_deref()
+                .and_then(|v| live(v, link, now_ms))
+                .map_or((1, round), |slot| {
+                    (
+                        slot.open.saturating_add(1).min(MAX_OPEN),
+                        slot.round.max(round),
+                    )
+                });
         let slot = Slot {
             link: link.to_owned(),
             at_ms: now_ms,
             open,
+            round,
         };
         let Ok(bytes) = serde_json::to_vec(&slot) else {
             return false;
@@ -130,17 +159,21 @@ pub fn open(shared: &mut dyn SharedData, link: &str, now_ms: u64) -> bool {
 }
 
 /// Claims one round open under `link` at `now_ms` (single use: the slot then counts one
-/// fewer). `Ok(true)`: claimed, the retry is a continuation. `Ok(false)`: no open round under
-/// this link (or other workers kept changing the slot). [`ReadError`]: the store could not be
-/// read.
-pub fn claim(shared: &mut dyn SharedData, link: &str, now_ms: u64) -> Result<bool, ReadError> {
+/// fewer). `Ok(Some(n))`: claimed round number `n`, the retry is a continuation. `Ok(None)`: no
+/// open round under this link (or other workers kept changing the slot). [`ReadError`]: the
+/// store could not be read.
+pub fn claim(
+    shared: &mut dyn SharedData,
+    link: &str,
+    now_ms: u64,
+) -> Result<Option<u32>, ReadError> {
     let key = slot_key(link);
     for _ in 0..ATTEMPTS {
         let Some((value, cas)) = shared.get(&key)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(mut slot) = live(&value, link, now_ms) else {
-            return Ok(false);
+            return Ok(None);
         };
         slot.open = slot.open.saturating_sub(1); // `live` checked it is positive
         let bytes = if slot.open == 0 {
@@ -149,10 +182,10 @@ pub fn claim(shared: &mut dyn SharedData, link: &str, now_ms: u64) -> Result<boo
             serde_json::to_vec(&slot).unwrap_or_default()
         };
         if shared.set(&key, &bytes, cas) {
-            return Ok(true);
+            return Ok(Some(slot.round));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -262,12 +295,12 @@ mod tests {
         let mut second = FakeHost::new(shared, 0);
         let l = link(&sha(), "s", "a", "tools/call", "t", "st");
         let forged = link(&sha(), "s", "a", "tools/call", "t", "st2");
-        assert!(open(first.shared(), &l, 1_000));
-        assert_eq!(claim(second.shared(), &forged, 2_000), Ok(false));
-        assert_eq!(claim(second.shared(), &l, 2_000), Ok(true));
+        assert!(open(first.shared(), &l, 1, 1_000));
+        assert_eq!(claim(second.shared(), &forged, 2_000), Ok(None));
+        assert_eq!(claim(second.shared(), &l, 2_000), Ok(Some(1)));
         // Single use.
-        assert_eq!(claim(first.shared(), &l, 2_000), Ok(false));
-        assert_eq!(claim(second.shared(), &l, 2_000), Ok(false));
+        assert_eq!(claim(first.shared(), &l, 2_000), Ok(None));
+        assert_eq!(claim(second.shared(), &l, 2_000), Ok(None));
     }
 
     #[test]
@@ -275,10 +308,10 @@ mod tests {
         let mut h = FakeHost::new(SharedStore::default(), 0);
         let l = link(&sha(), "s", "a", "tools/call", "t", "");
         for _ in 0..MAX_OPEN + 5 {
-            assert!(open(h.shared(), &l, 10));
+            assert!(open(h.shared(), &l, 1, 10));
         }
         let claimed = (0..MAX_OPEN + 5)
-            .filter(|_| claim(h.shared(), &l, 20) == Ok(true))
+            .filter(|_| claim(h.shared(), &l, 20) == Ok(Some(1)))
             .count();
         assert_eq!(claimed, MAX_OPEN as usize);
     }
@@ -287,33 +320,47 @@ mod tests {
     fn expired_and_evicted_rounds_are_not_claimed() {
         let mut h = FakeHost::new(SharedStore::default(), 0);
         let l = link(&sha(), "s", "a", "tools/call", "t", "x");
-        assert!(open(h.shared(), &l, 0));
-        assert_eq!(claim(h.shared(), &l, TTL_MS + 1), Ok(false));
+        assert!(open(h.shared(), &l, 1, 0));
+        assert_eq!(claim(h.shared(), &l, TTL_MS + 1), Ok(None));
         // An expired round does not count toward a new one.
-        assert!(open(h.shared(), &l, TTL_MS + 2));
-        assert_eq!(claim(h.shared(), &l, TTL_MS + 3), Ok(true));
-        assert_eq!(claim(h.shared(), &l, TTL_MS + 3), Ok(false));
+        assert!(open(h.shared(), &l, 1, TTL_MS + 2));
+        assert_eq!(claim(h.shared(), &l, TTL_MS + 3), Ok(Some(1)));
+        assert_eq!(claim(h.shared(), &l, TTL_MS + 3), Ok(None));
         // Another link in the same slot replaces it.
         let other = (0..100_000)
             .map(|i| link(&sha(), "s", "a", "tools/call", "t", &i.to_string()))
             .find(|o| *o != l && slot_key(o) == slot_key(&l))
             .unwrap();
-        assert!(open(h.shared(), &l, 5));
-        assert!(open(h.shared(), &other, 6));
-        assert_eq!(claim(h.shared(), &l, 7), Ok(false));
-        assert_eq!(claim(h.shared(), &other, 7), Ok(true));
+        assert!(open(h.shared(), &l, 1, 5));
+        assert!(open(h.shared(), &other, 1, 6));
+        assert_eq!(claim(h.shared(), &l, 7), Ok(None));
+        assert_eq!(claim(h.shared(), &other, 7), Ok(Some(1)));
     }
 
     #[test]
     fn an_unreadable_store_claims_nothing_and_says_so() {
         let mut h = FakeHost::new(SharedStore::default(), 0);
         let l = link(&sha(), "s", "a", "tools/call", "t", "x");
-        assert!(open(h.shared(), &l, 0));
+        assert!(open(h.shared(), &l, 1, 0));
         h.failing = vec![Read::SharedData];
         assert_eq!(claim(h.shared(), &l, 1), Err(ReadError));
-        assert!(!open(h.shared(), &l, 1));
+        assert!(!open(h.shared(), &l, 1, 1));
         h.failing.clear();
-        assert_eq!(claim(h.shared(), &l, 1), Ok(true));
+        assert_eq!(claim(h.shared(), &l, 1), Ok(Some(1)));
+    }
+
+    #[test]
+    fn a_logical_call_has_at_most_max_rounds_free_rounds() {
+        let mut h = FakeHost::new(SharedStore::default(), 0);
+        let l = link(&sha(), "s", "a", "tools/call", "t", "x");
+        assert!(open(h.shared(), &l, MAX_ROUNDS, 0));
+        assert_eq!(claim(h.shared(), &l, 1), Ok(Some(MAX_ROUNDS)));
+        assert!(!open(h.shared(), &l, MAX_ROUNDS + 1, 2));
+        assert_eq!(claim(h.shared(), &l, 3), Ok(None));
+        // Several open under one link: the highest round is kept.
+        assert!(open(h.shared(), &l, 3, 4));
+        assert!(open(h.shared(), &l, 1, 4));
+        assert_eq!(claim(h.shared(), &l, 5), Ok(Some(3)));
     }
 
     #[test]
@@ -322,7 +369,7 @@ mod tests {
         let l = link(&long_key, "s", "a", "tools/call", "t", "x");
         let mut h = FakeHost::new(SharedStore::default(), 0);
         assert!(
-            !open(h.shared(), &l, 0),
+            !open(h.shared(), &l, 1, 0),
             "a value over MAX_SLOT_BYTES is not stored"
         );
         let n: u16 = slot_key("x").rsplit('.').next().unwrap().parse().unwrap();

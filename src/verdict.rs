@@ -213,11 +213,12 @@ pub trait Lookups {
     fn tool_hints(&mut self, tool: &str) -> Result<Option<ToolHints>, ReadError>;
 
     /// Claims one open multi round-trip round under `link` (`crate::rounds::claim`: single
-    /// use, shared by every worker): `Ok(true)` when the retry is a continuation of a round
-    /// mcp-guard saw answered `input_required`. Asked only for an allowed single-message retry
-    /// of `tools/call`, `prompts/get` or `resources/read` whose body was held. A
-    /// [`ReadError`] counts the retry as a new call (rate limits fail closed).
-    fn claim_round(&mut self, link: &str) -> Result<bool, ReadError>;
+    /// use, shared by every worker): `Ok(Some(n))` when the retry is a continuation of round
+    /// number `n`, which mcp-guard saw answered `input_required`; `Ok(None)` when no round is
+    /// open under `link`. Asked only for an allowed single-message retry of `tools/call`,
+    /// `prompts/get` or `resources/read` whose body was held. A [`ReadError`] counts the retry
+    /// as a new call (rate limits fail closed).
+    fn claim_round(&mut self, link: &str) -> Result<Option<u32>, ReadError>;
 }
 
 /// A closure over the tool name is a [`Lookups`] that knows only tool hints: it has no open
@@ -230,8 +231,8 @@ where
         self(tool)
     }
 
-    fn claim_round(&mut self, _link: &str) -> Result<bool, ReadError> {
-        Ok(false)
+    fn claim_round(&mut self, _link: &str) -> Result<Option<u32>, ReadError> {
+        Ok(None)
     }
 }
 
@@ -276,6 +277,7 @@ pub fn decide<'c>(
                 call.round.continues = Some(Continuation {
                     link: link.clone(),
                     matched: false,
+                    round: 0,
                 });
             }
             link
@@ -297,15 +299,17 @@ pub fn decide<'c>(
     let mut all_tags = config.headers.for_body(&body);
     // A retry claims its round once it is allowed (single use). Streamed from its headers, it
     // was tagged `first` there, and is counted as such.
-    let continuation = match &retry {
-        Some(Some(link)) if !known.streamed => lookups.claim_round(link).unwrap_or(false),
-        _ => false,
+    let claimed = match &retry {
+        Some(Some(link)) if !known.streamed => lookups.claim_round(link).unwrap_or(None),
+        _ => None,
     };
-    if let (true, Some(call)) = (continuation, calls.first_mut()) {
+    if let (Some(round), Some(call)) = (claimed, calls.first_mut()) {
         if let Some(retry) = call.round.continues.as_mut() {
             retry.matched = true;
+            retry.round = round;
         }
     }
+    let continuation = claimed.is_some();
     // Every message of a (uniform) batch has one method; a batch is never a continuation.
     let first_method = body.messages().iter().find_map(|m| m.method.as_deref());
     if first_method.is_some_and(is_round_method) {

@@ -345,7 +345,8 @@ impl Stream {
     /// Opens a multi round-trip round ([`rounds::open`]) for each call of this stream just
     /// settled `input_required` (a `tools/call`, `prompts/get` or `resources/read`), and notes
     /// its link in the call's record (`round_opens`). A result whose `requestState` could not
-    /// be kept ([`RequestState::Unlinkable`]) opens none: its retry will count as a new call.
+    /// be kept ([`RequestState::Unlinkable`]) opens none, nor does the answer to round
+    /// [`rounds::MAX_ROUNDS`]: the retry will count as a new call.
     fn open_rounds(&mut self, host: &mut dyn Host) {
         let now = host.now_ms();
         let opened = self.calls.iter_mut().filter(|c| {
@@ -380,8 +381,13 @@ impl Stream {
                 name,
                 state,
             );
-            if !rounds::open(host.shared(), &link, now) {
-                log::warn!("mcp-guard: could not store an open round; its retry counts as new");
+            // The answer to a continuation of round n opens round n + 1 (at most MAX_ROUNDS).
+            let round = match &call.round.continues {
+                Some(retry) if retry.matched => retry.round.saturating_add(1),
+                _ => 1,
+            };
+            if !rounds::open(host.shared(), &link, round, now) {
+                log::warn!("mcp-guard: round not stored (past MAX_ROUNDS, or the store failed); its retry counts as new");
             }
             call.round.opens = Some(link);
         }

@@ -28,7 +28,7 @@ impl verdict::Lookups for SharedLookups<'_, '_> {
         annotations::lookup(self.host.shared(), self.server_id, tool)
     }
 
-    fn claim_round(&mut self, link: &str) -> Result<bool, ReadError> {
+    fn claim_round(&mut self, link: &str) -> Result<Option<u32>, ReadError> {
         let now = self.host.now_ms();
         let claimed = rounds::claim(self.host.shared(), link, now);
         if claimed.is_err() {

@@ -829,13 +829,13 @@ impl Lookups for Rounds {
     fn tool_hints(&mut self, _: &str) -> Result<Option<ToolHints>, ReadError> {
         Ok(None)
     }
-    fn claim_round(&mut self, link: &str) -> Result<bool, ReadError> {
+    fn claim_round(&mut self, link: &str) -> Result<Option<u32>, ReadError> {
         self.asked.push(link.to_owned());
         if self.unreadable {
             return Err(ReadError);
         }
         let at = self.open.iter().position(|l| l == link);
-        Ok(at.map(|i| self.open.remove(i)).is_some())
+        Ok(at.map(|i| self.open.remove(i)).map(|_| 1))
     }
 }
 
@@ -898,7 +898,8 @@ fn a_retry_that_claims_an_open_round_is_not_asked_of_the_rls_again() {
         f.calls[0].round.continues,
         Some(Continuation {
             link: Some(link.clone()),
-            matched: true
+            matched: true,
+            round: 1
         })
     );
     // Single use: the same retry again is a new call, asked of the RLS.
@@ -975,7 +976,8 @@ fn policy_is_decided_again_on_every_round() {
         calls[0].round.continues,
         Some(Continuation {
             link: Some(link.clone()),
-            matched: false
+            matched: false,
+            round: 0
         })
     );
     assert!(rounds.asked.is_empty(), "a refused retry claims nothing");
@@ -1030,7 +1032,8 @@ fn what_is_not_a_linkable_retry_claims_nothing() {
         forward.calls[0].round.continues,
         Some(Continuation {
             link: None,
-            matched: false
+            matched: false,
+            round: 0
         })
     );
 }

@@ -227,3 +227,38 @@ fn policy_is_decided_on_every_round_a_push_denies_round_two() {
     let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(3, "v1.c3RhdGU"));
     assert!(!through(&mut s, &mut h));
 }
+
+#[test]
+fn a_call_that_keeps_asking_costs_a_hit_every_max_rounds() {
+    let sc = Scenario::new(ROUNDS_POLICY);
+    let asked = |n: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{n},"result":{{"resultType":"input_required","requestState":"v1.round-{n}"}}}}"#
+        )
+    };
+    first_round(&sc, asked(1).as_bytes());
+    // Rounds 1..=MAX_ROUNDS are open in turn; each retry continues one and is asked again.
+    let max = crate::rounds::MAX_ROUNDS;
+    for n in 1..=max {
+        let id = n + 1;
+        let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(id, &format!("v1.round-{n}")));
+        assert!(!through(&mut s, &mut h), "round {n} continued for free");
+        // Answered input_required again, with the state of round n + 1 (= id).
+        respond(
+            &mut s,
+            &mut h,
+            "200",
+            "application/json",
+            &[asked(id).as_bytes()],
+        );
+        s.on_stream_end(&mut h);
+        assert_eq!(h.records()[0]["round_matched"], true, "round {n}");
+    }
+    // The answer to round MAX_ROUNDS opened none: this retry is a new call, counted.
+    let (mut s, mut h) = sc.post(
+        Some("demo-agent"),
+        &retry(max + 2, &format!("v1.round-{}", max + 1)),
+    );
+    assert!(through(&mut s, &mut h), "round {} is counted", max + 1);
+    assert_eq!(round_tag(&h), Some("first"));
+}
