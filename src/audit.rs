@@ -110,6 +110,23 @@ pub struct Call {
     pub refusal: Option<&'static str>,
     /// The call's place in a multi round-trip call (MCP 2026-07-28, `crate::rounds`).
     pub round: Round,
+    /// The MCP revision the request claims: its `MCP-Protocol-Version` header, else the
+    /// message's `params._meta` `io.modelcontextprotocol/protocolVersion` string, else `None`
+    /// (written `null`). As sent, cut to at most [`MAX_PROTOCOL_VERSION_LEN`] bytes (at a
+    /// character boundary; such a value is never an accepted revision).
+    pub protocol_version: Option<String>,
+}
+
+/// Longest `protocol_version` kept in an audit record, in bytes (revisions are 10).
+pub const MAX_PROTOCOL_VERSION_LEN: usize = 64;
+
+/// `v` cut to at most [`MAX_PROTOCOL_VERSION_LEN`] bytes at a character boundary.
+pub fn bounded_version(v: &str) -> String {
+    let mut end = v.len().min(MAX_PROTOCOL_VERSION_LEN);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v.get(..end).unwrap_or_default().to_owned()
 }
 
 /// A call's place in a multi round-trip call (MCP 2026-07-28 "Multi Round-Trip Requests";
@@ -155,6 +172,7 @@ impl Call {
             settled_ms: None,
             refusal: None,
             round: Round::default(),
+            protocol_version: None,
         }
     }
 }
@@ -245,9 +263,9 @@ impl InputHasher {
 /// `server_id`, `method`, `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
-/// `policy_name`, `policy_version`, `refusal` only when set, `correlated` only when true, and
-/// `round_opens`, `round_continues` + `round_matched` only when set ([`Round`]); other absent
-/// values are `null`.
+/// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set, `correlated`
+/// only when true, and `round_opens`, `round_continues` + `round_matched` only when set
+/// ([`Round`]); other absent values are `null`.
 /// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 * calls.len().max(1));
@@ -314,6 +332,8 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         push_opt_str(&mut out, origin.policy_name.as_deref());
         out.extend_from_slice(b",\"policy_version\":");
         push_opt_str(&mut out, origin.policy_version.as_deref());
+        out.extend_from_slice(b",\"protocol_version\":");
+        push_opt_str(&mut out, call.protocol_version.as_deref());
         if let Some(refusal) = call.refusal {
             out.extend_from_slice(b",\"refusal\":");
             push_str(&mut out, refusal);
@@ -658,6 +678,7 @@ mod tests {
         trace_id: Option<&'a str>,
         policy_name: Option<&'a str>,
         policy_version: Option<&'a str>,
+        protocol_version: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         refusal: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -710,6 +731,7 @@ mod tests {
                 trace_id: origin.trace_id.as_deref(),
                 policy_name: origin.policy_name.as_deref(),
                 policy_version: origin.policy_version.as_deref(),
+                protocol_version: call.protocol_version.as_deref(),
                 refusal: call.refusal,
                 correlated: call.origin.is_some(),
                 round_opens: call.round.opens.as_deref(),

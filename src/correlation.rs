@@ -81,6 +81,9 @@ pub struct Pending {
     /// The POST record's `identity_error`.
     #[serde(default)]
     pub identity_error: Option<IdentityError>,
+    /// The POST record's `protocol_version`.
+    #[serde(default)]
+    pub protocol_version: Option<String>,
 }
 
 impl Pending {
@@ -104,6 +107,7 @@ impl Pending {
             policy_version: facts.policy_version.clone(),
             identity_source: facts.identity_source,
             identity_error: facts.identity_error,
+            protocol_version: call.protocol_version.clone(),
         })
     }
 
@@ -124,6 +128,7 @@ impl Pending {
             settled_ms: None,
             refusal: None,
             round: crate::audit::Round::default(),
+            protocol_version: self.protocol_version,
         };
         let facts = StreamFacts {
             start_ms: self.start_ms,

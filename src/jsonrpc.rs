@@ -702,6 +702,17 @@ pub fn error_response(id: Option<&Id>, code: i32, message: &str) -> String {
     )
 }
 
+/// [`error_response`] with an `error.data` member: `data` is JSON text (compact, valid: the
+/// caller renders it with serde_json), e.g. the `{"supported":[...],"requested":"..."}` of an
+/// MCP 2026-07-28 `UnsupportedProtocolVersionError`.
+pub fn error_response_with_data(id: Option<&Id>, code: i32, message: &str, data: &str) -> String {
+    let id = id.map_or_else(|| "null".to_owned(), Id::to_json);
+    let message = serde_json::Value::String(message.to_owned());
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":{{\"code\":{code},\"message\":{message},\"data\":{data}}}}}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

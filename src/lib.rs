@@ -7,7 +7,7 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`correlation`],
+//! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`version`], [`correlation`],
 //! [`rounds`], [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host
 //! interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which
 //! enacts it); [`wasm`] is the thin proxy-wasm glue (root context and HTTP context) that maps hostcalls onto
@@ -33,4 +33,5 @@ pub mod routing;
 pub mod sse;
 pub mod tags;
 pub mod verdict;
+pub mod version;
 pub mod wasm;

@@ -11,7 +11,8 @@
 //! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified,
 //!   identity_unreadable);
 //! - `mcp_guard.refusals.reason.<reason>`: malformed requests refused (parse, header_mismatch,
-//!   batch, encoding, too_large), requests refused because the proxy could not give mcp-guard
+//!   batch, encoding, too_large), MCP revisions not accepted (unsupported_version), GET or
+//!   DELETE from a 2026-07-28 client (method_not_allowed), requests refused because the proxy could not give mcp-guard
 //!   their headers or body (request_read), and list responses curation could not read
 //!   (response_encoding, response_content_type, response_charset, response_utf8,
 //!   response_shape, response_trailing, response_id, response_read:
@@ -58,8 +59,9 @@ pub const DECISIONS: usize = 3;
 /// Distinct `denials` reasons (`policy`, `annotations`, `unidentified`, `identity_unreadable`).
 pub const DENIAL_REASONS: usize = 4;
 /// Distinct `refusals` reasons: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`,
-/// `request_read`, and the eight `response_*` labels of `crate::curation::Unreadable::reason`.
-pub const REFUSAL_REASONS: usize = 14;
+/// `request_read`, `unsupported_version`, `method_not_allowed`, and the eight `response_*`
+/// labels of `crate::curation::Unreadable::reason`.
+pub const REFUSAL_REASONS: usize = 16;
 /// Distinct `list_rewrites` lists (`tools`, `prompts`, `resources`).
 pub const LISTS: usize = 3;
 /// Stats without labels (`rate_limited`, `rls_errors`, `sse_events`, `config.loads`,
@@ -100,7 +102,9 @@ pub enum Metric<'a> {
     },
     /// A refusal by policy: `policy`, `annotations`, `unidentified`, `identity_unreadable`.
     Denial(&'static str),
-    /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`;
+    /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`,
+    /// `unsupported_version` (an MCP revision not accepted, -32022), `method_not_allowed` (a
+    /// GET or DELETE from a 2026-07-28 client, 405);
     /// a request whose headers or body the host could not give: `request_read`; or a list
     /// response that could not be curated: one of the fixed
     /// [`crate::curation::Unreadable::reason`] labels (`response_*`).

@@ -51,6 +51,9 @@ pub struct RoutingHeaders {
     pub method: Vec<String>,
     /// Values of `Mcp-Name`.
     pub name: Vec<String>,
+    /// Values of `MCP-Protocol-Version` (`crate::version::HEADER`), read on every request
+    /// (GET and DELETE included).
+    pub version: Vec<String>,
 }
 
 /// Checks the routing headers of a request against its parsed body.
@@ -188,11 +191,13 @@ mod tests {
         let twice = RoutingHeaders {
             method: vec![],
             name: vec!["echo".into(), "delete_repo".into()],
+            version: vec![],
         };
         assert_eq!(check(&twice, &b2), Err("Mcp-Name"));
         let once = RoutingHeaders {
             method: vec!["tools/call".into()],
             name: vec!["echo".into()],
+            version: vec![],
         };
         assert_eq!(check(&once, &b2), Ok(()));
         let batch_text = format!("[{CALL}]");

@@ -12,11 +12,11 @@
 mod refusal;
 
 pub use refusal::{
-    Refusal, Reply, BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, NOT_CONFIGURED,
-    RATE_LIMITED, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
+    Refusal, Reply, BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, METHOD_NOT_ALLOWED,
+    NOT_CONFIGURED, RATE_LIMITED, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
 };
 
-use crate::audit::{Call, Continuation};
+use crate::audit::{self, Call, Continuation};
 use crate::config::Config;
 use crate::curation::{ListKind, ToolHints};
 use crate::host::ReadError;
@@ -26,6 +26,7 @@ use crate::ratelimit::{self, Descriptor};
 use crate::rounds;
 use crate::routing;
 use crate::tags::{ROUND_CONTINUATION, ROUND_FIRST};
+use crate::version::{self, Problem};
 
 /// Who the identity sources say sent the request (`crate::identity`, resolved by the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,13 @@ pub fn at_headers<'c>(config: &'c Config, facts: &AtHeadersFacts<'_>) -> AtHeade
         // header and inflates the body.
         return AtHeaders::Refuse(Refusal::Encoded);
     }
+    if version::modern_without_post(facts.http_method, facts.routing) {
+        // MCP 2026-07-28 has no GET stream and no session to delete (Streamable HTTP,
+        // Backward Compatibility): 405 with `Allow: POST`, audited.
+        return AtHeaders::Refuse(Refusal::MethodNotAllowed {
+            http_method: facts.http_method.to_owned(),
+        });
+    }
     if facts.http_method != "POST" {
         // GET (server stream), DELETE (end session) and other methods pass through, audited;
         // a body is looked at before it is forwarded.
@@ -98,10 +106,15 @@ pub fn at_headers<'c>(config: &'c Config, facts: &AtHeadersFacts<'_>) -> AtHeade
     }
 }
 
-/// `decide_at_headers`: the tags, if the routing headers (one `Mcp-Method`, and one `Mcp-Name`
-/// for a method that names a tool, prompt or resource) name something the policy lets `agent`
-/// use. Anything else (no or repeated headers, an undecodable value, a refusal, a `tools/call`
-/// under the annotations rule, which needs the shared store) leaves the request to the body.
+/// `decide_at_headers`: the tags, if the request claims one accepted MCP revision of
+/// 2026-07-28 or later by its `MCP-Protocol-Version` header (MCP 2026-07-28, Server
+/// Validation: an intermediary enforcing on mirrored headers SHOULD check that the version
+/// requires header–body validation; [`version::supported_modern_header`]) and the routing
+/// headers (one `Mcp-Method`, and one `Mcp-Name` for a method that names a tool, prompt or
+/// resource) name something the policy lets `agent` use. Anything else (an older, absent,
+/// repeated or unaccepted version header, no or repeated routing headers, an undecodable
+/// value, a refusal, a `tools/call` under the annotations rule, which needs the shared store)
+/// leaves the request to the body.
 fn decided_at_headers<'c>(
     config: &'c Config,
     agent: &str,
@@ -110,6 +123,7 @@ fn decided_at_headers<'c>(
     if !config.decide_at_headers {
         return None;
     }
+    version::supported_modern_header(&config.versions, headers)?;
     let [method] = headers.method.as_slice() else {
         return None;
     };
@@ -256,6 +270,16 @@ pub fn decide<'c>(
         Ok(body) => body,
         Err(e) => return Verdict::refuse(Refusal::Parse(e)),
     };
+    if let Err(problem) = version::check(&config.versions, known.routing, &body) {
+        let mut verdict = Verdict::refuse(version_refusal(config, problem, &body));
+        if let Verdict::Refuse { calls, .. } = &mut verdict {
+            let claimed = version::claimed(known.routing, &body);
+            for call in calls.iter_mut() {
+                call.protocol_version = claimed.as_deref().map(audit::bounded_version);
+            }
+        }
+        return verdict;
+    }
     if let Err(header) = routing::check(known.routing, &body) {
         let (id, method) = match &body {
             Body::Single(m) => (m.id().cloned(), m.method.clone()),
@@ -263,10 +287,19 @@ pub fn decide<'c>(
         };
         return Verdict::refuse(Refusal::HeaderMismatch { header, id, method });
     }
+    let header_version = known.routing.version.first().map(String::as_str);
     let mut calls: Vec<Call> = body
         .messages()
         .iter()
-        .map(|m| evaluate(config, known.agent_id, m))
+        .map(|m| {
+            let mut call = evaluate(config, known.agent_id, m);
+            let meta_version = match &m.meta.protocol_version {
+                jsonrpc::MetaVersion::Str(v) => Some(v.as_str()),
+                _ => None,
+            };
+            call.protocol_version = header_version.or(meta_version).map(audit::bounded_version);
+            call
+        })
         .collect();
     // A multi round-trip retry is linked whatever the decision (policy is decided on every
     // round: an earlier round's answer allows nothing); it is claimed only once allowed.
@@ -433,6 +466,32 @@ fn evaluate(config: &Config, agent: &str, m: &Message<'_>) -> Call {
         settled_ms: None,
         refusal: None,
         round: crate::audit::Round::default(),
+        protocol_version: None,
+    }
+}
+
+/// The [`Refusal`] of a request that fails [`version::check`], with the request's id and
+/// method where the body is a single message.
+fn version_refusal(config: &Config, problem: Problem, body: &Body<'_>) -> Refusal {
+    let (id, method) = match body {
+        Body::Single(m) => (m.id().cloned(), m.method.clone()),
+        Body::Batch(_) => (None, None),
+    };
+    match problem {
+        Problem::Missing(header) => Refusal::HeaderMissing { header, id, method },
+        Problem::Mismatch(header) => Refusal::HeaderMismatch { header, id, method },
+        Problem::Envelope { missing } => Refusal::Envelope {
+            missing,
+            id,
+            method,
+        },
+        Problem::Unsupported { requested } => Refusal::UnsupportedVersion {
+            requested,
+            supported: config.versions.supported(),
+            id,
+            method,
+        },
+        Problem::ModernBatch => Refusal::ModernBatch,
     }
 }
 
@@ -500,3 +559,5 @@ fn uniform(messages: &[Message<'_>]) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod version_tests;

@@ -18,6 +18,7 @@ use crate::identity::{self, Identity, Source, Unidentified};
 use crate::policy::{Lists, Mode, Patterns, Policy, RuleSet, DEFAULT_METHODS};
 use crate::ratelimit::{RateLimitService, MAX_CLUSTER_NAME};
 use crate::tags::TagHeaders;
+use crate::version::{self, Versions};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -88,6 +89,17 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
             )),
             v => Ok(v.unwrap_or(false)),
         });
+    let versions = cx
+        .field::<String>(&top, "newest_protocol_version")
+        .and_then(|v| match v {
+            None => Ok(Versions::default()),
+            Some(v) => Versions::up_to(&v).ok_or_else(|| {
+                cx.error(
+                    "newest_protocol_version",
+                    format!("must be one of {}", version::KNOWN.join(", ")),
+                )
+            }),
+        });
 
     Ok(Config {
         server_id: server_id?,
@@ -105,6 +117,7 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
         hold_request_headers: hold_request_headers?.unwrap_or(true),
         rate_limit_service: rate_limit_service?,
         decide_at_headers: decide_at_headers?,
+        versions: versions?,
     })
 }
 

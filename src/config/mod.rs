@@ -103,6 +103,11 @@ pub struct Config {
     /// stream before the body's last chunk. Default false: every body is held until examined.
     /// Not combinable with `rate_limit_service` (that call needs the examined body).
     pub decide_at_headers: bool,
+    /// The MCP revisions accepted (`newest_protocol_version`: the newest one, one of
+    /// [`crate::version::KNOWN`]; default [`crate::version::DEFAULT_NEWEST`]): every known
+    /// revision up to it. A request for any other revision is refused with -32022
+    /// (`crate::version::check`).
+    pub versions: crate::version::Versions,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the
@@ -269,7 +274,8 @@ impl Config {
     /// characters; an `input_hash.hmac_key` that is not base64 of at least 32 bytes; a
     /// `max_body_bytes` of 0; a `max_json_depth` outside 1..=128; a `max_batch_calls` outside
     /// 1..=100; a `rate_limit_service` with an empty or over-long cluster, an empty domain or a
-    /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`.
+    /// `timeout_ms` outside 1..=60000; `decide_at_headers` with `rate_limit_service`; a
+    /// `newest_protocol_version` that is not one of [`crate::version::KNOWN`].
     ///
     /// Each field is checked on its own, so a problem in one (even a mistyped section) does not
     /// hide those of the others. The document, `policy`, agent and group entries, `identity`

@@ -23,6 +23,7 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "hold_request_headers",
     "rate_limit_service",
     "decide_at_headers",
+    "newest_protocol_version",
 ];
 
 /// Fields of `identity`.

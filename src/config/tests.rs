@@ -50,8 +50,38 @@ fn minimal_configuration_uses_defaults() {
             hold_request_headers: true,
             rate_limit_service: None,
             decide_at_headers: false,
+            versions: crate::version::Versions::default(),
         }
     );
+}
+
+#[test]
+fn newest_protocol_version_is_one_of_the_known_revisions() {
+    let c =
+        Config::from_json(br#"{"policy":{"agents":{}},"newest_protocol_version":"2025-11-25"}"#)
+            .unwrap();
+    assert_eq!(c.versions.newest(), "2025-11-25");
+    assert!(!c.versions.supports("2026-07-28"));
+    assert_eq!(
+        Config::from_json(br#"{"policy":{"agents":{}}}"#)
+            .unwrap()
+            .versions
+            .newest(),
+        "2026-07-28"
+    );
+    for bad in [
+        r#""2027-01-01""#,
+        r#""2026-07-28 ""#,
+        r#""2026-07-2""#,
+        "20260728",
+    ] {
+        let doc = format!(r#"{{"policy":{{"agents":{{}}}},"newest_protocol_version":{bad}}}"#);
+        let errors = Config::from_json(doc.as_bytes()).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.field == "newest_protocol_version"),
+            "{bad}: {errors}"
+        );
+    }
 }
 
 #[test]
@@ -407,7 +437,7 @@ fn positions_are_the_documents_as_serde_json_gave_them() {
             "bogus: unknown field `bogus`, expected one of `server_id`, `identity`, `headers`, \
              `policy`, `max_body_bytes`, `max_json_depth`, `max_batch_calls`, `input_hash`, \
              `curate_lists`, `annotations`, `hide_denied_tools`, `max_tool_metrics`, \
-             `hold_request_headers`, `rate_limit_service`, `decide_at_headers` at line 2 column 8",
+             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `newest_protocol_version` at line 2 column 8",
         ),
         (
             "{\n \"policy\": {\"agents\": {\"a\": {\"tools\": [\"x\", 3]}}}}",

@@ -400,9 +400,16 @@ impl Stream {
         let now = host.now_ms();
         // Every call settled since the last write was settled now; its latency ends here, not
         // when a later record on the same (long-lived) stream is written.
+        // The revision of calls the verdict did not set (refused at headers, non-POST, never
+        // examined): the stream's own `MCP-Protocol-Version` header. Correlated calls keep
+        // their POST's.
+        let header_version = self.routing_headers.version.first();
         for call in self.calls.iter_mut() {
             if call.output_status.is_some() && call.settled_ms.is_none() {
                 call.settled_ms = Some(now);
+            }
+            if call.protocol_version.is_none() && call.origin.is_none() {
+                call.protocol_version = header_version.map(|v| audit::bounded_version(v));
             }
         }
         let records = audit::render(&self.facts, &self.calls, now);

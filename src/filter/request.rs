@@ -15,6 +15,7 @@ use crate::response::Correlator;
 use crate::rounds;
 use crate::routing;
 use crate::verdict::{self, AtHeaders, AtHeadersFacts, Forward, Identity, Known, Refusal, Verdict};
+use crate::version;
 use std::rc::Rc;
 
 /// [`verdict::Lookups`] over the host's shared data, for the server `server_id`.
@@ -121,8 +122,11 @@ impl Stream {
             self.routing_headers = routing::RoutingHeaders {
                 method: headers.values(routing::MCP_METHOD),
                 name: headers.values(routing::MCP_NAME),
+                version: Vec::new(),
             };
         }
+        // Every request: a GET or DELETE claiming 2026-07-28 is answered 405.
+        self.routing_headers.version = headers.values(version::HEADER);
         let identity = match (identified, resolved.error) {
             (true, _) => Identity::Agent(&self.facts.agent_id),
             (false, Some(IdentityError::Unreadable)) => Identity::Unreadable,

@@ -8,6 +8,7 @@ use crate::jsonrpc::{self, Id, ParseError};
 use crate::metrics::Metric;
 use crate::policy::Decision;
 use crate::routing;
+use crate::version;
 
 /// JSON-RPC error code for a call refused by policy. JSON-RPC 2.0 §5.1 leaves -32000..-32099
 /// to implementations; MCP 2026-07-28 keeps -32000..-32019 implementation-defined and reserves
@@ -32,6 +33,9 @@ pub const UNAUTHORIZED: u32 = 401;
 pub const INTERNAL_SERVER_ERROR: u32 = 500;
 /// HTTP status for a response mcp-guard had to read and could not (RFC 9110 §15.6.3).
 pub const BAD_GATEWAY: u32 = 502;
+/// HTTP status for a GET or DELETE from an MCP 2026-07-28 client (RFC 9110 §15.5.6), sent
+/// with `Allow: POST`.
+pub const METHOD_NOT_ALLOWED: u32 = 405;
 
 /// Why mcp-guard refuses a request (or a response it had to read). Each variant owns its HTTP
 /// status, JSON-RPC code and message, counters and audit fields: see the methods.
@@ -105,6 +109,52 @@ pub enum Refusal {
     /// A response that curation must read cannot be ([`Unreadable`]): HTTP 502 in place of a
     /// 2xx status, [`INTERNAL_ERROR`] per request, refusal `<why.reason()>`.
     Response(Unreadable),
+    /// A routing header an MCP 2026-07-28 request requires is missing (`MCP-Protocol-Version`,
+    /// `Mcp-Method`, or `Mcp-Name` for a method that names something; `crate::version::check`):
+    /// HTTP 400, [`routing::HEADER_MISMATCH`], refusal `header_mismatch`.
+    HeaderMissing {
+        /// The header's name, e.g. `MCP-Protocol-Version`.
+        header: &'static str,
+        /// The request's id and method.
+        id: Option<Id>,
+        /// See `id`.
+        method: Option<String>,
+    },
+    /// A request claiming MCP 2026-07-28 whose `params._meta` is not an object carrying the
+    /// `io.modelcontextprotocol/protocolVersion` and `io.modelcontextprotocol/clientCapabilities`
+    /// keys (SEP-2575; the SDK's ladder, rung 1): HTTP 400, -32602, refusal `parse`.
+    Envelope {
+        /// The missing `_meta` keys.
+        missing: Vec<&'static str>,
+        /// The request's id and method.
+        id: Option<Id>,
+        /// See `id`.
+        method: Option<String>,
+    },
+    /// The requested MCP revision is not one this configuration accepts
+    /// (`newest_protocol_version`): HTTP 400, -32022 (`UnsupportedProtocolVersionError`) with
+    /// `data: {"supported": [...], "requested": "..."}`, refusal `unsupported_version`.
+    UnsupportedVersion {
+        /// The revision asked for (the header value, or `_meta`'s).
+        requested: String,
+        /// The accepted revisions, oldest first.
+        supported: &'static [&'static str],
+        /// The request's id and method (`None` for a batch).
+        id: Option<Id>,
+        /// See `id`.
+        method: Option<String>,
+    },
+    /// A JSON-RPC batch with an MCP 2026-07-28 header or `_meta` (batches exist only in
+    /// 2025-03-26): HTTP 400, `-32600`, refusal `batch`.
+    ModernBatch,
+    /// A GET or DELETE whose `MCP-Protocol-Version` claims 2026-07-28 or later: that revision
+    /// has no GET stream and no session to end (Streamable HTTP, Backward Compatibility: a
+    /// server SHOULD answer 405): HTTP 405 with `Allow: POST`, `-32600`, refusal
+    /// `method_not_allowed`.
+    MethodNotAllowed {
+        /// `GET` or `DELETE`.
+        http_method: String,
+    },
 }
 
 /// A local reply: HTTP status, extra headers (besides `content-type: application/json`) and
@@ -137,6 +187,11 @@ impl Refusal {
             Refusal::Denied { .. } => 200,
             Refusal::RateLimited { .. } => 429,
             Refusal::Response(_) => BAD_GATEWAY,
+            Refusal::HeaderMissing { .. }
+            | Refusal::Envelope { .. }
+            | Refusal::UnsupportedVersion { .. }
+            | Refusal::ModernBatch => 400,
+            Refusal::MethodNotAllowed { .. } => METHOD_NOT_ALLOWED,
         }
     }
 
@@ -154,8 +209,13 @@ impl Refusal {
             | Refusal::BodyNotAllowed { .. }
             | Refusal::Batch { .. } => jsonrpc::INVALID_REQUEST,
             Refusal::Parse(e) => e.code,
-            Refusal::HeaderMismatch { .. } => routing::HEADER_MISMATCH,
+            Refusal::HeaderMismatch { .. } | Refusal::HeaderMissing { .. } => {
+                routing::HEADER_MISMATCH
+            }
             Refusal::RateLimited { .. } => RATE_LIMITED,
+            Refusal::Envelope { .. } => jsonrpc::INVALID_PARAMS,
+            Refusal::UnsupportedVersion { .. } => version::UNSUPPORTED_PROTOCOL_VERSION,
+            Refusal::ModernBatch | Refusal::MethodNotAllowed { .. } => jsonrpc::INVALID_REQUEST,
         }
     }
 
@@ -171,7 +231,11 @@ impl Refusal {
             | Refusal::TooLarge { .. }
             | Refusal::BodyNotAllowed { .. } => (None, None),
             Refusal::Parse(e) => (e.id.clone(), e.method.clone()),
-            Refusal::HeaderMismatch { id, method, .. } => (id.clone(), method.clone()),
+            Refusal::HeaderMismatch { id, method, .. }
+            | Refusal::HeaderMissing { id, method, .. }
+            | Refusal::Envelope { id, method, .. }
+            | Refusal::UnsupportedVersion { id, method, .. } => (id.clone(), method.clone()),
+            Refusal::ModernBatch | Refusal::MethodNotAllowed { .. } => (None, None),
             _ => return None,
         };
         let mut call = Call::bare(Decision::Deny);
@@ -189,11 +253,16 @@ impl Refusal {
             Refusal::RequestUnread { .. } => refusal("request_read"),
             Refusal::Encoded => refusal("encoding"),
             Refusal::TooLarge { .. } => refusal("too_large"),
-            Refusal::EmptyBody | Refusal::BodyNotAllowed { .. } | Refusal::Parse(_) => {
-                refusal("parse")
+            Refusal::EmptyBody
+            | Refusal::BodyNotAllowed { .. }
+            | Refusal::Parse(_)
+            | Refusal::Envelope { .. } => refusal("parse"),
+            Refusal::HeaderMismatch { .. } | Refusal::HeaderMissing { .. } => {
+                refusal("header_mismatch")
             }
-            Refusal::HeaderMismatch { .. } => refusal("header_mismatch"),
-            Refusal::Batch { .. } => refusal("batch"),
+            Refusal::Batch { .. } | Refusal::ModernBatch => refusal("batch"),
+            Refusal::UnsupportedVersion { .. } => refusal("unsupported_version"),
+            Refusal::MethodNotAllowed { .. } => refusal("method_not_allowed"),
             Refusal::Denied { by_annotations } => {
                 let blocked = calls.iter().filter(|c| c.decision.blocks()).count();
                 let by_annotations = (*by_annotations).min(blocked);
@@ -287,6 +356,22 @@ impl Refusal {
                 "Internal error: the rate limit service is unavailable".to_owned()
             }
             Refusal::Response(why) => why.message().to_owned(),
+            Refusal::HeaderMissing { header, .. } => format!(
+                "Header mismatch: the {header} header is required on an MCP 2026-07-28 request"
+            ),
+            Refusal::Envelope { missing, .. } => format!(
+                "Invalid params: params._meta must be an object carrying the required envelope \
+                 key(s): {}",
+                missing.join(", ")
+            ),
+            Refusal::UnsupportedVersion { .. } => "Unsupported protocol version".to_owned(),
+            Refusal::ModernBatch => "Invalid Request: JSON-RPC batches do not exist in MCP \
+                                     2026-07-28 (only in 2025-03-26); send one message per POST"
+                .to_owned(),
+            Refusal::MethodNotAllowed { http_method } => format!(
+                "Method not allowed: MCP 2026-07-28 has no {http_method} on the MCP endpoint \
+                 (no GET stream, no session to delete); send requests by POST"
+            ),
         }
     }
 
@@ -304,6 +389,20 @@ impl Refusal {
             if let (Some(tool), Some(id)) = (&call.tool_name, &call.request_id) {
                 return hide.answer(id, tool);
             }
+        }
+        if let Refusal::UnsupportedVersion {
+            requested,
+            supported,
+            ..
+        } = self
+        {
+            let id = calls.first().and_then(|c| c.request_id.as_ref());
+            let data = serde_json::json!({"supported": supported, "requested": requested});
+            let message = calls
+                .first()
+                .map(|c| self.message(c, agent))
+                .unwrap_or_default();
+            return jsonrpc::error_response_with_data(id, code, &message, &data.to_string());
         }
         if self.request_call().is_some() {
             let id = calls.first().and_then(|c| c.request_id.as_ref());
@@ -324,6 +423,8 @@ impl Refusal {
             Refusal::RateLimited {
                 retry_after_s: Some(s),
             } => vec![("retry-after", s.to_string())],
+            // RFC 9110 §15.5.6: a 405 names the methods the resource allows.
+            Refusal::MethodNotAllowed { .. } => vec![("allow", "POST".to_owned())],
             _ => Vec::new(),
         };
         Reply {

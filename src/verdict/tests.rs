@@ -26,6 +26,7 @@ fn routing(method: &[&str], name: &[&str]) -> routing::RoutingHeaders {
     routing::RoutingHeaders {
         method: method.iter().map(|s| (*s).to_owned()).collect(),
         name: name.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
     }
 }
 
@@ -400,7 +401,11 @@ fn the_header_verdict_table() {
     let plain = config(POLICY);
     let early = with(r#""decide_at_headers": true"#);
     let none = routing(&[], &[]);
-    let echo = routing(&["tools/call"], &["echo"]);
+    // decide_at_headers needs an accepted 2026-07-28 version header (src/verdict/version_tests.rs).
+    let echo = routing::RoutingHeaders {
+        version: vec!["2026-07-28".to_owned()],
+        ..routing(&["tools/call"], &["echo"])
+    };
     let rm = routing(&["tools/call"], &["rm"]);
     let twice = routing(&["tools/call", "tools/call"], &["echo"]);
     let echo_tags = vec![

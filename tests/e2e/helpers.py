@@ -37,6 +37,7 @@ AUDIT_FIELDS = {
     "timestamp", "agent_id", "identity_source", "identity_error", "server_id", "method", "http_method", "tool_name", "prompt_name",
     "resource_uri", "request_id", "input_hash", "decision", "output_status", "error_code",
     "latency_ms", "http_status", "session_id", "trace_id", "policy_name", "policy_version",
+    "protocol_version",
 }  # fmt: skip
 
 

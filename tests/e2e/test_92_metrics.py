@@ -41,6 +41,7 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 MAX_BODY = 64 * 1024  # the reasons stack's max_body_bytes
 MODERN = "2026-07-28"
 HEADER_MISMATCH = -32020
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 INVALID_REQUEST = -32600
 PARSE_ERROR = -32700
 
@@ -199,6 +200,11 @@ REASONS = [
                   "mcp-name": "add"}, modern_call("m-1", "echo", {"text": "x"}), 400, HEADER_MISMATCH,
                  [requests("tools/call", "deny"),  # refused before the tool is read: no tool label
                   key("mcp_guard_refusals", mcp_reason="header_mismatch")], id="refusal-header_mismatch"),
+    # A header naming no revision mcp-guard accepts (test_67 has every version case).
+    pytest.param({"x-agent-id": "demo-agent", "mcp-protocol-version": "2025-01-01"}, ECHO, 400,
+                 UNSUPPORTED_PROTOCOL_VERSION,
+                 [requests("tools/call", "deny"),  # refused before the tool is read: no tool label
+                  key("mcp_guard_refusals", mcp_reason="unsupported_version")], id="refusal-unsupported_version"),
     pytest.param({"x-agent-id": "demo-agent"}, b"[" + ECHO + b"," + tools_call_body("m-2", "echo", "{}") + b"]",
                  400, INVALID_REQUEST,
                  # The batch is refused as a whole; its two calls are counted with the policy's

@@ -36,6 +36,7 @@ mod response;
 mod rls;
 mod robustness;
 mod rounds;
+mod versions;
 
 impl FakeHost {
     fn records(&self) -> Vec<Value> {
@@ -215,13 +216,41 @@ const EARLY_POLICY: &str = r#"{
   "policy": {"agents": {"demo-agent": {"tools": ["echo"]}}}
 }"#;
 
+/// A POST as an MCP 2026-07-28 client sends it: the version header, `Mcp-Method` (and
+/// `Mcp-Name`), and the `_meta` envelope in the body ([`modern_body`]).
 fn routed(agent: &str, method: &str, name: Option<&str>, body: &str) -> FakeHost {
-    let mut h = post(Some(agent), body);
+    let mut h = post(Some(agent), &modern_body(body));
+    h.request_headers
+        .insert("mcp-protocol-version".into(), MODERN.into());
     h.request_headers.insert("mcp-method".into(), method.into());
     if let Some(name) = name {
         h.request_headers.insert("mcp-name".into(), name.into());
     }
     h
+}
+
+/// The MCP 2026-07-28 revision.
+const MODERN: &str = "2026-07-28";
+
+/// `body` (one JSON-RPC message) with the 2026-07-28 `_meta` envelope in its `params`
+/// (created when absent); a body that is not a JSON object is returned as it is.
+fn modern_body(body: &str) -> String {
+    let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(body) else {
+        return body.to_owned();
+    };
+    let params = message
+        .entry("params")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Value::Object(params) = params {
+        params.insert(
+            "_meta".into(),
+            serde_json::json!({
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }),
+        );
+    }
+    Value::Object(message).to_string()
 }
 
 /// demo-agent's `tools/list` (id 5) forwarded, and a response with `headers` (`:status` first)

@@ -28,6 +28,24 @@ fn retry(id: u32, state: &str) -> String {
     )
 }
 
+/// A 2026-07-28 POST of `body` (a tools/call of confirm_delete) from `agent`, with the headers
+/// such a request carries (MCP-Protocol-Version, Mcp-Method, Mcp-Name).
+fn modern(sc: &Scenario, agent: &str, body: &str) -> (Stream, FakeHost) {
+    let (s, mut h) = sc.post(Some(agent), body);
+    modern_headers(&mut h);
+    (s, h)
+}
+
+fn modern_headers(h: &mut FakeHost) {
+    for (name, value) in [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "confirm_delete"),
+    ] {
+        h.request_headers.insert(name.into(), value.into());
+    }
+}
+
 fn round_tag(h: &FakeHost) -> Option<&str> {
     h.request_headers
         .get("x-mcp-call-round")
@@ -49,7 +67,7 @@ fn through(s: &mut Stream, h: &mut FakeHost) -> bool {
 
 /// The first round, answered input_required (`answer`): its record.
 fn first_round(sc: &Scenario, answer: &[u8]) -> Value {
-    let (mut s, mut h) = sc.post(Some("demo-agent"), FIRST);
+    let (mut s, mut h) = modern(sc, "demo-agent", FIRST);
     assert!(through(&mut s, &mut h), "a first call is counted");
     assert_eq!(round_tag(&h), Some("first"));
     respond(&mut s, &mut h, "200", "application/json", &[answer]);
@@ -76,7 +94,7 @@ fn an_input_required_answer_opens_a_round_its_retry_continues_once() {
     assert_eq!(opened.get("round_continues"), None);
 
     // The retry, on another worker (own stream, same shared data): not asked of the RLS.
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(2, "v1.c3RhdGU"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(2, "v1.c3RhdGU"));
     h.request_headers
         .insert("x-mcp-call-round".into(), "first".into());
     assert!(
@@ -97,7 +115,7 @@ fn an_input_required_answer_opens_a_round_its_retry_continues_once() {
     assert_eq!(r[0].get("round_opens"), None);
 
     // The same retry replayed: the round is used up, so it is counted like a new call.
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(3, "v1.c3RhdGU"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(3, "v1.c3RhdGU"));
     h.request_headers
         .insert("x-mcp-call-round".into(), "continuation".into());
     assert!(through(&mut s, &mut h), "a replayed retry is counted");
@@ -115,7 +133,7 @@ fn a_retry_that_matches_no_round_is_counted_and_a_client_tag_is_not_trusted() {
     first_round(&sc, ASKED);
     // A forged state, and the right state presented by another agent.
     for (agent, state) in [("demo-agent", "v1.forged"), ("other-agent", "v1.c3RhdGU")] {
-        let (mut s, mut h) = sc.post(Some(agent), &retry(2, state));
+        let (mut s, mut h) = modern(&sc, agent, &retry(2, state));
         h.request_headers
             .insert("x-mcp-call-round".into(), "continuation".into());
         assert!(through(&mut s, &mut h), "{agent} {state}: counted");
@@ -125,7 +143,7 @@ fn a_retry_that_matches_no_round_is_counted_and_a_client_tag_is_not_trusted() {
         assert_eq!(h.records()[0]["round_matched"], false);
     }
     // The genuine retry still finds its round.
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(4, "v1.c3RhdGU"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(4, "v1.c3RhdGU"));
     assert!(!through(&mut s, &mut h));
     assert_eq!(round_tag(&h), Some("continuation"));
 }
@@ -133,7 +151,7 @@ fn a_retry_that_matches_no_round_is_counted_and_a_client_tag_is_not_trusted() {
 #[test]
 fn rounds_open_from_sse_answers_and_chain_over_several_rounds() {
     let sc = Scenario::new(ROUNDS_POLICY);
-    let (mut s, mut h) = sc.post(Some("demo-agent"), FIRST);
+    let (mut s, mut h) = modern(&sc, "demo-agent", FIRST);
     assert!(through(&mut s, &mut h));
     let event = [
         b"event: message\r\ndata: ".as_slice(),
@@ -147,7 +165,7 @@ fn rounds_open_from_sse_answers_and_chain_over_several_rounds() {
     assert!(first.is_string());
     // Round 2 asks again (a new state): it continues round 1 and opens round 2.
     let again = br#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"input_required","requestState":"v2.bW9yZQ"}}"#;
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(2, "v1.c3RhdGU"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(2, "v1.c3RhdGU"));
     assert!(!through(&mut s, &mut h));
     respond(&mut s, &mut h, "200", "application/json", &[again]);
     s.on_stream_end(&mut h);
@@ -157,7 +175,7 @@ fn rounds_open_from_sse_answers_and_chain_over_several_rounds() {
     assert_eq!(r[0]["round_matched"], true);
     let second = r[0]["round_opens"].clone();
     assert!(second.is_string() && second != first);
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(3, "v2.bW9yZQ"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(3, "v2.bW9yZQ"));
     assert!(!through(&mut s, &mut h), "round 3 continues round 2");
     respond(&mut s, &mut h, "200", "application/json", &[DONE]);
     s.on_stream_end(&mut h);
@@ -174,7 +192,7 @@ fn an_unlinkable_state_opens_no_round_and_a_broken_store_counts_the_retry() {
     let opened = first_round(&sc, answer.as_bytes());
     assert_eq!(opened["output_status"], "input_required");
     assert_eq!(opened.get("round_opens"), None);
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(2, &long));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(2, &long));
     assert!(through(&mut s, &mut h), "nothing to continue: counted");
     respond(&mut s, &mut h, "200", "application/json", &[DONE]);
     s.on_stream_end(&mut h);
@@ -190,7 +208,7 @@ fn an_unlinkable_state_opens_no_round_and_a_broken_store_counts_the_retry() {
     // An open round, but the shared data cannot be read when the retry comes: counted, not
     // refused, and the round stays open for a retry that can read it.
     first_round(&sc, ASKED);
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(2, "v1.c3RhdGU"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(2, "v1.c3RhdGU"));
     h.failing = vec![Read::SharedData];
     assert!(
         through(&mut s, &mut h),
@@ -198,7 +216,7 @@ fn an_unlinkable_state_opens_no_round_and_a_broken_store_counts_the_retry() {
     );
     assert_eq!(round_tag(&h), Some("first"));
     assert!(h.local_reply.is_none());
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(3, "v1.c3RhdGU"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(3, "v1.c3RhdGU"));
     assert!(!through(&mut s, &mut h));
 }
 
@@ -210,6 +228,7 @@ fn policy_is_decided_on_every_round_a_push_denies_round_two() {
     let pushed = ROUNDS_POLICY.replace(r#"["echo", "confirm_delete"]"#, r#"["echo"]"#);
     let mut s = stream(&pushed);
     let mut h = post(Some("demo-agent"), &retry(2, "v1.c3RhdGU"));
+    modern_headers(&mut h);
     h.shared = Rc::clone(&sc.shared);
     assert_eq!(send_request(&mut s, &mut h), Action::Pause);
     assert!(h.grpc_calls.is_empty());
@@ -224,7 +243,7 @@ fn policy_is_decided_on_every_round_a_push_denies_round_two() {
     assert_eq!(r[0]["round_continues"], link);
     assert_eq!(r[0]["round_matched"], false);
     // The refused retry claimed nothing: under the old policy it would still continue.
-    let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(3, "v1.c3RhdGU"));
+    let (mut s, mut h) = modern(&sc, "demo-agent", &retry(3, "v1.c3RhdGU"));
     assert!(!through(&mut s, &mut h));
 }
 
@@ -241,7 +260,7 @@ fn a_call_that_keeps_asking_costs_a_hit_every_max_rounds() {
     let max = crate::rounds::MAX_ROUNDS;
     for n in 1..=max {
         let id = n + 1;
-        let (mut s, mut h) = sc.post(Some("demo-agent"), &retry(id, &format!("v1.round-{n}")));
+        let (mut s, mut h) = modern(&sc, "demo-agent", &retry(id, &format!("v1.round-{n}")));
         assert!(!through(&mut s, &mut h), "round {n} continued for free");
         // Answered input_required again, with the state of round n + 1 (= id).
         respond(
@@ -255,8 +274,9 @@ fn a_call_that_keeps_asking_costs_a_hit_every_max_rounds() {
         assert_eq!(h.records()[0]["round_matched"], true, "round {n}");
     }
     // The answer to round MAX_ROUNDS opened none: this retry is a new call, counted.
-    let (mut s, mut h) = sc.post(
-        Some("demo-agent"),
+    let (mut s, mut h) = modern(
+        &sc,
+        "demo-agent",
         &retry(max + 2, &format!("v1.round-{}", max + 1)),
     );
     assert!(through(&mut s, &mut h), "round {} is counted", max + 1);
