@@ -164,6 +164,7 @@ async def test_the_rounds_of_one_call_are_linked_and_counted_once(stack, sse):
     assert result["resultType"] == "input_required" and result["requestState"] == "v1.opaque-state", result
     opened = record(stack, agent, 1)
     assert (opened["output_status"], opened["decision"]) == ("input_required", "allow"), opened
+    assert opened["protocol_version"] == VERSION, opened
     link = opened["round_opens"]
     assert link.startswith("sha256:") and "opaque" not in json.dumps(opened), opened
     assert "round_continues" not in opened
