@@ -10,9 +10,13 @@
 //!
 //! The **link** of a round is the configured input hasher (`input_hash`: SHA-256, or
 //! HMAC-SHA256 with the operator's key) over the JSON array `[server_id, agent_id, method,
-//! name, requestState]` (the state decoded, `""` when the result had none): [`link`]. It is
-//! written to the audit log (never the raw state): the record answered `input_required`
-//! carries `"round_opens": <link>`, the retry's record `"round_continues": <link>`.
+//! name, arguments, requestState]` (`arguments`: the call's `input_hash`, the hash of the exact
+//! bytes of `params.arguments`, for a `tools/call`, else `""`; the state decoded, `""` when the
+//! result had none): [`link`]. The retry repeats the original params (spec: "retries the
+//! original request"), so a retry with other arguments continues nothing: a round answers one
+//! call, not any call of the same tool. The link is written to the audit log (never the raw
+//! state): the record answered `input_required` carries `"round_opens": <link>`, the retry's
+//! record `"round_continues": <link>`.
 //!
 //! When mcp-guard sees an `input_required` answer it **opens** the round: [`open`] stores the
 //! link in proxy-wasm shared data (one store for every worker). A retry whose link is open
@@ -79,20 +83,32 @@ fn first_round() -> u32 {
     1
 }
 
-/// The link of a round of the call (`method`, `name`) that `agent` sent to `server`, with the
-/// result's (or the retry's) `request_state` (decoded; `""` when there is none): the input
-/// hasher over the JSON array `[server, agent, method, name, request_state]`, as
-/// `sha256:<hex>` or `hmac-sha256:<key_id>:<hex>` ([`InputHasher::hash`]).
+/// The `arguments` part of a link for a call of `method` whose audit `input_hash` is
+/// `input_hash`: that hash for a `tools/call` (it covers `params.arguments` alone), else `""`
+/// (for other methods it covers all of `params`, which differ between rounds).
+pub fn arguments_part<'a>(method: &str, input_hash: Option<&'a str>) -> &'a str {
+    if method == crate::jsonrpc::TOOLS_CALL {
+        input_hash.unwrap_or_default()
+    } else {
+        ""
+    }
+}
+
+/// The link of a round of the call (`method`, `name`, `arguments`: [`arguments_part`]) that
+/// `agent` sent to `server`, with the result's (or the retry's) `request_state` (decoded; `""`
+/// when there is none): the input hasher over the JSON array `[server, agent, method, name,
+/// arguments, request_state]`, as `sha256:<hex>` or `hmac-sha256:<key_id>:<hex>`
+/// ([`InputHasher::hash`]).
 pub fn link(
     hasher: &InputHasher,
     server: &str,
     agent: &str,
-    method: &str,
-    name: &str,
+    call: (&str, &str, &str),
     request_state: &str,
 ) -> String {
+    let (method, name, arguments) = call;
     // A JSON array of strings: unambiguous, whatever the parts contain.
-    let parts = [server, agent, method, name, request_state];
+    let parts = [server, agent, method, name, arguments, request_state];
     let bytes = serde_json::to_vec(&parts).unwrap_or_default();
     hasher.hash(&bytes)
 }
@@ -204,8 +220,7 @@ mod tests {
             &sha(),
             "srv",
             "agent-a",
-            "tools/call",
-            "echo",
+            ("tools/call", "echo", ""),
             "secret-state",
         );
         assert!(a.starts_with("sha256:") && a.len() == 7 + 64, "{a}");
@@ -216,8 +231,7 @@ mod tests {
                 &sha(),
                 "srv",
                 "agent-a",
-                "tools/call",
-                "echo",
+                ("tools/call", "echo", ""),
                 "secret-state"
             )
         );
@@ -227,48 +241,49 @@ mod tests {
                 &sha(),
                 "srv2",
                 "agent-a",
-                "tools/call",
-                "echo",
+                ("tools/call", "echo", ""),
                 "secret-state",
             ),
             link(
                 &sha(),
                 "srv",
                 "agent-b",
-                "tools/call",
-                "echo",
+                ("tools/call", "echo", ""),
                 "secret-state",
             ),
             link(
                 &sha(),
                 "srv",
                 "agent-a",
-                "prompts/get",
-                "echo",
+                ("prompts/get", "echo", ""),
                 "secret-state",
             ),
             link(
                 &sha(),
                 "srv",
                 "agent-a",
-                "tools/call",
-                "echo2",
+                ("tools/call", "echo2", ""),
                 "secret-state",
             ),
             link(
                 &sha(),
                 "srv",
                 "agent-a",
-                "tools/call",
-                "echo",
+                ("tools/call", "echo", ""),
                 "secret-statf",
             ),
             link(
                 &sha(),
                 "srv",
                 "agent-a",
-                "tools/call",
-                "echos",
+                ("tools/call", "echo", "sha256:1"),
+                "secret-state",
+            ),
+            link(
+                &sha(),
+                "srv",
+                "agent-a",
+                ("tools/call", "echos", ""),
                 "ecret-state",
             ),
         ] {
@@ -280,8 +295,7 @@ mod tests {
             &keyed,
             "srv",
             "agent-a",
-            "tools/call",
-            "echo",
+            ("tools/call", "echo", ""),
             "secret-state",
         );
         assert!(b.starts_with("hmac-sha256:k1:"), "{b}");
@@ -293,8 +307,8 @@ mod tests {
         let shared = SharedStore::default();
         let mut first = FakeHost::new(shared.clone(), 0);
         let mut second = FakeHost::new(shared, 0);
-        let l = link(&sha(), "s", "a", "tools/call", "t", "st");
-        let forged = link(&sha(), "s", "a", "tools/call", "t", "st2");
+        let l = link(&sha(), "s", "a", ("tools/call", "t", ""), "st");
+        let forged = link(&sha(), "s", "a", ("tools/call", "t", ""), "st2");
         assert!(open(first.shared(), &l, 1, 1_000));
         assert_eq!(claim(second.shared(), &forged, 2_000), Ok(None));
         assert_eq!(claim(second.shared(), &l, 2_000), Ok(Some(1)));
@@ -306,7 +320,7 @@ mod tests {
     #[test]
     fn parallel_rounds_under_one_link_are_counted_up_to_the_bound() {
         let mut h = FakeHost::new(SharedStore::default(), 0);
-        let l = link(&sha(), "s", "a", "tools/call", "t", "");
+        let l = link(&sha(), "s", "a", ("tools/call", "t", ""), "");
         for _ in 0..MAX_OPEN + 5 {
             assert!(open(h.shared(), &l, 1, 10));
         }
@@ -319,7 +333,7 @@ mod tests {
     #[test]
     fn expired_and_evicted_rounds_are_not_claimed() {
         let mut h = FakeHost::new(SharedStore::default(), 0);
-        let l = link(&sha(), "s", "a", "tools/call", "t", "x");
+        let l = link(&sha(), "s", "a", ("tools/call", "t", ""), "x");
         assert!(open(h.shared(), &l, 1, 0));
         assert_eq!(claim(h.shared(), &l, TTL_MS + 1), Ok(None));
         // An expired round does not count toward a new one.
@@ -328,7 +342,7 @@ mod tests {
         assert_eq!(claim(h.shared(), &l, TTL_MS + 3), Ok(None));
         // Another link in the same slot replaces it.
         let other = (0..100_000)
-            .map(|i| link(&sha(), "s", "a", "tools/call", "t", &i.to_string()))
+            .map(|i| link(&sha(), "s", "a", ("tools/call", "t", ""), &i.to_string()))
             .find(|o| *o != l && slot_key(o) == slot_key(&l))
             .unwrap();
         assert!(open(h.shared(), &l, 1, 5));
@@ -340,7 +354,7 @@ mod tests {
     #[test]
     fn an_unreadable_store_claims_nothing_and_says_so() {
         let mut h = FakeHost::new(SharedStore::default(), 0);
-        let l = link(&sha(), "s", "a", "tools/call", "t", "x");
+        let l = link(&sha(), "s", "a", ("tools/call", "t", ""), "x");
         assert!(open(h.shared(), &l, 1, 0));
         h.failing = vec![Read::SharedData];
         assert_eq!(claim(h.shared(), &l, 1), Err(ReadError));
@@ -352,7 +366,7 @@ mod tests {
     #[test]
     fn a_logical_call_has_at_most_max_rounds_free_rounds() {
         let mut h = FakeHost::new(SharedStore::default(), 0);
-        let l = link(&sha(), "s", "a", "tools/call", "t", "x");
+        let l = link(&sha(), "s", "a", ("tools/call", "t", ""), "x");
         assert!(open(h.shared(), &l, MAX_ROUNDS, 0));
         assert_eq!(claim(h.shared(), &l, 1), Ok(Some(MAX_ROUNDS)));
         assert!(!open(h.shared(), &l, MAX_ROUNDS + 1, 2));
@@ -366,7 +380,7 @@ mod tests {
     #[test]
     fn slots_are_bounded() {
         let long_key = InputHasher::hmac(vec![1; 32], "k".repeat(MAX_SLOT_BYTES));
-        let l = link(&long_key, "s", "a", "tools/call", "t", "x");
+        let l = link(&long_key, "s", "a", ("tools/call", "t", ""), "x");
         let mut h = FakeHost::new(SharedStore::default(), 0);
         assert!(
             !open(h.shared(), &l, 1, 0),

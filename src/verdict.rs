@@ -305,7 +305,7 @@ pub fn decide<'c>(
     // round: an earlier round's answer allows nothing); it is claimed only once allowed.
     let retry = match (&body, calls.first_mut()) {
         (Body::Single(m), Some(call)) => {
-            let link = retry_link(config, known, m);
+            let link = retry_link(config, known, m, call.input_hash.as_deref());
             if let Some(link) = &link {
                 call.round.continues = Some(Continuation {
                     link: link.clone(),
@@ -416,7 +416,13 @@ pub fn is_round_method(method: &str) -> bool {
 /// `params` carry a string `requestState` or an `inputResponses`), the link it presents:
 /// `Some(None)` when its `requestState` is longer than
 /// [`crate::response::MAX_REQUEST_STATE_LEN`] (no round can have been opened with it).
-fn retry_link(config: &Config, known: &Known<'_>, m: &Message<'_>) -> Option<Option<String>> {
+/// `input_hash`: the call's audit `input_hash` ([`rounds::arguments_part`]).
+fn retry_link(
+    config: &Config,
+    known: &Known<'_>,
+    m: &Message<'_>,
+    input_hash: Option<&str>,
+) -> Option<Option<String>> {
     let method = m.method.as_deref().filter(|m| is_round_method(m))?;
     if !matches!(m.kind, Kind::Request(_)) || !(m.request_state.is_some() || m.input_responses) {
         return None;
@@ -426,12 +432,12 @@ fn retry_link(config: &Config, known: &Known<'_>, m: &Message<'_>) -> Option<Opt
         return Some(None);
     }
     let name = m.name().unwrap_or_default();
+    let arguments = rounds::arguments_part(method, input_hash);
     Some(Some(rounds::link(
         &config.input_hash,
         known.server_id,
         known.agent_id,
-        method,
-        name,
+        (method, name, arguments),
         state,
     )))
 }

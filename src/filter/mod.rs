@@ -373,12 +373,12 @@ impl Stream {
                 .or(call.prompt_name.as_deref())
                 .or(call.resource_uri.as_deref())
                 .unwrap_or_default();
+            let arguments = rounds::arguments_part(method, call.input_hash.as_deref());
             let link = rounds::link(
                 &self.config.input_hash,
                 &self.facts.server_id,
                 &self.facts.agent_id,
-                method,
-                name,
+                (method, name, arguments),
                 state,
             );
             // The answer to a continuation of round n opens round n + 1 (at most MAX_ROUNDS).

@@ -868,13 +868,14 @@ fn decide_round<'c>(
     decide(config, &known, body.as_bytes(), rounds)
 }
 
+/// The link of a round of `echo` called with `{}` (as [`retry_json`] does) by `agent`.
 fn echo_link(agent: &str, state: &str) -> String {
+    let arguments = crate::audit::input_hash(b"{}");
     rounds::link(
         &crate::audit::InputHasher::Sha256,
         "demo-server",
         agent,
-        "tools/call",
-        "echo",
+        ("tools/call", "echo", &arguments),
         state,
     )
 }
@@ -922,8 +923,12 @@ fn a_retry_matching_no_round_is_counted_like_a_new_call() {
     let rls = with(r#""rate_limit_service": {"cluster": "rls", "domain": "mcp"}"#);
     let opened = echo_link("demo-agent", "st-1");
     for (agent, body) in [
-        // A forged state, another agent's round, another tool, no state at all.
+        // A forged state, other arguments, another agent's round, another tool, no state.
         ("demo-agent", retry_json(2, "echo", "forged")),
+        (
+            "demo-agent",
+            retry_json(2, "echo", "st-1").replace(r#""arguments":{}"#, r#""arguments":{"n":2}"#),
+        ),
         ("default", retry_json(2, "echo", "st-1")),
         ("demo-agent", retry_json(2, "add", "st-1")),
         (

@@ -217,6 +217,9 @@ async def test_a_forged_request_state_is_rate_limited_like_a_new_call(stack):
         # Only inputResponses, no state: the round had a state, so this matches nothing either.
         bare = await call(stack, agent, call_body(3, "echo", args, None, True), "echo")
         bare.jsonrpc_error(429, 3, RATE_LIMITED)
+        # The genuine state on a retry with other arguments: another call, counted and refused.
+        other = await call(stack, agent, call_body(6, "echo", {**args, "extra": 1}, "v1.genuine", True), "echo")
+        other.jsonrpc_error(429, 6, RATE_LIMITED)
         # The genuine continuation of the open round is not counted again: it passes.
         asked = rls_calls(stack, agent)
         genuine = await call(stack, agent, call_body(4, "echo", args, "v1.genuine", True), "echo")

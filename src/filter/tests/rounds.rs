@@ -142,6 +142,11 @@ fn a_retry_that_matches_no_round_is_counted_and_a_client_tag_is_not_trusted() {
         s.on_stream_end(&mut h);
         assert_eq!(h.records()[0]["round_matched"], false);
     }
+    // The genuine state on a retry with other arguments: another call, not this round's.
+    let other = retry(3, "v1.c3RhdGU").replace("/tmp/x", "/etc/passwd");
+    let (mut s, mut h) = modern(&sc, "demo-agent", &other);
+    assert!(through(&mut s, &mut h), "other arguments: counted");
+    assert_eq!(round_tag(&h), Some("first"));
     // The genuine retry still finds its round.
     let (mut s, mut h) = modern(&sc, "demo-agent", &retry(4, "v1.c3RhdGU"));
     assert!(!through(&mut s, &mut h));
