@@ -40,6 +40,10 @@ pub enum OutputStatus {
     /// The client went away before the call ended: before its request body was complete (never
     /// forwarded), or before the response was delivered.
     ClientDisconnected,
+    /// The server answered with a result whose `resultType` is `input_required` (MCP
+    /// 2026-07-28, "Multi Round-Trip Requests"): it needs input from the client, which retries
+    /// the call with a new id. Not the call's final outcome; the retry has its own record.
+    InputRequired,
 }
 
 /// Per-stream facts shared by every record of the stream.
@@ -109,6 +113,8 @@ pub struct Call {
     /// as tagged with the configured input hasher ([`InputHasher::hash`]), never the value.
     /// Empty for every other call; the record then has no `params` member.
     pub params: Vec<(String, String)>,
+    /// The call's place in a multi round-trip call (MCP 2026-07-28, `crate::rounds`).
+    pub round: Round,
     /// The MCP revision the request claims: its `MCP-Protocol-Version` header, else the
     /// message's `params._meta` `io.modelcontextprotocol/protocolVersion` string, else `None`
     /// (written `null`). As sent, cut to at most [`MAX_PROTOCOL_VERSION_LEN`] bytes (at a
@@ -128,6 +134,32 @@ pub fn bounded_version(v: &str) -> String {
     v.get(..end).unwrap_or_default().to_owned()
 }
 
+/// A call's place in a multi round-trip call (MCP 2026-07-28 "Multi Round-Trip Requests";
+/// `crate::rounds`). Written only when set, so records of other calls are unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// The call was answered `input_required`: the link of the round it opened
+    /// ([`crate::rounds::link`]). The record then has `"round_opens": "<link>"`.
+    pub opens: Option<String>,
+    /// The call is a retry (its `params` carry `requestState` or `inputResponses`). The record
+    /// then has `"round_continues"` and `"round_matched"`.
+    pub continues: Option<Continuation>,
+}
+
+/// A retry of a multi round-trip call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    /// The link it presents (`round_continues`); `None` when its `requestState` is longer than
+    /// [`crate::response::MAX_REQUEST_STATE_LEN`] (no round can have it).
+    pub link: Option<String>,
+    /// It claimed a round mcp-guard opened (`round_matched`): a continuation, not counted again
+    /// by the `rate_limit_service`. False: counted as a new call.
+    pub matched: bool,
+    /// The number of the round it continued ([`crate::rounds::MAX_ROUNDS`]); 0 when not
+    /// matched. Not written to the record; the round its answer opens is one more.
+    pub round: u32,
+}
+
 impl Call {
     /// A call with only the policy decision known (used for non-POST requests and refusals).
     pub fn bare(decision: Decision) -> Call {
@@ -145,6 +177,7 @@ impl Call {
             settled_ms: None,
             refusal: None,
             params: Vec::new(),
+            round: Round::default(),
             protocol_version: None,
         }
     }
@@ -236,10 +269,10 @@ impl InputHasher {
 /// `server_id`, `method`, `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
-/// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set,
-/// `correlated` only when true, and `params` (an object of marking name to hash) only when not
-/// empty;
-/// other absent values are `null`.
+/// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set, `correlated`
+/// only when true, `params` (an object of marking name to hash) only when not empty, and
+/// `round_opens`, `round_continues` + `round_matched` only when set ([`Round`]); other absent
+/// values are `null`.
 /// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 * calls.len().max(1));
@@ -327,6 +360,16 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
             }
             out.push(b'}');
         }
+        if let Some(link) = &call.round.opens {
+            out.extend_from_slice(b",\"round_opens\":");
+            push_str(&mut out, link);
+        }
+        if let Some(retry) = &call.round.continues {
+            out.extend_from_slice(b",\"round_continues\":");
+            push_opt_str(&mut out, retry.link.as_deref());
+            out.extend_from_slice(b",\"round_matched\":");
+            out.extend_from_slice(if retry.matched { b"true" } else { b"false" });
+        }
         out.push(b'}');
     }
     out
@@ -345,6 +388,7 @@ impl OutputStatus {
             OutputStatus::InvalidRequest => "invalid_request",
             OutputStatus::Deferred => "deferred",
             OutputStatus::ClientDisconnected => "client_disconnected",
+            OutputStatus::InputRequired => "input_required",
         }
     }
 }
@@ -660,6 +704,10 @@ mod tests {
         correlated: bool,
         #[serde(skip_serializing_if = "Params::is_empty")]
         params: Params<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        round_opens: Option<&'a str>,
+        #[serde(flatten)]
+        continues: Option<Continues<'a>>,
     }
 
     /// `params` as a JSON object in the order of the pairs.
@@ -680,6 +728,12 @@ mod tests {
             }
             map.end()
         }
+    }
+
+    #[derive(Serialize)]
+    struct Continues<'a> {
+        round_continues: Option<&'a str>,
+        round_matched: bool,
     }
 
     fn reference(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
@@ -722,6 +776,11 @@ mod tests {
                 refusal: call.refusal,
                 correlated: call.origin.is_some(),
                 params: Params(&call.params),
+                round_opens: call.round.opens.as_deref(),
+                continues: call.round.continues.as_ref().map(|c| Continues {
+                    round_continues: c.link.as_deref(),
+                    round_matched: c.matched,
+                }),
             };
             serde_json::to_writer(&mut out, &record).unwrap();
         }
@@ -745,6 +804,7 @@ mod tests {
             Some(OutputStatus::InvalidRequest),
             Some(OutputStatus::Deferred),
             Some(OutputStatus::ClientDisconnected),
+            Some(OutputStatus::InputRequired),
         ];
         let ids = [
             None,
@@ -810,6 +870,12 @@ mod tests {
                         ("Tenant".into(), input_hash(b"42")),
                     ];
                 }
+                c.round.opens = (i % 2 == 1).then(|| format!("sha256:{i}\"{odd}"));
+                c.round.continues = (i % 3 != 0).then(|| Continuation {
+                    link: (i % 4 != 0).then(|| format!("hmac-sha256:k:{i}")),
+                    matched: i % 5 == 0,
+                    round: 1,
+                });
                 if i == 4 {
                     c.origin = Some(Box::new(StreamFacts {
                         start_ms: 1,

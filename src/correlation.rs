@@ -128,6 +128,7 @@ impl Pending {
             settled_ms: None,
             refusal: None,
             params: Vec::new(),
+            round: crate::audit::Round::default(),
             protocol_version: self.protocol_version,
         };
         let facts = StreamFacts {

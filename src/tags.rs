@@ -70,7 +70,19 @@ pub struct TagHeaders {
     pub prompt_name: String,
     /// `params.uri` of `resources/read`; default `x-mcp-resource-uri`.
     pub resource_uri: String,
+    /// The round of a `tools/call`, `prompts/get` or `resources/read` (MCP 2026-07-28 multi
+    /// round-trip calls, `crate::rounds`): [`ROUND_FIRST`] or [`ROUND_CONTINUATION`]; default
+    /// `x-mcp-call-round`.
+    pub call_round: String,
 }
+
+/// [`TagHeaders::call_round`] of a call that starts a logical call: anything but a verified
+/// continuation (a first call, or a retry that matched no open round). Counted by rate limits.
+pub const ROUND_FIRST: &str = "first";
+/// [`TagHeaders::call_round`] of a retry that claimed a round mcp-guard saw answered
+/// `input_required` for the same server, agent, call and `requestState`: the same logical
+/// call, which Envoy's rate-limit descriptors can skip.
+pub const ROUND_CONTINUATION: &str = "continuation";
 
 impl Default for TagHeaders {
     fn default() -> Self {
@@ -80,19 +92,21 @@ impl Default for TagHeaders {
             agent_id: "x-agent-id".into(),
             prompt_name: "x-mcp-prompt-name".into(),
             resource_uri: "x-mcp-resource-uri".into(),
+            call_round: "x-mcp-call-round".into(),
         }
     }
 }
 
 impl TagHeaders {
     /// All tag header names, in a fixed order.
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.method,
             &self.tool_name,
             &self.agent_id,
             &self.prompt_name,
             &self.resource_uri,
+            &self.call_round,
         ]
     }
 

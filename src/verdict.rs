@@ -16,7 +16,7 @@ pub use refusal::{
     NOT_CONFIGURED, RATE_LIMITED, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
 };
 
-use crate::audit::{self, Call};
+use crate::audit::{self, Call, Continuation};
 use crate::config::Config;
 use crate::curation::{ListKind, ToolHints};
 use crate::host::ReadError;
@@ -24,7 +24,9 @@ use crate::jsonrpc::{self, Body, Id, Kind, Message, MetaVersion};
 use crate::params::{self, ToolParams};
 use crate::policy::{Decision, Mode, Subject};
 use crate::ratelimit::{self, Descriptor};
+use crate::rounds;
 use crate::routing;
+use crate::tags::{ROUND_CONTINUATION, ROUND_FIRST};
 use crate::version::{self, Problem};
 
 /// Who the identity sources say sent the request (`crate::identity`, resolved by the caller).
@@ -151,7 +153,13 @@ fn decided_at_headers<'c>(
     if config.policy.decide(agent, subject).blocks() {
         return None; // refused with the request's id, once the body is read
     }
-    Some(config.headers.for_call(&method, name.as_deref()))
+    let mut tags = config.headers.for_call(&method, name.as_deref());
+    if is_round_method(&method) {
+        // Its body (a retry's `requestState`) is read only after the headers went on: never
+        // a verified continuation, so every rate limit counts it.
+        tags.push((config.headers.call_round.as_str(), ROUND_FIRST.to_owned()));
+    }
+    Some(tags)
 }
 
 /// What is known about a request when its body has been read.
@@ -169,6 +177,9 @@ pub struct Known<'a> {
     /// Every `Mcp-Param-*` request header (MCP 2026-07-28), as `(lower-case name, value)` in
     /// the order sent ([`crate::params::HEADER_PREFIX`]).
     pub params: &'a [(String, String)],
+    /// The server id of the stream (configured `server_id`, else the upstream cluster): part
+    /// of a multi round-trip call's link ([`rounds::link`]).
+    pub server_id: &'a str,
 }
 
 /// A request to forward.
@@ -232,10 +243,18 @@ pub trait Lookups {
     /// without annotations, or not kept). Asked for a `tools/call` that could carry or need
     /// `Mcp-Param-*` headers, or whose tool has a `param_tags` entry.
     fn tool_params(&mut self, tool: &str) -> Result<Option<ToolParams>, ReadError>;
+
+    /// Claims one open multi round-trip round under `link` (`crate::rounds::claim`: single
+    /// use, shared by every worker): `Ok(Some(n))` when the retry is a continuation of round
+    /// number `n`, which mcp-guard saw answered `input_required`; `Ok(None)` when no round is
+    /// open under `link`. Asked only for an allowed single-message retry of `tools/call`,
+    /// `prompts/get` or `resources/read` whose body was held. A [`ReadError`] counts the retry
+    /// as a new call (rate limits fail closed).
+    fn claim_round(&mut self, link: &str) -> Result<Option<u32>, ReadError>;
 }
 
-/// A closure over the tool name is a [`Lookups`] that knows only tool hints (and no tool's
-/// parameter markings).
+/// A closure over the tool name is a [`Lookups`] that knows only tool hints: no tool's
+/// parameter markings, and no open rounds (so every retry is counted as a new call).
 impl<F> Lookups for F
 where
     F: FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
@@ -245,6 +264,10 @@ where
     }
 
     fn tool_params(&mut self, _tool: &str) -> Result<Option<ToolParams>, ReadError> {
+        Ok(None)
+    }
+
+    fn claim_round(&mut self, _link: &str) -> Result<Option<u32>, ReadError> {
         Ok(None)
     }
 }
@@ -300,6 +323,22 @@ pub fn decide<'c>(
             call
         })
         .collect();
+    // A multi round-trip retry is linked whatever the decision (policy is decided on every
+    // round: an earlier round's answer allows nothing); it is claimed only once allowed.
+    let retry = match (&body, calls.first_mut()) {
+        (Body::Single(m), Some(call)) => {
+            let link = retry_link(config, known, m, call.input_hash.as_deref());
+            if let Some(link) = &link {
+                call.round.continues = Some(Continuation {
+                    link: link.clone(),
+                    matched: false,
+                    round: 0,
+                });
+            }
+            link
+        }
+        _ => None,
+    };
     let by_annotations = apply_annotations(config, known.agent_id, &mut calls, lookups);
     if calls.iter().any(|c| c.decision.blocks()) {
         let refusal = Refusal::Denied { by_annotations };
@@ -326,6 +365,29 @@ pub fn decide<'c>(
         }
     };
     let mut all_tags = config.headers.for_body(&body);
+    // A retry claims its round once it is allowed (single use). Streamed from its headers, it
+    // was tagged `first` there, and is counted as such.
+    let claimed = match &retry {
+        Some(Some(link)) if !known.streamed => lookups.claim_round(link).unwrap_or(None),
+        _ => None,
+    };
+    if let (Some(round), Some(call)) = (claimed, calls.first_mut()) {
+        if let Some(retry) = call.round.continues.as_mut() {
+            retry.matched = true;
+            retry.round = round;
+        }
+    }
+    let continuation = claimed.is_some();
+    // Every message of a (uniform) batch has one method; a batch is never a continuation.
+    let first_method = body.messages().iter().find_map(|m| m.method.as_deref());
+    if first_method.is_some_and(is_round_method) {
+        let round = if continuation {
+            ROUND_CONTINUATION
+        } else {
+            ROUND_FIRST
+        };
+        all_tags.push((config.headers.call_round.as_str(), round.to_owned()));
+    }
     let expected: Vec<Id> = body
         .messages()
         .iter()
@@ -370,12 +432,52 @@ pub fn decide<'c>(
         expected,
     };
     match descriptors {
-        Some(descriptors) => Verdict::AskRls {
+        // A verified continuation is the same logical call: counted once, on its first round.
+        Some(descriptors) if !continuation => Verdict::AskRls {
             forward,
             descriptors,
         },
-        None => Verdict::Forward(forward),
+        _ => Verdict::Forward(forward),
     }
+}
+
+/// Whether `method` may be answered `input_required` (MCP 2026-07-28 `basic/patterns/mrtr`
+/// "Supported Requests"): `tools/call`, `prompts/get`, `resources/read`.
+pub fn is_round_method(method: &str) -> bool {
+    matches!(
+        method,
+        jsonrpc::TOOLS_CALL | jsonrpc::PROMPTS_GET | jsonrpc::RESOURCES_READ
+    )
+}
+
+/// If `m` is a multi round-trip retry (a request of a [`is_round_method`] method whose
+/// `params` carry a string `requestState` or an `inputResponses`), the link it presents:
+/// `Some(None)` when its `requestState` is longer than
+/// [`crate::response::MAX_REQUEST_STATE_LEN`] (no round can have been opened with it).
+/// `input_hash`: the call's audit `input_hash` ([`rounds::arguments_part`]).
+fn retry_link(
+    config: &Config,
+    known: &Known<'_>,
+    m: &Message<'_>,
+    input_hash: Option<&str>,
+) -> Option<Option<String>> {
+    let method = m.method.as_deref().filter(|m| is_round_method(m))?;
+    if !matches!(m.kind, Kind::Request(_)) || !(m.request_state.is_some() || m.input_responses) {
+        return None;
+    }
+    let state = m.request_state.as_deref().unwrap_or_default();
+    if state.len() > crate::response::MAX_REQUEST_STATE_LEN {
+        return Some(None);
+    }
+    let name = m.name().unwrap_or_default();
+    let arguments = rounds::arguments_part(method, input_hash);
+    Some(Some(rounds::link(
+        &config.input_hash,
+        known.server_id,
+        known.agent_id,
+        (method, name, arguments),
+        state,
+    )))
 }
 
 /// The decision when the RLS could not be asked or gave no usable answer: refuse under
@@ -408,6 +510,7 @@ fn evaluate(config: &Config, agent: &str, m: &Message<'_>) -> Call {
         settled_ms: None,
         refusal: None,
         params: Vec::new(),
+        round: crate::audit::Round::default(),
         protocol_version: None,
     }
 }

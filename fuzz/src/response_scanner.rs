@@ -2,6 +2,7 @@
 //! `JsonScanner` under every chunking, against serde_json oracles, and their heap.
 
 use super::*;
+use mcp_guard::response::{RequestState, INPUT_REQUIRED, MAX_REQUEST_STATE_LEN};
 
 /// Ids the correlator waits for in [`response_scanner`]: what SDKs send, and look-alikes.
 fn expected_ids() -> Vec<Id> {
@@ -36,6 +37,18 @@ fn summary_fingerprint(f: &mut Fingerprint, s: &Summary) {
     }
     if let Some(code) = s.error_code {
         f.number(20, code);
+    }
+    if s.input_required {
+        f.mark(15);
+    }
+    match &s.request_state {
+        RequestState::Absent => {}
+        RequestState::Kept(state) => {
+            f.mark(16);
+            f.data(state.as_bytes());
+        }
+        RequestState::Unlinkable => f.mark(17),
+        RequestState::NotString => f.mark(18),
     }
 }
 
@@ -100,7 +113,9 @@ fn members(raw: &str) -> Option<Vec<(String, &str)>> {
 /// The rules are `response::Summary`'s: names decoded; the last `id`, `isError` and `code`
 /// count; a duplicated `jsonrpc`, `id`, `result`, `error`, `result.isError` or `error.code`, a
 /// `jsonrpc` other than "2.0", a `result` that is not an object or an `isError` that is not a
-/// boolean marks the message malformed.
+/// boolean marks the message malformed; so do a duplicated `result.resultType` or
+/// `result.requestState`, and a `resultType` that is neither a string nor null. A
+/// `requestState` string is kept up to `MAX_REQUEST_STATE_LEN` bytes.
 fn oracle_summaries(doc: &str) -> Option<Vec<Summary>> {
     if !doc
         .trim_start_matches([' ', '\t', '\n', '\r'])
@@ -125,7 +140,8 @@ fn oracle_summaries(doc: &str) -> Option<Vec<Summary>> {
     let mut out = Vec::new();
     for object in objects {
         let mut s = Summary::default();
-        let mut counts = [0usize; 6]; // jsonrpc, id, result, error, isError, code
+        // jsonrpc, id, result, error, isError, code, resultType, requestState
+        let mut counts = [0usize; 8];
         let mut version_ok = false;
         for (key, raw) in members(object)? {
             match key.as_str() {
@@ -145,10 +161,37 @@ fn oracle_summaries(doc: &str) -> Option<Vec<Summary>> {
                     s.malformed |= !raw.starts_with('{');
                     if raw.starts_with('{') {
                         for (k, v) in members(raw)? {
-                            if k == "isError" {
-                                counts[4] += 1;
-                                s.is_error = v == "true";
-                                s.malformed |= v != "true" && v != "false";
+                            match k.as_str() {
+                                "isError" => {
+                                    counts[4] += 1;
+                                    s.is_error = v == "true";
+                                    s.malformed |= v != "true" && v != "false";
+                                }
+                                "resultType" => {
+                                    counts[6] += 1;
+                                    let value = serde_json::from_str::<Option<String>>(v);
+                                    s.malformed |= value.is_err();
+                                    s.input_required =
+                                        value.ok().flatten().as_deref() == Some(INPUT_REQUIRED);
+                                }
+                                "requestState" => {
+                                    counts[7] += 1;
+                                    s.request_state =
+                                        match serde_json::from_str::<Option<String>>(v) {
+                                            Ok(None) => RequestState::Absent,
+                                            Ok(Some(state))
+                                                if state.len() <= MAX_REQUEST_STATE_LEN =>
+                                            {
+                                                RequestState::Kept(state)
+                                            }
+                                            Ok(Some(_)) => RequestState::Unlinkable,
+                                            Err(_) if v.starts_with('"') => {
+                                                RequestState::Unlinkable
+                                            }
+                                            Err(_) => RequestState::NotString,
+                                        };
+                                }
+                                _ => {}
                             }
                         }
                     }

@@ -373,12 +373,14 @@ fn headers<'a>(cx: &mut Cx<'a>, raw: Option<&'a RawValue>) -> Result<TagHeaders,
     let agent_id = one("agent_id", defaults.agent_id);
     let prompt_name = one("prompt_name", defaults.prompt_name);
     let resource_uri = one("resource_uri", defaults.resource_uri);
+    let call_round = one("call_round", defaults.call_round);
     let headers = TagHeaders {
         method: method?,
         tool_name: tool_name?,
         agent_id: agent_id?,
         prompt_name: prompt_name?,
         resource_uri: resource_uri?,
+        call_round: call_round?,
     };
     if let Some(dup) = headers.duplicate() {
         return Err(cx.error("headers", format!("header {dup:?} is used for two tags")));

@@ -11,7 +11,7 @@
 //!   "identity": {"sources": [{"header": "x-agent-id"}], "fallback": "anonymous"},
 //!   "headers": {"method": "x-mcp-method", "tool_name": "x-mcp-tool-name",
 //!               "agent_id": "x-agent-id", "prompt_name": "x-mcp-prompt-name",
-//!               "resource_uri": "x-mcp-resource-uri"},
+//!               "resource_uri": "x-mcp-resource-uri", "call_round": "x-mcp-call-round"},
 //!   "policy": {"mode": "enforce",
 //!              "agents": {"demo-agent": {"tools": ["echo", "search"]},
 //!                         "default": {"tools": ["echo"]}}},

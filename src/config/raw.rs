@@ -37,6 +37,7 @@ pub(super) const HEADER_FIELDS: &[&str] = &[
     "agent_id",
     "prompt_name",
     "resource_uri",
+    "call_round",
 ];
 
 /// Fields of `policy`.

@@ -660,3 +660,18 @@ fn param_tags_are_off_by_default_and_every_entry_is_checked() {
     );
     assert_eq!(got, vec!["param_tags.t.A: header \"x-m\" is already a tag"]);
 }
+
+#[test]
+fn the_call_round_tag_is_named_like_every_tag() {
+    let c = Config::from_json(br#"{"policy":{"agents":{}}}"#).unwrap();
+    assert_eq!(c.headers.call_round, "x-mcp-call-round");
+    let c = Config::from_json(br#"{"policy":{"agents":{}},"headers":{"call_round":"X-Round"}}"#)
+        .unwrap();
+    assert_eq!(c.headers.call_round, "x-round");
+    assert!(
+        c.headers.all().contains(&"x-round"),
+        "client copies are removed"
+    );
+    let clash = br#"{"policy":{"agents":{}},"headers":{"call_round":"x-mcp-method"}}"#;
+    assert!(Config::from_json(clash).is_err(), "one header for two tags");
+}

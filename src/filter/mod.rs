@@ -49,9 +49,10 @@ use crate::policy::Decision;
 // Named by the unit tests (`use super::*`), which were written against the single filter.rs.
 #[cfg(test)]
 use crate::policy::{Mode, Subject};
-use crate::response::{BodyKind, Correlator, Outcome, ResponseScanner};
+use crate::response::{BodyKind, Correlator, Outcome, RequestState, ResponseScanner};
+use crate::rounds;
 use crate::routing;
-use crate::verdict::Refusal;
+use crate::verdict::{self, Refusal};
 pub use crate::verdict::{
     BAD_GATEWAY, DENIED, INTERNAL_ERROR, INTERNAL_SERVER_ERROR, NOT_CONFIGURED, RATE_LIMITED,
     UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE,
@@ -324,6 +325,7 @@ impl Stream {
             call.error_code = code;
         }
         store_all(host, &deferred);
+        self.open_rounds(host);
         if legacy {
             // Calls settled on this stream after all (an error answer instead of 202) must not
             // wait in the store for a response that will not come.
@@ -341,6 +343,57 @@ impl Stream {
             }
         }
         self.write_audit(host);
+    }
+
+    /// Opens a multi round-trip round ([`rounds::open`]) for each call of this stream just
+    /// settled `input_required` (a `tools/call`, `prompts/get` or `resources/read`), and notes
+    /// its link in the call's record (`round_opens`). A result whose `requestState` could not
+    /// be kept ([`RequestState::Unlinkable`]) opens none, nor does the answer to round
+    /// [`rounds::MAX_ROUNDS`]: the retry will count as a new call.
+    fn open_rounds(&mut self, host: &mut dyn Host) {
+        let now = host.now_ms();
+        let opened = self.calls.iter_mut().filter(|c| {
+            c.output_status == Some(OutputStatus::InputRequired)
+                && c.origin.is_none()
+                && c.round.opens.is_none()
+        });
+        for call in opened {
+            let (Some(method), Some(id)) = (call.method.as_deref(), call.request_id.as_ref())
+            else {
+                continue;
+            };
+            if !verdict::is_round_method(method) {
+                continue;
+            }
+            let state = match self.correlator.request_state(id) {
+                Some(RequestState::Absent) => "",
+                Some(RequestState::Kept(state)) => state.as_str(),
+                _ => continue,
+            };
+            let name = call
+                .tool_name
+                .as_deref()
+                .or(call.prompt_name.as_deref())
+                .or(call.resource_uri.as_deref())
+                .unwrap_or_default();
+            let arguments = rounds::arguments_part(method, call.input_hash.as_deref());
+            let link = rounds::link(
+                &self.config.input_hash,
+                &self.facts.server_id,
+                &self.facts.agent_id,
+                (method, name, arguments),
+                state,
+            );
+            // The answer to a continuation of round n opens round n + 1 (at most MAX_ROUNDS).
+            let round = match &call.round.continues {
+                Some(retry) if retry.matched => retry.round.saturating_add(1),
+                _ => 1,
+            };
+            if !rounds::open(host.shared(), &link, round, now) {
+                log::warn!("mcp-guard: round not stored (past MAX_ROUNDS, or the store failed); its retry counts as new");
+            }
+            call.round.opens = Some(link);
+        }
     }
 
     fn write_audit(&mut self, host: &mut dyn Host) {
@@ -384,6 +437,8 @@ fn settle(outcome: Outcome) -> (OutputStatus, Option<i64>) {
         Outcome::Error(code) => (OutputStatus::Error, code),
         // A response no reader takes as one valid outcome: never `success`.
         Outcome::Malformed => (OutputStatus::UpstreamError, None),
+        // Not the call's final result: the client retries with the input (a new round).
+        Outcome::InputRequired => (OutputStatus::InputRequired, None),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::params::{self, ToolParams};
 use crate::policy::Decision;
 use crate::ratelimit;
 use crate::response::Correlator;
+use crate::rounds;
 use crate::routing;
 use crate::verdict::{self, AtHeaders, AtHeadersFacts, Forward, Identity, Known, Refusal, Verdict};
 use crate::version;
@@ -31,6 +32,15 @@ impl verdict::Lookups for SharedLookups<'_, '_> {
 
     fn tool_params(&mut self, tool: &str) -> Result<Option<ToolParams>, ReadError> {
         params::store::lookup(self.host.shared(), self.server_id, tool)
+    }
+
+    fn claim_round(&mut self, link: &str) -> Result<Option<u32>, ReadError> {
+        let now = self.host.now_ms();
+        let claimed = rounds::claim(self.host.shared(), link, now);
+        if claimed.is_err() {
+            log::warn!("mcp-guard: could not read the open rounds; the retry counts as new");
+        }
+        claimed
     }
 }
 
@@ -268,6 +278,7 @@ impl Stream {
             routing: &self.routing_headers,
             streamed: was_streamed,
             params: &self.param_headers,
+            server_id: &self.facts.server_id,
         };
         let mut lookups = SharedLookups {
             host: &mut *host,

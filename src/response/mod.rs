@@ -15,6 +15,12 @@
 //! members while serde_json refuses the message; a response whose outcome members are
 //! duplicated is therefore never `success` ([`Outcome::Malformed`]).
 //!
+//! MCP 2026-07-28 (spec "Multi Round-Trip Requests", `basic/patterns/mrtr`): a result whose
+//! `resultType` is `"input_required"` is an `InputRequiredResult`, not the call's final result
+//! ([`Outcome::InputRequired`]); its `requestState` (an opaque string the client echoes on its
+//! retry) is kept, decoded, up to [`MAX_REQUEST_STATE_LEN`] bytes ([`RequestState`]), to link
+//! the rounds of one logical call (`crate::rounds`).
+//!
 //! Only the message object, a batch array and the `result`/`error` objects are parsed member by
 //! member. Every other container (a tool's `inputSchema`, `structuredContent`, …) is skipped
 //! with a depth counter and no state per level: its depth does not matter, and its content is
@@ -35,6 +41,29 @@ use crate::sse::{EventSink, SseScanner};
 /// the SDKs decode any such spelling to the same id.
 pub const MAX_ID_LEN: usize = 6 * crate::jsonrpc::MAX_REQUEST_ID_LEN;
 
+/// The `result.resultType` of an `InputRequiredResult` (MCP 2026-07-28, schema
+/// `InputRequiredResult`); absent, `"complete"` or any other type is a final result.
+pub const INPUT_REQUIRED: &str = "input_required";
+
+/// Longest `result.requestState` kept, in bytes once its escapes are decoded. A longer one
+/// (the Python SDK's sealed states take a few hundred bytes) leaves its round unlinkable
+/// ([`RequestState::Unlinkable`]): the retry cannot be matched, and is counted as a new call.
+pub const MAX_REQUEST_STATE_LEN: usize = 4096;
+
+/// The `result.requestState` of a response, as the scanner read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RequestState {
+    /// No `requestState` member, or `null` (the Python SDK reads `null` as absent).
+    #[default]
+    Absent,
+    /// A string, escapes decoded, at most [`MAX_REQUEST_STATE_LEN`] bytes.
+    Kept(String),
+    /// A string too long to keep, or one serde_json cannot decode (a lone surrogate escape).
+    Unlinkable,
+    /// Not a string: an `InputRequiredResult` with it is malformed (the SDKs refuse it).
+    NotString,
+}
+
 /// How one JSON-RPC request ended, as seen in its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -47,6 +76,10 @@ pub enum Outcome {
     /// A response (`result` or `error`, no `method`) that no reader takes as one unambiguous,
     /// valid response: see [`Summary::malformed`]. Audited `upstream_error`, never `success`.
     Malformed,
+    /// A `result` with `resultType: "input_required"` (MCP 2026-07-28): the server asks the
+    /// client for input, and the client retries the call with a new id. Audited
+    /// `input_required`, not `success`.
+    InputRequired,
 }
 
 /// What the scanner learned about one JSON-RPC message on the response stream.
@@ -72,24 +105,37 @@ pub struct Summary {
     /// `"2.0"`; `jsonrpc`, `id`, `result`, `error`, `result.isError` or `error.code` appears
     /// twice (the TypeScript and Python SDKs keep the last, serde_json refuses the message);
     /// `result` is not an object; or `result.isError` is not `true` or `false` (pydantic reads
-    /// `"true"`, `1` and `"yes"` as true, `0` as false; the TypeScript SDK refuses them all).
+    /// `"true"`, `1` and `"yes"` as true, `0` as false; the TypeScript SDK refuses them all);
+    /// `result.resultType` or `result.requestState` appears twice, or `result.resultType` is
+    /// neither a string nor `null`.
     pub malformed: bool,
+    /// The last `result.resultType` is the string `input_required` (escapes decoded).
+    pub input_required: bool,
+    /// The last `result.requestState`.
+    pub request_state: RequestState,
 }
 
 impl Summary {
     /// The outcome this message reports, if it is a response: `None` for a message with a
     /// `method`, or with neither `result` nor `error`. Otherwise, in this order:
-    /// [`Outcome::Malformed`] when [`Summary::malformed`]; [`Outcome::Error`] when there is an
+    /// [`Outcome::Malformed`] when [`Summary::malformed`], or for an `input_required` result
+    /// whose `requestState` is not a string; [`Outcome::Error`] when there is an
     /// `error` (also with a `result`: the Python SDK then reads an error, the TypeScript SDK
-    /// refuses the message); [`Outcome::ToolError`] when `result.isError` is `true`; else
-    /// [`Outcome::Success`].
+    /// refuses the message); [`Outcome::InputRequired`] when `result.resultType` is
+    /// `input_required` (the type decides how the SDKs read the result); [`Outcome::ToolError`]
+    /// when `result.isError` is `true`; else [`Outcome::Success`].
     pub fn outcome(&self) -> Option<Outcome> {
+        let input_required = self.has_result && self.input_required;
         if self.has_method || !(self.has_result || self.has_error) {
             None
-        } else if self.malformed {
+        } else if self.malformed
+            || (input_required && self.request_state == RequestState::NotString)
+        {
             Some(Outcome::Malformed)
         } else if self.has_error {
             Some(Outcome::Error(self.error_code))
+        } else if input_required {
+            Some(Outcome::InputRequired)
         } else if self.is_error {
             Some(Outcome::ToolError)
         } else {
@@ -102,6 +148,8 @@ impl Summary {
 #[derive(Debug, Clone, Default)]
 pub struct Correlator {
     expected: Vec<(Id, Option<Outcome>)>,
+    /// The `requestState` of each [`Outcome::InputRequired`] answer, by request id.
+    states: Vec<(Id, RequestState)>,
     unmatched_error: Option<Option<i64>>,
     messages: u64,
 }
@@ -134,7 +182,13 @@ impl Correlator {
                 .find(|(want, got)| *want == id && got.is_none())
         });
         match (slot, outcome) {
-            (Some((_, got)), _) => *got = Some(outcome),
+            (Some((id, got)), _) => {
+                *got = Some(outcome);
+                if outcome == Outcome::InputRequired {
+                    self.states
+                        .push((id.clone(), message.request_state.clone()));
+                }
+            }
             (None, Outcome::Error(code)) if self.unmatched_error.is_none() => {
                 self.unmatched_error = Some(code)
             }
@@ -153,6 +207,14 @@ impl Correlator {
             .iter()
             .find(|(want, _)| want == id)
             .and_then(|(_, got)| *got)
+    }
+
+    /// The `requestState` of request `id`'s [`Outcome::InputRequired`] answer, if it had one.
+    pub fn request_state(&self, id: &Id) -> Option<&RequestState> {
+        self.states
+            .iter()
+            .find(|(want, _)| want == id)
+            .map(|(_, state)| state)
     }
 
     /// The code of the first error response that matched no request (`Some(None)` when that

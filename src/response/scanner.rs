@@ -2,15 +2,23 @@
 //! machine over the [`crate::json`] primitives (string and skip searches, member-name
 //! decoding) that reads a body or SSE event data chunk by chunk, in constant memory.
 
-use super::{Summary, MAX_ID_LEN};
+use super::{RequestState, Summary, MAX_ID_LEN, MAX_REQUEST_STATE_LEN};
 use crate::json;
 use std::borrow::Cow;
 
 /// Longest raw member name kept, in bytes, escapes included: the longest name read here
-/// (`jsonrpc`, `isError`: seven ASCII characters) with every character escaped as `\uXXXX`.
+/// (`requestState`: twelve ASCII characters) with every character escaped as `\uXXXX`.
 /// A longer name decodes to a longer string, so it is none of them.
-const MAX_KEY_LEN: usize = 7 * 6;
+const MAX_KEY_LEN: usize = 12 * 6;
 pub(super) const MAX_SCALAR_LEN: usize = 32;
+/// Longest raw `result.resultType` value read, quotes included: `"input_required"` with every
+/// character escaped. A longer value decodes to a longer string, so it is not
+/// `input_required`.
+const MAX_RESULT_TYPE_LEN: usize = 2 + 6 * super::INPUT_REQUIRED.len();
+/// Longest raw `result.requestState` value read, quotes included: [`MAX_REQUEST_STATE_LEN`]
+/// characters, each escaped as `\uXXXX`. Decoded, it must still fit in
+/// [`MAX_REQUEST_STATE_LEN`] bytes.
+const MAX_REQUEST_STATE_RAW: usize = 2 + 6 * MAX_REQUEST_STATE_LEN;
 /// Containers parsed member by member: a batch array, a message object, its `result` or
 /// `error` object.
 const MAX_PARSED_DEPTH: usize = 3;
@@ -25,6 +33,10 @@ enum Member {
     Error,
     ErrorCode,
     IsError,
+    /// `result.resultType` (MCP 2026-07-28).
+    ResultType,
+    /// `result.requestState` (MCP 2026-07-28, multi round-trip requests).
+    RequestState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,12 +64,12 @@ enum State {
 
 /// Members seen in the current message (bit per [`Member`]), to find duplicates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Seen(u8);
+struct Seen(u16);
 
 impl Seen {
     /// Marks `member` seen; true when it already was.
     fn again(&mut self, member: Member) -> bool {
-        let bit = 1u8 << (member as u8);
+        let bit = 1u16 << (member as u16);
         let again = self.0 & bit != 0;
         self.0 |= bit;
         again
@@ -313,15 +325,21 @@ impl JsonScanner {
     fn capturing(&self) -> bool {
         matches!(
             self.value_member,
-            Member::Jsonrpc | Member::Id | Member::ErrorCode | Member::IsError
+            Member::Jsonrpc
+                | Member::Id
+                | Member::ErrorCode
+                | Member::IsError
+                | Member::ResultType
+                | Member::RequestState
         )
     }
 
     fn capture_limit(&self) -> usize {
-        if self.value_member == Member::Id {
-            MAX_ID_LEN
-        } else {
-            MAX_SCALAR_LEN
+        match self.value_member {
+            Member::Id => MAX_ID_LEN,
+            Member::ResultType => MAX_RESULT_TYPE_LEN,
+            Member::RequestState => MAX_REQUEST_STATE_RAW,
+            _ => MAX_SCALAR_LEN,
         }
     }
 
@@ -338,7 +356,8 @@ impl JsonScanner {
                 // A container where a scalar belongs.
                 match self.value_member {
                     Member::Result if b == b'[' => self.current.malformed = true,
-                    Member::IsError => self.current.malformed = true,
+                    Member::IsError | Member::ResultType => self.current.malformed = true,
+                    Member::RequestState => self.current.request_state = RequestState::NotString,
                     _ => {}
                 }
                 self.value_member = Member::Other;
@@ -425,6 +444,8 @@ impl JsonScanner {
             match (self.top_member, name.as_ref()) {
                 (Member::Error, b"code") => Member::ErrorCode,
                 (Member::Result, b"isError") => Member::IsError,
+                (Member::Result, b"resultType") => Member::ResultType,
+                (Member::Result, b"requestState") => Member::RequestState,
                 _ => Member::Other,
             }
         };
@@ -440,6 +461,8 @@ impl JsonScanner {
             Member::Error => self.current.has_error = true,
             Member::ErrorCode => self.current.error_code = None,
             Member::IsError => self.current.is_error = false,
+            Member::ResultType => self.current.input_required = false,
+            Member::RequestState => self.current.request_state = RequestState::Absent,
             Member::Other => {}
         }
         self.value_member = member;
@@ -464,6 +487,8 @@ impl JsonScanner {
                         && serde_json::from_slice::<String>(raw).is_ok_and(|v| v == "2.0"));
             }
             (Member::Result, _) => self.current.malformed = true, // a scalar result
+            (Member::ResultType, raw) => result_type(&mut self.current, raw, &self.capture),
+            (Member::RequestState, raw) => request_state(&mut self.current, raw, &self.capture),
             _ => {}
         }
         self.value_member = Member::Other;
@@ -487,4 +512,55 @@ impl JsonScanner {
             State::AfterValue
         };
     }
+}
+
+/// `result.resultType`: `raw` is its JSON text, `None` when longer than
+/// [`MAX_RESULT_TYPE_LEN`] (`capture` then holds its start). A string, escapes decoded, is `input_required` or another type (`complete`, an extension's);
+/// `null` reads as absent (the Python SDK's `EmptyResult`); any other value is malformed
+/// (the SDKs refuse it).
+fn result_type(current: &mut Summary, raw: Option<&[u8]>, capture: &[u8]) {
+    let Some(raw) = raw else {
+        // Longer than any spelling of `input_required`: another type (a string), or a
+        // number no SDK reads as a type.
+        if capture.first() != Some(&b'"') {
+            current.malformed = true;
+        }
+        return;
+    };
+    if raw == b"null" {
+        return;
+    }
+    if raw.first() != Some(&b'"') {
+        current.malformed = true;
+        return;
+    }
+    if raw == br#""input_required""# {
+        current.input_required = true;
+        return;
+    }
+    match serde_json::from_slice::<String>(raw) {
+        Ok(value) => current.input_required = value == super::INPUT_REQUIRED,
+        Err(_) => current.malformed = true,
+    }
+}
+
+/// `result.requestState`: `raw` is its JSON text, `None` when longer than
+/// [`MAX_REQUEST_STATE_RAW`] (`capture` then holds its start). A string is kept decoded when it fits in [`MAX_REQUEST_STATE_LEN`] bytes, else it is
+/// [`RequestState::Unlinkable`] (as is a string serde_json cannot decode, such as a lone
+/// surrogate escape); `null` reads as absent; anything else is
+/// [`RequestState::NotString`].
+fn request_state(current: &mut Summary, raw: Option<&[u8]>, capture: &[u8]) {
+    let quoted = match raw {
+        Some(b"null") => return,
+        Some(raw) => raw.first() == Some(&b'"'),
+        None => capture.first() == Some(&b'"'),
+    };
+    current.request_state = match (quoted, raw) {
+        (false, _) => RequestState::NotString,
+        (true, None) => RequestState::Unlinkable,
+        (true, Some(raw)) => match serde_json::from_slice::<String>(raw) {
+            Ok(value) if value.len() <= MAX_REQUEST_STATE_LEN => RequestState::Kept(value),
+            _ => RequestState::Unlinkable,
+        },
+    };
 }

@@ -467,10 +467,28 @@ fn oracle(doc: &str) -> Option<Vec<Summary>> {
                         s.malformed = true;
                     }
                     for (k, v) in oracle_members(&raw).unwrap_or_default() {
-                        if k == "isError" {
-                            *counts.entry("isError").or_default() += 1;
-                            s.is_error = v == "true";
-                            s.malformed |= v != "true" && v != "false";
+                        match k.as_str() {
+                            "isError" => {
+                                *counts.entry("isError").or_default() += 1;
+                                s.is_error = v == "true";
+                                s.malformed |= v != "true" && v != "false";
+                            }
+                            "resultType" => {
+                                *counts.entry("resultType").or_default() += 1;
+                                let value = serde_json::from_str::<Option<String>>(&v);
+                                s.malformed |= value.is_err();
+                                s.input_required =
+                                    value.ok().flatten().as_deref() == Some(INPUT_REQUIRED);
+                            }
+                            "requestState" => {
+                                *counts.entry("requestState").or_default() += 1;
+                                s.request_state = match serde_json::from_str::<Option<String>>(&v) {
+                                    Ok(None) => RequestState::Absent,
+                                    Ok(Some(state)) => RequestState::Kept(state),
+                                    Err(_) => RequestState::NotString,
+                                };
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -508,6 +526,9 @@ fn random_value(rng: &mut Rng, depth: usize) -> String {
                 r#""7""#,
                 r#""\u0037""#,
                 r#""a\"}{""#,
+                r#""input_required""#,
+                r#""input\u005frequired""#,
+                r#""complete""#,
             ],
         )
         .to_owned(),
@@ -538,6 +559,10 @@ fn random_object(rng: &mut Rng, depth: usize) -> String {
         "content",
         "Result",
         r#"is\\u0045rror"#,
+        "resultType",
+        r#"r\u0065sultType"#,
+        "requestState",
+        r#"requestStat\u0065"#,
     ];
     let n = rng.below(5);
     let members: Vec<String> = (0..n)
@@ -595,6 +620,7 @@ fn same_summaries_as_serde_json_for_random_documents() {
         Some(Outcome::ToolError),
         Some(Outcome::Error(None)),
         Some(Outcome::Malformed),
+        Some(Outcome::InputRequired),
         None,
     ] {
         assert!(outcomes.contains(&o), "{o:?} never generated");
@@ -616,4 +642,140 @@ fn content_types() {
         BodyKind::Other
     );
     assert_eq!(BodyKind::from_content_type(None), BodyKind::Other);
+}
+
+#[test]
+fn input_required_results_are_not_success() {
+    // The spec's example (schema `InputRequiredResult`), and the same with escaped names and
+    // value, as the SDK readers decode them.
+    let docs: [&[u8]; 3] = [
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"github_login":{"method":"elicitation/create","params":{"mode":"form","message":"?","requestedSchema":{"type":"object"}}}},"requestState":"AEAD-protected blob"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"requestState":"AEAD-protected blob","r\u0065sultType":"input\u005frequired"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"requestStat\u0065":"AEAD-\u0070rotected blob","resultType":"\u0069\u006e\u0070\u0075\u0074\u005f\u0072\u0065\u0071\u0075\u0069\u0072\u0065\u0064"}}"#,
+    ];
+    for doc in docs {
+        assert_eq!(outcome_of(doc), Some(Outcome::InputRequired));
+        let s = summaries(doc);
+        assert_eq!(
+            s[0].request_state,
+            RequestState::Kept("AEAD-protected blob".into()),
+            "{}",
+            String::from_utf8_lossy(doc)
+        );
+    }
+    // Only input requests (no state), or a `null` state: a round without a state.
+    let only_inputs = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"r":{"method":"roots/list"}},"requestState":null}}"#;
+    assert_eq!(outcome_of(only_inputs), Some(Outcome::InputRequired));
+    assert_eq!(
+        summaries(only_inputs)[0].request_state,
+        RequestState::Absent
+    );
+    // A final result, whatever its type says, and a type nested deeper than `result`.
+    for doc in [
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[]}}"#.as_slice(),
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","task":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":null}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"resultType":"input_required"}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"resultType":"input_required","result":{}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"Input_Required"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required ","requestState":"s"}}"#,
+    ] {
+        assert_eq!(
+            outcome_of(doc),
+            Some(Outcome::Success),
+            "{}",
+            String::from_utf8_lossy(doc)
+        );
+    }
+    // An error wins (as for isError), and the type decides before `isError`.
+    let both = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required"},"error":{"code":-32603}}"#;
+    assert_eq!(outcome_of(both), Some(Outcome::Error(Some(-32603))));
+    let typed = br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"resultType":"input_required","requestState":"s"}}"#;
+    assert_eq!(outcome_of(typed), Some(Outcome::InputRequired));
+    // What no SDK reads as one valid result: never input_required nor success.
+    for doc in [
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","resultType":"complete"}}"#.as_slice(),
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","r\u0065sultType":"input_required"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":"a","requestState":"b"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":1}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":["input_required"]}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":{"s":1}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","requestState":7}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"\ud800"}}"#,
+    ] {
+        assert_eq!(
+            outcome_of(doc),
+            Some(Outcome::Malformed),
+            "{}",
+            String::from_utf8_lossy(doc)
+        );
+    }
+}
+
+#[test]
+fn request_states_are_kept_up_to_their_bound() {
+    let state_of = |state: &str| {
+        let doc = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"resultType":"input_required","requestState":{state}}}}}"#
+        );
+        let s = summaries(doc.as_bytes());
+        assert_eq!(s[0].outcome(), Some(Outcome::InputRequired), "{doc}");
+        s[0].request_state.clone()
+    };
+    let longest = "s".repeat(MAX_REQUEST_STATE_LEN);
+    assert_eq!(
+        state_of(&format!("\"{longest}\"")),
+        RequestState::Kept(longest.clone())
+    );
+    // Every character escaped: decoded, it still fits.
+    let escaped: String = longest.chars().map(|_| "\\u0073").collect();
+    assert_eq!(
+        state_of(&format!("\"{escaped}\"")),
+        RequestState::Kept(longest.clone())
+    );
+    // One byte more, raw or escaped, or a multi-byte character past the bound: unlinkable.
+    let over = format!("\"{longest}s\"");
+    assert_eq!(state_of(&over), RequestState::Unlinkable);
+    assert_eq!(
+        state_of(&format!("\"{escaped}\\u0073\"")),
+        RequestState::Unlinkable
+    );
+    let wide = format!("\"{}\"", "é".repeat(MAX_REQUEST_STATE_LEN / 2 + 1));
+    assert_eq!(state_of(&wide), RequestState::Unlinkable);
+    // A huge one costs a bounded capture, and the outcome is still read.
+    let huge = format!("\"{}\"", "s".repeat(1 << 20));
+    let doc = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"requestState":{huge},"resultType":"input_required"}}}}"#
+    );
+    let mut c = Correlator::new(vec![num("1")]);
+    let mut r = ResponseScanner::new(BodyKind::Json);
+    for chunk in doc.as_bytes().chunks(4096) {
+        r.feed(chunk, &mut c);
+    }
+    assert_eq!(c.outcome(&num("1")), Some(Outcome::InputRequired));
+    assert_eq!(c.request_state(&num("1")), Some(&RequestState::Unlinkable));
+    assert!(r.json.capture.capacity() <= 2 * (2 + 6 * MAX_REQUEST_STATE_LEN));
+    // A lone surrogate decodes for no reader: unlinkable, not malformed.
+    assert_eq!(state_of(r#""\ud800""#), RequestState::Unlinkable);
+}
+
+#[test]
+fn the_correlator_keeps_the_state_of_each_input_required_answer() {
+    let c = correlate(
+        BodyKind::EventStream,
+        vec![num("1"), num("2"), num("3")],
+        &[
+            b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"resultType\":\"input_required\",\"requestState\":\"two\"}}\n\n",
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"resultType\":\"complete\",\"requestState\":\"one\"}}\n\n",
+            b"data: [{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"resultType\":\"input_required\",\"inputRequests\":{}}}]\n\n",
+        ],
+    );
+    assert_eq!(c.outcome(&num("1")), Some(Outcome::Success));
+    assert_eq!(c.request_state(&num("1")), None);
+    assert_eq!(c.outcome(&num("2")), Some(Outcome::InputRequired));
+    assert_eq!(
+        c.request_state(&num("2")),
+        Some(&RequestState::Kept("two".into()))
+    );
+    assert_eq!(c.request_state(&num("3")), Some(&RequestState::Absent));
 }

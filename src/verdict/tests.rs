@@ -118,7 +118,12 @@ fn the_body_verdict_table() {
     let one_denied = format!("[{},{}]", call_json(1, "echo"), call_json(2, "rm"));
     let list = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
     let parse = jsonrpc::parse_body(b"{", 64).expect_err("not JSON");
-    let echo_tags = tags(&[("x-mcp-method", "tools/call"), ("x-mcp-tool-name", "echo")]);
+    // A single call of a method that may be answered input_required is tagged with its round.
+    let echo_tags = tags(&[
+        ("x-mcp-method", "tools/call"),
+        ("x-mcp-tool-name", "echo"),
+        ("x-mcp-call-round", "first"),
+    ]);
     let rows: Vec<BodyRow<'_>> = vec![
         (
             "allowed call",
@@ -343,6 +348,7 @@ fn the_body_verdict_table() {
             routing: &routing,
             streamed,
             params: &[],
+            server_id: "srv",
         };
         let got = said(decide(config, &known, body.as_bytes(), &mut no_hints));
         assert_eq!(got, expected, "{name}");
@@ -376,6 +382,7 @@ fn the_annotations_rule_uses_the_hints_it_is_given_and_only_for_unnamed_tools() 
             routing: &no_routing,
             streamed: false,
             params: &[],
+            server_id: "srv",
         };
         let v = decide(
             &config,
@@ -406,6 +413,7 @@ fn the_header_verdict_table() {
     let echo_tags = vec![
         ("x-mcp-method", "tools/call".to_owned()),
         ("x-mcp-tool-name", "echo".to_owned()),
+        ("x-mcp-call-round", "first".to_owned()),
     ];
     use Identity::*;
     let rows: Vec<HeaderRow<'_>> = vec![
@@ -658,6 +666,7 @@ fn evaluated(config: &Config, agent: &str, body: &str) -> Vec<Call> {
         routing: &none,
         streamed: false,
         params: &[],
+        server_id: "srv",
     };
     match decide(config, &known, body.as_bytes(), &mut no_hints) {
         Verdict::Refuse { calls, .. } => calls,
@@ -802,6 +811,7 @@ fn an_annotations_store_that_cannot_be_read_refuses_the_call() {
         routing: &none,
         streamed: false,
         params: &[],
+        server_id: "srv",
     };
     let body = call_json(1, "echo");
     let mut never_shown = |_: &str| Ok(None);
@@ -829,6 +839,9 @@ impl Lookups for Markings {
             Ok(None)
         }
     }
+    fn claim_round(&mut self, _: &str) -> Result<Option<u32>, ReadError> {
+        Ok(None)
+    }
 }
 
 #[test]
@@ -853,6 +866,7 @@ fn mcp_param_headers_are_checked_against_the_body_and_tagged_when_configured() {
             routing: &no_routing,
             streamed: false,
             params: &params,
+            server_id: "srv",
         };
         // Owned, so the verdict outlives the local headers.
         match decide(config, &known, body.as_bytes(), lookups) {
@@ -914,4 +928,235 @@ fn mcp_param_headers_are_checked_against_the_body_and_tagged_when_configured() {
     assert_eq!(refusal.code(), -32020);
     // No header, no tag, an older client: nothing is looked up or refused.
     assert!(run(&plain, &[], &mut Markings(Err(ReadError))).is_ok());
+}
+
+/// [`Lookups`] with a set of open round links (claimed once each) and a record of the claims
+/// asked for; `unreadable`: every claim fails to read the store.
+#[derive(Default)]
+struct Rounds {
+    open: Vec<String>,
+    asked: Vec<String>,
+    unreadable: bool,
+}
+
+impl Lookups for Rounds {
+    fn tool_hints(&mut self, _: &str) -> Result<Option<ToolHints>, ReadError> {
+        Ok(None)
+    }
+    fn tool_params(&mut self, _: &str) -> Result<Option<ToolParams>, ReadError> {
+        Ok(None)
+    }
+    fn claim_round(&mut self, link: &str) -> Result<Option<u32>, ReadError> {
+        self.asked.push(link.to_owned());
+        if self.unreadable {
+            return Err(ReadError);
+        }
+        let at = self.open.iter().position(|l| l == link);
+        Ok(at.map(|i| self.open.remove(i)).map(|_| 1))
+    }
+}
+
+fn retry_json(id: i64, tool: &str, state: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}},"inputResponses":{{"q":{{"action":"accept","content":{{"ok":true}}}}}},"requestState":"{state}"}}}}"#
+    )
+}
+
+fn decide_round<'c>(
+    config: &'c Config,
+    agent: &str,
+    streamed: bool,
+    body: &str,
+    rounds: &mut Rounds,
+) -> Verdict<'c> {
+    let none = routing(&[], &[]);
+    let known = Known {
+        agent_id: agent,
+        http_method: "POST",
+        routing: &none,
+        streamed,
+        params: &[],
+        server_id: "demo-server",
+    };
+    decide(config, &known, body.as_bytes(), rounds)
+}
+
+/// The link of a round of `echo` called with `{}` (as [`retry_json`] does) by `agent`.
+fn echo_link(agent: &str, state: &str) -> String {
+    let arguments = crate::audit::input_hash(b"{}");
+    rounds::link(
+        &crate::audit::InputHasher::Sha256,
+        "demo-server",
+        agent,
+        ("tools/call", "echo", &arguments),
+        state,
+    )
+}
+
+fn round_tag(f: &Forward<'_>) -> Option<String> {
+    f.tags
+        .iter()
+        .find(|(n, _)| *n == "x-mcp-call-round")
+        .map(|(_, v)| v.clone())
+}
+
+#[test]
+fn a_retry_that_claims_an_open_round_is_not_asked_of_the_rls_again() {
+    let rls = with(r#""rate_limit_service": {"cluster": "rls", "domain": "mcp"}"#);
+    let link = echo_link("demo-agent", "st-1");
+    let mut rounds = Rounds {
+        open: vec![link.clone()],
+        ..Rounds::default()
+    };
+    let body = retry_json(2, "echo", "st-1");
+    let Verdict::Forward(f) = decide_round(&rls, "demo-agent", false, &body, &mut rounds) else {
+        panic!("a verified continuation is forwarded without asking the RLS");
+    };
+    assert_eq!(round_tag(&f).as_deref(), Some("continuation"));
+    assert_eq!(
+        f.calls[0].round.continues,
+        Some(Continuation {
+            link: Some(link.clone()),
+            matched: true,
+            round: 1
+        })
+    );
+    // Single use: the same retry again is a new call, asked of the RLS.
+    let again = decide_round(&rls, "demo-agent", false, &body, &mut rounds);
+    let Verdict::AskRls { forward, .. } = again else {
+        panic!("a replayed retry is counted");
+    };
+    assert_eq!(round_tag(&forward).as_deref(), Some("first"));
+    assert!(!forward.calls[0].round.continues.as_ref().unwrap().matched);
+    assert_eq!(rounds.asked, vec![link.clone(), link]);
+}
+
+#[test]
+fn a_retry_matching_no_round_is_counted_like_a_new_call() {
+    let rls = with(r#""rate_limit_service": {"cluster": "rls", "domain": "mcp"}"#);
+    let opened = echo_link("demo-agent", "st-1");
+    for (agent, body) in [
+        // A forged state, other arguments, another agent's round, another tool, no state.
+        ("demo-agent", retry_json(2, "echo", "forged")),
+        (
+            "demo-agent",
+            retry_json(2, "echo", "st-1").replace(r#""arguments":{}"#, r#""arguments":{"n":2}"#),
+        ),
+        ("default", retry_json(2, "echo", "st-1")),
+        ("demo-agent", retry_json(2, "add", "st-1")),
+        (
+            "demo-agent",
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","inputResponses":{}}}"#.to_owned(),
+        ),
+    ] {
+        let mut rounds = Rounds {
+            open: vec![opened.clone()],
+            ..Rounds::default()
+        };
+        let v = decide_round(&rls, agent, false, &body, &mut rounds);
+        let Verdict::AskRls { forward, descriptors } = v else {
+            panic!("{agent} {body}: counted");
+        };
+        assert!(!descriptors.is_empty());
+        assert_eq!(round_tag(&forward).as_deref(), Some("first"), "{body}");
+        let retry = forward.calls[0].round.continues.clone().expect("a retry");
+        assert!(!retry.matched && retry.link.is_some(), "{body}");
+        assert_eq!(rounds.open, vec![opened.clone()], "nothing claimed: {body}");
+    }
+    // A store that cannot be read: counted (fail closed for limits), not refused.
+    let mut rounds = Rounds {
+        open: vec![opened.clone()],
+        unreadable: true,
+        ..Rounds::default()
+    };
+    let body = retry_json(2, "echo", "st-1");
+    let v = decide_round(&rls, "demo-agent", false, &body, &mut rounds);
+    assert!(matches!(v, Verdict::AskRls { .. }), "{v:?}");
+}
+
+#[test]
+fn policy_is_decided_again_on_every_round() {
+    // The first round was allowed under the old policy; the retry, after a policy push that
+    // no longer lets the agent use `echo`, is refused, and its open round is left unclaimed.
+    let pushed = config(
+        r#"{"server_id": "demo-server",
+            "policy": {"mode": "enforce", "agents": {"demo-agent": {"tools": ["add"]}}}}"#,
+    );
+    let link = echo_link("demo-agent", "st-1");
+    let mut rounds = Rounds {
+        open: vec![link.clone()],
+        ..Rounds::default()
+    };
+    let body = retry_json(2, "echo", "st-1");
+    let Verdict::Refuse { refusal, calls } =
+        decide_round(&pushed, "demo-agent", false, &body, &mut rounds)
+    else {
+        panic!("denied on round 2");
+    };
+    assert_eq!(refusal, Refusal::Denied { by_annotations: 0 });
+    assert_eq!(calls[0].decision, Decision::Deny);
+    assert_eq!(
+        calls[0].round.continues,
+        Some(Continuation {
+            link: Some(link.clone()),
+            matched: false,
+            round: 0
+        })
+    );
+    assert!(rounds.asked.is_empty(), "a refused retry claims nothing");
+    assert_eq!(rounds.open, vec![link]);
+}
+
+#[test]
+fn what_is_not_a_linkable_retry_claims_nothing() {
+    let rls =
+        with(r#""rate_limit_service": {"cluster": "rls", "domain": "mcp"}, "max_batch_calls": 5"#);
+    let early = with(r#""decide_at_headers": true"#);
+    let long = "s".repeat(crate::response::MAX_REQUEST_STATE_LEN + 1);
+    let batch = format!(
+        "[{},{}]",
+        retry_json(1, "echo", "st-1"),
+        retry_json(2, "echo", "st-1")
+    );
+    let list = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"requestState":"st-1"}}"#;
+    let cases: [(&Config, bool, String, Option<&str>); 5] = [
+        // A state longer than any round could have: linked to nothing.
+        (&rls, false, retry_json(2, "echo", &long), Some("first")),
+        // Batches (none after 2025-03-26) are never continuations.
+        (&rls, false, batch, Some("first")),
+        // Not a method that can be answered input_required: no round tag at all.
+        (&rls, false, list.to_owned(), None),
+        // A first call.
+        (&rls, false, call_json(1, "echo"), Some("first")),
+        // Streamed from its headers (tagged `first` there): counted, never claimed.
+        (&early, true, retry_json(2, "echo", "st-1"), None),
+    ];
+    for (config, streamed, body, tag) in cases {
+        let mut rounds = Rounds {
+            open: vec![echo_link("demo-agent", "st-1")],
+            ..Rounds::default()
+        };
+        let v = decide_round(config, "demo-agent", streamed, &body, &mut rounds);
+        let forward = match v {
+            Verdict::AskRls { forward, .. } => forward,
+            Verdict::Forward(f) if config.rate_limit_service.is_none() => f,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert!(rounds.asked.is_empty(), "{body}");
+        assert_eq!(round_tag(&forward).as_deref(), tag, "{body}");
+    }
+    let mut rounds = Rounds::default();
+    let body = retry_json(2, "echo", &long);
+    let v = decide_round(&rls, "demo-agent", false, &body, &mut rounds);
+    let Verdict::AskRls { forward, .. } = v else {
+        panic!("counted");
+    };
+    assert_eq!(
+        forward.calls[0].round.continues,
+        Some(Continuation {
+            link: None,
+            matched: false,
+            round: 0
+        })
+    );
 }

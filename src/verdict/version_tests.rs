@@ -57,6 +57,7 @@ fn run<'c>(config: &'c Config, routing: &routing::RoutingHeaders, body: &str) ->
         routing,
         streamed: false,
         params: &[],
+        server_id: "demo-server",
     };
     decide(config, &known, body.as_bytes(), &mut |_: &str| Ok(None))
 }
@@ -545,6 +546,7 @@ fn get_and_delete_from_a_2026_client_are_405_and_decide_at_headers_needs_a_moder
     let tags = vec![
         ("x-mcp-method", "tools/call".to_owned()),
         ("x-mcp-tool-name", "echo".to_owned()),
+        ("x-mcp-call-round", "first".to_owned()),
     ];
     let echo_with = |version: &[&str]| leak(headers(version, &["tools/call"], &["echo"]));
     assert_eq!(

@@ -27,6 +27,9 @@ server that ignores it). A `tools/list` with an `x-list-scenario` header is answ
 same two tools as that scenario's exact bytes (see list_scenario: not UTF-8, a BOM, UTF-16,
 another content type, trailing bytes, another shape, another id spelling, cacheScope public),
 or (`params`, `params-sse`) with tools whose inputSchema carries x-mcp-header markings.
+A `tools/call` with `arguments.scenario` "input-required" is a multi round-trip tool (MCP
+2026-07-28, see input_required): without `inputResponses` / `requestState` in its params it
+is answered `resultType: "input_required"`, else with a complete result naming the echoed state.
 """
 from __future__ import annotations
 
@@ -417,6 +420,32 @@ DUPLICATE_IS_ERROR = exact('{"jsonrpc":"2.0","id":RID,"result":{"content":[{"typ
                            '"isError":true,"isError":false}}')  # fmt: skip
 
 
+async def input_required(c: Conn, rid: Any, params: dict, args: dict) -> bool:
+    """A multi round-trip tool (MCP 2026-07-28 basic/patterns/mrtr): a first call is answered
+    `resultType: "input_required"` with one elicitation request and `requestState`
+    `args["state"]` (default "v1.opaque-state"; "" sends none); a retry (params with
+    `inputResponses` or `requestState`) gets a complete result whose text names the state it
+    echoed. Like a server that does not verify the state (mcp-guard must not rely on it). As one
+    SSE event when `args["sse"]` is true, else application/json."""
+    if "inputResponses" in params or "requestState" in params:
+        result: dict[str, Any] = {"resultType": "complete", "content": [
+            {"type": "text", "text": f"done with {params.get('requestState')!r}"}], "isError": False}  # fmt: skip
+    else:
+        result = {"resultType": "input_required", "inputRequests": {"confirm": {
+            "method": "elicitation/create",
+            "params": {"mode": "form", "message": "Proceed?",
+                       "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}}}}  # fmt: skip
+        state = args.get("state", "v1.opaque-state")
+        if state:
+            result["requestState"] = state
+    doc = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}, separators=(",", ":")).encode()
+    if args.get("sse"):
+        await c.sse(b"event: message\r\ndata: " + doc + b"\r\n\r\n")
+    else:
+        await c.plain(200, "OK", doc, "application/json")
+    return True
+
+
 SCENARIOS: dict[str, Scenario] = {
     "sse-bytewise": sse_bytewise,
     "sse-cr-only": sse_cr_only,
@@ -561,6 +590,8 @@ class Server:
                 {"name": "delete_repo", "inputSchema": {"type": "object"}}]}}).encode()  # fmt: skip
             return await json_maybe_gzip(c, doc, params.get("cursor") == "gzip-anyway")
         args = params.get("arguments")
+        if isinstance(args, dict) and args.get("scenario") == "input-required":
+            return await input_required(c, rid, params, args)
         scenario = SCENARIOS.get(args.get("scenario", "json-ok") if isinstance(args, dict) else "json-ok")
         if scenario is None:
             await c.plain(400, "Bad Request", b"unknown scenario")

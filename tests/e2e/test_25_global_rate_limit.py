@@ -55,10 +55,24 @@ def ratelimit_filter(bootstrap: dict) -> dict:
     return f["typed_config"]
 
 
+def counted_route(bootstrap: dict) -> dict:
+    """The route every request but a multi round-trip continuation takes (the last one); the
+    first route matches `x-mcp-call-round: continuation` and has no rate_limits
+    (docs/rate-limiting.md "Multi round-trip calls count once")."""
+    (vhost,) = _hcm(bootstrap)["route_config"]["virtual_hosts"]
+    continuation, counted = vhost["routes"]
+    assert continuation["match"]["headers"] == [
+        {"name": "x-mcp-call-round", "string_match": {"exact": "continuation"}}
+    ], continuation
+    assert "rate_limits" not in continuation["route"], continuation
+    assert continuation["route"]["cluster"] == counted["route"]["cluster"]
+    assert counted["match"] == {"prefix": "/"}, counted
+    return counted
+
+
 def route_descriptor_keys(bootstrap: dict) -> list[tuple[str, ...]]:
     """The descriptors the route's rate_limits produce, as tuples of descriptor keys."""
-    (vhost,) = _hcm(bootstrap)["route_config"]["virtual_hosts"]
-    (route,) = vhost["routes"]
+    route = counted_route(bootstrap)
     out = []
     for limit in route["route"]["rate_limits"]:
         keys = []
@@ -90,8 +104,7 @@ def test_shipped_rls_bootstrap_shape() -> None:
     options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert "http2_protocol_options" in options["explicit_http_config"]
     assert route_descriptor_keys(bootstrap) == EXPECTED_DESCRIPTORS
-    (vhost,) = _hcm(bootstrap)["route_config"]["virtual_hosts"]
-    for limit in vhost["routes"][0]["route"]["rate_limits"]:
+    for limit in counted_route(bootstrap)["route"]["rate_limits"]:
         for action in limit["actions"]:
             spec = action["request_headers"]
             assert spec["header_name"] == HEADER_OF[spec["descriptor_key"]], spec

@@ -36,6 +36,7 @@ mod request;
 mod response;
 mod rls;
 mod robustness;
+mod rounds;
 mod versions;
 
 impl FakeHost {
