@@ -21,6 +21,7 @@
 
 mod document;
 mod event_stream;
+mod listen;
 mod server_stream;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ pub use crate::mcp::{ListKind, CACHE_SCOPE};
 pub use crate::sse::complete_events;
 pub use document::{rewrite_document, Rewrite, ToolHints};
 pub use event_stream::rewrite_sse;
+pub use listen::{curate_listen_events, first_event_end, skipped_tail, ListenCuration};
 pub use server_stream::{curate_server_stream, Claimed, StreamCuration, MAX_HELD_EVENT};
 
 use crate::json::{self, Members};
