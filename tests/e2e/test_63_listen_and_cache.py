@@ -1,0 +1,130 @@
+"""MCP 2026-07-28 `subscriptions/listen` and cache hints through the real Envoy, with the official
+Python SDK 2.x as a 2026-07-28 client (`mcp.Client`, `Client.listen()`) and server (MCPServer,
+tests/e2e/listen_server.py: publishes `notifications/resources/updated` and
+`notifications/tools/list_changed` on demand, public cache hints on every cacheable result).
+
+- A listen stream reaches each agent without the `notifications/resources/updated` events about
+  resources it may not read, and with everything else, live (the stream is never held).
+- The listen call's audit record settles when the stream ends.
+- Curated lists leave with `cacheScope: "private"` and the server's `ttlMs`; results mcp-guard
+  does not curate (`server/discover`, `resources/read`, `resources/templates/list`) keep the
+  server's hints.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from conftest import shipped_policy, start_stack
+from helpers import HTTP_TIMEOUT, audit_for, wait_for_audit
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
+
+pytestmark = pytest.mark.anyio
+
+SERVER = Path(__file__).resolve().parent / "listen_server.py"
+MODERN = "2026-07-28"
+# Bound on every wait for an event on a listen stream, in seconds.
+EVENT_WAIT = 10.0
+
+
+def listen_policy() -> dict:
+    policy = copy.deepcopy(shipped_policy())
+    policy["policy"]["agents"] = {
+        # Reads demo://docs/* only; may call the tools that publish events.
+        "reader": {"tools": ["touch", "change_tools", "echo"], "resources": ["demo://docs/*"]},
+        "admin-agent": {"tools": ["*"], "prompts": ["*"], "resources": ["*"]},
+    }
+    return policy
+
+
+@pytest.fixture(scope="module")
+def listen_stack(tmp_path_factory: pytest.TempPathFactory):
+    command = [sys.executable, str(SERVER), "--host", "{host}", "--port", "{port}", "--call-log", "{call_log}"]
+    yield from start_stack(tmp_path_factory, listen_policy(), server_command=command)
+
+
+def client(url: str, agent: str) -> tuple[httpx2.AsyncClient, Client]:
+    """A 2026-07-28 SDK client for `agent` (no initialize, no session), with no response cache, so
+    that every call reaches the server through Envoy."""
+    http = httpx2.AsyncClient(headers={"x-agent-id": agent}, timeout=HTTP_TIMEOUT)
+    return http, Client(streamable_http_client(url, http_client=http), mode=MODERN, cache=None)
+
+
+async def next_events(sub: Any, count: int) -> list[Any]:
+    got: list[Any] = []
+    with anyio.fail_after(EVENT_WAIT):
+        async for event in sub:
+            got.append(event)
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_listen_stream_drops_updates_for_resources_the_agent_may_not_read(listen_stack) -> None:
+    subscribed = ["demo://docs/a", "secret://keys"]
+    http, reader = client(listen_stack.url, "reader")
+    async with http, reader:
+        async with reader.listen(tools_list_changed=True, resource_subscriptions=subscribed) as sub:
+            # The server honoured both subscriptions (the acknowledgement passes as sent).
+            assert sorted(sub.honored.resource_subscriptions or []) == sorted(subscribed)
+            # Published in this order; the denied update first, so that it would be the first
+            # event the client sees if it got through.
+            for uri in ("secret://keys", "demo://docs/a"):
+                result = await reader.call_tool("touch", {"uri": uri})
+                assert not result.is_error, result
+            # Live: this event reaches the client while the stream stays open.
+            assert await next_events(sub, 1) == [ResourceUpdated(uri="demo://docs/a")]
+            await reader.call_tool("touch", {"uri": "secret://keys"})
+            await reader.call_tool("change_tools", {})
+            assert await next_events(sub, 1) == [ToolsListChanged()]
+    # The client closed the acknowledged subscription (its normal end): recorded once, success.
+    [record] = wait_for_audit(
+        listen_stack, lambda r: r.get("agent_id") == "reader" and r.get("method") == "subscriptions/listen"
+    )
+    assert record["decision"] == "allow"
+    assert record["output_status"] == "success", record
+
+
+async def test_an_agent_that_may_read_everything_gets_every_update(listen_stack) -> None:
+    http, admin = client(listen_stack.url, "admin-agent")
+    async with http, admin:
+        async with admin.listen(resource_subscriptions=["demo://docs/b", "secret://keys"]) as sub:
+            for uri in ("secret://keys", "demo://docs/b"):
+                await admin.call_tool("touch", {"uri": uri})
+            got = await next_events(sub, 2)
+    assert got == [ResourceUpdated(uri="secret://keys"), ResourceUpdated(uri="demo://docs/b")]
+
+
+async def test_cache_hints_private_on_curated_lists_and_kept_elsewhere(listen_stack) -> None:
+    http, reader = client(listen_stack.url, "reader")
+    async with http, reader:
+        tools = await reader.list_tools()
+        names = sorted(t.name for t in tools.tools)
+        assert names == ["change_tools", "echo", "touch"], names  # delete_repo curated away
+        # The server said public: a list curated for this agent must not be shared.
+        assert (tools.cache_scope, tools.ttl_ms) == ("private", 60000)
+        resources = await reader.list_resources()
+        assert sorted(str(r.uri) for r in resources.resources) == ["demo://docs/a", "demo://docs/b"]
+        assert (resources.cache_scope, resources.ttl_ms) == ("private", 60000)
+        # Not curated: the server's hints as sent.
+        read = await reader.read_resource("demo://docs/a")
+        assert (read.cache_scope, read.ttl_ms) == ("public", 60000)
+        templates = await reader.list_resource_templates()
+        assert (templates.cache_scope, templates.ttl_ms) == ("public", 60000)
+        discover = await reader.session.discover()
+        assert (discover.cache_scope, discover.ttl_ms) == ("public", 60000)
+        assert MODERN in discover.supported_versions
+    # An agent allowed everything sees the whole list, still private (curated per agent).
+    http, admin = client(listen_stack.url, "admin-agent")
+    async with http, admin:
+        tools = await admin.list_tools()
+        assert "delete_repo" in {t.name for t in tools.tools}
+        assert tools.cache_scope == "private"
+    audit_for(listen_stack, agent_id="reader", method="tools/list", output_status="success")
