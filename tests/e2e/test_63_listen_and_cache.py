@@ -21,7 +21,7 @@ import anyio
 import httpx2
 import pytest
 from conftest import shipped_policy, start_stack
-from helpers import HTTP_TIMEOUT, audit_for, wait_for_audit
+from helpers import HTTP_TIMEOUT, wait_for_audit
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
@@ -118,13 +118,14 @@ async def test_cache_hints_private_on_curated_lists_and_kept_elsewhere(listen_st
         assert (read.cache_scope, read.ttl_ms) == ("public", 60000)
         templates = await reader.list_resource_templates()
         assert (templates.cache_scope, templates.ttl_ms) == ("public", 60000)
-        discover = await reader.session.discover()
-        assert (discover.cache_scope, discover.ttl_ms) == ("public", 60000)
-        assert MODERN in discover.supported_versions
+        # server/discover names no tool, prompt or resource: nothing to curate. (send_discover:
+        # a client pinned to 2026-07-28 does not probe on connect.)
+        discover = await reader.session.send_discover(MODERN)
+        assert (discover["cacheScope"], discover["ttlMs"]) == ("public", 60000)
+        assert MODERN in discover["supportedVersions"]
     # An agent allowed everything sees the whole list, still private (curated per agent).
     http, admin = client(listen_stack.url, "admin-agent")
     async with http, admin:
         tools = await admin.list_tools()
         assert "delete_repo" in {t.name for t in tools.tools}
         assert tools.cache_scope == "private"
-    audit_for(listen_stack, agent_id="reader", method="tools/list", output_status="success")
