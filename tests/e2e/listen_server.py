@@ -7,6 +7,7 @@ hints, so the test can see what mcp-guard does to both.
 
 Tools:
     touch(uri)      -> publishes notifications/resources/updated for uri (ctx.notify_resource_updated)
+    touch_session(uri) -> the same notification on the session's GET stream (2025-11-25 sessions)
     change_tools()  -> publishes notifications/tools/list_changed (ctx.notify_tools_changed)
     echo(text)      -> text
     delete_repo(name) -> "deleted <name>" (exists to be hidden and denied)
@@ -16,6 +17,9 @@ Cache hints (SEP-2549): ttlMs 60000, cacheScope "public" on every cacheable meth
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+import mcp_types as types
 
 from mcp.server.caching import CACHEABLE_METHODS, CacheHint
 from mcp.server.mcpserver import Context, MCPServer
@@ -35,6 +39,13 @@ def build() -> MCPServer:
     async def touch(uri: str, ctx: Context) -> str:
         """Publish notifications/resources/updated for uri to listen streams."""
         await ctx.notify_resource_updated(uri)
+        return f"touched {uri}"
+
+    @server.tool()
+    async def touch_session(uri: str, ctx: Context) -> str:
+        """Send notifications/resources/updated for uri on the session's standalone GET stream
+        (a client before 2026-07-28 that sent resources/subscribe)."""
+        await ctx.session.send_resource_updated(uri)
         return f"touched {uri}"
 
     @server.tool()
@@ -65,6 +76,13 @@ def build() -> MCPServer:
     def keys() -> str:
         return "not for every agent"
 
+    # resources/subscribe (before 2026-07-28): accepted; touch_session sends the updates.
+    async def subscribe(_ctx: Any, _params: types.SubscribeRequestParams) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    server._lowlevel_server.add_request_handler(  # noqa: SLF001 (no MCPServer API for it)
+        "resources/subscribe", types.SubscribeRequestParams, subscribe
+    )
     return server
 
 

@@ -25,6 +25,7 @@ from helpers import HTTP_TIMEOUT, wait_for_audit
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
+from mcp_types import ResourceUpdatedNotification
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +39,7 @@ def listen_policy() -> dict:
     policy = copy.deepcopy(shipped_policy())
     policy["policy"]["agents"] = {
         # Reads demo://docs/* only; may call the tools that publish events.
-        "reader": {"tools": ["touch", "change_tools", "echo"], "resources": ["demo://docs/*"]},
+        "reader": {"tools": ["touch", "touch_session", "change_tools", "echo"], "resources": ["demo://docs/*"]},
         "admin-agent": {"tools": ["*"], "prompts": ["*"], "resources": ["*"]},
     }
     return policy
@@ -102,12 +103,39 @@ async def test_an_agent_that_may_read_everything_gets_every_update(listen_stack)
     assert got == [ResourceUpdated(uri="secret://keys"), ResourceUpdated(uri="demo://docs/b")]
 
 
+async def test_before_2026_a_subscribed_update_on_the_get_stream_is_curated_too(listen_stack) -> None:
+    """A 2025-11-25 session (initialize, Mcp-Session-Id, the GET stream): resources/subscribe is
+    decided by method, and the updates it brings on the GET stream are curated like a listen
+    stream's."""
+    updates: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+
+    http = httpx2.AsyncClient(headers={"x-agent-id": "reader"}, timeout=HTTP_TIMEOUT)
+    legacy = Client(
+        streamable_http_client(listen_stack.url, http_client=http), mode="legacy", cache=None, message_handler=on_message
+    )
+    async with http, legacy:
+        assert legacy.protocol_version < MODERN
+        for uri in ("secret://keys", "demo://docs/a"):
+            await legacy.subscribe_resource(uri)
+        for uri in ("secret://keys", "demo://docs/a", "secret://keys", "demo://docs/b"):
+            await legacy.call_tool("touch_session", {"uri": uri})
+        with anyio.fail_after(EVENT_WAIT):
+            while len(updates) < 2:
+                await anyio.sleep(0.05)
+        # The GET stream carried all four; the two the agent may read arrived, in order.
+        assert updates == ["demo://docs/a", "demo://docs/b"], updates
+
+
 async def test_cache_hints_private_on_curated_lists_and_kept_elsewhere(listen_stack) -> None:
     http, reader = client(listen_stack.url, "reader")
     async with http, reader:
         tools = await reader.list_tools()
         names = sorted(t.name for t in tools.tools)
-        assert names == ["change_tools", "echo", "touch"], names  # delete_repo curated away
+        assert names == ["change_tools", "echo", "touch", "touch_session"], names  # delete_repo curated away
         # The server said public: a list curated for this agent must not be shared.
         assert (tools.cache_scope, tools.ttl_ms) == ("private", 60000)
         resources = await reader.list_resources()
