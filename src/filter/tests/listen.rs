@@ -376,3 +376,89 @@ fn cache_hints_on_every_curated_path() {
     );
     assert_eq!(h.replaced_response_body, None);
 }
+
+/// Pseudo-random listen streams (bounded: 400 streams) built from updates the agent may and may
+/// not read, spelled every way a reader might take them (escapes, duplicated members in either
+/// order, batches, byte order marks, several data lines, CR/LF/CRLF), with a few bytes damaged,
+/// cut into random chunks: no reader of what the client gets finds an update about a resource
+/// the agent may not read (`oracle::check_notifications`), and every event the filter did not
+/// need to drop still arrives.
+#[test]
+fn no_reader_finds_a_denied_update_in_a_curated_listen_stream() {
+    let config = Config::from_json(LISTEN_POLICY.as_bytes()).unwrap();
+    let permits = |named: oracle::Named<'_>| match named {
+        oracle::Named::Resource(uri) => {
+            match config.policy.decide("demo-agent", Subject::Resource(uri)) {
+                Decision::Allow => Ok(()),
+                d => Err(d.as_str().to_owned()),
+            }
+        }
+        _ => Ok(()),
+    };
+    let update = |params: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{{params}}}}}"#
+        )
+    };
+    let pieces: Vec<String> = vec![
+        update(r#""uri":"demo://docs/a""#),
+        update(r#""uri":"secret://keys""#),
+        update(r#""uri":"secret:\/\/keys""#),
+        update(r#""uri":"demo://docs/a","uri":"secret://keys""#),
+        update(r#""uri":"secret://keys","uri":"demo://docs/a""#),
+        update(r#""uri":"demo://docs/a","\u0075ri":"secret://keys""#),
+        r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","method":"notifications/resources/updated","params":{"uri":"secret://keys"}}"#.to_owned(),
+        r#"{"jsonrpc":"2.0","method":"notifications\/resources\/updated","params":{"uri":"secret://keys"}}"#.to_owned(),
+        format!("[{},{}]", update(r#""uri":"demo://docs/b""#), update(r#""uri":"secret://x""#)),
+        format!("\u{feff}{}", update(r#""uri":"secret://keys""#)),
+        r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#.to_owned(),
+        r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{}}}"#.to_owned(),
+    ];
+    let mut rng = Rng::new(0x11573);
+    for round in 0..400 {
+        let nl = ["\n", "\r\n", "\r"][rng.below(3)];
+        let mut stream_text = String::new();
+        for _ in 0..1 + rng.below(6) {
+            let piece = &pieces[rng.below(pieces.len())];
+            if rng.below(4) == 0 && piece.len() > 20 {
+                // Two data lines (joined with LF by every reader).
+                let cut = piece
+                    .char_indices()
+                    .nth(piece.chars().count() / 2)
+                    .unwrap()
+                    .0;
+                stream_text +=
+                    &format!("data: {}{nl}data: {}{nl}{nl}", &piece[..cut], &piece[cut..]);
+            } else {
+                stream_text += &format!("event: message{nl}data: {piece}{nl}{nl}");
+            }
+        }
+        let mut bytes = stream_text.into_bytes();
+        for _ in 0..rng.below(3) {
+            // Damage: a byte replaced, or a line end removed.
+            let at = rng.below(bytes.len());
+            bytes[at] = [b'"', b'\n', b'}', b' ', b'x'][rng.below(5)];
+        }
+        let (mut s, mut h) = listening(LISTEN_POLICY, "demo-agent");
+        let mut got = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(1 + rng.below(rest.len()));
+            got.extend(feed(&mut s, &mut h, &[chunk]).concat());
+            rest = after;
+        }
+        h.response_chunk = Vec::new();
+        h.replaced_response_body = None;
+        in_phase(&mut h, Phase::ResponseBody, |h| {
+            s.on_response_body(h, 0, true)
+        });
+        got.extend(h.replaced_response_body.take().unwrap_or_default());
+        if let Err(finding) = oracle::check_notifications(&got, &permits) {
+            panic!(
+                "round {round}: {finding}\nsent: {:?}\ngot: {:?}",
+                String::from_utf8_lossy(&bytes),
+                String::from_utf8_lossy(&got)
+            );
+        }
+    }
+}
