@@ -13,11 +13,12 @@ use crate::mcp;
 use crate::sse;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 /// What [`curate_listen_events`] did to a run of complete SSE events.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ListenCuration {
-    /// The events the client gets instead, when any was dropped.
+    /// The events the client gets instead, when any was dropped or rewritten.
     pub body: Option<Vec<u8>>,
     /// How many events were dropped.
     pub dropped: usize,
@@ -40,30 +41,105 @@ pub struct ListenCuration {
 ///   an object with no member name twice and a string `uri` the agent may read. A batch with
 ///   one such message is dropped whole.
 ///
-/// Every other event (`notifications/*/list_changed`, `notifications/subscriptions/acknowledged`,
-/// `notifications/tasks`, the final `subscriptions/listen` response, comments, priming events)
-/// passes as it is.
+/// The acknowledgement (`notifications/subscriptions/acknowledged`) loses the URIs of its
+/// `resourceSubscriptions` the agent may not read ([`rewrite_ack_event`]): no update about them
+/// will reach it. Every other event (`notifications/*/list_changed`, `notifications/tasks`, the
+/// final `subscriptions/listen` response, comments, priming events) passes as it is.
 pub fn curate_listen_events(data: &[u8], may_read: &dyn Fn(&str) -> bool) -> ListenCuration {
     let lines = sse::split_lines(data);
     let mut out: Vec<u8> = Vec::with_capacity(data.len());
     let mut dropped = 0;
+    let mut rewritten = false;
     let mut acknowledged = false;
     for event in sse::events(&lines) {
-        if keep_event(event, may_read, &mut acknowledged) {
-            for (line, ending) in event {
-                out.extend_from_slice(line);
-                out.extend_from_slice(ending);
-            }
-        } else {
+        let mut ack = false;
+        if !keep_event(event, may_read, &mut ack) {
             dropped += 1;
+            continue;
+        }
+        acknowledged |= ack;
+        match ack.then(|| rewrite_ack_event(event, may_read)).flatten() {
+            Some(bytes) => {
+                rewritten = true;
+                out.extend_from_slice(&bytes);
+            }
+            None => {
+                for (line, ending) in event {
+                    out.extend_from_slice(line);
+                    out.extend_from_slice(ending);
+                }
+            }
         }
     }
     ListenCuration {
-        body: (dropped > 0).then_some(out),
+        body: (dropped > 0 || rewritten).then_some(out),
         dropped,
         acknowledged,
     }
 }
+
+/// The acknowledgement event with the URIs of `params.notifications.resourceSubscriptions` the
+/// agent may not read (or that are not strings) removed, so that the filter the client is told
+/// the subscription honours is the one it gets: the data in one `data:` line where the first
+/// was, every other line kept. `None` when nothing is removed (or the data is not one message
+/// of that shape: it then passes as it is).
+fn rewrite_ack_event(event: &[sse::Line<'_>], may_read: &dyn Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let data = sse::event_data(event)?;
+    let new = rewrite_ack(std::str::from_utf8(&data).ok()?, may_read)?;
+    let first = event
+        .iter()
+        .position(|(line, _)| sse::data_value(line).is_some())?;
+    let mut out = Vec::with_capacity(new.len() + 64);
+    for (i, (line, ending)) in event.iter().enumerate() {
+        if i == first {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(new.as_bytes());
+            out.extend_from_slice(if ending.is_empty() { b"\n" } else { ending });
+        } else if sse::data_value(line).is_none() {
+            out.extend_from_slice(line);
+            out.extend_from_slice(ending);
+        }
+    }
+    Some(out)
+}
+
+/// [`rewrite_ack_event`] for the message text: compact JSON, members in key order, each
+/// object on the path written once (so no reader finds another list).
+fn rewrite_ack(text: &str, may_read: &dyn Fn(&str) -> bool) -> Option<String> {
+    type Object = BTreeMap<String, Box<RawValue>>;
+    let mut message: Object = serde_json::from_str(text).ok()?;
+    let mut params: Object = serde_json::from_str(message.get("params")?.get()).ok()?;
+    let mut filter: Object = serde_json::from_str(params.get(NOTIFICATIONS)?.get()).ok()?;
+    let uris: Vec<&RawValue> =
+        serde_json::from_str(filter.get(RESOURCE_SUBSCRIPTIONS)?.get()).ok()?;
+    let kept: Vec<&RawValue> = uris
+        .iter()
+        .copied()
+        .filter(|uri| serde_json::from_str::<String>(uri.get()).is_ok_and(|uri| may_read(&uri)))
+        .collect();
+    if kept.len() == uris.len() {
+        return None;
+    }
+    filter.insert(
+        RESOURCE_SUBSCRIPTIONS.to_owned(),
+        serde_json::value::to_raw_value(&kept).ok()?,
+    );
+    params.insert(
+        NOTIFICATIONS.to_owned(),
+        serde_json::value::to_raw_value(&filter).ok()?,
+    );
+    message.insert(
+        "params".to_owned(),
+        serde_json::value::to_raw_value(&params).ok()?,
+    );
+    serde_json::to_string(&message).ok()
+}
+
+/// The member of `subscriptions/listen` params and of its acknowledgement holding the
+/// subscription filter (MCP 2026-07-28, `SubscriptionFilter`).
+const NOTIFICATIONS: &str = "notifications";
+/// The member of a subscription filter listing the resource URIs subscribed to.
+const RESOURCE_SUBSCRIPTIONS: &str = "resourceSubscriptions";
 
 /// Whether one complete SSE event (its lines) may reach the agent; sets `acknowledged` when it
 /// does and carries the acknowledgement.

@@ -726,9 +726,10 @@ fn a_listen_stream_loses_only_updates_the_agent_may_not_read() {
         let got = curate_listen_events(stream.as_bytes(), &read_demo);
         assert_eq!(got.dropped, 2);
         assert!(got.acknowledged);
+        let ack_curated = r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":1},"notifications":{"resourceSubscriptions":["demo://docs/a"],"toolsListChanged":true}}}"#;
         let want = [
             format!(": ping{nl}{nl}"),
-            event(ack),
+            event(ack_curated),
             event(changed),
             event(&allowed),
             event(end),
@@ -736,6 +737,17 @@ fn a_listen_stream_loses_only_updates_the_agent_may_not_read() {
         .concat();
         assert_eq!(String::from_utf8(got.body.unwrap()).unwrap(), want);
     }
+    // The acknowledgement keeps only the URIs the agent may read (a URI that is not a string
+    // cannot be checked); spread over two data lines, it becomes one.
+    let ack = r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"resourceSubscriptions":["secret://keys",7,"demo://x"]}}}"#;
+    let (head, tail) = ack.split_at(ack.find("\"method\"").unwrap());
+    let event = format!("id: 3\ndata: {head}\ndata: {tail}\n\n");
+    let got = curate_listen_events(event.as_bytes(), &read_demo);
+    assert_eq!((got.dropped, got.acknowledged), (0, true));
+    assert_eq!(
+        String::from_utf8(got.body.unwrap()).unwrap(),
+        "id: 3\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/subscriptions/acknowledged\",\"params\":{\"notifications\":{\"resourceSubscriptions\":[\"demo://x\"]}}}\n\n"
+    );
     // Nothing to drop: the bytes go on as they are.
     let fine = format!("data: {allowed}\n\n");
     let got = curate_listen_events(fine.as_bytes(), &read_demo);

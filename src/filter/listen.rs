@@ -5,7 +5,8 @@
 //! ends the subscription gracefully, the listen request's own response. With `curate_lists`
 //! it is passed on event by event as it arrives ([`ResponseMode::Listen`]); a
 //! `notifications/resources/updated` event about a resource the agent may not read is dropped
-//! ([`curation::curate_listen_events`]). The stream is never held: at most one incomplete
+//! ([`curation::curate_listen_events`]), and the acknowledgement no longer lists those
+//! resources among its `resourceSubscriptions`. The stream is never held: at most one incomplete
 //! event (up to [`curation::MAX_HELD_EVENT`] bytes) waits for its end; a longer event is
 //! dropped whole, since it cannot be checked.
 //!

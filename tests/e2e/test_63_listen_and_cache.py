@@ -73,8 +73,10 @@ async def test_listen_stream_drops_updates_for_resources_the_agent_may_not_read(
     http, reader = client(listen_stack.url, "reader")
     async with http, reader:
         async with reader.listen(tools_list_changed=True, resource_subscriptions=subscribed) as sub:
-            # The server honoured both subscriptions (the acknowledgement passes as sent).
-            assert sorted(sub.honored.resource_subscriptions or []) == sorted(subscribed)
+            # The server honoured both; the acknowledgement the agent gets names only the one it
+            # may read (no update about the other will reach it).
+            assert sub.honored.resource_subscriptions == ["demo://docs/a"]
+            assert sub.honored.tools_list_changed is True
             # Published in this order; the denied update first, so that it would be the first
             # event the client sees if it got through.
             for uri in ("secret://keys", "demo://docs/a"):
@@ -99,6 +101,7 @@ async def test_an_agent_that_may_read_everything_gets_every_update(listen_stack)
         async with admin.listen(resource_subscriptions=["demo://docs/b", "secret://keys"]) as sub:
             for uri in ("secret://keys", "demo://docs/b"):
                 await admin.call_tool("touch", {"uri": uri})
+            assert sorted(sub.honored.resource_subscriptions or []) == ["demo://docs/b", "secret://keys"]
             got = await next_events(sub, 2)
     assert got == [ResourceUpdated(uri="secret://keys"), ResourceUpdated(uri="demo://docs/b")]
 
