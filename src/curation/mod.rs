@@ -16,8 +16,9 @@
 //! `document.rs` rewrites one JSON-RPC document ([`rewrite_document`], framing the list with
 //! [`crate::json`]); `event_stream.rs` rewrites a held `text/event-stream` body in place
 //! ([`rewrite_sse`], events split by [`crate::sse`]); `server_stream.rs` curates the complete
-//! events of a server stream ([`curate_server_stream`]). List kinds and member names come from
-//! [`crate::mcp`].
+//! events of a server stream ([`curate_server_stream`]); `listen.rs` curates the notifications of
+//! a `subscriptions/listen` stream (and of a server stream) for the agent
+//! ([`curate_listen_events`]). List kinds and member names come from [`crate::mcp`].
 
 mod document;
 mod event_stream;
