@@ -470,3 +470,26 @@ fn no_reader_finds_a_denied_update_in_a_curated_listen_stream() {
         }
     }
 }
+
+#[test]
+fn a_listen_chunk_that_cannot_be_read_is_never_passed_on() {
+    let (mut s, mut h) = listening(LISTEN_POLICY, "demo-agent");
+    h.failing = vec![crate::host::fake::Read::ResponseBody];
+    let denied = updated("secret://keys");
+    assert!(feed(&mut s, &mut h, &[denied.as_bytes()])[0].is_empty());
+    // Refused from then on: swallowed, a JSON-RPC error in place of the last chunk.
+    h.failing.clear();
+    assert!(feed(&mut s, &mut h, &[denied.as_bytes()])[0].is_empty());
+    h.response_chunk = Vec::new();
+    h.replaced_response_body = None;
+    in_phase(&mut h, Phase::ResponseBody, |h| {
+        s.on_response_body(h, 0, true)
+    });
+    let end = String::from_utf8(h.replaced_response_body.clone().unwrap()).unwrap();
+    assert!(end.contains("-32603") && !end.contains("secret"), "{end}");
+    let r = h.records();
+    assert_eq!(
+        (r[0]["output_status"].as_str(), r[0]["refusal"].as_str()),
+        (Some("upstream_error"), Some("response_read"))
+    );
+}
