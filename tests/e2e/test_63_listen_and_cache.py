@@ -30,6 +30,7 @@ from mcp_types import ResourceUpdatedNotification
 pytestmark = pytest.mark.anyio
 
 SERVER = Path(__file__).resolve().parent / "listen_server.py"
+RAW_SERVER = Path(__file__).resolve().parent / "listen_raw_upstream.py"
 MODERN = "2026-07-28"
 # Bound on every wait for an event on a listen stream, in seconds.
 EVENT_WAIT = 10.0
@@ -160,3 +161,35 @@ async def test_cache_hints_private_on_curated_lists_and_kept_elsewhere(listen_st
         tools = await admin.list_tools()
         assert "delete_repo" in {t.name for t in tools.tools}
         assert tools.cache_scope == "private"
+
+
+@pytest.fixture(scope="module")
+def raw_listen_stack(tmp_path_factory: pytest.TempPathFactory):
+    command = [sys.executable, str(RAW_SERVER), "--host", "{host}", "--port", "{port}", "--call-log", "{call_log}"]
+    yield from start_stack(tmp_path_factory, listen_policy(), server_command=command)
+
+
+async def test_updates_no_sdk_server_would_send_are_dropped_for_every_reader(raw_listen_stack) -> None:
+    """What no SDK server sends (tests/e2e/listen_raw_upstream.py): an update with `uri` twice,
+    the last one denied (the Python SDK keeps the last); an escaped denied URI; a denied update
+    padded past 4 MiB; all cut into chunks at awkward places. The SDK 2.x client, through
+    Envoy, gets only the update it may read and the list change, then the graceful end."""
+    http, reader = client(raw_listen_stack.url, "reader")
+    async with http, reader:
+        async with reader.listen(tools_list_changed=True, resource_subscriptions=["demo://docs/a", "secret://keys"]) as sub:
+            honored = sub.honored.resource_subscriptions
+            got: list[Any] = []
+            failure: Exception | None = None
+            with anyio.fail_after(EVENT_WAIT):
+                try:
+                    async for event in sub:  # ends at the server's result
+                        got.append(event)
+                except Exception as exc:  # noqa: BLE001 (the SDK refuses an SSE event over 1 MiB)
+                    failure = exc
+    assert got == [ResourceUpdated(uri="demo://docs/a"), ToolsListChanged()], (got, failure)
+    # The padded event (over 4 MiB, dropped whole) never reached the SDK, whose SSE reader
+    # refuses events over 1 MiB: the subscription ended as the server ended it.
+    assert failure is None, failure
+    assert honored == ["demo://docs/a"]
+    [record] = wait_for_audit(raw_listen_stack, lambda r: r.get("method") == "subscriptions/listen")
+    assert (record["agent_id"], record["output_status"]) == ("reader", "success"), record
