@@ -20,6 +20,18 @@ pub const PROMPTS_LIST: &str = "prompts/list";
 /// ([`ListKind::Resources`]).
 pub const RESOURCES_LIST: &str = "resources/list";
 
+/// `subscriptions/listen` (MCP 2026-07-28, "Subscriptions", SEP-2575): its response is a
+/// long-lived `text/event-stream` of notifications, curated per agent as it arrives
+/// (`crate::curation::curate_listen_events`).
+pub const SUBSCRIPTIONS_LISTEN: &str = "subscriptions/listen";
+/// `notifications/resources/updated`: its `params.uri` names a resource that changed (on a
+/// `subscriptions/listen` stream from 2026-07-28; on the server stream after
+/// `resources/subscribe` before). Dropped for an agent that may not read that resource.
+pub const RESOURCES_UPDATED: &str = "notifications/resources/updated";
+/// `notifications/subscriptions/acknowledged`: the first message of a `subscriptions/listen`
+/// stream, the subscription is open (MCP 2026-07-28, "Subscriptions / Acknowledgment").
+pub const SUBSCRIPTIONS_ACKNOWLEDGED: &str = "notifications/subscriptions/acknowledged";
+
 /// MCP task methods whose `params.taskId` is mirrored in the 2026-07-28 `Mcp-Name` header
 /// (SEP-2663, tasks extension).
 pub const TASK_METHODS: [&str; 3] = ["tasks/get", "tasks/update", "tasks/cancel"];
@@ -53,9 +65,9 @@ pub const MCP_METHODS: [&str; 36] = [
     "resources/subscribe",
     "resources/unsubscribe",
     "notifications/resources/list_changed",
-    "notifications/resources/updated",
-    "subscriptions/listen",
-    "notifications/subscriptions/acknowledged",
+    RESOURCES_UPDATED,
+    SUBSCRIPTIONS_LISTEN,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
     // Client features (server-to-client requests).
     "sampling/createMessage",
     "elicitation/create",
@@ -93,6 +105,11 @@ pub const ANNOTATIONS: &str = "annotations";
 /// client or shared cache may serve the result across authorization contexts (`"public"`) or
 /// only within the one that produced it (`"private"`); a sibling of the list array in `result`.
 pub const CACHE_SCOPE: &str = "cacheScope";
+
+/// The member of a cacheable result (MCP 2026-07-28, SEP-2549 "cache hints": `server/discover`,
+/// the four list methods, `resources/read`) giving how long, in milliseconds, a client may
+/// consider it fresh (an integer `>= 0`). mcp-guard keeps it as the server sent it.
+pub const TTL_MS: &str = "ttlMs";
 
 /// Which list a request asks for: the three MCP list methods whose results mcp-guard curates
 /// per agent.

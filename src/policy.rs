@@ -62,6 +62,16 @@ impl Decision {
 /// MCP up to 2026-07-28 — lifecycle (`initialize`, `server/discover`, `ping`), listing,
 /// subscriptions, completion, logging, tasks — and every notification. The methods named by
 /// [`Subject`] (`tools/call`, `prompts/get`, `resources/read`) are governed by their own lists.
+///
+/// By revision (`schema/<revision>/schema.ts`, `ClientRequest` and `ClientNotification`):
+/// 2026-07-28 sends `server/discover`, the four list methods, `subscriptions/listen`,
+/// `completion/complete` and `notifications/cancelled`, plus `tasks/get`, `tasks/update` and
+/// `tasks/cancel` with the tasks extension (SEP-2663); `initialize`, `ping`, `logging/setLevel`,
+/// `resources/subscribe`, `resources/unsubscribe`, `tasks/list`, `tasks/result` and the other
+/// notifications are gone from it but still sent by clients of 2024-11-05 to 2025-11-25, and
+/// stay allowed. What mcp-guard does with each result: docs/protocol.md "MCP 2026-07-28
+/// methods" (lists curated, `subscriptions/listen` streams curated event by event,
+/// `server/discover` and `resources/templates/list` passed as sent).
 pub const DEFAULT_METHODS: &[&str] = &[
     "initialize",
     "server/discover",
@@ -543,6 +553,53 @@ mod tests {
                 p.decide(agent, subject),
                 p.evaluate(agent, subject).decision
             );
+        }
+    }
+
+    #[test]
+    fn every_client_method_of_every_revision_is_a_default_method() {
+        let defaults = Patterns::compile(DEFAULT_METHODS).unwrap();
+        // 2026-07-28 (`ClientRequest`, `ClientNotification`), the tasks extension, and what
+        // older clients still send.
+        for method in [
+            "server/discover",
+            "tools/list",
+            "prompts/list",
+            "resources/list",
+            "resources/templates/list",
+            "subscriptions/listen",
+            "completion/complete",
+            "notifications/cancelled",
+            "tasks/get",
+            "tasks/update",
+            "tasks/cancel",
+            "initialize",
+            "ping",
+            "logging/setLevel",
+            "resources/subscribe",
+            "resources/unsubscribe",
+            "tasks/list",
+            "tasks/result",
+            "notifications/initialized",
+            "notifications/progress",
+            "notifications/roots/list_changed",
+        ] {
+            assert!(defaults.find(method).is_some(), "{method}");
+            assert!(mcp::MCP_METHODS.contains(&method), "{method}");
+        }
+        // The three named methods have their own lists; server-to-client methods and anything
+        // unknown are not defaults.
+        for method in [
+            "tools/call",
+            "prompts/get",
+            "resources/read",
+            "sampling/createMessage",
+            "elicitation/create",
+            "roots/list",
+            "x-vendor/run",
+            "Tools/list",
+        ] {
+            assert!(defaults.find(method).is_none(), "{method}");
         }
     }
 

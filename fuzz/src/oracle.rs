@@ -22,6 +22,10 @@
 //!   `name`, resources by `uri`). A body no reader can read lists nothing; a refusal (HTTP 502
 //!   with a JSON-RPC error) lists nothing.
 //!
+//! - [`check_notifications`]: a notification stream a client gets (`subscriptions/listen`, a
+//!   server stream): no reader finds a `notifications/resources/updated` about a resource the
+//!   agent may not read.
+//!
 //! Failures are returned as `Err(description)`; the callers (the `stream` fuzz target and the
 //! filter's unit tests) turn them into panics. The policy is asked through a callback, so this
 //! file depends on serde and serde_json only and is compiled into both crates by `#[path]`.
@@ -579,6 +583,44 @@ fn sse_data(text: &str) -> Vec<String> {
     }
     out.extend(data);
     out
+}
+
+/// Checks a notification stream a client gets (a `subscriptions/listen` response, MCP
+/// 2026-07-28; or a server stream): read by every reader as SSE (each event's `data`, the last
+/// event even without its blank line), no `notifications/resources/updated` message may name in
+/// `params.uri` a resource the agent may not read (`permits(Named::Resource(uri))`).
+///
+/// Errors: the first such update, as text.
+pub fn check_notifications(body: &[u8], permits: Permits<'_>) -> Result<(), String> {
+    for reader in &READERS {
+        let Some(text) = reader.text(body) else {
+            continue; // a client that cannot decode it sees nothing
+        };
+        for document in sse_data(&text) {
+            let Some(doc) = reader.document(&document) else {
+                continue;
+            };
+            for message in messages(doc).unwrap_or_default() {
+                let method = reader.member(message, "method").and_then(string);
+                if method.as_deref() != Some("notifications/resources/updated") {
+                    continue;
+                }
+                let uri = reader
+                    .member(message, "params")
+                    .and_then(|params| reader.member(params, "uri"))
+                    .and_then(string);
+                if let Some(uri) = uri {
+                    permits(Named::Resource(&uri)).map_err(|why| {
+                        format!(
+                            "{}: an update about {uri:?} reached the agent ({why})",
+                            reader.name
+                        )
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks the response body a client gets for the list requests `asks` (module docs).

@@ -16,11 +16,13 @@
 //! `document.rs` rewrites one JSON-RPC document ([`rewrite_document`], framing the list with
 //! [`crate::json`]); `event_stream.rs` rewrites a held `text/event-stream` body in place
 //! ([`rewrite_sse`], events split by [`crate::sse`]); `server_stream.rs` curates the complete
-//! events of a server stream ([`curate_server_stream`]). List kinds and member names come from
-//! [`crate::mcp`].
+//! events of a server stream ([`curate_server_stream`]); `listen.rs` curates the notifications of
+//! a `subscriptions/listen` stream (and of a server stream) for the agent
+//! ([`curate_listen_events`]). List kinds and member names come from [`crate::mcp`].
 
 mod document;
 mod event_stream;
+mod listen;
 mod server_stream;
 #[cfg(test)]
 mod tests;
@@ -29,6 +31,7 @@ pub use crate::mcp::{ListKind, CACHE_SCOPE};
 pub use crate::sse::complete_events;
 pub use document::{rewrite_document, Rewrite, ToolHints};
 pub use event_stream::rewrite_sse;
+pub use listen::{curate_listen_events, first_event_end, skipped_tail, ListenCuration};
 pub use server_stream::{curate_server_stream, Claimed, StreamCuration, MAX_HELD_EVENT};
 
 use crate::json::{self, Members};

@@ -692,3 +692,153 @@ fn content_types_a_list_response_may_have() {
     assert_eq!(reasons.len(), 8);
     assert!(reasons.iter().all(|r| r.starts_with("response_")));
 }
+
+/// The resources demo-agent may read in the listen tests.
+fn read_demo(uri: &str) -> bool {
+    uri.starts_with("demo://")
+}
+
+fn updated(uri_json: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"_meta":{{"io.modelcontextprotocol/subscriptionId":1}},"uri":{uri_json}}}}}"#
+    )
+}
+
+#[test]
+fn a_listen_stream_loses_only_updates_the_agent_may_not_read() {
+    let ack = r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":1},"notifications":{"toolsListChanged":true,"resourceSubscriptions":["demo://docs/a","secret://keys"]}}}"#;
+    let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":1}}}"#;
+    let end = r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","_meta":{"io.modelcontextprotocol/subscriptionId":1}}}"#;
+    let allowed = updated(r#""demo://docs/a""#);
+    let denied = updated(r#""secret://keys""#);
+    for nl in ["\n", "\r\n", "\r"] {
+        let event = |data: &str| format!("event: message{nl}data: {data}{nl}{nl}");
+        let stream = [
+            format!(": ping{nl}{nl}"),
+            event(ack),
+            event(&denied),
+            event(changed),
+            event(&allowed),
+            event(&denied),
+            event(end),
+        ]
+        .concat();
+        let got = curate_listen_events(stream.as_bytes(), &read_demo);
+        assert_eq!(got.dropped, 2);
+        assert!(got.acknowledged);
+        let ack_curated = r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":1},"notifications":{"resourceSubscriptions":["demo://docs/a"],"toolsListChanged":true}}}"#;
+        let want = [
+            format!(": ping{nl}{nl}"),
+            event(ack_curated),
+            event(changed),
+            event(&allowed),
+            event(end),
+        ]
+        .concat();
+        assert_eq!(String::from_utf8(got.body.unwrap()).unwrap(), want);
+    }
+    // The acknowledgement keeps only the URIs the agent may read (a URI that is not a string
+    // cannot be checked); spread over two data lines, it becomes one.
+    let ack = r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"resourceSubscriptions":["secret://keys",7,"demo://x"]}}}"#;
+    let (head, tail) = ack.split_at(ack.find("\"method\"").unwrap());
+    let event = format!("id: 3\ndata: {head}\ndata: {tail}\n\n");
+    let got = curate_listen_events(event.as_bytes(), &read_demo);
+    assert_eq!((got.dropped, got.acknowledged), (0, true));
+    assert_eq!(
+        String::from_utf8(got.body.unwrap()).unwrap(),
+        "id: 3\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/subscriptions/acknowledged\",\"params\":{\"notifications\":{\"resourceSubscriptions\":[\"demo://x\"]}}}\n\n"
+    );
+    // Nothing to drop: the bytes go on as they are.
+    let fine = format!("data: {allowed}\n\n");
+    let got = curate_listen_events(fine.as_bytes(), &read_demo);
+    assert_eq!((got.body, got.dropped, got.acknowledged), (None, 0, false));
+}
+
+#[test]
+fn an_update_any_reader_could_take_for_a_denied_resource_is_dropped() {
+    let dropped = [
+        // Escapes decoded before the method and URI are compared.
+        updated(r#""secret:\/\/keys""#),
+        updated(r#""\u0073ecret://keys""#).replace(
+            "notifications/resources/updated",
+            r"notifications\/resources\/updat\u0065d",
+        ),
+        // A duplicated uri: one reader reads the allowed one, another the denied one.
+        updated(r#""demo://docs/a","uri":"secret://keys""#),
+        updated(r#""secret://keys","uri":"demo://docs/a""#),
+        updated(r#""demo://docs/a","u\u0072i":"secret://keys""#),
+        // A duplicated method, or one that is not a string.
+        r#"{"jsonrpc":"2.0","method":"notifications/progress","method":"notifications/resources/updated","params":{"uri":"secret://keys"}}"#.to_owned(),
+        r#"{"jsonrpc":"2.0","method":["notifications/resources/updated"],"params":{"uri":"secret://keys"}}"#.to_owned(),
+        // No uri, a uri that is not a string, params that are not an object.
+        updated("null"),
+        updated("7"),
+        r#"{"jsonrpc":"2.0","method":"notifications/resources/updated"}"#.to_owned(),
+        r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":["demo://docs/a"]}"#.to_owned(),
+        // A batch with one denied update is dropped whole.
+        format!("[{},{}]", updated(r#""demo://docs/a""#), updated(r#""secret://keys""#)),
+        // Not one JSON document: unreadable, so unchecked, so not shown.
+        format!("{} {}", updated(r#""demo://docs/a""#), updated(r#""secret://keys""#)),
+        updated(r#""secret://keys""#).replace("}}}", "}}"),
+        "[]".to_owned(),
+        format!("\u{feff}{}", updated(r#""demo://docs/a""#)),
+    ];
+    for data in &dropped {
+        let event = format!("data: {data}\n\n");
+        let got = curate_listen_events(event.as_bytes(), &read_demo);
+        assert_eq!(got.dropped, 1, "{data}");
+        assert_eq!(got.body.as_deref(), Some(&b""[..]), "{data}");
+    }
+    // Split over several data lines (joined with LF): still one message, still dropped.
+    let denied = updated(r#""secret://keys""#);
+    let (head, tail) = denied.split_at(40);
+    let event = format!("data: {head}\ndata: {tail}\n\n");
+    assert_eq!(
+        curate_listen_events(event.as_bytes(), &read_demo).dropped,
+        1
+    );
+    // What no reader takes for a message passes: text that is not JSON, an empty priming
+    // event, a comment naming the URI, a server request, another notification naming it.
+    let kept = [
+        "data: secret://keys\n\n".to_owned(),
+        "id: 7\ndata:\nretry: 100\n\n".to_owned(),
+        ": notifications/resources/updated secret://keys\n\n".to_owned(),
+        format!(
+            "data: {}\n\n",
+            r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"secret://keys"}}"#
+        ),
+        format!("data: {}\n\n", updated(r#""demo://docs/a""#)),
+        format!("data: [{}]\n\n", updated(r#""demo://docs/b""#)),
+    ];
+    for event in &kept {
+        let got = curate_listen_events(event.as_bytes(), &read_demo);
+        assert_eq!((got.dropped, got.body), (0, None), "{event}");
+    }
+}
+
+#[test]
+fn the_end_of_a_skipped_event_is_found_across_chunks() {
+    // The bytes of an event too large to hold end with (a part of) a line end; the next chunk
+    // completes the blank line. Every split of "...<end of line><blank line>next" finds the
+    // same end.
+    for whole in [
+        &b"data: aaaa\n\ndata: next\n\n"[..],
+        b"data: aaaa\r\n\r\ndata: next\r\n\r\n",
+        b"data: aaaa\r\rdata: next\r\r",
+    ] {
+        let want = first_event_end(whole).unwrap();
+        assert_eq!(&whole[want..want + 4], b"data");
+        for split in 1..want {
+            let (skipped, next) = whole.split_at(split);
+            if first_event_end(skipped).is_some() {
+                continue; // the blank line is complete in the first part
+            }
+            let mut joined = skipped_tail(skipped);
+            joined.extend_from_slice(next);
+            let at = first_event_end(&joined).unwrap_or_else(|| panic!("{split}"));
+            assert_eq!(&joined[at..], &whole[want..], "split at {split}");
+        }
+    }
+    assert_eq!(first_event_end(b"data: a\n\r"), None);
+    assert_eq!(first_event_end(b"data: a\n"), None);
+}

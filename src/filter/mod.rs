@@ -35,6 +35,7 @@
 //! settled and written by [`Stream::on_stream_end`] (Envoy's log callback, which runs before
 //! the access log reads the filter state).
 
+mod listen;
 mod request;
 mod response;
 
@@ -124,6 +125,10 @@ enum ResponseMode {
     ServerStream(ServerStream),
     /// Refused from its headers (why): swallowed chunk by chunk, a JSON-RPC error at its end.
     Refused(Unreadable),
+    /// The `text/event-stream` response to a `subscriptions/listen` POST (MCP 2026-07-28), with
+    /// `curate_lists`: passed on event by event, `notifications/resources/updated` events about
+    /// resources the agent may not read dropped (`filter/listen.rs`).
+    Listen(ListenStream),
     /// A 429: buffered, and replaced whole with a JSON-RPC error ([`RATE_LIMITED`]).
     RateLimited,
     /// A `202 Accepted` to a list request: its body (the legacy transport's `Accepted`) is no
@@ -143,6 +148,24 @@ struct ServerStream {
     /// The first complete bytes have been passed on (and a leading byte order mark removed
     /// from them).
     started: bool,
+}
+
+/// A `subscriptions/listen` response stream's state: never more than one incomplete event
+/// (at most [`crate::curation::MAX_HELD_EVENT`] bytes) is held.
+#[derive(Debug)]
+struct ListenStream {
+    /// Finds the listen request's response (its graceful end) in what the client gets.
+    scanner: ResponseScanner,
+    /// An incomplete trailing SSE event, held back until it completes.
+    held: Vec<u8>,
+    /// Inside an event too large to hold, which is being dropped: the tail that finds its end
+    /// (`crate::curation::skipped_tail`).
+    skipping: Option<Vec<u8>>,
+    /// The first complete bytes have been passed on (and a leading byte order mark removed
+    /// from them).
+    started: bool,
+    /// The client got the subscription's acknowledgement.
+    acknowledged: bool,
 }
 
 /// Where the stream's session id came from.
@@ -215,6 +238,9 @@ impl Stream {
             });
             self.calls = vec![call];
         }
+        if client_gone {
+            self.listen_closed_by_client();
+        }
         self.finish_with(host, client_gone);
     }
 
@@ -280,6 +306,7 @@ impl Stream {
         let scanner = match std::mem::replace(&mut self.response, ResponseMode::Done) {
             ResponseMode::Scan(scanner) | ResponseMode::Hold { scanner, .. } => Some(scanner),
             ResponseMode::ServerStream(stream) => Some(stream.scanner),
+            ResponseMode::Listen(listen) => Some(listen.scanner),
             _ => None,
         };
         if let Some(mut scanner) = scanner {

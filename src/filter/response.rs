@@ -67,6 +67,15 @@ impl Stream {
             RequestPhase::Forwarded { curate } => curate.take(),
             _ => None,
         };
+        // A listen stream (MCP 2026-07-28) is curated event by event as it arrives.
+        if self.config.curate_lists
+            && is_post
+            && curate.is_none()
+            && !end_of_stream
+            && self.listens()
+        {
+            return self.listen_headers(host, &headers, status);
+        }
         // A list response to be curated (held whole for a POST, event by event on a server
         // stream) must be read; one that cannot be must not reach the client unread.
         if self.config.curate_lists && is_post && curate.is_some() && !end_of_stream {
@@ -175,6 +184,15 @@ impl Stream {
                 }
                 Action::Continue
             }
+            ResponseMode::Listen(_) => {
+                if body_size > 0 || end_of_stream {
+                    self.listen_chunk(host, body_size, end_of_stream);
+                }
+                if end_of_stream {
+                    self.finish(host);
+                }
+                Action::Continue
+            }
             ResponseMode::Hold { .. } => {
                 if !end_of_stream {
                     return Action::Pause; // Envoy buffers the list response until its end
@@ -233,7 +251,7 @@ impl Stream {
     /// `upstream_error`. Counted as `mcp_guard.refusals.reason.<why>`. (To accept encoded
     /// responses, put Envoy's decompressor filter after mcp-guard: on the response path it
     /// then runs first.)
-    fn refuse_response(
+    pub(super) fn refuse_response(
         &mut self,
         host: &mut dyn Host,
         why: Unreadable,
@@ -320,7 +338,12 @@ impl Stream {
     /// error takes the place of the last). Without curation the chunk passes on and
     /// correlation stops on this stream (calls waiting for a response on it keep their
     /// `deferred` records).
-    fn server_stream_unread(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) {
+    pub(super) fn server_stream_unread(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) {
         log::warn!("mcp-guard: could not read a server stream chunk");
         // The scanner and any held partial event are dropped.
         self.response = ResponseMode::Pass;
@@ -500,6 +523,19 @@ impl Stream {
         };
         if curating {
             if let Some(body) = self.curate_server_stream(host, &data, &lists) {
+                data = body;
+                rewritten = true;
+            }
+            // `notifications/resources/updated` after `resources/subscribe` (before
+            // 2026-07-28) rides this stream: dropped for a resource the agent may not read, as
+            // on a listen stream.
+            let curated = {
+                let policy = &self.config.policy;
+                let agent = self.facts.agent_id.as_str();
+                let may_read = |uri: &str| may_use(policy, agent, ListKind::Resources, uri);
+                curation::curate_listen_events(&data, &may_read)
+            };
+            if let Some(body) = curated.body {
                 data = body;
                 rewritten = true;
             }
