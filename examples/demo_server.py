@@ -91,6 +91,7 @@ LOGGED_HEADERS = (
     "x-mcp-tool-name",
     "x-mcp-prompt-name",
     "x-mcp-resource-uri",
+    "x-mcp-call-round",
     "mcp-session-id",
     "x-request-id",
     "traceparent",

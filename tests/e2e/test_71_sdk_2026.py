@@ -362,51 +362,51 @@ def test_example_client_runs_the_modern_scenario_through_mcp_guard(stack):
     assert [c["tool"] for c in calls_by(stack, agent)] == ["echo", "confirm_delete", "run_query"]
 
 
-# --------------------------------------------------------------------------- param as descriptor
+# --------------------------------------------------------------------------- rate limits on tags
 
 PARAM_AGENT = "s71-region"
 REGION_TAG = "x-mcp-param-region"  # the tag header param_tags sets from the verified Mcp-Param-Region
 REGION_LIMIT = 2  # run_query calls per agent per minute in region eu-west (Envoy local rate limit)
+ROUND_AGENT = "s71-round-rl"
+ROUND_TAG = "x-mcp-call-round"  # mcp-guard's round tag: "first" or "continuation" (h-mrtr)
 
 
-def region_rate_limit(bootstrap: dict) -> dict:
-    """Envoy's local_ratelimit gains a descriptor (agent, tool, region) from mcp-guard's tags:
-    at most REGION_LIMIT run_query calls per agent per minute in eu-west; other regions and
-    tools only as shipped."""
-    bootstrap = copy.deepcopy(bootstrap)
-    (listener,) = bootstrap["static_resources"]["listeners"]
-    (chain,) = listener["filter_chains"]
-    (hcm,) = chain["filters"]
-    (limiter,) = [f for f in hcm["typed_config"]["http_filters"] if f["name"] == "envoy.filters.http.local_ratelimit"]
-    config = limiter["typed_config"]
-    config["rate_limits"].append({"actions": [
-        {"request_headers": {"header_name": "x-agent-id", "descriptor_key": "agent"}},
-        {"request_headers": {"header_name": "x-mcp-tool-name", "descriptor_key": "tool"}},
-        {"request_headers": {"header_name": REGION_TAG, "descriptor_key": "region"}},
-    ]})  # fmt: skip
-    config["descriptors"].append({
-        "entries": [{"key": "agent"}, {"key": "tool", "value": "run_query"}, {"key": "region", "value": "eu-west"}],
-        "token_bucket": {"max_tokens": REGION_LIMIT, "tokens_per_fill": REGION_LIMIT, "fill_interval": "60s"},
-    })  # fmt: skip
-    return bootstrap
+def with_local_limit(actions: list[tuple[str, str]], entries: list[dict], max_tokens: int) -> Any:
+    """A bootstrap hook: Envoy's local_ratelimit (after mcp-guard) gains one descriptor built
+    from these (header, descriptor key) actions on mcp-guard's tags, limited to max_tokens a
+    minute for the given entries; everything else only as shipped."""
+
+    def hook(bootstrap: dict) -> dict:
+        bootstrap = copy.deepcopy(bootstrap)
+        (listener,) = bootstrap["static_resources"]["listeners"]
+        (chain,) = listener["filter_chains"]
+        (hcm,) = chain["filters"]
+        filters = hcm["typed_config"]["http_filters"]
+        (limiter,) = [f for f in filters if f["name"] == "envoy.filters.http.local_ratelimit"]
+        config = limiter["typed_config"]
+        config["rate_limits"].append({"actions": [
+            {"request_headers": {"header_name": header, "descriptor_key": key}} for header, key in actions
+        ]})  # fmt: skip
+        config["descriptors"].append({
+            "entries": entries,
+            "token_bucket": {"max_tokens": max_tokens, "tokens_per_fill": max_tokens, "fill_interval": "60s"},
+        })  # fmt: skip
+        return bootstrap
+
+    return hook
 
 
-@pytest.fixture(scope="module")
-def param_stack(tmp_path_factory: pytest.TempPathFactory):
-    """The demo server (--modern-tools) behind mcp-guard with `param_tags` for run_query's
-    Region (needs h-params) and the region rate limit above."""
+def limited_stack(tmp_path_factory: pytest.TempPathFactory, policy: dict, hook: Any):
+    """The demo server (--modern-tools) behind mcp-guard with this policy and bootstrap hook."""
     if not WASM.is_file():
         pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
-    policy = policy_2026()
-    policy["policy"]["agents"][PARAM_AGENT] = {"tools": list(TOOLS)}
-    policy["param_tags"] = {"run_query": {"Region": REGION_TAG}}
-    workdir = tmp_path_factory.mktemp("param-stack")
+    workdir = tmp_path_factory.mktemp("limited-stack")
     policy_file = workdir / "policy.json"
     policy_file.write_text(json.dumps(policy, indent=2), encoding="utf-8")
     s = Stack(
         workdir=workdir, listen_port=free_port(), admin_port=free_port(), upstream_port=free_port(),
         policy=policy_file, wasm=WASM, concurrency=2, component_log_level="wasm:debug",
-        server_args=list(SERVER_ARGS), bootstrap_hook=region_rate_limit,
+        server_args=list(SERVER_ARGS), bootstrap_hook=hook,
     )  # fmt: skip
     try:
         s.start()
@@ -414,6 +414,54 @@ def param_stack(tmp_path_factory: pytest.TempPathFactory):
     finally:
         s.stop()
     validate_at_teardown(s)
+
+
+@pytest.fixture(scope="module")
+def round_stack(tmp_path_factory: pytest.TempPathFactory):
+    """At most one confirm_delete per agent per minute, counting only rounds tagged "first"."""
+    policy = policy_2026()
+    policy["policy"]["agents"][ROUND_AGENT] = {"tools": list(TOOLS)}
+    hook = with_local_limit(
+        [("x-agent-id", "agent"), ("x-mcp-tool-name", "tool"), (ROUND_TAG, "round")],
+        [{"key": "agent"}, {"key": "tool", "value": "confirm_delete"}, {"key": "round", "value": "first"}],
+        1,
+    )
+    yield from limited_stack(tmp_path_factory, policy, hook)
+
+
+async def test_a_multi_round_trip_call_is_counted_once(round_stack):
+    """A rate limit of one confirm_delete a minute, on mcp-guard's round tag: the first logical
+    call passes both its rounds (the retry that answers the input request mcp-guard saw is
+    tagged "continuation", which the descriptor does not count); the second logical call is
+    refused (429) at its first round and never reaches the server. (Needs h-mrtr.)"""
+    stack = round_stack
+    async with modern_client(stack.url, ROUND_AGENT, []) as (client, wire):
+        result = await client.call_tool("confirm_delete", {"name": "once"})
+        assert [c.text for c in result.content] == ["deleted once"], result
+        with pytest.raises(MCPError) as excinfo:
+            await client.call_tool("confirm_delete", {"name": "twice"})
+    assert excinfo.value.code == RATE_LIMITED
+    assert [p["status"] for p in posts_of(wire, "tools/call", "confirm_delete")] == [200, 200, 429]
+    rounds = calls_by(stack, ROUND_AGENT, "round")
+    assert [(r["arguments"]["name"], r["answered"]) for r in rounds] == [("once", False), ("once", True)], rounds
+    assert [r["headers"][ROUND_TAG] for r in rounds] == [["first"], ["continuation"]], rounds
+    (rec,) = audit_for(stack, agent_id=ROUND_AGENT, tool_name="confirm_delete", output_status="rate_limited")
+    assert rec["http_status"] == 429, rec
+
+
+@pytest.fixture(scope="module")
+def param_stack(tmp_path_factory: pytest.TempPathFactory):
+    """`param_tags` for run_query's Region (needs h-params), and at most REGION_LIMIT run_query
+    calls per agent per minute in eu-west, on the tag."""
+    policy = policy_2026()
+    policy["policy"]["agents"][PARAM_AGENT] = {"tools": list(TOOLS)}
+    policy["param_tags"] = {"run_query": {"Region": REGION_TAG}}
+    hook = with_local_limit(
+        [("x-agent-id", "agent"), ("x-mcp-tool-name", "tool"), (REGION_TAG, "region")],
+        [{"key": "agent"}, {"key": "tool", "value": "run_query"}, {"key": "region", "value": "eu-west"}],
+        REGION_LIMIT,
+    )
+    yield from limited_stack(tmp_path_factory, policy, hook)
 
 
 async def test_verified_param_is_a_rate_limit_descriptor(param_stack):
