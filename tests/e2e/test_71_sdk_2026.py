@@ -37,7 +37,7 @@ from helpers import DENIED, HTTP_TIMEOUT, RATE_LIMITED, audit_for, validate_at_t
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from stack import Stack, free_port
+from stack import Stack, StackError, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples" / "sdk"))
@@ -46,6 +46,7 @@ from py_client import Wire  # noqa: E402  (the example client's wire recorder)
 pytestmark = pytest.mark.anyio
 
 MODERN = "2026-07-28"
+HEADER_MISMATCH = -32020  # 2026-07-28 HeaderMismatch
 LIST_TTL_MS = 60000  # the demo server's --public-lists-ttl-ms: its lists say ttlMs 60000, public
 SERVER_ARGS = ["--modern-tools", "--public-lists-ttl-ms", str(LIST_TTL_MS), "--log-http-requests"]
 SEARCH_LIMIT = 5  # envoy/envoy.yaml: 5 `search` calls per agent per minute
@@ -53,7 +54,7 @@ SEARCH_LIMIT = 5  # envoy/envoy.yaml: 5 `search` calls per agent per minute
 # Each test its own agent (its own rate-limit buckets, audit records and call-log lines).
 TOOLS = ["echo", "add", "search", "fail", "confirm_delete", "run_query"]
 AGENTS = ("s71-calls", "s71-deny", "s71-lists", "s71-rl", "s71-audit", "s71-mrtr", "s71-mrtr-audit", "s71-param",
-          "s71-example")  # fmt: skip
+          "s71-relist", "s71-example")  # fmt: skip
 HIDDEN_TOOLS = {"countdown", "delete_repo"}  # the demo server has them; the agents may not call them
 
 
@@ -336,6 +337,26 @@ async def test_sdk_mirrors_the_x_mcp_header_argument_into_mcp_param(stack):
     assert "eu-west" not in json.dumps(rec) and "select 1" not in json.dumps(rec), rec
 
 
+async def test_sdk_relists_and_resends_after_a_header_mismatch(stack):
+    """A client that calls run_query before listing it cannot know `region` is mirrored, so it
+    sends no Mcp-Param-Region: the call is refused with HTTP 400 / -32020 (by the server, or by
+    mcp-guard once it knows the marking); the SDK's recovery re-lists the tools through
+    mcp-guard and resends once, now with the header, and that call succeeds."""
+    agent = "s71-relist"
+    async with modern_client(stack.url, agent) as (client, wire):
+        result = await client.call_tool("run_query", {"region": "eu-west", "sql": "select 2"})
+    assert [c.text for c in result.content] == ["eu-west: select 2"]
+    refused, resent = posts_of(wire, "tools/call", "run_query")
+    assert "mcp-param-region" not in refused["headers"], refused
+    assert refused["status"] == 400 and refused["response"]["error"]["code"] == HEADER_MISMATCH, refused
+    assert refused["response"]["id"] == refused["request"]["id"], refused
+    assert resent["status"] == 200 and resent["headers"]["mcp-param-region"] == "eu-west", resent
+    methods = [p["request"]["method"] for p in wire.posts]
+    assert methods.index("tools/list") > methods.index("tools/call"), methods  # re-listed in between
+    (call,) = calls_by(stack, agent)
+    assert call["headers"]["mcp-param-region"] == ["eu-west"], call
+
+
 # --------------------------------------------------------------------------- the example client
 
 
@@ -409,7 +430,10 @@ def limited_stack(tmp_path_factory: pytest.TempPathFactory, policy: dict, hook: 
         server_args=list(SERVER_ARGS), bootstrap_hook=hook,
     )  # fmt: skip
     try:
-        s.start()
+        try:
+            s.start()
+        except StackError as exc:  # e.g. a plugin configuration key this filter does not know
+            pytest.fail(f"the stack did not start: {str(exc)[-3000:]}", pytrace=False)
         yield s
     finally:
         s.stop()
@@ -454,7 +478,8 @@ def param_stack(tmp_path_factory: pytest.TempPathFactory):
     """`param_tags` for run_query's Region (needs h-params), and at most REGION_LIMIT run_query
     calls per agent per minute in eu-west, on the tag."""
     policy = policy_2026()
-    policy["policy"]["agents"][PARAM_AGENT] = {"tools": list(TOOLS)}
+    for agent in (PARAM_AGENT, PARAM_AGENT + "-relist"):
+        policy["policy"]["agents"][agent] = {"tools": list(TOOLS)}
     policy["param_tags"] = {"run_query": {"Region": REGION_TAG}}
     hook = with_local_limit(
         [("x-agent-id", "agent"), ("x-mcp-tool-name", "tool"), (REGION_TAG, "region")],
@@ -462,6 +487,28 @@ def param_stack(tmp_path_factory: pytest.TempPathFactory):
         REGION_LIMIT,
     )
     yield from limited_stack(tmp_path_factory, policy, hook)
+
+
+async def test_a_call_without_its_param_header_is_refused_by_mcp_guard(param_stack):
+    """With param_tags for run_query, mcp-guard never forwards a run_query whose Region it
+    cannot verify: the SDK's first, header-less call (it had not listed the tool) is refused
+    by mcp-guard itself (400, -32020: it never reaches the server), and the SDK's re-list and
+    resend passes, tagged. (Needs h-params.)"""
+    stack = param_stack
+    agent = PARAM_AGENT + "-relist"
+    async with modern_client(stack.url, agent) as (client, wire):
+        result = await client.call_tool("run_query", {"region": "us-east", "sql": "select 3"})
+    assert [c.text for c in result.content] == ["us-east: select 3"]
+    refused, resent = posts_of(wire, "tools/call", "run_query")
+    assert refused["status"] == 400 and refused["response"]["error"]["code"] == HEADER_MISMATCH, refused
+    assert resent["status"] == 200, resent
+    arrived = [e for e in stack.calls("http") if e["headers"].get("x-agent-id") == [agent]
+               and e["headers"].get("mcp-method") == ["tools/call"]]  # fmt: skip
+    assert len(arrived) == 1, arrived  # only the resent call reached the server
+    (call,) = calls_by(stack, agent)
+    assert call["headers"][REGION_TAG] == ["us-east"], call
+    (rec,) = audit_for(stack, agent_id=agent, tool_name="run_query", http_status=400)
+    assert rec["error_code"] == HEADER_MISMATCH, rec
 
 
 async def test_verified_param_is_a_rate_limit_descriptor(param_stack):
@@ -481,16 +528,26 @@ async def test_verified_param_is_a_rate_limit_descriptor(param_stack):
         for i in range(REGION_LIMIT + 1):
             result = await client.call_tool("run_query", {"region": "us-east", "sql": f"select {i}"})
             assert result.is_error is False, (i, result)
+        # A value that is not plain ASCII travels in the header's Base64 form (=?base64?...?=),
+        # which mcp-guard decodes and verifies like any other.
+        result = await client.call_tool("run_query", {"region": "z\u00fcrich", "sql": "select 4"})
+        assert [c.text for c in result.content] == ["z\u00fcrich: select 4"], result
     assert excinfo.value.code == RATE_LIMITED
+    (zurich,) = [p for p in posts_of(wire, "tools/call", "run_query") if p["request"]["params"]["arguments"]["region"]
+                 == "z\u00fcrich"]  # fmt: skip
+    assert zurich["headers"]["mcp-param-region"].startswith("=?base64?"), zurich
     last_eu = [p for p in posts_of(wire, "tools/call", "run_query") if p["headers"]["mcp-param-region"] == "eu-west"]
     assert [p["status"] for p in last_eu] == [200] * REGION_LIMIT + [429], last_eu
 
     calls = calls_by(stack, PARAM_AGENT)
-    assert [c["arguments"]["region"] for c in calls] == ["eu-west"] * REGION_LIMIT + ["us-east"] * (REGION_LIMIT + 1)
-    for c in calls:
+    assert [c["arguments"]["region"] for c in calls] == (
+        ["eu-west"] * REGION_LIMIT + ["us-east"] * (REGION_LIMIT + 1) + ["z\u00fcrich"])  # fmt: skip
+    for c in calls[:-1]:
         assert c["headers"][REGION_TAG] == [c["arguments"]["region"]], c
+    assert calls[-1]["headers"].get(REGION_TAG), calls[-1]  # tagged (its encoding is the filter's)
     limited = audit_for(stack, agent_id=PARAM_AGENT, tool_name="run_query", output_status="rate_limited")
     assert limited[0]["http_status"] == 429, limited
-    for rec in audit_for(stack, 2 * REGION_LIMIT + 2, agent_id=PARAM_AGENT, tool_name="run_query"):
-        assert "eu-west" not in json.dumps(rec) and "us-east" not in json.dumps(rec), rec
+    for rec in audit_for(stack, 2 * REGION_LIMIT + 3, agent_id=PARAM_AGENT, tool_name="run_query"):
+        text = json.dumps(rec, ensure_ascii=False)
+        assert "eu-west" not in text and "us-east" not in text and "z\u00fcrich" not in text, rec
         assert rec["params"]["Region"].startswith("sha256:"), rec
