@@ -54,7 +54,7 @@ SEARCH_LIMIT = 5  # envoy/envoy.yaml: 5 `search` calls per agent per minute
 # Each test its own agent (its own rate-limit buckets, audit records and call-log lines).
 TOOLS = ["echo", "add", "search", "fail", "confirm_delete", "run_query"]
 AGENTS = ("s71-calls", "s71-deny", "s71-lists", "s71-rl", "s71-audit", "s71-mrtr", "s71-mrtr-audit", "s71-param",
-          "s71-relist", "s71-example")  # fmt: skip
+          "s71-relist", f"s71-example-{MODERN}", "s71-example-legacy")  # fmt: skip
 HIDDEN_TOOLS = {"countdown", "delete_repo"}  # the demo server has them; the agents may not call them
 
 
@@ -360,27 +360,40 @@ async def test_sdk_relists_and_resends_after_a_header_mismatch(stack):
 # --------------------------------------------------------------------------- the example client
 
 
-def test_example_client_runs_the_modern_scenario_through_mcp_guard(stack):
-    """examples/sdk/py_client.py --mode 2026-07-28 --scenario modern, as the README shows it:
-    echo, the multi-round-trip confirm_delete (answered by its elicitation callback), run_query
-    with Mcp-Param-Region, and delete_repo denied by mcp-guard."""
-    agent = "s71-example"
+@pytest.mark.parametrize("mode", [MODERN, "legacy"])
+def test_example_client_runs_the_modern_scenario_through_mcp_guard(stack, mode):
+    """examples/sdk/py_client.py --scenario modern, as the README shows it: echo,
+    confirm_delete (answered by the client's elicitation callback), run_query and delete_repo
+    (denied by mcp-guard). At 2026-07-28 (stateless) confirm_delete is a multi-round-trip call
+    (two tools/call POSTs) and run_query carries Mcp-Param-Region; in legacy mode (an
+    initialized 2025-11-25 session) the same tool sends an elicitation/create request on the
+    call's SSE stream and the client POSTs its answer back, all through mcp-guard."""
+    agent = f"s71-example-{mode}"
     cmd = [sys.executable, str(REPO / "examples" / "sdk" / "py_client.py"), "--url", stack.url, "--agent", agent,
-           "--mode", MODERN, "--scenario", "modern", "--timeout", "20"]  # fmt: skip
+           "--mode", mode, "--scenario", "modern", "--timeout", "20"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (out["protocol_version"], out["session_id"]) == (MODERN, None), out
+    modern = mode == MODERN
+    if modern:
+        assert (out["protocol_version"], out["session_id"]) == (MODERN, None), out
+        assert out["list_cache"] == {"ttlMs": LIST_TTL_MS, "cacheScope": "private"}, out["list_cache"]
+    else:
+        assert out["protocol_version"] == "2025-11-25" and out["session_id"], out
     assert set(out["tools"]) == set(TOOLS), out["tools"]
-    assert out["list_cache"] == {"ttlMs": LIST_TTL_MS, "cacheScope": "private"}, out["list_cache"]
     assert out["elicitations"] == ["Delete staging?"], out
     by_tool = {c["tool"]: c for c in out["calls"]}
     assert by_tool["echo"]["result"]["text"] == ["hello at 2026-07-28"], by_tool
     assert by_tool["confirm_delete"]["result"]["text"] == ["deleted staging"], by_tool
-    assert len(by_tool["confirm_delete"]["request_ids"]) == 2, by_tool
+    assert len(by_tool["confirm_delete"]["request_ids"]) == (2 if modern else 1), by_tool
     assert by_tool["run_query"]["result"]["text"] == ["eu-west: select 1"], by_tool
     assert by_tool["delete_repo"]["error"]["code"] == DENIED, by_tool
     assert [c["tool"] for c in calls_by(stack, agent)] == ["echo", "confirm_delete", "run_query"]
+    if not modern:
+        # The client's answer to elicitation/create: a JSON-RPC response POSTed on the session.
+        answers = [p for p in out["posts"] if isinstance(p["request"], dict) and "result" in p["request"]]
+        assert len(answers) == 1 and answers[0]["request"]["result"]["action"] == "accept", out["posts"]
+        assert answers[0]["status"] == 202, answers
 
 
 # --------------------------------------------------------------------------- rate limits on tags
