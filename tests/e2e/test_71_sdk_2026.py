@@ -16,8 +16,9 @@ private, ttlMs kept); a 429; the audit record's protocol_version; the multi-roun
 SDK, verified by mcp-guard and offered as a rate-limit descriptor.
 
 Tests that need a feature of another branch of issue 15 say so in their docstring:
-h-version (audit protocol_version), h-mrtr (input_required outcome, linked rounds),
-h-params (Mcp-Param verification, param_tags).
+h-version (audit protocol_version), h-mrtr (input_required outcome, linked rounds, the round
+tag a rate limit uses to count a logical call once), h-params (param_tags: Mcp-Param verified
+by mcp-guard, tag header, audit hash). The others pass on main's filter.
 """
 from __future__ import annotations
 
