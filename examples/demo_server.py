@@ -3,6 +3,7 @@
 
     python examples/demo_server.py [--host 127.0.0.1] [--port 8000] [--json-response] [--call-log FILE]
                                    [--resumable [--retry-ms N]] [--log-http-requests]
+                                   [--modern-tools] [--public-lists-ttl-ms N]
 
 Serves MCP at http://HOST:PORT/mcp. Responses to POSTs are SSE streams (the SDK
 default) unless --json-response is given. Tools:
@@ -29,6 +30,27 @@ for the session's other streams:
         standalone GET stream (not on this request's stream), notifications/tools/list_changed
         and a roots/list request, whose answer the client POSTs back.
 
+--modern-tools adds two tools for MCP 2026-07-28 features (not listed otherwise, so the
+default tool set stays as above):
+
+    confirm_delete(name) -> "deleted <name>" once the client confirmed, "kept <name>" if it
+        did not: asks the client for a confirmation (form elicitation) through the SDK's
+        resolver API (`Resolve` + `Elicit`). At 2026-07-28 the first round is answered with a
+        result `resultType: "input_required"` (inputRequests + requestState) and the tool runs
+        on the client's retry carrying inputResponses; older protocols get an
+        elicitation/create request in the middle of the call instead.
+    run_query(region, sql) -> "<region>: <sql>": `region` is marked `x-mcp-header: Region` in
+        the inputSchema, so a 2026-07-28 client mirrors it into an `Mcp-Param-Region` header.
+
+Each round of confirm_delete that reaches the server is also logged, as {"round":
+"confirm_delete", "arguments": {...}, "headers": {...}, "answered": bool} (answered: the round
+carried the client's answer), read with stack.calls("round").
+
+--public-lists-ttl-ms N makes tools/list, prompts/list and resources/list results carry the
+cache hints `ttlMs: N, cacheScope: "public"` (SEP-2549; the SDK sends them to 2026-07-28
+clients only), so a test can see mcp-guard keep ttlMs and turn a curated list's scope into
+"private".
+
 --log-http-requests appends, besides the tool calls, one line per HTTP request this server
 received to the call log: {"http": METHOD, "path": PATH, "headers": {...}} (the headers below
 plus mcp-method, mcp-name, mcp-protocol-version, last-event-id), so tests can see what
@@ -38,21 +60,27 @@ Envoy forwarded for GET / DELETE and that a refused request never arrived.
     {"tool": NAME, "arguments": {...}, "headers": {...}}
 (prompts/get and resources/read log {"prompt": NAME, ...} / {"resource": URI, ...})
 where "headers" maps each of the x-agent-id / x-mcp-* / mcp-session-id / x-request-id /
-traceparent request headers to the list of values this server received (after Envoy), so
-tests can prove what the filter forwarded, and that a denied call never arrived.
+traceparent request headers, and every `mcp-param-*` / `x-mcp-param-*` header, to the list
+of values this server received (after Envoy), so tests can prove what the filter forwarded,
+and that a denied call never arrived.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the SDK reads the tools' annotations with
+# typing.get_type_hints, and those of --modern-tools name objects local to build_server
+# (`Resolve(ask_confirmation)`), which string annotations could not resolve.
 import argparse
 import json
 import os
 import threading
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
+from mcp.server.caching import CacheHint
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 
@@ -63,10 +91,15 @@ LOGGED_HEADERS = (
     "x-mcp-tool-name",
     "x-mcp-prompt-name",
     "x-mcp-resource-uri",
+    "x-mcp-call-round",
     "mcp-session-id",
     "x-request-id",
     "traceparent",
 )
+
+# Request header name prefixes also copied into the call log: the 2026-07-28 Mcp-Param-*
+# headers a client mirrors from x-mcp-header arguments, and tags derived from them.
+LOGGED_HEADER_PREFIXES = ("mcp-param-", "x-mcp-param-")
 
 # Extra request headers in --log-http-requests lines.
 HTTP_LOGGED_HEADERS = LOGGED_HEADERS + ("mcp-method", "mcp-name", "mcp-protocol-version", "last-event-id")
@@ -86,7 +119,9 @@ class CallLog:
         self._path = path
         self._lock = threading.Lock()
 
-    def record(self, tool: str, arguments: dict[str, Any], ctx: Context | None, kind: str = "tool") -> None:
+    def record(
+        self, tool: str, arguments: dict[str, Any], ctx: Context | None, kind: str = "tool", **extra: Any
+    ) -> None:
         if not self._path:
             return
         # name -> every value received (a list, so a duplicated header is visible)
@@ -94,11 +129,13 @@ class CallLog:
         raw = ctx.headers if ctx is not None else None
         if raw is not None:
             getlist = getattr(raw, "getlist", None)  # starlette Headers
-            for name in LOGGED_HEADERS:
+            names = list(LOGGED_HEADERS)
+            names += sorted({k.lower() for k in raw.keys() if k.lower().startswith(LOGGED_HEADER_PREFIXES)})
+            for name in names:
                 values = list(getlist(name)) if getlist else ([raw[name]] if name in raw else [])
                 if values:
                     headers[name] = values
-        self._append({kind: tool, "arguments": arguments, "headers": headers})
+        self._append({kind: tool, "arguments": arguments, "headers": headers, **extra})
 
     def record_http(self, method: str, path: str, raw_headers: list[tuple[bytes, bytes]]) -> None:
         """One HTTP request as received (--log-http-requests)."""
@@ -159,11 +196,36 @@ class HttpRequestLog:
         await self.app(scope, receive, send)
 
 
-def build_server(call_log: CallLog, log_level: str = "INFO", resumable: bool = False) -> MCPServer:
+class Confirmation(BaseModel):
+    """What confirm_delete asks the client (a form elicitation)."""
+
+    confirm: bool = Field(description="Delete it?")
+
+
+# The property of run_query's inputSchema that a 2026-07-28 client mirrors into a header
+# (`x-mcp-header: Region` -> `Mcp-Param-Region`).
+REGION_HEADER = "Region"
+
+# The lists whose cache hints --public-lists-ttl-ms sets.
+LIST_METHODS = ("tools/list", "prompts/list", "resources/list")
+
+
+def build_server(
+    call_log: CallLog,
+    log_level: str = "INFO",
+    resumable: bool = False,
+    modern_tools: bool = False,
+    public_lists_ttl_ms: int | None = None,
+) -> MCPServer:
+    cache_hints = None
+    if public_lists_ttl_ms is not None:
+        hint = CacheHint(ttl_ms=public_lists_ttl_ms, scope="public")
+        cache_hints = {method: hint for method in LIST_METHODS}
     mcp = MCPServer(
         "mcp-guard-demo",
         instructions="Demo server for the mcp-guard Envoy filter.",
         log_level=log_level,  # type: ignore[arg-type]
+        cache_hints=cache_hints,  # type: ignore[arg-type]
     )
 
     # Annotations (MCP ToolAnnotations) for mcp-guard's optional annotations rule.
@@ -237,6 +299,39 @@ def build_server(call_log: CallLog, log_level: str = "INFO", resumable: bool = F
             roots = await ctx.session.list_roots()
             return "\n".join(str(r.uri) for r in roots.roots)
 
+    if modern_tools:
+
+        def ask_confirmation(name: str, ctx: Context) -> Elicit[Confirmation]:
+            """The resolver of confirm_delete's `answer`: runs on every round (the SDK hands the
+            client's answer in on the retry), so every round is logged."""
+            answered = bool(ctx.input_responses)
+            call_log.record("confirm_delete", {"name": name}, ctx, kind="round", answered=answered)
+            return Elicit(f"Delete {name}?", Confirmation)
+
+        @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
+        def confirm_delete(
+            name: str,
+            ctx: Context,
+            answer: Annotated[ElicitationResult[Confirmation], Resolve(ask_confirmation)],
+        ) -> str:
+            """Pretend to delete `name` after the client confirmed it (asked by elicitation; at
+            MCP 2026-07-28 as a multi-round-trip call: input_required, then the retry)."""
+            call_log.record("confirm_delete", {"name": name}, ctx)
+            if isinstance(answer, AcceptedElicitation) and answer.data.confirm:
+                return f"deleted {name}"
+            return f"kept {name}"
+
+        @mcp.tool(annotations=read_only)
+        def run_query(
+            region: Annotated[str, Field(json_schema_extra={"x-mcp-header": REGION_HEADER})],
+            sql: str,
+            ctx: Context,
+        ) -> str:
+            """Pretend to run a query in a region; `region` is mirrored by 2026-07-28 clients
+            into the Mcp-Param-Region header (x-mcp-header)."""
+            call_log.record("run_query", {"region": region, "sql": sql}, ctx)
+            return f"{region}: {sql}"
+
     @mcp.prompt()
     def greet(name: str, ctx: Context) -> str:
         """A prompt (its name is tagged as x-mcp-prompt-name)."""
@@ -282,10 +377,16 @@ def main() -> None:
                         help="with --resumable: the retry: field of priming events (default 100)")
     parser.add_argument("--log-http-requests", action="store_true",
                         help="also log every HTTP request (method, path, MCP headers) to the call log")
+    parser.add_argument("--modern-tools", action="store_true",
+                        help="add confirm_delete (elicitation; input_required at 2026-07-28) and run_query "
+                             "(x-mcp-header Region)")
+    parser.add_argument("--public-lists-ttl-ms", type=int, metavar="N",
+                        help="list results carry ttlMs N and cacheScope public (2026-07-28 clients)")
     args = parser.parse_args()
 
     call_log = CallLog(args.call_log)
-    server = build_server(call_log, args.log_level, resumable=args.resumable)
+    server = build_server(call_log, args.log_level, resumable=args.resumable, modern_tools=args.modern_tools,
+                          public_lists_ttl_ms=args.public_lists_ttl_ms)  # fmt: skip
     options: dict[str, Any] = {"streamable_http_path": "/mcp", "json_response": args.json_response}
     if args.resumable:
         options.update(event_store=InMemoryEventStore(), retry_interval=args.retry_ms)

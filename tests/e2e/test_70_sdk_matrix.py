@@ -17,6 +17,13 @@ reached it, with the tag headers it received). One stack per (server SDK, transp
 first use and kept for the module. Every pairing has its own agent id (a clone of demo-agent),
 so its audit records and call-log lines are told apart from the others'.
 
+MCP 2026-07-28: the Python SDK 2.x client also runs in its 2026 mode (`Client(mode="auto")`:
+server/discover, then stateless requests with `_meta`, MCP-Protocol-Version / Mcp-Method /
+Mcp-Name, no session) against each server SDK over Streamable HTTP. The Python SDK 2.x server
+answers it at 2026-07-28; the Python SDK 1.x and TypeScript (1.32.2, whose newest revision is
+2025-11-25) servers do not know server/discover, so the SDK client falls back to the initialize
+handshake, through the same endpoint. tests/e2e/test_71_sdk_2026.py covers the 2026 pair in depth.
+
 SSE framing seen per SDK server (saved, byte for byte, under tests/e2e/data/sse/ for the fuzz
 corpus): Python 1.x and 2.x (sse-starlette) `event: message\\r\\ndata: ...\\r\\n\\r\\n` (CRLF);
 TypeScript `event: message\\ndata: ...\\n\\n` (LF).
@@ -75,7 +82,21 @@ def agent_for(client: str, server: str, transport: str) -> str:
     return f"mx-{client}-{server}-{SHORT[transport]}"
 
 
-ALL_AGENTS = [agent_for(c, s, t) for c in SDKS for s in SDKS for t in TRANSPORTS] + [BATCH_AGENT, FRAMING_AGENT]
+MODERN = "2026-07-28"
+# The Python SDK 2.x client in its 2026-07-28 mode ("auto": server/discover, falling back to
+# initialize on a server that does not know it).
+MODERN_CLIENT = "py2"
+# What each server SDK ends up speaking with that client.
+MODERN_OUTCOME = {"py2": MODERN, "py1": "2025-11-25", "ts": "2025-11-25"}
+
+
+def modern_agent_for(server: str) -> str:
+    return f"mx-py2m-{server}-shttp"
+
+
+ALL_AGENTS = [agent_for(c, s, t) for c in SDKS for s in SDKS for t in TRANSPORTS] + [
+    modern_agent_for(s) for s in SDKS
+] + [BATCH_AGENT, FRAMING_AGENT]
 
 
 def server_command(server: str, transport: str) -> list[str]:
@@ -330,6 +351,119 @@ def test_correlated_record_latency_ends_at_the_response(stack, server, transport
     for tool in ("echo", "fail"):
         (rec,) = audit_for(stack, agent_id=agent, tool_name=tool, correlated=True)
         assert rec["latency_ms"] < DENY_TIMEOUT * 1000, rec
+
+
+# --------------------------------------------------------------------------- MCP 2026-07-28
+
+_modern_runs: dict[str, dict] = {}
+
+
+def run_modern(stack: Any, server: str) -> dict:
+    """The Python SDK 2.x client in mode auto (2026-07-28 when the server knows it), scenario
+    basic, against this server SDK over Streamable HTTP; one run per server, shared."""
+    if server not in _modern_runs:
+        url = f"http://127.0.0.1:{stack.listen_port}/mcp"
+        cmd = [
+            *client_command(MODERN_CLIENT), "--url", url, "--agent", modern_agent_for(server),
+            "--transport", "streamable-http", "--mode", "auto", "--scenario", "basic", "--timeout", "20",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLIENT_TIMEOUT, cwd=REPO)
+        assert proc.returncode == 0, f"2026 client failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["sdk"] == MODERN_CLIENT and out["mode"] == "auto", out
+        _modern_runs[server] = out
+    return _modern_runs[server]
+
+
+def modern_pairings() -> Callable:
+    params = [pytest.param(s, "streamable-http", id=f"py2-2026-client-{s}-server-shttp") for s in SDKS]
+    return pytest.mark.parametrize(("server", "transport"), params)
+
+
+@modern_pairings()
+def test_2026_client_pairing_tags_enforces_and_audits(stack, server, transport):
+    """The 2026-07-28 pair (Python SDK 2.x client and server): server/discover, then stateless
+    requests (no Mcp-Session-Id anywhere, every POST with MCP-Protocol-Version: 2026-07-28 and
+    `_meta`); tools/list curated, echo and fail forwarded and tagged, delete_repo denied by
+    mcp-guard (-32003 surfaced by the SDK), one audit record per call with no session. Against
+    the 1.x and TypeScript servers the same client falls back to initialize and gets a session,
+    and mcp-guard treats it as it treats any 2025 client."""
+    agent = modern_agent_for(server)
+    out = run_modern(stack, server)
+    modern = MODERN_OUTCOME[server] == MODERN
+
+    assert out["protocol_version"] == MODERN_OUTCOME[server], out
+    assert out["server_name"] == SERVER_NAMES[server], out
+    assert set(out["tools"]) == DEMO_TOOLS, out["tools"]
+    first = out["posts"][0]["request"]
+    assert first["method"] == "server/discover", out["posts"][0]
+    if modern:
+        assert out["session_id"] is None, out
+        for post in out["posts"]:
+            message = post["request"]
+            assert post["headers"].get("mcp-protocol-version") == MODERN, post
+            assert post["headers"].get("mcp-method") == message["method"], post
+            assert "mcp-session-id" not in post["headers"], post
+            assert message["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == MODERN, post
+        assert [p["request"]["method"] for p in out["posts"]][:2] == ["server/discover", "tools/list"], out["posts"]
+        # A curated list leaves mcp-guard as private, whatever the server said.
+        assert out["list_cache"]["cacheScope"] == "private", out["list_cache"]
+    else:
+        assert out["session_id"], out
+        assert "initialize" in [p["request"]["method"] for p in out["posts"]], out["posts"]
+
+    echo, fail, denied = call_of(out, "echo"), call_of(out, "fail"), call_of(out, "delete_repo")
+    assert echo.get("result") == {"is_error": False, "text": [echo["arguments"]["text"]]}, echo
+    assert fail.get("result", {}).get("is_error") is True, fail
+    wire = post_of(out, denied["request_id"])
+    assert wire["status"] == 200 and wire["content_type"].split(";")[0] == "application/json", wire
+    assert wire["response"]["id"] == denied["request_id"], wire
+    assert wire["response"]["error"]["code"] == DENIED, wire
+    assert denied.get("error") == {"code": DENIED, "message": wire["response"]["error"]["message"]}, denied
+    if modern:
+        assert wire["headers"]["mcp-name"] == "delete_repo", wire
+
+    reached = [c for c in stack.calls() if agent in c["headers"].get("x-agent-id", [])]
+    assert [c["tool"] for c in reached] == ["echo", "fail"], reached
+    for c in reached:
+        h = c["headers"]
+        assert (h["x-agent-id"], h["x-mcp-method"], h["x-mcp-tool-name"]) == ([agent], ["tools/call"], [c["tool"]]), h
+        assert ("mcp-session-id" in h) is not modern, h
+
+    session = None if modern else out["session_id"]
+    for call, decision, status in ((echo, "allow", "success"), (fail, "allow", "tool_error"),
+                                   (denied, "deny", "denied")):  # fmt: skip
+        (rec,) = audit_for(stack, agent_id=agent, tool_name=call["tool"], http_method="POST")
+        assert (rec["method"], rec["decision"], rec["output_status"]) == ("tools/call", decision, status), rec
+        assert (rec["request_id"], rec["session_id"], rec["http_status"]) == (call["request_id"], session, 200), rec
+    (rec,) = audit_for(stack, agent_id=agent, method="server/discover")
+    if modern:
+        assert (rec["decision"], rec["output_status"], rec["session_id"]) == ("allow", "success", None), rec
+    else:
+        # Forwarded; the older server refused the method it does not know (the Python SDK 1.x
+        # server with 400 -32600 and, oddly, an Mcp-Session-Id), so the client fell back.
+        assert (rec["decision"], rec["output_status"]) == ("allow", "error"), rec
+        assert rec["http_status"] >= 400, rec
+    (rec,) = audit_for(stack, agent_id=agent, method="tools/list")
+    assert (rec["decision"], rec["output_status"], rec["session_id"]) == ("allow", "success", session), rec
+    if modern:
+        assert [r for r in stack.audit_records() if r["agent_id"] == agent and r["method"] == "initialize"] == []
+
+
+@modern_pairings()
+def test_2026_client_pairing_audit_records_the_protocol_version(stack, server, transport):
+    """Every audit record of the 2026 client's calls carries the protocol version the call was
+    made at: 2026-07-28 (header and `_meta`) with the Python SDK 2.x server; the negotiated
+    version (MCP-Protocol-Version header) after the fallback to initialize with the others.
+    (Needs the audit field `protocol_version`, branch h-version.)"""
+    agent = modern_agent_for(server)
+    out = run_modern(stack, server)
+    for tool in ("echo", "fail", "delete_repo"):
+        (rec,) = audit_for(stack, agent_id=agent, tool_name=tool, http_method="POST")
+        assert rec["protocol_version"] == MODERN_OUTCOME[server], rec
+    (rec,) = audit_for(stack, agent_id=agent, method="server/discover")
+    assert rec["protocol_version"] == MODERN, rec
+    assert out["protocol_version"] == MODERN_OUTCOME[server], out
 
 
 # --------------------------------------------------------------------------- SSE framing

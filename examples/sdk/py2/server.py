@@ -4,9 +4,13 @@ the e2e SDK matrix: the same server object (build_server), tools and --call-log 
 
     python examples/sdk/py2/server.py [--host 127.0.0.1] [--port 8000] [--call-log FILE]
                                       [--transport streamable-http|sse]
+                                      [--modern-tools] [--public-lists-ttl-ms N]
 
-streamable-http serves /mcp exactly like demo_server.py; sse serves the legacy HTTP+SSE
-transport (2024-11-05): GET /sse, POST /messages/?session_id=...
+streamable-http serves /mcp exactly like demo_server.py (which also answers MCP 2026-07-28
+clients: stateless requests, server/discover); sse serves the legacy HTTP+SSE transport
+(2024-11-05): GET /sse, POST /messages/?session_id=... --modern-tools and
+--public-lists-ttl-ms as in demo_server.py (confirm_delete, a multi-round-trip elicitation at
+2026-07-28; run_query with an x-mcp-header property; public cache hints on the lists).
 """
 from __future__ import annotations
 
@@ -24,8 +28,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
     parser.add_argument("--call-log", metavar="FILE")
+    parser.add_argument("--modern-tools", action="store_true")
+    parser.add_argument("--public-lists-ttl-ms", type=int, metavar="N")
     args = parser.parse_args()
-    server = build_server(CallLog(args.call_log), "WARNING")
+    server = build_server(CallLog(args.call_log), "WARNING", modern_tools=args.modern_tools,
+                          public_lists_ttl_ms=args.public_lists_ttl_ms)  # fmt: skip
     if args.transport == "sse":
         server.run(transport="sse", host=args.host, port=args.port)
     else:
