@@ -13,6 +13,18 @@ const LISTEN_POLICY: &str = r#"{
 
 const LISTEN: &str = r#"{"jsonrpc":"2.0","id":"listen-1","method":"subscriptions/listen","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}},"notifications":{"toolsListChanged":true,"resourceSubscriptions":["demo://docs/a","secret://keys"]}}}"#;
 
+/// `agent`'s [`LISTEN`] POST with the headers a 2026-07-28 client sends with it.
+fn listen_post(agent: &str) -> FakeHost {
+    let mut h = post(Some(agent), LISTEN);
+    for (name, value) in [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "subscriptions/listen"),
+    ] {
+        h.request_headers.insert(name.into(), value.into());
+    }
+    h
+}
+
 fn sse(data: &str) -> String {
     format!("event: message\r\ndata: {data}\r\n\r\n")
 }
@@ -52,7 +64,7 @@ fn graceful_end() -> String {
 /// `agent`'s listen request forwarded under `policy`, its SSE response headers through.
 fn listening(policy: &str, agent: &str) -> (Stream, FakeHost) {
     let mut s = stream(policy);
-    let mut h = post(Some(agent), LISTEN);
+    let mut h = listen_post(agent);
     assert_eq!(send_request(&mut s, &mut h), Action::Continue);
     h.response_headers.insert(":status".into(), "200".into());
     h.response_headers
@@ -234,7 +246,7 @@ fn an_event_too_large_to_hold_is_dropped_whole_and_the_stream_goes_on() {
 fn a_listen_response_that_is_not_a_stream_to_curate() {
     // JSON (an error, or an immediate end): one finite message, scanned.
     let mut s = stream(LISTEN_POLICY);
-    let mut h = post(Some("demo-agent"), LISTEN);
+    let mut h = listen_post("demo-agent");
     send_request(&mut s, &mut h);
     let error =
         r#"{"jsonrpc":"2.0","id":"listen-1","error":{"code":-32601,"message":"Method not found"}}"#;
@@ -249,7 +261,7 @@ fn a_listen_response_that_is_not_a_stream_to_curate() {
     assert_eq!(h.records()[0]["output_status"], "error");
     // An encoded stream cannot be read: refused, never forwarded unread.
     let mut s = stream(LISTEN_POLICY);
-    let mut h = post(Some("demo-agent"), LISTEN);
+    let mut h = listen_post("demo-agent");
     send_request(&mut s, &mut h);
     h.response_headers
         .insert("content-encoding".into(), "gzip".into());
