@@ -406,10 +406,11 @@ ROUND_AGENT = "s71-round-rl"
 ROUND_TAG = "x-mcp-call-round"  # mcp-guard's round tag: "first" or "continuation" (h-mrtr)
 
 
-def with_local_limit(actions: list[tuple[str, str]], entries: list[dict], max_tokens: int) -> Any:
+def with_local_limit(actions: list[tuple[str, str]] | None, entries: list[dict], max_tokens: int) -> Any:
     """A bootstrap hook: Envoy's local_ratelimit (after mcp-guard) gains one descriptor built
-    from these (header, descriptor key) actions on mcp-guard's tags, limited to max_tokens a
-    minute for the given entries; everything else only as shipped."""
+    from these (header, descriptor key) actions on mcp-guard's tags (None: the shipped
+    `rate_limits` only), limited to max_tokens a minute for the given entries; everything else
+    only as shipped."""
 
     def hook(bootstrap: dict) -> dict:
         bootstrap = copy.deepcopy(bootstrap)
@@ -419,9 +420,10 @@ def with_local_limit(actions: list[tuple[str, str]], entries: list[dict], max_to
         filters = hcm["typed_config"]["http_filters"]
         (limiter,) = [f for f in filters if f["name"] == "envoy.filters.http.local_ratelimit"]
         config = limiter["typed_config"]
-        config["rate_limits"].append({"actions": [
-            {"request_headers": {"header_name": header, "descriptor_key": key}} for header, key in actions
-        ]})  # fmt: skip
+        if actions is not None:
+            config["rate_limits"].append({"actions": [
+                {"request_headers": {"header_name": header, "descriptor_key": key}} for header, key in actions
+            ]})  # fmt: skip
         config["descriptors"].append({
             "entries": entries,
             "token_bucket": {"max_tokens": max_tokens, "tokens_per_fill": max_tokens, "fill_interval": "60s"},
@@ -456,11 +458,14 @@ def limited_stack(tmp_path_factory: pytest.TempPathFactory, policy: dict, hook: 
 
 @pytest.fixture(scope="module")
 def round_stack(tmp_path_factory: pytest.TempPathFactory):
-    """At most one confirm_delete per agent per minute, counting only rounds tagged "first"."""
+    """At most one confirm_delete per agent per minute, counting only rounds not tagged
+    "continuation" (the shipped local rate limit's `round` entry)."""
     policy = policy_2026()
     policy["policy"]["agents"][ROUND_AGENT] = {"tools": list(TOOLS)}
+    # The shipped envoy/envoy.yaml already builds (agent, tool, round: first) for every
+    # tools/call that is not tagged a continuation; one more descriptor limits confirm_delete.
     hook = with_local_limit(
-        [("x-agent-id", "agent"), ("x-mcp-tool-name", "tool"), (ROUND_TAG, "round")],
+        None,
         [{"key": "agent"}, {"key": "tool", "value": "confirm_delete"}, {"key": "round", "value": "first"}],
         1,
     )
