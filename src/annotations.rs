@@ -17,8 +17,8 @@
 
 use crate::curation::ToolHints;
 use crate::host::{ReadError, SharedData};
+use crate::tool_store::ToolStore;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 /// Most tools whose hints are kept per server.
 pub const MAX_TOOLS: usize = 4096;
@@ -65,9 +65,13 @@ impl AnnotationRule {
     }
 }
 
-fn key(server_id: &str) -> String {
-    format!("mcp_guard.annotations.{server_id}")
-}
+/// Where the hints are kept ([`ToolStore`]): `mcp_guard.annotations.<server_id>`, each tool's
+/// value its flags (`r`/`R` read-only true/false, `d`/`D` destructive true/false).
+const STORE: ToolStore = ToolStore {
+    prefix: "mcp_guard.annotations.",
+    max_tools: MAX_TOOLS,
+    max_bytes: MAX_BYTES,
+};
 
 fn encode(h: ToolHints) -> String {
     let flag = |v: Option<bool>, yes: char, no: char| v.map(|b| if b { yes } else { no });
@@ -101,11 +105,8 @@ pub fn lookup(
     server_id: &str,
     tool: &str,
 ) -> Result<Option<ToolHints>, ReadError> {
-    let Some((bytes, _)) = shared.get(&key(server_id))? else {
-        return Ok(None);
-    };
-    let map: Option<BTreeMap<String, String>> = serde_json::from_slice(&bytes).ok();
-    Ok(map.and_then(|map| map.get(tool).map(|flags| decode(flags))))
+    let flags: Option<String> = STORE.lookup(shared, server_id, tool)?;
+    Ok(flags.map(|flags| decode(&flags)))
 }
 
 /// Records the hints of the tools a `tools/list` response showed (newer hints replace older
@@ -119,45 +120,10 @@ pub fn learn(
     if tools.is_empty() {
         return true;
     }
-    let key = key(server_id);
-    for _ in 0..4 {
-        let (mut map, cas) = match shared.get(&key) {
-            Err(ReadError) => return false,
-            Ok(Some((bytes, cas))) => (
-                serde_json::from_slice::<BTreeMap<String, String>>(&bytes).unwrap_or_default(),
-                cas,
-            ),
-            Ok(None) => (BTreeMap::new(), None),
-        };
-        let before = map.clone();
-        // Upper bound of the JSON form: `{}` plus, per entry, its quoted name and flags, `:` and
-        // `,` (escapes counted: serde_json writes the same bytes for each name below).
-        let entry_bytes =
-            |name: &str| serde_json::to_string(name).map_or(usize::MAX, |q| q.len()) + 6;
-        let mut bytes = 2 + map.keys().map(|k| entry_bytes(k)).sum::<usize>();
-        for (name, hints) in tools {
-            let name = name.as_ref();
-            if map.contains_key(name) {
-                map.insert(name.to_owned(), encode(*hints));
-                continue;
-            }
-            let more = entry_bytes(name);
-            if map.len() < MAX_TOOLS && bytes.saturating_add(more) <= MAX_BYTES {
-                bytes += more;
-                map.insert(name.to_owned(), encode(*hints));
-            }
-        }
-        if map == before {
-            return true;
-        }
-        let Ok(value) = serde_json::to_vec(&map) else {
-            return false;
-        };
-        if shared.set(&key, &value, cas) {
-            return true;
-        }
-    }
-    false
+    let learned = tools
+        .iter()
+        .map(|(name, hints)| (name.as_ref(), Some(encode(*hints))));
+    STORE.learn(shared, server_id, learned)
 }
 
 #[cfg(test)]

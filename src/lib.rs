@@ -8,7 +8,7 @@
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
 //! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`version`], [`params`], [`correlation`],
-//! [`rounds`], [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`audit`], [`config`], the host
+//! [`rounds`], [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`tool_store`], [`audit`], [`config`], the host
 //! interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which
 //! enacts it); [`wasm`] is the thin proxy-wasm glue (root context and HTTP context) that maps hostcalls onto
 //! [`host::Host`].
@@ -33,6 +33,7 @@ pub mod rounds;
 pub mod routing;
 pub mod sse;
 pub mod tags;
+pub mod tool_store;
 pub mod verdict;
 pub mod version;
 pub mod wasm;

@@ -306,6 +306,28 @@ pub fn event_data<'a>(event: &[Line<'a>]) -> Option<Cow<'a, [u8]>> {
     Some(Cow::Owned(d))
 }
 
+/// The event with its data replaced by `data` (which must hold no line break): one `data:`
+/// line where its first `data` line was (with that line's ending, or LF at the end of the
+/// input), every other `data` line dropped and every other line (`event`, `id`, comments)
+/// kept byte for byte. `None` when the event has no `data` line.
+pub fn with_data(event: &[Line<'_>], data: &[u8]) -> Option<Vec<u8>> {
+    let first = event
+        .iter()
+        .position(|(line, _)| data_value(line).is_some())?;
+    let mut out = Vec::with_capacity(data.len() + 64);
+    for (i, (line, ending)) in event.iter().enumerate() {
+        if i == first {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(data);
+            out.extend_from_slice(if ending.is_empty() { b"\n" } else { ending });
+        } else if data_value(line).is_none() {
+            out.extend_from_slice(line);
+            out.extend_from_slice(ending);
+        }
+    }
+    Some(out)
+}
+
 /// The value of a `data` field line (one leading space after the colon dropped), or `None`
 /// for any other line (a field named e.g. `database` is not data).
 pub fn data_value(line: &[u8]) -> Option<&[u8]> {
@@ -340,6 +362,21 @@ pub fn complete_events(data: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_data_puts_one_data_line_where_the_first_was_and_keeps_the_rest() {
+        let lines = split_lines(b"event: message\r\ndata: {\r\n: note\r\ndata: }\r\nid: 7\r\n\r\n");
+        let event = events(&lines).next().unwrap();
+        assert_eq!(
+            with_data(event, b"{}").unwrap(),
+            b"event: message\r\ndata: {}\r\n: note\r\nid: 7\r\n\r\n".to_vec()
+        );
+        // A last data line without an ending gets LF; no data line: nothing to replace.
+        let lines = split_lines(b"data: x");
+        assert_eq!(with_data(&lines, b"y").unwrap(), b"data: y\n".to_vec());
+        let lines = split_lines(b"event: ping\n");
+        assert_eq!(with_data(&lines, b"y"), None);
+    }
 
     #[derive(Default)]
     struct Collect {

@@ -323,22 +323,7 @@ pub fn decide<'c>(
             call
         })
         .collect();
-    // A multi round-trip retry is linked whatever the decision (policy is decided on every
-    // round: an earlier round's answer allows nothing); it is claimed only once allowed.
-    let retry = match (&body, calls.first_mut()) {
-        (Body::Single(m), Some(call)) => {
-            let link = retry_link(config, known, m, call.input_hash.as_deref());
-            if let Some(link) = &link {
-                call.round.continues = Some(Continuation {
-                    link: link.clone(),
-                    matched: false,
-                    round: 0,
-                });
-            }
-            link
-        }
-        _ => None,
-    };
+    let retry = link_retry(config, known, &body, &mut calls);
     let by_annotations = apply_annotations(config, known.agent_id, &mut calls, lookups);
     if calls.iter().any(|c| c.decision.blocks()) {
         let refusal = Refusal::Denied { by_annotations };
@@ -365,29 +350,8 @@ pub fn decide<'c>(
         }
     };
     let mut all_tags = config.headers.for_body(&body);
-    // A retry claims its round once it is allowed (single use). Streamed from its headers, it
-    // was tagged `first` there, and is counted as such.
-    let claimed = match &retry {
-        Some(Some(link)) if !known.streamed => lookups.claim_round(link).unwrap_or(None),
-        _ => None,
-    };
-    if let (Some(round), Some(call)) = (claimed, calls.first_mut()) {
-        if let Some(retry) = call.round.continues.as_mut() {
-            retry.matched = true;
-            retry.round = round;
-        }
-    }
-    let continuation = claimed.is_some();
-    // Every message of a (uniform) batch has one method; a batch is never a continuation.
-    let first_method = body.messages().iter().find_map(|m| m.method.as_deref());
-    if first_method.is_some_and(is_round_method) {
-        let round = if continuation {
-            ROUND_CONTINUATION
-        } else {
-            ROUND_FIRST
-        };
-        all_tags.push((config.headers.call_round.as_str(), round.to_owned()));
-    }
+    let continuation = claim_round(known, retry.as_ref(), &mut calls, lookups);
+    all_tags.extend(round_tag(config, &body, continuation));
     let expected: Vec<Id> = body
         .messages()
         .iter()
@@ -448,6 +412,71 @@ pub fn is_round_method(method: &str) -> bool {
         method,
         jsonrpc::TOOLS_CALL | jsonrpc::PROMPTS_GET | jsonrpc::RESOURCES_READ
     )
+}
+
+/// Links a single-message body that is a multi round-trip retry ([`retry_link`]) to the round
+/// it presents, on its call's record, whatever the decision (policy is decided on every round:
+/// an earlier round's answer allows nothing). Returns the link, for [`claim_round`] once the
+/// retry is allowed.
+fn link_retry(
+    config: &Config,
+    known: &Known<'_>,
+    body: &Body<'_>,
+    calls: &mut [Call],
+) -> Option<Option<String>> {
+    let (Body::Single(m), Some(call)) = (body, calls.first_mut()) else {
+        return None;
+    };
+    let link = retry_link(config, known, m, call.input_hash.as_deref())?;
+    call.round.continues = Some(Continuation {
+        link: link.clone(),
+        matched: false,
+        round: 0,
+    });
+    Some(link)
+}
+
+/// An allowed retry claims its round (single use, `Lookups::claim_round`); returns whether it
+/// is a continuation of a round mcp-guard saw answered `input_required`, recorded on its call.
+/// Streamed from its headers, a retry was tagged `first` there and is counted as such; a store
+/// that cannot be read counts it as new (rate limits fail closed).
+fn claim_round(
+    known: &Known<'_>,
+    retry: Option<&Option<String>>,
+    calls: &mut [Call],
+    lookups: &mut dyn Lookups,
+) -> bool {
+    let claimed = match retry {
+        Some(Some(link)) if !known.streamed => lookups.claim_round(link).unwrap_or(None),
+        _ => None,
+    };
+    let (Some(round), Some(call)) = (claimed, calls.first_mut()) else {
+        return false;
+    };
+    if let Some(retry) = call.round.continues.as_mut() {
+        retry.matched = true;
+        retry.round = round;
+    }
+    true
+}
+
+/// The `call_round` tag of a body whose method may be answered `input_required`
+/// ([`is_round_method`]): `continuation` or `first`. Every message of a (uniform) batch has one
+/// method; a batch is never a continuation.
+fn round_tag<'c>(
+    config: &'c Config,
+    body: &Body<'_>,
+    continuation: bool,
+) -> Option<(&'c str, String)> {
+    let method = body.messages().iter().find_map(|m| m.method.as_deref())?;
+    is_round_method(method).then(|| {
+        let round = if continuation {
+            ROUND_CONTINUATION
+        } else {
+            ROUND_FIRST
+        };
+        (config.headers.call_round.as_str(), round.to_owned())
+    })
 }
 
 /// If `m` is a multi round-trip retry (a request of a [`is_round_method`] method whose

@@ -45,31 +45,14 @@ pub(super) fn rewrite_event<'a>(
     keep: &dyn Fn(&str) -> bool,
     stats: &mut Rewrite<'a>,
 ) -> Option<Vec<u8>> {
-    let mut data_lines = event
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (line, _))| Some((i, sse::data_value(line)?)));
-    let (first, first_value) = data_lines.next()?;
-    // One data line (the usual case) is the data itself; more are joined with LF (and the
-    // names read from that copy are copied out).
-    let new = match data_lines.next() {
-        None => rewrite_document(
-            std::str::from_utf8(first_value).ok()?,
-            kind,
-            ids,
-            keep,
-            stats,
-        )?,
-        Some((_, second)) => {
-            let mut d = Vec::with_capacity(first_value.len() + 1 + second.len());
-            d.extend_from_slice(first_value);
-            d.push(b'\n');
-            d.extend_from_slice(second);
-            for (_, value) in data_lines {
-                d.push(b'\n');
-                d.extend_from_slice(value);
-            }
-            let text = std::str::from_utf8(&d).ok()?;
+    // One data line (the usual case) is the data itself, and names are borrowed from it; more
+    // are joined with LF, and the names read from that copy are copied out.
+    let new = match sse::event_data(event)? {
+        Cow::Borrowed(data) => {
+            rewrite_document(std::str::from_utf8(data).ok()?, kind, ids, keep, stats)?
+        }
+        Cow::Owned(data) => {
+            let text = std::str::from_utf8(&data).ok()?;
             let mut local = Rewrite {
                 learn_params: stats.learn_params,
                 ..Rewrite::default()
@@ -92,16 +75,5 @@ pub(super) fn rewrite_event<'a>(
             new?
         }
     };
-    let mut out = Vec::with_capacity(new.len() + 64);
-    for (i, (line, ending)) in event.iter().enumerate() {
-        if i == first {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(new.as_bytes());
-            out.extend_from_slice(if ending.is_empty() { b"\n" } else { ending });
-        } else if sse::data_value(line).is_none() {
-            out.extend_from_slice(line);
-            out.extend_from_slice(ending);
-        }
-    }
-    Some(out)
+    sse::with_data(event, new.as_bytes())
 }

@@ -86,21 +86,7 @@ pub fn curate_listen_events(data: &[u8], may_read: &dyn Fn(&str) -> bool) -> Lis
 fn rewrite_ack_event(event: &[sse::Line<'_>], may_read: &dyn Fn(&str) -> bool) -> Option<Vec<u8>> {
     let data = sse::event_data(event)?;
     let new = rewrite_ack(std::str::from_utf8(&data).ok()?, may_read)?;
-    let first = event
-        .iter()
-        .position(|(line, _)| sse::data_value(line).is_some())?;
-    let mut out = Vec::with_capacity(new.len() + 64);
-    for (i, (line, ending)) in event.iter().enumerate() {
-        if i == first {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(new.as_bytes());
-            out.extend_from_slice(if ending.is_empty() { b"\n" } else { ending });
-        } else if sse::data_value(line).is_none() {
-            out.extend_from_slice(line);
-            out.extend_from_slice(ending);
-        }
-    }
-    Some(out)
+    sse::with_data(event, new.as_bytes())
 }
 
 /// [`rewrite_ack_event`] for the message text: compact JSON, members in key order, each

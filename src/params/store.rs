@@ -18,18 +18,20 @@
 
 use super::{Learned, Marking, ParamType, ToolParams};
 use crate::host::{ReadError, SharedData};
-use serde_json::value::RawValue;
+use crate::tool_store::ToolStore;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 /// Most tools with markings (or invalid annotations) kept per server.
 pub const MAX_TOOLS: usize = 1024;
 /// Largest stored map per server, in bytes of its JSON form.
 pub const MAX_BYTES: usize = 256 * 1024;
 
-fn key(server_id: &str) -> String {
-    format!("mcp_guard.params.{server_id}")
-}
+/// Where the markings are kept ([`ToolStore`]).
+const STORE: ToolStore = ToolStore {
+    prefix: "mcp_guard.params.",
+    max_tools: MAX_TOOLS,
+    max_bytes: MAX_BYTES,
+};
 
 /// The stored form of a tool's markings.
 fn encode(learned: &Learned) -> Option<Vec<Vec<String>>> {
@@ -83,23 +85,8 @@ pub fn lookup(
     server_id: &str,
     tool: &str,
 ) -> Result<Option<ToolParams>, ReadError> {
-    let Some((bytes, _)) = shared.get(&key(server_id))? else {
-        return Ok(None);
-    };
-    let Ok(map) = serde_json::from_slice::<BTreeMap<String, &RawValue>>(&bytes) else {
-        return Ok(None);
-    };
-    Ok(map
-        .get(tool)
-        .and_then(|raw| serde_json::from_str::<Vec<Vec<String>>>(raw.get()).ok())
-        .and_then(|stored| decode(&stored)))
-}
-
-/// Bytes one entry adds to the JSON form: its quoted name and value, `:` and `,`.
-fn entry_bytes(name: &str, value: &[Vec<String>]) -> usize {
-    let quoted = serde_json::to_string(name).map_or(usize::MAX, |q| q.len());
-    let value = serde_json::to_string(value).map_or(usize::MAX, |v| v.len());
-    quoted.saturating_add(value).saturating_add(2)
+    let stored: Option<Vec<Vec<String>>> = STORE.lookup(shared, server_id, tool)?;
+    Ok(stored.and_then(|stored| decode(&stored)))
 }
 
 /// Records what a `tools/list` response showed of each tool (newer replaces older; a tool
@@ -114,48 +101,10 @@ pub fn learn(
     if tools.is_empty() {
         return true;
     }
-    let key = key(server_id);
-    for _ in 0..4 {
-        let (mut map, cas) = match shared.get(&key) {
-            Err(ReadError) => return false,
-            Ok(Some((bytes, cas))) => (
-                serde_json::from_slice::<BTreeMap<String, Vec<Vec<String>>>>(&bytes)
-                    .unwrap_or_default(),
-                cas,
-            ),
-            Ok(None) if tools.iter().all(|(_, l)| encode(l).is_none()) => return true,
-            Ok(None) => (BTreeMap::new(), None),
-        };
-        let before = map.clone();
-        let mut bytes = 2 + map
-            .iter()
-            .map(|(k, v)| entry_bytes(k, v))
-            .fold(0usize, usize::saturating_add);
-        for (name, learned) in tools {
-            let name = name.as_ref();
-            if let Some(old) = map.remove(name) {
-                bytes = bytes.saturating_sub(entry_bytes(name, &old));
-            }
-            let Some(value) = encode(learned) else {
-                continue;
-            };
-            let more = entry_bytes(name, &value);
-            if map.len() < MAX_TOOLS && bytes.saturating_add(more) <= MAX_BYTES {
-                bytes += more;
-                map.insert(name.to_owned(), value);
-            }
-        }
-        if map == before {
-            return true;
-        }
-        let Ok(value) = serde_json::to_vec(&map) else {
-            return false;
-        };
-        if shared.set(&key, &value, cas) {
-            return true;
-        }
-    }
-    false
+    let learned = tools
+        .iter()
+        .map(|(name, learned)| (name.as_ref(), encode(learned)));
+    STORE.learn(shared, server_id, learned)
 }
 
 #[cfg(test)]
@@ -273,7 +222,7 @@ mod tests {
             .map(|i| (Cow::Owned(format!("{i}{}", "n".repeat(1000))), region()))
             .collect();
         assert!(learn(h.shared(), "big", &long));
-        let (bytes, _) = h.shared().get(&key("big")).unwrap().unwrap();
+        let (bytes, _) = h.shared().get(&STORE.key("big")).unwrap().unwrap();
         assert!(bytes.len() <= MAX_BYTES, "{}", bytes.len());
         assert!(bytes.len() > MAX_BYTES - 2000, "{}", bytes.len());
     }
@@ -282,15 +231,17 @@ mod tests {
     fn a_value_mcp_guard_did_not_write_is_nothing_known() {
         let shared = SharedStore::default();
         let mut h = FakeHost::new(shared, 0);
-        assert!(h
-            .shared()
-            .set(&key("srv"), br#"{"sql":[["Region","x","region"]]}"#, None));
+        assert!(h.shared().set(
+            &STORE.key("srv"),
+            br#"{"sql":[["Region","x","region"]]}"#,
+            None
+        ));
         assert_eq!(lookup(h.shared(), "srv", "sql"), Ok(None));
         assert!(h
             .shared()
-            .set(&key("srv"), br#"{"sql":[["Region","s"]]}"#, None));
+            .set(&STORE.key("srv"), br#"{"sql":[["Region","s"]]}"#, None));
         assert_eq!(lookup(h.shared(), "srv", "sql"), Ok(None));
-        assert!(h.shared().set(&key("srv"), b"not json", None));
+        assert!(h.shared().set(&STORE.key("srv"), b"not json", None));
         assert_eq!(lookup(h.shared(), "srv", "sql"), Ok(None));
     }
 }

@@ -570,3 +570,53 @@ async def test_verified_param_is_a_rate_limit_descriptor(param_stack):
         text = json.dumps(rec, ensure_ascii=False)
         assert "eu-west" not in text and "us-east" not in text and "z\u00fcrich" not in text, rec
         assert rec["params"]["Region"].startswith("sha256:"), rec
+
+
+# --------------------------------------------------------------------------- dry-run, annotations
+
+GUARD_AGENT = "s71-annotations"  # every tool by a glob: the annotations rule applies
+DRY_AGENT = "s71-dry-run"  # echo only, in dry-run mode
+
+
+@pytest.fixture(scope="module")
+def guarded_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The annotations rule (destructive tools no rule names exactly are refused) and a
+    dry-run rule set, for clients without a session."""
+    policy = policy_2026()
+    policy["annotations"] = {"refuse": "destructive", "unseen": "refuse"}
+    policy["policy"]["agents"][GUARD_AGENT] = {"tools": ["*"]}
+    policy["policy"]["agents"][DRY_AGENT] = {"tools": ["echo"], "mode": "dry_run"}
+    yield from limited_stack(tmp_path_factory, policy, None)
+
+
+async def test_annotations_learned_without_a_session_refuse_a_destructive_tool(guarded_stack):
+    """2026-07-28 has no session: the annotations the server's tools/list gave are kept per
+    server id, so a stateless client's later call of the destructive confirm_delete is refused
+    (-32003) while the read-only echo passes; the refusal never reaches the server."""
+    stack = guarded_stack
+    async with modern_client(stack.url, GUARD_AGENT, []) as (client, wire):
+        listed = await client.list_tools()
+        assert "confirm_delete" in {t.name for t in listed.tools}  # allowed by name (glob)
+        with pytest.raises(MCPError) as excinfo:
+            await client.call_tool("confirm_delete", {"name": "prod"})
+        echoed = await client.call_tool("echo", {"text": "read-only"})
+    assert excinfo.value.code == DENIED
+    assert [c.text for c in echoed.content] == ["read-only"]
+    assert [c["tool"] for c in calls_by(stack, GUARD_AGENT)] == ["echo"]
+    assert calls_by(stack, GUARD_AGENT, "round") == [], "confirm_delete never ran"
+    (rec,) = audit_for(stack, agent_id=GUARD_AGENT, tool_name="confirm_delete")
+    assert (rec["decision"], rec["output_status"], rec["session_id"]) == ("deny", "denied", None), rec
+    assert rec["protocol_version"] == MODERN, rec
+    assert all("mcp-session-id" not in p["headers"] for p in wire.posts)
+
+
+async def test_dry_run_forwards_a_stateless_call_and_records_the_would_be_denial(guarded_stack):
+    """A dry-run rule set with a 2026-07-28 client: `add` (not in its list) runs and answers,
+    and its record says dry_run_deny with the outcome."""
+    stack = guarded_stack
+    async with modern_client(stack.url, DRY_AGENT) as (client, _wire):
+        added = await client.call_tool("add", {"a": 20, "b": 22})
+    assert [c.text for c in added.content] == ["42"]
+    assert [c["tool"] for c in calls_by(stack, DRY_AGENT)] == ["add"]
+    (rec,) = audit_for(stack, agent_id=DRY_AGENT, tool_name="add")
+    assert (rec["decision"], rec["output_status"], rec["protocol_version"]) == ("dry_run_deny", "success", MODERN)
