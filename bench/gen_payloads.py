@@ -82,6 +82,12 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     call = call_body(1)
     dump(a.out / "call_request.json", call)
+    # A 2026-07-28 request carries its revision and the client's capabilities in `_meta`
+    # (SEP-2575); mcp-guard refuses a 2026 header without them (-32602).
+    modern = call_body(1)
+    modern["params"]["_meta"].update({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                      "io.modelcontextprotocol/clientCapabilities": {}})
+    dump(a.out / "call_request_2026.json", modern)
     result = call_result(1, "echo: " + call["params"]["arguments"]["text"])
     dump(a.out / "call_response.json", result)
     dump(a.out / "call_response.sse", sse(result))

@@ -72,7 +72,7 @@ WORKLOADS = [
      "what": "batch of 10 tools/call echo (2025-03-26), JSON array response"},
     # A 2026-07-28 client sends Mcp-Method / Mcp-Name: mcp-guard with decide_at_headers tags
     # and forwards at header time and streams the body; the native filter buffers it.
-    {"name": "call_json_2026", "body": "call_request.json", "resp": "call-json", "conns": 16,
+    {"name": "call_json_2026", "body": "call_request_2026.json", "resp": "call-json", "conns": 16,
      "protocol": "2026-07-28", "routing": ("tools/call", "echo"), "order": ALL_LISTENERS,
      "warmup": True, "what": "tools/call as call_json, with Mcp-Method / Mcp-Name headers"},
 ]
