@@ -179,13 +179,24 @@ pub fn schema_markings(raw: Option<&str>) -> Learned {
     let Some(raw) = raw else {
         return Learned::Marked(Vec::new());
     };
-    if !raw.contains(ANNOTATION) && !raw.contains("\\u") {
+    if !may_name_the_annotation(raw.as_bytes()) {
         return Learned::Marked(Vec::new());
     }
     match serde_json::from_str::<Value>(raw) {
         Ok(schema) => markings_of(&schema),
         Err(_) => Learned::Unkept,
     }
+}
+
+/// Whether a member name in `raw` (JSON text) could decode to [`ANNOTATION`]: the literal
+/// text occurs, or a `\u` escape does (any character of the name may be spelled as one; JSON
+/// has no other escape for its characters). One pass over `raw` (memchr's scan for `x` and
+/// `\`), since every tool of every `tools/list` is looked at.
+fn may_name_the_annotation(raw: &[u8]) -> bool {
+    memchr::memchr2_iter(b'x', b'\\', raw).any(|at| {
+        let rest = raw.get(at..).unwrap_or_default();
+        rest.starts_with(ANNOTATION.as_bytes()) || rest.starts_with(b"\\u")
+    })
 }
 
 /// [`schema_markings`] of a parsed schema: every schema position is visited (an explicit

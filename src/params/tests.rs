@@ -71,6 +71,16 @@ fn nested_properties_chains_are_valid_and_no_annotation_is_nothing() {
         marked(r#"{"properties":{"r":{"type":"string","x\u002dmcp-header":"R"}}}"#).len(),
         1
     );
+    // Every character of it may be the escaped one, the first too (the one-pass prefilter
+    // must not skip these).
+    for spelled in [
+        r"\u0078-mcp-header",
+        r"x-mcp-heade\u0072",
+        r"\u0078\u002d\u006dcp-header",
+    ] {
+        let schema = format!(r#"{{"properties":{{"r":{{"type":"string","{spelled}":"R"}}}}}}"#);
+        assert_eq!(marked(&schema).len(), 1, "{spelled}");
+    }
     // Instance data is never a schema position: an annotation-like default is data.
     assert_eq!(
         marked(
