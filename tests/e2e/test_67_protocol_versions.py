@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -177,7 +178,14 @@ async def test_sdk_2026_client_passes_and_every_record_names_the_revision(stack)
         "allow", "success", MODERN, None)  # fmt: skip
     (rec,) = audit_for(stack, agent_id=agent, method="server/discover")
     assert rec["protocol_version"] == MODERN, rec
-    mine = [r for r in access_log_objects(stack) if r.get("agent_id") == agent]
+    # The list_tools record is written when its stream ends, which can be just after the
+    # client has its answer: wait for it (the SDK may list tools more than once, so no count).
+    deadline = time.monotonic() + 10
+    while True:
+        mine = [r for r in access_log_objects(stack) if r.get("agent_id") == agent]
+        if "tools/list" in {r["method"] for r in mine} or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert {r["method"] for r in mine} >= {"server/discover", "tools/call", "tools/list"}, mine
     assert {r["protocol_version"] for r in mine} == {MODERN}, mine
     # What reached the server: the SDK's headers, unchanged.
