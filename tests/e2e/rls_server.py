@@ -38,6 +38,27 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # noqa: E402
 from google.protobuf import duration_pb2  # noqa: E402
 
 Descriptor = tuple[tuple[str, str], ...]  # one RateLimitDescriptor: its (key, value) entries
+
+
+def rls_cluster(port: int) -> dict:
+    """The Envoy cluster `ratelimit` (HTTP/2, gRPC) that reaches this server on `port`, for a
+    bootstrap's `static_resources.clusters`."""
+    return {
+        "name": "ratelimit",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "ratelimit",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }  # fmt: skip
 Rule = Callable[[tuple[Descriptor, ...]], bool]
 
 

@@ -29,7 +29,7 @@ from helpers import (
     validate_at_teardown,
 )
 from mcp.shared.exceptions import MCPError
-from rls_server import RateLimitServer
+from rls_server import RateLimitServer, rls_cluster
 from stack import Stack, free_port
 from test_25_global_rate_limit import _recovers, for_agent, rls
 
@@ -63,22 +63,7 @@ def as_wasmplugin_host(rls_port: int):
         hcm["typed_config"]["http_filters"] = [
             f for f in filters if f["name"] in ("mcp-guard", "envoy.filters.http.router")
         ]
-        bootstrap["static_resources"]["clusters"].append({
-            "name": "ratelimit",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }
-            },
-            "load_assignment": {
-                "cluster_name": "ratelimit",
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                    "socket_address": {"address": "127.0.0.1", "port_value": rls_port}}}}]}],
-            },
-        })  # fmt: skip
+        bootstrap["static_resources"]["clusters"].append(rls_cluster(rls_port))
         return bootstrap
 
     return hook

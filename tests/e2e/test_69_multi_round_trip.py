@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from conftest import WASM, test_policy
 from helpers import DENIED, RATE_LIMITED, RawResponse, audit_for, push_policy, raw_request, validate_at_teardown
-from rls_server import RateLimitServer
+from rls_server import RateLimitServer, rls_cluster
 from stack import Stack, free_port
 
 pytestmark = pytest.mark.anyio
@@ -57,22 +57,7 @@ def with_rls_cluster(rls_port: int):
 
     def hook(bootstrap: dict) -> dict:
         bootstrap = copy.deepcopy(bootstrap)
-        bootstrap["static_resources"]["clusters"].append({
-            "name": "ratelimit",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }
-            },
-            "load_assignment": {
-                "cluster_name": "ratelimit",
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                    "socket_address": {"address": "127.0.0.1", "port_value": rls_port}}}}]}],
-            },
-        })  # fmt: skip
+        bootstrap["static_resources"]["clusters"].append(rls_cluster(rls_port))
         return bootstrap
 
     return hook
