@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from helpers import validate_at_teardown  # noqa: E402
-from stack import DEFAULT_POLICY, DEFAULT_WASM, Stack, free_port  # noqa: E402
+from stack import DEFAULT_POLICY, DEFAULT_WASM, Stack, StackError, free_port  # noqa: E402
 
 # The module under test; MCP_GUARD_WASM overrides it (e.g. a debug build).
 WASM = Path(os.environ.get("MCP_GUARD_WASM", DEFAULT_WASM)).resolve()
@@ -63,6 +64,7 @@ def start_stack(
     wasm: Path | None = None,
     concurrency: int = 2,
     refused_records: int | None = 0,
+    bootstrap_hook: Callable[[dict], dict] | None = None,
 ):
     """Start a stack on free ports in a fresh temp dir; yield it; stop it; then validate its
     whole access log (helpers.validate_at_teardown: every line a schema-valid record, exactly
@@ -70,7 +72,10 @@ def start_stack(
     before mcp-guard ran).
 
     `server_command` replaces the demo server (see Stack.server_command); `wasm` replaces the
-    module under test (e.g. the fault-injection build)."""
+    module under test (e.g. the fault-injection build); `bootstrap_hook` edits the rendered
+    Envoy bootstrap (see Stack.bootstrap_hook). A stack that does not start fails the test with
+    the end of its error only (a long StackError traceback from a fixture can crash pytest 9
+    on Python 3.11 with INTERNALERROR)."""
     wasm = wasm or WASM
     if not wasm.is_file():
         pytest.fail(f"{wasm} is missing: build it with `make wasm`", pytrace=False)
@@ -88,8 +93,13 @@ def start_stack(
         component_log_level="wasm:debug",
         server_args=list(server_args or []),
         server_command=server_command,
+        bootstrap_hook=bootstrap_hook,
     )
-    s.start()
+    try:
+        s.start()
+    except StackError as exc:  # e.g. a plugin configuration key this filter does not know
+        s.stop()
+        pytest.fail(f"the stack did not start: {str(exc)[-3000:]}", pytrace=False)
     try:
         yield s
     finally:

@@ -23,16 +23,17 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import WASM, start_stack
-from helpers import ACCEPT, HTTP_TIMEOUT, RawResponse, audit_for, parse_messages, sha256_tag, validate_at_teardown
+from conftest import start_stack
+from helpers import ACCEPT, HTTP_TIMEOUT, RawResponse, audit_for, parse_messages, sha256_tag
 from rls_server import RateLimitServer
-from stack import Stack, free_port
 from test_26_rls_from_filter import as_wasmplugin_host
 
 pytestmark = pytest.mark.anyio
 
 E2E = Path(__file__).resolve().parent
 RAW_UPSTREAM = E2E / "raw_upstream.py"
+RAW_UPSTREAM_COMMAND = [sys.executable, str(RAW_UPSTREAM), "--host", "{host}", "--port", "{port}",
+                        "--call-log", "{call_log}"]  # fmt: skip
 MODERN = "2026-07-28"
 HEADER_MISMATCH = -32020
 AGENT = "t68-agent"
@@ -44,8 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
     policy = copy.deepcopy(base_policy)
     policy["policy"]["agents"][AGENT] = {"tools": ["*"]}
     policy["param_tags"] = {"execute_sql": TAGS, "never_listed": {"Region": "x-mcp-param-region"}}
-    cmd = [sys.executable, str(RAW_UPSTREAM), "--host", "{host}", "--port", "{port}", "--call-log", "{call_log}"]
-    yield from start_stack(tmp_path_factory, policy, server_command=cmd)
+    yield from start_stack(tmp_path_factory, policy, server_command=RAW_UPSTREAM_COMMAND)
 
 
 async def post(stack: Any, body: bytes, headers: list[tuple[str, str]], agent: str = AGENT) -> RawResponse:
@@ -200,8 +200,6 @@ RLS_AGENT = "t68-rls"
 def rls_stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
     """mcp-guard asking the RLS itself (`rate_limit_service`, headers not held: Istio's
     WasmPlugin), with param_tags for execute_sql's Region; the test RLS records descriptors."""
-    if not WASM.is_file():
-        pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
     policy = copy.deepcopy(base_policy)
     policy["policy"]["agents"][RLS_AGENT] = {"tools": ["*"]}
     policy["param_tags"] = {"execute_sql": {"Region": "x-mcp-param-region"}}
@@ -209,24 +207,13 @@ def rls_stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
     policy["rate_limit_service"] = {"cluster": "ratelimit", "domain": "mcp", "timeout_ms": 500, "failure_mode_deny": True}
     rls = RateLimitServer(retry_after_s=30)
     rls.start()
-    workdir = tmp_path_factory.mktemp("t68-rls")
-    policy_file = workdir / "policy.json"
-    policy_file.write_text(json.dumps(policy, indent=2), encoding="utf-8")
-    s = Stack(
-        workdir=workdir, listen_port=free_port(), admin_port=free_port(), upstream_port=free_port(),
-        policy=policy_file, wasm=WASM, concurrency=2, component_log_level="wasm:debug",
-        server_command=[sys.executable, str(RAW_UPSTREAM), "--host", "{host}", "--port", "{port}",
-                        "--call-log", "{call_log}"],
-        bootstrap_hook=as_wasmplugin_host(rls.port),
-    )  # fmt: skip
-    s.rls = rls  # type: ignore[attr-defined]
     try:
-        s.start()
-        yield s
+        for s in start_stack(tmp_path_factory, policy, server_command=RAW_UPSTREAM_COMMAND,
+                             bootstrap_hook=as_wasmplugin_host(rls.port)):  # fmt: skip
+            s.rls = rls  # type: ignore[attr-defined]
+            yield s
     finally:
-        s.stop()
         rls.stop()
-    validate_at_teardown(s)
 
 
 async def test_the_rls_limits_on_the_verified_parameter(rls_stack):

@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WASM, test_policy
-from helpers import DENIED, RATE_LIMITED, RawResponse, audit_for, push_policy, raw_request, validate_at_teardown
+from conftest import start_stack, test_policy
+from helpers import DENIED, RATE_LIMITED, RawResponse, audit_for, push_policy, raw_request
 from rls_server import RateLimitServer, rls_cluster
-from stack import Stack, free_port
+from stack import Stack
 
 pytestmark = pytest.mark.anyio
 
 RAW_UPSTREAM = Path(__file__).resolve().parent / "raw_upstream.py"
+RAW_UPSTREAM_COMMAND = [sys.executable, str(RAW_UPSTREAM), "--host", "{host}", "--port", "{port}",
+                        "--call-log", "{call_log}"]  # fmt: skip
 VERSION = "2026-07-28"
 # One agent per test (each has its own local token bucket and RLS rule), all like demo-agent.
 AGENTS = ("mrtr-json", "mrtr-sse", "mrtr-local", "mrtr-forged", "mrtr-policy")
@@ -65,34 +67,15 @@ def with_rls_cluster(rls_port: int):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    if not WASM.is_file():
-        pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
     rls = RateLimitServer(retry_after_s=30)
     rls.start()
-    workdir = tmp_path_factory.mktemp("mrtr-stack")
-    policy_file = workdir / "policy.json"
-    policy_file.write_text(json.dumps(mrtr_policy(), indent=2), encoding="utf-8")
-    s = Stack(
-        workdir=workdir,
-        listen_port=free_port(),
-        admin_port=free_port(),
-        upstream_port=free_port(),
-        policy=policy_file,
-        wasm=WASM,
-        concurrency=2,
-        component_log_level="wasm:debug",
-        server_command=[sys.executable, str(RAW_UPSTREAM), "--host", "{host}", "--port", "{port}",
-                        "--call-log", "{call_log}"],  # fmt: skip
-        bootstrap_hook=with_rls_cluster(rls.port),
-    )
-    s.rls = rls  # type: ignore[attr-defined]
     try:
-        s.start()
-        yield s
+        for s in start_stack(tmp_path_factory, mrtr_policy(), server_command=RAW_UPSTREAM_COMMAND,
+                             bootstrap_hook=with_rls_cluster(rls.port)):  # fmt: skip
+            s.rls = rls  # type: ignore[attr-defined]
+            yield s
     finally:
-        s.stop()
         rls.stop()
-    validate_at_teardown(s)
 
 
 def rls(s: Stack) -> RateLimitServer:

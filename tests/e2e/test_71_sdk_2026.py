@@ -33,12 +33,11 @@ from typing import Any, AsyncIterator
 import httpx2
 import mcp_types as types
 import pytest
-from conftest import WASM, start_stack, test_policy
-from helpers import DENIED, HTTP_TIMEOUT, RATE_LIMITED, audit_for, validate_at_teardown
+from conftest import start_stack, test_policy
+from helpers import DENIED, HTTP_TIMEOUT, RATE_LIMITED, audit_for
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from stack import Stack, StackError, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples" / "sdk"))
@@ -435,25 +434,7 @@ def with_local_limit(actions: list[tuple[str, str]] | None, entries: list[dict],
 
 def limited_stack(tmp_path_factory: pytest.TempPathFactory, policy: dict, hook: Any):
     """The demo server (--modern-tools) behind mcp-guard with this policy and bootstrap hook."""
-    if not WASM.is_file():
-        pytest.fail(f"{WASM} is missing: build it with `make wasm`", pytrace=False)
-    workdir = tmp_path_factory.mktemp("limited-stack")
-    policy_file = workdir / "policy.json"
-    policy_file.write_text(json.dumps(policy, indent=2), encoding="utf-8")
-    s = Stack(
-        workdir=workdir, listen_port=free_port(), admin_port=free_port(), upstream_port=free_port(),
-        policy=policy_file, wasm=WASM, concurrency=2, component_log_level="wasm:debug",
-        server_args=list(SERVER_ARGS), bootstrap_hook=hook,
-    )  # fmt: skip
-    try:
-        try:
-            s.start()
-        except StackError as exc:  # e.g. a plugin configuration key this filter does not know
-            pytest.fail(f"the stack did not start: {str(exc)[-3000:]}", pytrace=False)
-        yield s
-    finally:
-        s.stop()
-    validate_at_teardown(s)
+    yield from start_stack(tmp_path_factory, policy, server_args=SERVER_ARGS, bootstrap_hook=hook)
 
 
 @pytest.fixture(scope="module")
