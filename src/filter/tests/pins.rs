@@ -439,6 +439,27 @@ fn the_drift_array_of_a_record_is_bounded() {
     assert_eq!(r[0]["drift_truncated"], true);
 }
 
+#[test]
+fn decide_at_headers_leaves_a_pinned_call_to_the_body() {
+    // Without pins, this request is decided and streamed at its headers (Continue there).
+    let policy = pinned_policy(r#""decide_at_headers": true,"#);
+    let mut s = stream(&policy);
+    let mut h = routed(
+        "demo-agent",
+        "tools/call",
+        Some("search"),
+        &CALL_ECHO.replace("echo", "search"),
+    );
+    assert_eq!(
+        s.on_request_headers(&mut h, false),
+        Action::Pause,
+        "held for the body"
+    );
+    let len = h.request_body.len();
+    assert_eq!(s.on_request_body(&mut h, len, true), Action::Pause);
+    assert_eq!(h.records()[0]["refusal"], "tool_unverified");
+}
+
 impl FakeHost {
     /// The HTTP status of the last record.
     fn facts_status(&self) -> Option<u32> {
