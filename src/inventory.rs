@@ -82,6 +82,10 @@ pub const SESSION_SLOTS: u16 = 2048;
 pub const MAX_ENTRY_BYTES: usize = 2048;
 /// The `inventory_error` of a record whose inventory read failed.
 pub const UNREADABLE: &str = "unreadable";
+/// The MCP method whose result teaches the inventory before 2026-07-28.
+pub const INITIALIZE: &str = "initialize";
+/// The MCP 2026-07-28 method whose result teaches the inventory.
+pub const DISCOVER: &str = "server/discover";
 /// Compare-and-swap attempts per server-entry write.
 const ATTEMPTS: usize = 4;
 

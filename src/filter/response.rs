@@ -42,8 +42,9 @@ impl Stream {
             };
             self.calls = vec![call];
         }
+        self.response_session = headers.first("mcp-session-id").map(str::to_owned);
         if self.facts.session_id.is_none() {
-            self.facts.session_id = headers.first("mcp-session-id").map(str::to_owned);
+            self.facts.session_id.clone_from(&self.response_session);
         }
         if status == Some(429) {
             // A rate limiter refused the request (Envoy's or the upstream's 429).
@@ -98,7 +99,10 @@ impl Stream {
             return self.refuse_response(host, Unreadable::Encoding, status, end_of_stream);
         }
         if is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
-            let scanner = ResponseScanner::new(self.response_kind);
+            let mut scanner = ResponseScanner::new(self.response_kind);
+            if self.asks_inventory() {
+                scanner = scanner.with_inventory();
+            }
             self.response = match curate {
                 Some((kind, ids)) if !end_of_stream => {
                     // The list is rewritten whole at the end of the body: its length changes.
