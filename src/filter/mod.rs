@@ -483,24 +483,27 @@ impl Stream {
                 ),
                 _ => continue,
             };
-            if call.protocol_version.is_none() {
-                call.protocol_version.clone_from(&entry.protocol_version);
-            }
-            if !inventory::remember(host.shared(), &self.facts.server_id, session, &entry) {
-                log::warn!("mcp-guard: could not store the server inventory");
-            }
-            host.count(
-                Metric::ServerSeen {
-                    name: entry.name.as_deref(),
-                    version: entry.version.as_deref(),
-                },
-                1,
-            );
+            remember_entry(host, &self.facts.server_id, session, &entry, call);
             learned = Some(entry);
         }
         if let Some(entry) = learned {
             self.inventory = Some(Lookup::Found(entry));
         }
+    }
+
+    /// [`Stream::learn_inventory`] for an `initialize` POSTed on another stream whose result
+    /// (`captured`) came on this server stream (legacy HTTP+SSE) for `session`; `call` is its
+    /// correlated record.
+    fn learned(
+        &mut self,
+        host: &mut dyn Host,
+        captured: &inventory::Captured,
+        session: Option<&str>,
+        call: &mut Call,
+    ) {
+        let entry = inventory::Entry::from_initialize(captured, host.now_ms());
+        remember_entry(host, &self.facts.server_id, session, &entry, call);
+        self.inventory = Some(Lookup::Found(entry));
     }
 
     /// The stream's inventory facts for its records: what it learned, else one lookup (the
@@ -563,6 +566,31 @@ impl Stream {
         let records = audit::render(&self.facts, &self.calls, now);
         host.write_audit(&records);
     }
+}
+
+/// Remembers a learned inventory `entry` ([`inventory::remember`]), counts it as
+/// `servers_seen`, and gives `call` (the `initialize` / `server/discover`) the negotiated
+/// revision when it claimed none.
+fn remember_entry(
+    host: &mut dyn Host,
+    server_id: &str,
+    session: Option<&str>,
+    entry: &inventory::Entry,
+    call: &mut Call,
+) {
+    if call.protocol_version.is_none() {
+        call.protocol_version.clone_from(&entry.protocol_version);
+    }
+    if !inventory::remember(host.shared(), server_id, session, entry) {
+        log::warn!("mcp-guard: could not store the server inventory");
+    }
+    host.count(
+        Metric::ServerSeen {
+            name: entry.name.as_deref(),
+            version: entry.version.as_deref(),
+        },
+        1,
+    );
 }
 
 /// Stores calls for correlation (one shared-data write each).

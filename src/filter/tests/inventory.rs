@@ -315,3 +315,35 @@ fn only_initialize_and_discover_results_teach_the_inventory() {
     assert!(!h.counters.keys().any(|k| k.contains("servers_seen")));
     assert_eq!(inventory_of(&later_call(&sc, Some("s"), None)), UNKNOWN);
 }
+
+#[test]
+fn a_legacy_initialize_answered_on_the_get_stream_is_learned_for_its_session() {
+    let sc = Scenario::new(POLICY);
+    let (mut get, mut gh) = sc.legacy_get("leg-1");
+    let (mut s, mut h) = sc.legacy_post("leg-1", Some("demo-agent"), INITIALIZE);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+    assert_eq!(h.records()[0]["output_status"], "deferred");
+    let event = format!(
+        "event: message\r\ndata: {}\r\n\r\n",
+        init_result("legacy-server", "0.9", "2024-11-05")
+    );
+    stream_chunk(&mut get, &mut gh, event.as_bytes(), false);
+    let records = gh.records();
+    let done = records.iter().find(|r| r["correlated"] == true).unwrap();
+    assert_eq!(done["method"], "initialize");
+    assert_eq!(
+        inventory_of(done),
+        known("legacy-server", "0.9", "2024-11-05")
+    );
+    assert_eq!(gh.counters["mcp_guard.servers_seen.legacy-server.0_9"], 1);
+    // A later POST of the session, on another worker.
+    let (mut s, mut h) = sc.legacy_post("leg-1", Some("demo-agent"), CALL_ECHO);
+    assert_eq!(send_request(&mut s, &mut h), Action::Continue);
+    respond(&mut s, &mut h, "202", "text/plain", &[b"Accepted"]);
+    let r = h.records();
+    assert_eq!(
+        inventory_of(&r[0]),
+        known("legacy-server", "0.9", "2024-11-05")
+    );
+}
