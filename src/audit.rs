@@ -74,6 +74,14 @@ pub struct StreamFacts {
     pub policy_name: Option<String>,
     /// `policy.version` of the configuration that decided.
     pub policy_version: Option<String>,
+    /// The server's name as the inventory knows it (`serverInfo.name`, [`crate::inventory`]);
+    /// `None` (written `null`) when not known or malformed.
+    pub server_name: Option<String>,
+    /// The server's version as the inventory knows it; `None` when not known or malformed.
+    pub server_version: Option<String>,
+    /// Why the inventory could not say ([`crate::inventory::UNREADABLE`]: a shared-data read
+    /// failed); the record then has `"inventory_error"`. `None` otherwise.
+    pub inventory_error: Option<&'static str>,
 }
 
 /// The per-call part of a record.
@@ -290,10 +298,12 @@ impl InputHasher {
 /// `now_ms` (Unix ms); a call whose status is still unknown is written as `upstream_error` (no
 /// usable response was seen). A call with an `origin` (its outcome was
 /// correlated from another stream) takes agent, server, timestamp, latency, session and trace
-/// from that origin, and HTTP method and status from this stream.
+/// from that origin, and HTTP method and status, `server_name`, `server_version` and
+/// `inventory_error` from this stream (its response carried the outcome: same session).
 ///
 /// Members, in this order: `timestamp`, `agent_id`, `identity_source`, `identity_error`,
-/// `server_id`, `method`, `http_method`,
+/// `server_id`, `server_name`, `server_version`, `inventory_error` only when set, `method`,
+/// `http_method`,
 /// `tool_name`, `prompt_name`, `resource_uri`, `request_id`, `input_hash`, `decision`,
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
 /// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set, `correlated`
@@ -320,6 +330,14 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         push_opt_str(&mut out, origin.identity_error.map(IdentityError::as_str));
         out.extend_from_slice(b",\"server_id\":");
         push_str(&mut out, &origin.server_id);
+        out.extend_from_slice(b",\"server_name\":");
+        push_opt_str(&mut out, facts.server_name.as_deref());
+        out.extend_from_slice(b",\"server_version\":");
+        push_opt_str(&mut out, facts.server_version.as_deref());
+        if let Some(why) = facts.inventory_error {
+            out.extend_from_slice(b",\"inventory_error\":");
+            push_str(&mut out, why);
+        }
         out.extend_from_slice(b",\"method\":");
         push_opt_str(&mut out, call.method.as_deref());
         out.extend_from_slice(b",\"http_method\":");
@@ -692,6 +710,9 @@ mod tests {
             trace_id: None,
             policy_name: Some("demo".into()),
             policy_version: Some("7".into()),
+            server_name: Some("demo \"server\"".into()),
+            server_version: None,
+            inventory_error: None,
         };
         let mut a = Call::bare(Decision::Allow);
         a.method = Some("tools/call".into());
@@ -716,6 +737,9 @@ mod tests {
         assert_eq!(lines[0]["prompt_name"], serde_json::Value::Null);
         assert_eq!(lines[0]["identity_source"], "header");
         assert_eq!(lines[0]["identity_error"], serde_json::Value::Null);
+        assert_eq!(lines[0]["server_name"], "demo \"server\"");
+        assert_eq!(lines[0]["server_version"], serde_json::Value::Null);
+        assert!(lines[0].get("inventory_error").is_none());
         assert!(
             text.contains(r#""request_id":123456789012345678901234567890,"#),
             "{text}"
@@ -732,6 +756,10 @@ mod tests {
         identity_source: Option<IdentitySource>,
         identity_error: Option<IdentityError>,
         server_id: &'a str,
+        server_name: Option<&'a str>,
+        server_version: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        inventory_error: Option<&'a str>,
         method: Option<&'a str>,
         http_method: &'a str,
         tool_name: Option<&'a str>,
@@ -812,6 +840,9 @@ mod tests {
                 identity_source: origin.identity_source,
                 identity_error: origin.identity_error,
                 server_id: &origin.server_id,
+                server_name: facts.server_name.as_deref(),
+                server_version: facts.server_version.as_deref(),
+                inventory_error: facts.inventory_error,
                 method: call.method.as_deref(),
                 http_method: &facts.http_method,
                 tool_name: call.tool_name.as_deref(),
@@ -925,6 +956,9 @@ mod tests {
                 trace_id: None,
                 policy_name: Some(odd.clone()),
                 policy_version: None,
+                server_name: (n % 2 == 0).then(|| odd.clone()),
+                server_version: (n % 3 == 0).then(|| "1.0\u{0}".to_owned()),
+                inventory_error: (n % 3 == 1).then_some(crate::inventory::UNREADABLE),
             };
             let mut calls = Vec::new();
             for (i, status) in statuses.iter().enumerate() {

@@ -146,6 +146,7 @@ impl Pending {
             trace_id: self.trace_id,
             policy_name: self.policy_name,
             policy_version: self.policy_version,
+            ..StreamFacts::default()
         };
         (call, facts)
     }

@@ -8,7 +8,7 @@
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
 //! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`version`], [`params`], [`pins`], [`correlation`],
-//! [`rounds`], [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`tool_store`], [`audit`], [`config`], the host
+//! [`rounds`], [`inventory`], [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`tool_store`], [`audit`], [`config`], the host
 //! interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which
 //! enacts it); [`wasm`] is the thin proxy-wasm glue (root context and HTTP context) that maps hostcalls onto
 //! [`host::Host`].
@@ -21,6 +21,7 @@ pub mod curation;
 pub mod filter;
 pub mod host;
 pub mod identity;
+pub mod inventory;
 pub mod json;
 pub mod jsonrpc;
 pub mod mcp;

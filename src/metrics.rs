@@ -24,6 +24,9 @@
 //! - `mcp_guard.rls_errors`: calls to the RLS (`rate_limit_service`) without a usable answer;
 //! - `mcp_guard.sse_events`: SSE events scanned in responses;
 //! - `mcp_guard.list_rewrites.list.<tools|prompts|resources>`: curated list responses;
+//! - `mcp_guard.servers_seen.<name>.<version>`: `initialize` and `server/discover` results
+//!   seen, by the server's name and version (`crate::inventory`), at most
+//!   [`MAX_SERVER_LABELS`] distinct pairs per worker, the rest as `other.other`;
 //! - `mcp_guard.config.loads`, `mcp_guard.config.rejects`: plugin configurations accepted or
 //!   refused by `on_configure`.
 //!
@@ -37,6 +40,10 @@
 //!   first tools counted while fewer than the configured `max_tool_metrics` have a label), every
 //!   other tool `other` ([`ToolLabels`]); workers pick their tools independently, so Envoy-wide
 //!   at most `concurrency` × `max_tool_metrics` tool labels plus `other`;
+//! - server: at most [`MAX_SERVER_LABELS`] distinct (name, version) pairs per worker VM over
+//!   its whole life, each part a [`segment`] (`-` when the server gave none, or a malformed
+//!   one), every later pair `other.other` ([`ServerLabels`]): Envoy-wide at most
+//!   `concurrency` × [`MAX_SERVER_LABELS`] + 1 stats;
 //! - decision, reason, list: string constants of the code (`&'static str`), never input;
 //! - no stat carries a prompt name, resource URI, agent, session or server id.
 //!
@@ -71,9 +78,15 @@ pub const LISTS: usize = 3;
 /// Stats without labels (`rate_limited`, `rls_errors`, `sse_events`, `config.loads`,
 /// `config.rejects`).
 pub const UNLABELLED: usize = 5;
+/// Most distinct (server name, server version) label pairs of `servers_seen` one worker VM
+/// gives out over its life; later pairs are counted as `other.other`.
+pub const MAX_SERVER_LABELS: usize = 16;
+/// The `servers_seen` label part of a server name or version that is not known (absent, not
+/// a string, too long, repeated: `crate::inventory`).
+pub const UNKNOWN_PART: &str = "-";
 /// Most distinct stats one worker VM defines with `max_tool_metrics` = `max_tool_labels`:
 /// methods × decisions + (tools + `other`) × (decisions + `tool_drift`) + the reasons, lists and
-/// unlabelled stats.
+/// unlabelled stats + the `servers_seen` pairs and `other.other`.
 pub const fn max_stats(max_tool_labels: usize) -> usize {
     METHOD_LABELS * DECISIONS
         + (max_tool_labels + 1) * (DECISIONS + 1)
@@ -81,6 +94,8 @@ pub const fn max_stats(max_tool_labels: usize) -> usize {
         + REFUSAL_REASONS
         + LISTS
         + UNLABELLED
+        + MAX_SERVER_LABELS
+        + 1
 }
 /// Most distinct stats one worker VM ever defines (with [`MAX_TOOL_LABELS`]), and so the most
 /// entries of its [`Stats`] cache.
@@ -134,6 +149,13 @@ pub enum Metric<'a> {
     ConfigLoad,
     /// A plugin configuration refused.
     ConfigReject,
+    /// An `initialize` or `server/discover` result seen (`crate::inventory`).
+    ServerSeen {
+        /// The server's name; `None` when not known.
+        name: Option<&'a str>,
+        /// The server's version; `None` when not known.
+        version: Option<&'a str>,
+    },
 }
 
 /// The longest stat-name segment, in bytes.
@@ -190,10 +212,48 @@ pub type ToolLabel = Option<u16>;
 /// The distinct tool labels a worker has given out, at most [`MAX_TOOL_LABELS`] over the life
 /// of the VM (whatever caps later configurations set): keyed by the tool's [`segment`], never by
 /// the raw name, so the table holds at most that many strings of at most [`MAX_SEGMENT`] bytes.
+/// It also holds the worker's `servers_seen` pairs ([`ServerLabels`]).
 #[derive(Debug, Default)]
 pub struct ToolLabels {
     names: Vec<String>,
     index: HashMap<String, u16>,
+    servers: ServerLabels,
+}
+
+/// A `servers_seen` label handed out by [`ServerLabels`]: its index there, or `None` for
+/// `other.other`.
+pub type ServerLabel = Option<u16>;
+
+/// The distinct (server name, version) pairs a worker has given a `servers_seen` label, at
+/// most [`MAX_SERVER_LABELS`] over the life of the VM, each kept as `<name segment>.<version
+/// segment>` (at most 2 × [`MAX_SEGMENT`] + 1 bytes), never the raw values.
+#[derive(Debug, Default)]
+pub struct ServerLabels {
+    pairs: Vec<String>,
+}
+
+impl ServerLabels {
+    /// The label of (`name`, `version`) (`None`: not known, written [`UNKNOWN_PART`]): its own
+    /// while fewer than [`MAX_SERVER_LABELS`] pairs have one, else `other.other` (`None`).
+    pub fn label(&mut self, name: Option<&str>, version: Option<&str>) -> ServerLabel {
+        let part = |v: Option<&str>| v.map_or_else(|| UNKNOWN_PART.to_owned(), segment);
+        let pair = format!("{}.{}", part(name), part(version));
+        if let Some(i) = self.pairs.iter().position(|p| *p == pair) {
+            return u16::try_from(i).ok();
+        }
+        if pair == "other.other" || self.pairs.len() >= MAX_SERVER_LABELS {
+            return None;
+        }
+        self.pairs.push(pair);
+        u16::try_from(self.pairs.len() - 1).ok()
+    }
+
+    /// The text of a label (`<name>.<version>`, or `other.other`).
+    pub fn text(&self, label: ServerLabel) -> &str {
+        label
+            .and_then(|i| self.pairs.get(usize::from(i)))
+            .map_or("other.other", String::as_str)
+    }
 }
 
 impl ToolLabels {
@@ -224,6 +284,11 @@ impl ToolLabels {
         label
             .and_then(|i| self.names.get(usize::from(i)))
             .map_or(OTHER, String::as_str)
+    }
+
+    /// The worker's `servers_seen` labels.
+    pub fn servers(&mut self) -> &mut ServerLabels {
+        &mut self.servers
     }
 
     /// How many tools have a label of their own.
@@ -263,6 +328,8 @@ pub enum Key {
     ConfigLoad,
     /// `config.rejects`.
     ConfigReject,
+    /// `servers_seen` by (name, version) pair label.
+    ServerSeen(ServerLabel),
 }
 
 impl Key {
@@ -290,6 +357,9 @@ impl Key {
             Key::ListRewrite(list) => format!("mcp_guard.list_rewrites.list.{}", seg(list)),
             Key::ConfigLoad => "mcp_guard.config.loads".to_owned(),
             Key::ConfigReject => "mcp_guard.config.rejects".to_owned(),
+            Key::ServerSeen(pair) => {
+                format!("mcp_guard.servers_seen.{}", labels.servers.text(*pair))
+            }
         }
     }
 }
@@ -316,6 +386,9 @@ impl Metric<'_> {
             Metric::ListRewrite(list) => Key::ListRewrite(list),
             Metric::ConfigLoad => Key::ConfigLoad,
             Metric::ConfigReject => Key::ConfigReject,
+            Metric::ServerSeen { name, version } => {
+                Key::ServerSeen(labels.servers().label(*name, *version))
+            }
         }
     }
 
@@ -549,6 +622,45 @@ mod tests {
         }
         assert!(stats.len() <= MAX_STATS, "{} > {MAX_STATS}", stats.len());
         assert_eq!(stats.tool_labels().len(), MAX_TOOL_LABELS);
+    }
+
+    #[test]
+    fn servers_seen_labels_are_bounded_pairs_of_segments() {
+        let mut labels = ToolLabels::default();
+        let seen = |name, version| Metric::ServerSeen { name, version };
+        assert_eq!(
+            seen(Some("mcp-guard demo"), Some("1.4.2")).name(&mut labels),
+            "mcp_guard.servers_seen.mcp-guard_demo.1_4_2"
+        );
+        assert_eq!(
+            seen(None, None).name(&mut labels),
+            "mcp_guard.servers_seen.-.-"
+        );
+        // A dot in a name never adds a segment; a 100 KB name is one 64-byte segment.
+        let long = "x.".repeat(50_000);
+        let name = seen(Some(&long), Some("1")).name(&mut labels);
+        assert_eq!(name.split('.').count(), 4, "{name}");
+        let mut stats: Stats<usize> = Stats::default();
+        let mut defined = HashSet::new();
+        for n in 0..1000 {
+            let version = format!("{n}.0");
+            let metric = Metric::ServerSeen {
+                name: Some("srv"),
+                version: Some(&version),
+            };
+            stats.id(&metric, |name| {
+                defined.insert(name.to_owned());
+                Some(defined.len())
+            });
+        }
+        assert_eq!(defined.len(), MAX_SERVER_LABELS + 1);
+        assert!(defined.contains("mcp_guard.servers_seen.other.other"));
+        assert!(defined.contains("mcp_guard.servers_seen.srv.0_0"));
+        // A pair keeps its label after the table is full.
+        assert_eq!(
+            seen(Some("mcp-guard demo"), Some("1.4.2")).name(&mut labels),
+            "mcp_guard.servers_seen.mcp-guard_demo.1_4_2"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ use crate::config::Config;
 use crate::correlation::{self, Pending};
 use crate::curation::{ListKind, Unreadable};
 pub use crate::host::{Action, Host, ReadError};
+use crate::inventory::{self, Lookup};
 use crate::jsonrpc::{self, Id};
 use crate::metrics::Metric;
 use crate::policy::Decision;
@@ -194,6 +195,12 @@ pub struct Stream {
     correlator: Correlator,
     /// `Mcp-Param-*` request headers (MCP 2026-07-28), raw, as `(lower-case name, value)`.
     param_headers: Vec<(String, String)>,
+    /// What the server inventory says for this stream's records ([`crate::inventory`]):
+    /// learned from its own `initialize` / `server/discover` result, or looked up once, when
+    /// the first record is written; `None` until then.
+    inventory: Option<Lookup>,
+    /// The `Mcp-Session-Id` response header (the session an `initialize` response assigns).
+    response_session: Option<String>,
 }
 
 impl Stream {
@@ -210,6 +217,8 @@ impl Stream {
             response_kind: BodyKind::Other,
             correlator: Correlator::default(),
             param_headers: Vec::new(),
+            inventory: None,
+            response_session: None,
         }
     }
 
@@ -353,6 +362,7 @@ impl Stream {
             call.error_code = code;
         }
         store_all(host, &deferred);
+        self.learn_inventory(host);
         self.open_rounds(host);
         if legacy {
             // Calls settled on this stream after all (an error answer instead of 202) must not
@@ -424,6 +434,115 @@ impl Stream {
         }
     }
 
+    /// Whether a request of this stream is an `initialize` or `server/discover` (so its
+    /// response is scanned with the inventory capture).
+    fn asks_inventory(&self) -> bool {
+        self.calls.iter().any(|c| {
+            c.request_id.is_some()
+                && matches!(
+                    c.method.as_deref(),
+                    Some(inventory::INITIALIZE | inventory::DISCOVER)
+                )
+        })
+    }
+
+    /// Learns the server inventory ([`crate::inventory`]) from the successful results of this
+    /// stream's `initialize` / `server/discover` requests: remembered per server and, for an
+    /// `initialize` whose response assigned a session (`Mcp-Session-Id`), per session;
+    /// counted as `servers_seen`; and used for this stream's records (no shared-data read for
+    /// them). An `initialize` record without a claimed revision gets the negotiated one.
+    fn learn_inventory(&mut self, host: &mut dyn Host) {
+        let now = host.now_ms();
+        let session = self
+            .response_session
+            .as_deref()
+            .or(self.facts.session_id.as_deref());
+        let mut learned = None;
+        for call in self
+            .calls
+            .iter_mut()
+            .filter(|c| c.origin.is_none() && c.output_status == Some(OutputStatus::Success))
+        {
+            let (Some(method), Some(id)) = (call.method.as_deref(), call.request_id.as_ref())
+            else {
+                continue;
+            };
+            let none = inventory::Captured::default();
+            let captured = self.correlator.captured(id).unwrap_or(&none);
+            let (entry, session) = match method {
+                inventory::INITIALIZE => {
+                    (inventory::Entry::from_initialize(captured, now), session)
+                }
+                // 2026-07-28 has no sessions.
+                inventory::DISCOVER => (
+                    inventory::Entry::from_discover(
+                        captured,
+                        call.protocol_version.as_deref(),
+                        now,
+                    ),
+                    None,
+                ),
+                _ => continue,
+            };
+            remember_entry(host, &self.facts.server_id, session, &entry, call);
+            learned = Some(entry);
+        }
+        if let Some(entry) = learned {
+            self.inventory = Some(Lookup::Found(entry));
+        }
+    }
+
+    /// [`Stream::learn_inventory`] for an `initialize` POSTed on another stream whose result
+    /// (`captured`) came on this server stream (legacy HTTP+SSE) for `session`; `call` is its
+    /// correlated record.
+    fn learned(
+        &mut self,
+        host: &mut dyn Host,
+        captured: &inventory::Captured,
+        session: Option<&str>,
+        call: &mut Call,
+    ) {
+        let entry = inventory::Entry::from_initialize(captured, host.now_ms());
+        remember_entry(host, &self.facts.server_id, session, &entry, call);
+        self.inventory = Some(Lookup::Found(entry));
+    }
+
+    /// The stream's inventory facts for its records: what it learned, else one lookup (the
+    /// session's entry, else the server's; [`inventory::lookup`]), kept for later records.
+    /// Calls without a claimed revision (no header, no `_meta`) get the negotiated one.
+    fn inventory_facts(&mut self, host: &mut dyn Host) {
+        let lookup = match &self.inventory {
+            Some(lookup) => lookup,
+            None => {
+                let session = self.facts.session_id.as_deref();
+                let found = inventory::lookup(host.shared(), &self.facts.server_id, session);
+                if found == Lookup::Unreadable {
+                    log::warn!("mcp-guard: could not read the server inventory");
+                }
+                self.inventory.insert(found)
+            }
+        };
+        let entry = match lookup {
+            Lookup::Found(entry) => Some(entry),
+            Lookup::NotFound => None,
+            Lookup::Unreadable => {
+                self.facts.inventory_error = Some(inventory::UNREADABLE);
+                None
+            }
+        };
+        self.facts.server_name = entry.and_then(|e| e.name.clone());
+        self.facts.server_version = entry.and_then(|e| e.version.clone());
+        if let Some(negotiated) = entry.and_then(|e| e.protocol_version.as_deref()) {
+            for call in self
+                .calls
+                .iter_mut()
+                .filter(|c| c.protocol_version.is_none())
+            {
+                call.protocol_version = Some(negotiated.to_owned());
+            }
+        }
+    }
+
     fn write_audit(&mut self, host: &mut dyn Host) {
         if self.calls.is_empty() {
             return; // nothing examined yet; an empty value would print an empty log line
@@ -443,9 +562,36 @@ impl Stream {
                 call.protocol_version = header_version.map(|v| audit::bounded_version(v));
             }
         }
+        // After the header: the session's (or server's) negotiated revision comes last.
+        self.inventory_facts(host);
         let records = audit::render(&self.facts, &self.calls, now);
         host.write_audit(&records);
     }
+}
+
+/// Remembers a learned inventory `entry` ([`inventory::remember`]), counts it as
+/// `servers_seen`, and gives `call` (the `initialize` / `server/discover`) the negotiated
+/// revision when it claimed none.
+fn remember_entry(
+    host: &mut dyn Host,
+    server_id: &str,
+    session: Option<&str>,
+    entry: &inventory::Entry,
+    call: &mut Call,
+) {
+    if call.protocol_version.is_none() {
+        call.protocol_version.clone_from(&entry.protocol_version);
+    }
+    if !inventory::remember(host.shared(), server_id, session, entry) {
+        log::warn!("mcp-guard: could not store the server inventory");
+    }
+    host.count(
+        Metric::ServerSeen {
+            name: entry.name.as_deref(),
+            version: entry.version.as_deref(),
+        },
+        1,
+    );
 }
 
 /// Stores calls for correlation (one shared-data write each).

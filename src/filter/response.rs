@@ -8,6 +8,7 @@ use crate::audit::{Call, OutputStatus};
 use crate::correlation;
 use crate::curation::{self, Claimed, Curation, ListKind, Rewrite, Unreadable};
 use crate::host::{Action, Host, ReadError};
+use crate::inventory;
 use crate::jsonrpc::{self, Id};
 use crate::metrics::Metric;
 use crate::params;
@@ -44,8 +45,9 @@ impl Stream {
             };
             self.calls = vec![call];
         }
+        self.response_session = headers.first("mcp-session-id").map(str::to_owned);
         if self.facts.session_id.is_none() {
-            self.facts.session_id = headers.first("mcp-session-id").map(str::to_owned);
+            self.facts.session_id.clone_from(&self.response_session);
         }
         if status == Some(429) {
             // A rate limiter refused the request (Envoy's or the upstream's 429).
@@ -101,7 +103,10 @@ impl Stream {
             return self.refuse_response(host, Unreadable::Encoding, status, end_of_stream);
         }
         if is_post && !self.correlator.complete() && self.response_kind != BodyKind::Other {
-            let scanner = ResponseScanner::new(self.response_kind);
+            let mut scanner = ResponseScanner::new(self.response_kind);
+            if self.asks_inventory() {
+                scanner = scanner.with_inventory();
+            }
             self.response = match curate {
                 Some((kind, ids)) if !end_of_stream => {
                     // The list is rewritten whole at the end of the body: its length changes.
@@ -115,7 +120,8 @@ impl Stream {
             // POSTed on other streams can arrive here. The legacy `endpoint` event (not JSON)
             // names the session.
             self.response = ResponseMode::ServerStream(ServerStream {
-                scanner: ResponseScanner::with_text_events(self.response_kind),
+                // The legacy transport's `initialize` result comes here.
+                scanner: ResponseScanner::with_text_events(self.response_kind).with_inventory(),
                 held: Vec::new(),
                 started: false,
             });
@@ -524,14 +530,14 @@ impl Stream {
                 rewritten = true;
             }
         }
-        let mut answered: Vec<(Id, Outcome)> = Vec::new();
+        let mut answered: Vec<Answered> = Vec::new();
         let mut answer = |s: &Summary| {
             let id =
                 s.id.as_deref()
                     .and_then(|raw| std::str::from_utf8(raw).ok())
                     .and_then(Id::from_raw);
             if let (Some(id), Some(outcome)) = (id, s.outcome()) {
-                answered.push((id, outcome));
+                answered.push((id, outcome, s.inventory.clone()));
             }
         };
         stream.scanner.feed_each(&data, &mut answer);
@@ -677,12 +683,12 @@ impl Stream {
         &mut self,
         host: &mut dyn Host,
         session: &str,
-        answered: Vec<(Id, Outcome)>,
+        answered: Vec<Answered>,
     ) -> Vec<(ListKind, Id, String)> {
         let now = host.now_ms();
         let mut found = false;
         let mut lists = Vec::new();
-        for (id, outcome) in answered {
+        for (id, outcome, captured) in answered {
             if let Some(pending) = correlation::claim(host.shared(), session, &id, now) {
                 let result = !matches!(outcome, Outcome::Error(_));
                 if let Some(kind) = pending.method.as_deref().and_then(ListKind::of) {
@@ -690,10 +696,15 @@ impl Stream {
                         lists.push((kind, id.clone(), pending.agent_id.clone()));
                     }
                 }
+                let initialize = pending.method.as_deref() == Some(inventory::INITIALIZE);
                 let (mut call, origin) = pending.into_call();
                 let (status, code) = settle(outcome);
                 call.output_status = Some(status);
                 call.error_code = code;
+                if initialize && status == OutputStatus::Success {
+                    let captured = captured.unwrap_or_default();
+                    self.learned(host, &captured, Some(session), &mut call);
+                }
                 call.origin = Some(Box::new(origin));
                 self.calls.push(call);
                 found = true;
@@ -725,6 +736,9 @@ impl curation::Keep for ListKeep<'_> {
         pinned && (!self.curate || may_use(self.policy, self.agent, self.kind, name))
     }
 }
+
+/// A response seen on a server stream: its id, its outcome, and its inventory capture.
+type Answered = (Id, Outcome, Option<Box<inventory::Captured>>);
 
 /// Whether `agent` may use the list entry `name` (so a curated list shows it); a
 /// `dry_run_deny` entry stays visible.

@@ -32,6 +32,7 @@ mod tests;
 
 pub use scanner::JsonScanner;
 
+use crate::inventory::Captured;
 use crate::jsonrpc::Id;
 use crate::sse::{EventSink, SseScanner};
 
@@ -113,6 +114,9 @@ pub struct Summary {
     pub input_required: bool,
     /// The last `result.requestState`.
     pub request_state: RequestState,
+    /// What the inventory capture read in `result` ([`JsonScanner::with_inventory`]); `None`
+    /// without the capture, or when the result has none of its members.
+    pub inventory: Option<Box<Captured>>,
 }
 
 impl Summary {
@@ -150,6 +154,8 @@ pub struct Correlator {
     expected: Vec<(Id, Option<Outcome>)>,
     /// The `requestState` of each [`Outcome::InputRequired`] answer, by request id.
     states: Vec<(Id, RequestState)>,
+    /// The inventory capture of each answer that had one, by request id.
+    captured: Vec<(Id, Box<Captured>)>,
     unmatched_error: Option<Option<i64>>,
     messages: u64,
 }
@@ -184,6 +190,9 @@ impl Correlator {
         match (slot, outcome) {
             (Some((id, got)), _) => {
                 *got = Some(outcome);
+                if let Some(captured) = &message.inventory {
+                    self.captured.push((id.clone(), captured.clone()));
+                }
                 if outcome == Outcome::InputRequired {
                     self.states
                         .push((id.clone(), message.request_state.clone()));
@@ -215,6 +224,15 @@ impl Correlator {
             .iter()
             .find(|(want, _)| want == id)
             .map(|(_, state)| state)
+    }
+
+    /// The inventory capture of request `id`'s answer, if it had one (only with
+    /// [`ResponseScanner::with_inventory`]).
+    pub fn captured(&self, id: &Id) -> Option<&Captured> {
+        self.captured
+            .iter()
+            .find(|(want, _)| want == id)
+            .map(|(_, c)| c.as_ref())
     }
 
     /// The code of the first error response that matched no request (`Some(None)` when that
@@ -348,6 +366,14 @@ impl ResponseScanner {
             text: Some(TextEvents::default()),
             ..Self::new(kind)
         }
+    }
+
+    /// A scanner that also captures the server inventory's members of each result
+    /// ([`JsonScanner::with_inventory`]), for a stream that carries an `initialize` or
+    /// `server/discover` request, or a server stream.
+    pub fn with_inventory(mut self) -> Self {
+        self.json = JsonScanner::with_inventory();
+        self
     }
 
     /// Scans one body chunk.

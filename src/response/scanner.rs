@@ -3,13 +3,15 @@
 //! decoding) that reads a body or SSE event data chunk by chunk, in constant memory.
 
 use super::{RequestState, Summary, MAX_ID_LEN, MAX_REQUEST_STATE_LEN};
+use crate::inventory::{self, Captured};
 use crate::json;
 use std::borrow::Cow;
 
-/// Longest raw member name kept, in bytes, escapes included: the longest name read here
-/// (`requestState`: twelve ASCII characters) with every character escaped as `\uXXXX`.
-/// A longer name decodes to a longer string, so it is none of them.
-const MAX_KEY_LEN: usize = 12 * 6;
+/// Longest raw member name kept, in bytes, escapes included: the longest name read here (a
+/// capability name of [`inventory::MAX_CAPABILITY_LEN`] bytes; the other names are at most
+/// 34 characters, `io.modelcontextprotocol/serverInfo`) with every character escaped as
+/// `\uXXXX`. A longer name decodes to a longer string, so it is none of them.
+const MAX_KEY_LEN: usize = 6 * inventory::MAX_CAPABILITY_LEN;
 pub(super) const MAX_SCALAR_LEN: usize = 32;
 /// Longest raw `result.resultType` value read, quotes included: `"input_required"` with every
 /// character escaped. A longer value decodes to a longer string, so it is not
@@ -20,8 +22,14 @@ const MAX_RESULT_TYPE_LEN: usize = 2 + 6 * super::INPUT_REQUIRED.len();
 /// [`MAX_REQUEST_STATE_LEN`] bytes.
 const MAX_REQUEST_STATE_RAW: usize = 2 + 6 * MAX_REQUEST_STATE_LEN;
 /// Containers parsed member by member: a batch array, a message object, its `result` or
-/// `error` object.
-const MAX_PARSED_DEPTH: usize = 3;
+/// `error` object; with the inventory capture, `result.serverInfo`, `result.capabilities`,
+/// `result._meta` and the `_meta` serverInfo stamp inside it.
+const MAX_PARSED_DEPTH: usize = 5;
+
+/// The raw JSON length (quotes included) of a string of `max` bytes, every byte escaped.
+const fn raw_len(max: usize) -> usize {
+    2 + 6 * max
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Member {
@@ -37,6 +45,24 @@ enum Member {
     ResultType,
     /// `result.requestState` (MCP 2026-07-28, multi round-trip requests).
     RequestState,
+    /// `result.serverInfo` (inventory capture only, as the next eight).
+    ServerInfo,
+    /// `result.capabilities`.
+    Capabilities,
+    /// `result.protocolVersion`.
+    ProtocolVersion,
+    /// `result._meta`.
+    ResultMeta,
+    /// `result._meta["io.modelcontextprotocol/serverInfo"]` (MCP 2026-07-28).
+    Stamp,
+    /// `result.serverInfo.name`.
+    InfoName,
+    /// `result.serverInfo.version`.
+    InfoVersion,
+    /// The stamp's `name`.
+    StampName,
+    /// The stamp's `version`.
+    StampVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,12 +90,12 @@ enum State {
 
 /// Members seen in the current message (bit per [`Member`]), to find duplicates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Seen(u16);
+struct Seen(u32);
 
 impl Seen {
     /// Marks `member` seen; true when it already was.
     fn again(&mut self, member: Member) -> bool {
-        let bit = 1u16 << (member as u16);
+        let bit = 1u32 << (member as u32);
         let again = self.0 & bit != 0;
         self.0 |= bit;
         again
@@ -97,6 +123,12 @@ pub struct JsonScanner {
     key_len: usize,
     key_overflow: bool,
     top_member: Member,
+    /// The member of `result` being read (at depth `level + 1`).
+    second_member: Member,
+    /// The member of `result._meta` being read (at depth `level + 2`).
+    third_member: Member,
+    /// Capture the inventory members of results ([`JsonScanner::with_inventory`]).
+    inventory: bool,
     value_member: Member,
     pub(super) capture: Vec<u8>,
     capture_overflow: bool,
@@ -117,6 +149,9 @@ impl Default for JsonScanner {
             key_len: 0,
             key_overflow: false,
             top_member: Member::Other,
+            second_member: Member::Other,
+            third_member: Member::Other,
+            inventory: false,
             value_member: Member::Other,
             capture: Vec::new(),
             capture_overflow: false,
@@ -135,6 +170,19 @@ impl JsonScanner {
     /// A scanner at the start of a document.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A scanner that also captures, in each result, the members the server inventory reads
+    /// ([`crate::inventory`]): `serverInfo.name` and `.version`, `protocolVersion`, the member
+    /// names of `capabilities`, and the `_meta` `io.modelcontextprotocol/serverInfo` stamp's
+    /// `name` and `version`, into [`Summary::inventory`]. Those containers are then parsed
+    /// member by member (two levels deeper than otherwise); values stay bounded
+    /// ([`crate::inventory::MAX_NAME_LEN`] and the other bounds there).
+    pub fn with_inventory() -> Self {
+        JsonScanner {
+            inventory: true,
+            ..Self::default()
+        }
     }
 
     /// Scans a chunk; `emit` is called once per complete message.
@@ -290,6 +338,7 @@ impl JsonScanner {
         capture.clear();
         *self = JsonScanner {
             capture,
+            inventory: self.inventory,
             ..JsonScanner::default()
         };
     }
@@ -331,6 +380,11 @@ impl JsonScanner {
                 | Member::IsError
                 | Member::ResultType
                 | Member::RequestState
+                | Member::ProtocolVersion
+                | Member::InfoName
+                | Member::InfoVersion
+                | Member::StampName
+                | Member::StampVersion
         )
     }
 
@@ -339,8 +393,16 @@ impl JsonScanner {
             Member::Id => MAX_ID_LEN,
             Member::ResultType => MAX_RESULT_TYPE_LEN,
             Member::RequestState => MAX_REQUEST_STATE_RAW,
+            Member::ProtocolVersion => raw_len(inventory::MAX_PROTOCOL_VERSION_LEN),
+            Member::InfoName | Member::StampName => raw_len(inventory::MAX_NAME_LEN),
+            Member::InfoVersion | Member::StampVersion => raw_len(inventory::MAX_VERSION_LEN),
             _ => MAX_SCALAR_LEN,
         }
+    }
+
+    /// The inventory capture of the current message, created on first use.
+    fn captured(&mut self) -> &mut Captured {
+        self.current.inventory.get_or_insert_with(Box::default)
     }
 
     fn start_value(&mut self, b: u8) {
@@ -348,16 +410,32 @@ impl JsonScanner {
             b'{' | b'[' => {
                 // Parsed member by member: the root, a batch's message objects, and a
                 // message's `result` or `error` object. Anything else is skipped.
+                // With the inventory capture, also `result.serverInfo`, `.capabilities`,
+                // `._meta` and the stamp in it (those members are only named at their place).
                 let parse = self.depth == 0
                     || (b == b'{'
                         && ((self.depth == 1 && self.level == 2)
                             || (self.depth == self.level
-                                && matches!(self.value_member, Member::Result | Member::Error))));
-                // A container where a scalar belongs.
+                                && matches!(self.value_member, Member::Result | Member::Error))
+                            || matches!(
+                                self.value_member,
+                                Member::ServerInfo
+                                    | Member::Capabilities
+                                    | Member::ResultMeta
+                                    | Member::Stamp
+                            )));
+                // A container where a scalar belongs (or an array where an object does).
                 match self.value_member {
                     Member::Result if b == b'[' => self.current.malformed = true,
                     Member::IsError | Member::ResultType => self.current.malformed = true,
                     Member::RequestState => self.current.request_state = RequestState::NotString,
+                    // Not an `Implementation`: neither name nor version counts. (A `name`,
+                    // `version` or `protocolVersion` that is a container stays `None`.)
+                    Member::ServerInfo if b == b'[' => self.captured().server_info.malformed = true,
+                    Member::Stamp if b == b'[' => self.captured().stamp.malformed = true,
+                    Member::Capabilities if b == b'[' => {
+                        self.captured().capabilities_truncated = true
+                    }
                     _ => {}
                 }
                 self.value_member = Member::Other;
@@ -429,6 +507,7 @@ impl JsonScanner {
                 }
             }
         };
+        let inventory = self.inventory;
         let member = if self.depth == self.level {
             let member = match name.as_ref() {
                 b"jsonrpc" => Member::Jsonrpc,
@@ -440,17 +519,74 @@ impl JsonScanner {
             };
             self.top_member = member;
             member
-        } else {
-            match (self.top_member, name.as_ref()) {
+        } else if self.depth == self.level + 1 {
+            let member = match (self.top_member, name.as_ref()) {
                 (Member::Error, b"code") => Member::ErrorCode,
                 (Member::Result, b"isError") => Member::IsError,
                 (Member::Result, b"resultType") => Member::ResultType,
                 (Member::Result, b"requestState") => Member::RequestState,
+                (Member::Result, b"serverInfo") if inventory => Member::ServerInfo,
+                (Member::Result, b"capabilities") if inventory => Member::Capabilities,
+                (Member::Result, b"protocolVersion") if inventory => Member::ProtocolVersion,
+                (Member::Result, b"_meta") if inventory => Member::ResultMeta,
+                _ => Member::Other,
+            };
+            self.second_member = member;
+            member
+        } else if self.depth == self.level + 2 {
+            // Only the inventory's containers are parsed at this depth.
+            let member = match (self.second_member, name.as_ref()) {
+                (Member::ServerInfo, b"name") => Member::InfoName,
+                (Member::ServerInfo, b"version") => Member::InfoVersion,
+                (Member::ResultMeta, b"io.modelcontextprotocol/serverInfo") => Member::Stamp,
+                (Member::Capabilities, _) => {
+                    let kept = (!self.key_overflow).then(|| name.to_vec());
+                    self.captured().capability(kept.as_deref());
+                    Member::Other // its value is skipped
+                }
+                _ => Member::Other,
+            };
+            self.third_member = member;
+            member
+        } else {
+            match (self.third_member, name.as_ref()) {
+                (Member::Stamp, b"name") => Member::StampName,
+                (Member::Stamp, b"version") => Member::StampVersion,
                 _ => Member::Other,
             }
         };
-        if member != Member::Other && member != Member::Method && self.seen.again(member) {
-            self.current.malformed = true;
+        let repeated = member != Member::Other && self.seen.again(member);
+        match member {
+            Member::Other | Member::Method => {}
+            // A repeated inventory member makes the inventory's value unknown, not the
+            // response malformed (its outcome is read as before).
+            Member::ServerInfo | Member::InfoName | Member::InfoVersion if repeated => {
+                self.captured().server_info.malformed = true
+            }
+            Member::ResultMeta | Member::Stamp | Member::StampName | Member::StampVersion
+                if repeated =>
+            {
+                self.captured().stamp.malformed = true
+            }
+            Member::ProtocolVersion if repeated => self.captured().protocol_version_repeated = true,
+            Member::Capabilities if repeated => {
+                let c = self.captured();
+                c.capabilities.clear();
+                c.capabilities_truncated = true;
+            }
+            Member::ServerInfo
+            | Member::InfoName
+            | Member::InfoVersion
+            | Member::ResultMeta
+            | Member::Stamp
+            | Member::StampName
+            | Member::StampVersion
+            | Member::ProtocolVersion
+            | Member::Capabilities => {
+                self.captured();
+            }
+            _ if repeated => self.current.malformed = true,
+            _ => {}
         }
         // The last occurrence counts, as in the SDK readers.
         match member {
@@ -463,7 +599,7 @@ impl JsonScanner {
             Member::IsError => self.current.is_error = false,
             Member::ResultType => self.current.input_required = false,
             Member::RequestState => self.current.request_state = RequestState::Absent,
-            Member::Other => {}
+            _ => {}
         }
         self.value_member = member;
         self.state = State::Colon;
@@ -489,6 +625,30 @@ impl JsonScanner {
             (Member::Result, _) => self.current.malformed = true, // a scalar result
             (Member::ResultType, raw) => result_type(&mut self.current, raw, &self.capture),
             (Member::RequestState, raw) => request_state(&mut self.current, raw, &self.capture),
+            (Member::ProtocolVersion, raw) => {
+                let v = string_value(raw, inventory::MAX_PROTOCOL_VERSION_LEN);
+                self.captured().protocol_version = v;
+            }
+            (Member::InfoName, raw) => {
+                let v = string_value(raw, inventory::MAX_NAME_LEN);
+                self.captured().server_info.name = v;
+            }
+            (Member::InfoVersion, raw) => {
+                let v = string_value(raw, inventory::MAX_VERSION_LEN);
+                self.captured().server_info.version = v;
+            }
+            (Member::StampName, raw) => {
+                let v = string_value(raw, inventory::MAX_NAME_LEN);
+                self.captured().stamp.name = v;
+            }
+            (Member::StampVersion, raw) => {
+                let v = string_value(raw, inventory::MAX_VERSION_LEN);
+                self.captured().stamp.version = v;
+            }
+            // A scalar where an object belongs (`null` included: not an `Implementation`).
+            (Member::ServerInfo, _) => self.captured().server_info.malformed = true,
+            (Member::Stamp, _) => self.captured().stamp.malformed = true,
+            (Member::Capabilities, _) => self.captured().capabilities_truncated = true,
             _ => {}
         }
         self.value_member = Member::Other;
@@ -512,6 +672,17 @@ impl JsonScanner {
             State::AfterValue
         };
     }
+}
+
+/// An inventory string (`raw`: its JSON text, `None` when longer than its capture limit):
+/// the decoded string when it is a JSON string serde_json decodes to at most `max` bytes;
+/// anything else (too long, a number, `null`, a lone surrogate escape) is `None`, never a cut
+/// or converted value.
+fn string_value(raw: Option<&[u8]>, max: usize) -> Option<String> {
+    let raw = raw.filter(|r| r.first() == Some(&b'"'))?;
+    serde_json::from_slice::<String>(raw)
+        .ok()
+        .filter(|v| v.len() <= max)
 }
 
 /// `result.resultType`: `raw` is its JSON text, `None` when longer than

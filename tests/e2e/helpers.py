@@ -37,15 +37,15 @@ AUDIT_FIELDS = {
     "timestamp", "agent_id", "identity_source", "identity_error", "server_id", "method", "http_method", "tool_name", "prompt_name",
     "resource_uri", "request_id", "input_hash", "decision", "output_status", "error_code",
     "latency_ms", "http_status", "session_id", "trace_id", "policy_name", "policy_version",
-    "protocol_version",
+    "protocol_version", "server_name", "server_version",
 }  # fmt: skip
 
 
 # Present only on some records: "correlated" on the outcome record of a deferred call; "refusal"
 # on a call whose list response mcp-guard refused; "params" on a tools/call with param_tags;
 # "round_opens" on a call answered input_required, "round_continues" and "round_matched" on a
-# multi round-trip retry.
-OPTIONAL_AUDIT_FIELDS = {"correlated", "refusal", "params", "round_opens", "round_continues", "round_matched"}
+# multi round-trip retry; "inventory_error" when the server inventory could not be read.
+OPTIONAL_AUDIT_FIELDS = {"correlated", "refusal", "params", "round_opens", "round_continues", "round_matched", "inventory_error"}
 
 # The record the shipped Envoy configs print for a request mcp-guard never saw (Envoy refused
 # it before the filter ran): the audit fields, plus why Envoy answered as it did.

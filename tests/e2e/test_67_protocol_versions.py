@@ -27,6 +27,7 @@ from helpers import (
     HTTP_TIMEOUT,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    PROTOCOL_VERSION,
     Conn,
     RawSession,
     Recorder,
@@ -216,7 +217,9 @@ async def test_a_2025_session_still_passes_and_records_its_version(stack):
     (rec,) = audit_for(stack, agent_id=agent, request_id="legacy-1")
     assert (rec["output_status"], rec["protocol_version"], rec["session_id"]) == ("success", OLD, s.session_id)
     (init,) = audit_for(stack, agent_id=agent, method="initialize")
-    assert init["protocol_version"] is None  # no header before initialization, no _meta version
+    # No header before initialization and no _meta version: the revision the initialize
+    # result negotiated (the server inventory's fallback, docs/audit-record.md).
+    assert init["protocol_version"] == PROTOCOL_VERSION
     (delete,) = audit_for(stack, agent_id=agent, http_method="DELETE")
     assert (delete["decision"], delete["protocol_version"]) == ("allow", OLD)
 

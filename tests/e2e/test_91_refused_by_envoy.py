@@ -296,6 +296,7 @@ def test_the_schema_accepts_the_refused_record_only_in_its_own_shape():
         "request_id": 1, "input_hash": None, "decision": "allow", "output_status": "success",
         "error_code": None, "latency_ms": 1, "http_status": 200, "session_id": None, "trace_id": None,
         "policy_name": None, "policy_version": None, "protocol_version": None,
+        "server_name": None, "server_version": None,
     }  # fmt: skip
     assert list(validator.iter_errors(ok)) == []
     for bad in ({"reason": "proxy_rejected"}, {"agent_id": None}, {"http_status": 0},

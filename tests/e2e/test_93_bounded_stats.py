@@ -38,9 +38,19 @@ TIME_BUDGET_S = 120.0
 # × 3 decisions; tools: each worker labels up to max_tool_metrics tools, plus `other`, × 3
 # decisions and once more for tool_drift; 7 denial reasons (policy, annotations, unidentified,
 # identity_unreadable, tool_drift, tool_unpinned, tool_unverified), 16 refusal reasons,
-# 3 lists, 5 unlabelled stats.
+# 3 lists, 5 unlabelled stats; servers seen: each worker labels up to 16 (name, version)
+# pairs, plus `other.other`.
 MCP_METHOD_LABELS = 36 + 2
-STATS_BOUND = MCP_METHOD_LABELS * 3 + (CONCURRENCY * MAX_TOOL_METRICS + 1) * (3 + 1) + 7 + 16 + 3 + 5
+MAX_SERVER_LABELS = 16
+STATS_BOUND = (
+    MCP_METHOD_LABELS * 3
+    + (CONCURRENCY * MAX_TOOL_METRICS + 1) * (3 + 1)
+    + 7
+    + 16
+    + 3
+    + 5
+    + (CONCURRENCY * MAX_SERVER_LABELS + 1)
+)
 # RSS growth allowed for the 20,000 requests, after a short warm-up of the same shape. Measured
 # here with bounded labels: +4 to +92 KiB over five runs. The code before issue 13 (one stat per
 # method, up to 1024 raw tool names cached per worker) grew by 12.2 MiB and defined 10,204

@@ -30,6 +30,7 @@ mod decide_at_headers;
 mod denial;
 mod host_reads;
 mod identity;
+mod inventory;
 mod listen;
 mod metrics;
 mod params;
