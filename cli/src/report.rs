@@ -703,7 +703,7 @@ impl Report {
         let agent_rows = |id: &str, a: &Agent, rows: &mut Vec<Vec<String>>| {
             rows.push(vec![
                 id.to_owned(),
-                "(all)".into(),
+                "(all methods)".into(),
                 a.calls.to_string(),
                 a.denied.to_string(),
                 a.rate_limited.to_string(),
