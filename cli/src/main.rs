@@ -5,13 +5,19 @@
 //! - `mcp-guard explain FILE --agent A --method M [--name N]`: the decision and its rule.
 //! - `mcp-guard render FILE --format ecds|istio|istio-wasmplugin|envoy-gateway`: what Envoy,
 //!   Istio or Envoy Gateway loads.
+//! - `mcp-guard report AUDIT.LOG [--json]`: a summary of an audit log, in constant memory.
+//! - `mcp-guard pin FILE | --url URL [--merge POLICY]`: tool definition pins from a
+//!   `tools/list` result, saved or fetched from a live server.
 //!
 //! Exit status: 0 success (valid, rendered, explained); 1 an invalid policy, or with
 //! `explain --expect` a different decision; 2 a usage or I/O error.
 
 mod check;
 mod doc;
+mod mcp_client;
+mod pin;
 mod render;
+mod report;
 
 use check::{LoadError, Loaded};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -65,9 +71,27 @@ enum Command {
         /// Exit 1 unless the decision is this one (for CI assertions).
         #[arg(long, value_enum)]
         expect: Option<Expected>,
+        /// tools/call: one `tools/list` entry (a JSON object, `-` for standard input): its
+        /// definition hash is compared with the tool's pin, and the decision is the one for a
+        /// server that shows this definition.
+        #[arg(long)]
+        definition: Option<String>,
     },
     /// Render the plugin configuration for Envoy (ECDS), Istio or Envoy Gateway.
     Render(Box<RenderArgs>),
+    /// Summarise an audit log (Envoy's access log of mcp-guard records): servers, agents and
+    /// their tools, denials by reason, rate-limited calls, drifts, error rates, time span.
+    /// Reads line by line in constant memory.
+    /// Pin tool definitions (`tool_pins`) from a `tools/list` result: a saved one (a JSON-RPC
+    /// response, a bare `{"tools": [...]}` result, or several pages), or a live server's.
+    Pin(Box<PinArgs>),
+    Report {
+        /// The audit log (`-` for standard input).
+        log: String,
+        /// One JSON document instead of text tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A decision, as `explain --expect` names it.
@@ -96,6 +120,54 @@ enum Format {
 enum Output {
     Json,
     Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+struct PinArgs {
+    /// Saved `tools/list` result(s) (`-` for standard input); not with --url.
+    #[arg(required_unless_present = "url", conflicts_with = "url")]
+    file: Option<String>,
+    /// A live MCP server's Streamable HTTP endpoint (e.g. `http://127.0.0.1:8000/mcp`):
+    /// initialize, list every page of tools, end the session.
+    #[arg(long)]
+    url: Option<String>,
+    /// --url: a request header `NAME: VALUE` sent on every request (repeatable), e.g.
+    /// `Authorization: Bearer ...` or `x-agent-id: ...`.
+    #[arg(long = "header", value_parser = parse_header, requires = "url")]
+    headers: Vec<(String, String)>,
+    /// --url: seconds one HTTP request may take.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Output syntax of `{"tool_pins": {...}}`.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Output,
+    /// Merge the pins into this policy file's `tool_pins` instead of printing them (JSON or
+    /// YAML, kept in its syntax; written atomically, and only if the result is a valid
+    /// policy).
+    #[arg(long, conflicts_with = "format")]
+    merge: Option<String>,
+}
+
+/// A `NAME: VALUE` request header; the name a token (RFC 9110 §5.6.2), the value visible
+/// ASCII and spaces.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not NAME: VALUE"))?;
+    let value = value.trim_start_matches([' ', '\t']);
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
+    {
+        return Err(format!(
+            "the value of {name} has a control or non-ASCII character"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[derive(Debug, clap::Args)]
@@ -252,8 +324,19 @@ fn main() -> ExitCode {
             name,
             json,
             expect,
-        } => run_explain(&file, &agent, &method, name.as_deref(), json, expect),
+            definition,
+        } => run_explain(
+            &file,
+            &agent,
+            &method,
+            name.as_deref(),
+            json,
+            expect,
+            definition.as_deref(),
+        ),
         Command::Render(args) => run_render(&args),
+        Command::Report { log, json } => run_report(&log, json),
+        Command::Pin(args) => run_pin(&args),
     };
     match result {
         Ok(status) => ExitCode::from(status),
@@ -384,7 +467,11 @@ fn run_explain(
     name: Option<&str>,
     json: bool,
     expect: Option<Expected>,
+    definition: Option<&str>,
 ) -> Result<u8, Failure> {
+    if definition.is_some() && method != "tools/call" {
+        return Err(usage("--definition applies to tools/call"));
+    }
     if matches!(method, "tools/call" | "prompts/get" | "resources/read") && name.is_none() {
         return Err(usage(format!(
             "{method} needs --name (the filter refuses it without params.name/uri: -32602)"
@@ -405,7 +492,27 @@ fn run_explain(
         .iter()
         .map(|s| s.origin.as_str())
         .collect();
-    let decision = verdict.decision.as_str();
+    let definition = match definition {
+        None => None,
+        Some(file) => Some(read_input(file)?),
+    };
+    let pins = match (method, name) {
+        ("tools/call", Some(tool)) => explain_pins(&config.pins, tool, definition.as_deref()),
+        _ => None,
+    };
+    // The filter checks pins only for a call the policy allowed; a pin denial is a deny, or a
+    // dry_run_deny in dry-run (src/verdict.rs apply_pins).
+    let mut decision = verdict.decision.as_str();
+    let mut rule = verdict.rule.clone();
+    if let Some(denial) = pins.as_ref().and_then(|p| p.denial) {
+        if decision == "allow" {
+            decision = match policy.mode() {
+                mcp_guard::policy::Mode::Enforce => "deny",
+                mcp_guard::policy::Mode::DryRun => "dry_run_deny",
+            };
+            rule = format!("tool pin: {denial} (the policy allows it: {rule})");
+        }
+    }
     if json {
         let out = serde_json::json!({
             "agent": agent,
@@ -413,9 +520,10 @@ fn run_explain(
             "name": name,
             "list": subject.list(),
             "decision": decision,
-            "rule": verdict.rule,
+            "rule": rule,
             "rule_sets": sets,
             "policy_mode": mode_str(policy.mode()),
+            "pins": pins.as_ref().map(|p| &p.json),
         });
         stdout(&format!("{out}\n"))?;
     } else {
@@ -428,11 +536,15 @@ fn run_explain(
         } else {
             sets.join(", ")
         };
-        stdout(&format!(
-            "agent: {agent}\ncall: {what} (decided by the {} lists)\ndecision: {decision}\nrule: {}\nrule sets: {sets}\n",
+        let mut text = format!(
+            "agent: {agent}\ncall: {what} (decided by the {} lists)\ndecision: {decision}\nrule: {rule}\nrule sets: {sets}\n",
             subject.list(),
-            verdict.rule
-        ))?;
+        );
+        for line in pins.iter().flat_map(|p| &p.text) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        stdout(&text)?;
     }
     let wanted = expect.map(|e| match e {
         Expected::Allow => "allow",
@@ -445,6 +557,290 @@ fn run_explain(
             message: format!("expected {w}, got {decision}"),
         }),
         _ => Ok(0),
+    }
+}
+
+fn run_pin(args: &PinArgs) -> Result<u8, Failure> {
+    let entries = match (&args.url, &args.file) {
+        (Some(url), _) => {
+            let mut client = mcp_client::Client::new(
+                url,
+                args.headers.clone(),
+                std::time::Duration::from_secs(args.timeout),
+            );
+            let listed = client.initialize().and_then(|()| client.list_tools());
+            // The session is ended whether or not the listing worked.
+            let closed = client.close();
+            let entries = listed.map_err(|e| usage(format!("{url}: {e}")))?;
+            if let Err(e) = closed {
+                let _ = writeln!(std::io::stderr(), "mcp-guard: {url}: {e}");
+            }
+            entries
+        }
+        (None, Some(file)) => {
+            let text = if file == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| usage(format!("standard input: {e}")))?;
+                text
+            } else {
+                std::fs::read_to_string(file).map_err(|e| usage(format!("{file}: {e}")))?
+            };
+            pin::saved_entries(&text).map_err(|e| Failure {
+                status: 1,
+                message: format!("{}: {e}", shown(file)),
+            })?
+        }
+        (None, None) => return Err(usage("a saved tools/list FILE or --url")),
+    };
+    let pins = pin::pins(&entries).map_err(|e| Failure {
+        status: 1,
+        message: e,
+    })?;
+    let Some(policy) = &args.merge else {
+        let doc = pin::pins_doc(&pins);
+        let text = match args.format {
+            Output::Json => serde_json::to_string_pretty(&doc).map_err(|e| usage(e.to_string()))?,
+            Output::Yaml => serde_saphyr::to_string(&doc).map_err(|e| usage(e.to_string()))?,
+        };
+        stdout(&format!("{}\n", text.trim_end()))?;
+        return Ok(0);
+    };
+    if policy == "-" {
+        return Err(usage("--merge needs a file (it is rewritten)"));
+    }
+    let mut loaded = match check::load(policy) {
+        Ok(l) => l,
+        Err(LoadError::Io(m)) => return Err(usage(m)),
+        Err(LoadError::Syntax(p)) => {
+            print_problems(policy, &[p]);
+            return Err(Failure {
+                status: 1,
+                message: format!("{policy}: not a JSON or YAML document"),
+            });
+        }
+    };
+    let merged = pin::merge(&mut loaded.doc, &pins).map_err(|e| Failure {
+        status: 1,
+        message: format!("{policy}: {e}"),
+    })?;
+    let text = match loaded.syntax {
+        doc::Syntax::Json => {
+            serde_json::to_string_pretty(&loaded.doc).map_err(|e| usage(e.to_string()))?
+        }
+        doc::Syntax::Yaml => {
+            serde_saphyr::to_string(&loaded.doc).map_err(|e| usage(e.to_string()))?
+        }
+    };
+    let text = format!("{}\n", text.trim_end());
+    // What is written must be a policy the filter accepts.
+    loaded.json = loaded.doc.to_compact_json().map_err(usage)?;
+    loaded.text = text.clone();
+    if let Err(problems) = check::validate(&loaded) {
+        print_problems(policy, &problems);
+        return Err(Failure {
+            status: 1,
+            message: format!("{policy}: not written: the merged policy is invalid"),
+        });
+    }
+    write_atomically(Path::new(policy), &text).map_err(|e| usage(format!("{policy}: {e}")))?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{policy}: {} pin(s) added, {} changed, {} unchanged{}",
+        merged.added.len(),
+        merged.changed.len(),
+        pins.len() - merged.added.len() - merged.changed.len(),
+        if merged.kept.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; kept pins of tools not in the list: {}",
+                merged.kept.join(", ")
+            )
+        }
+    );
+    Ok(0)
+}
+
+fn run_report(log: &str, json: bool) -> Result<u8, Failure> {
+    let read = if log == "-" {
+        report::Report::read(&mut std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(log).map_err(|e| usage(format!("{log}: {e}")))?;
+        report::Report::read(&mut std::io::BufReader::with_capacity(1 << 16, file))
+    };
+    let summary = read.map_err(|e| usage(format!("{}: {e}", shown(log))))?;
+    if json {
+        stdout(&format!("{}\n", summary.to_json(shown(log))))?;
+    } else {
+        stdout(&summary.to_text(shown(log)))?;
+    }
+    Ok(0)
+}
+
+/// What tool pins say about a `tools/call` of `tool` (plugin configuration `tool_pins`,
+/// `on_drift`, `unpinned`, `learn_pins`), from the filter's own [`mcp_guard::pins::check_call`].
+struct PinExplanation {
+    /// JSON for `explain --json`.
+    json: serde_json::Value,
+    /// Lines for the text output.
+    text: Vec<String>,
+    /// The pin denial of a call to a server showing the `--definition` given; `None` without
+    /// one (the outcome then depends on what the server shows: every case is in `text`).
+    denial: Option<&'static str>,
+}
+
+fn explain_pins(
+    pins: &mcp_guard::pins::PinConfig,
+    tool: &str,
+    definition: Option<&str>,
+) -> Option<PinExplanation> {
+    use mcp_guard::pins::{check_call, Def, OnDrift, PinDenial, Unpinned};
+    if !pins.active() {
+        return definition.map(|entry| {
+            let hash = mcp_guard::pins::definition_hash(entry);
+            let shown = match &hash {
+                Ok(h) => h.clone(),
+                Err(e) => format!("none ({e})"),
+            };
+            PinExplanation {
+                json: serde_json::json!({"active": false, "definition_hash": hash.ok()}),
+                text: vec![format!(
+                    "pins: none configured (tool_pins, unpinned: hide, learn_pins): nothing is compared; definition: {shown}"
+                )],
+                denial: None,
+            }
+        });
+    }
+    let configured = pins.configured(tool).map(str::to_owned);
+    let on_drift = match pins.on_drift {
+        OnDrift::Hide => "hide",
+        OnDrift::Audit => "audit",
+    };
+    let unpinned = match pins.unpinned {
+        Unpinned::Allow => "allow",
+        Unpinned::Hide => "hide",
+    };
+    let reason = |c: &mcp_guard::pins::Checked| c.denial.map(|d| d.reason());
+    let outcome = |c: &mcp_guard::pins::Checked| match (c.denial, &c.drift) {
+        (Some(d @ (PinDenial::Unverified | PinDenial::Unread)), _) => format!(
+            "denied ({}) until a tools/list of its server shows its definition",
+            d.reason()
+        ),
+        (Some(d), _) => format!("hidden from tools/list and denied ({})", d.reason()),
+        (None, Some(_)) => "listed and allowed; the drift is recorded (on_drift: audit)".to_owned(),
+        (None, None) => "listed and allowed".to_owned(),
+    };
+    let source = match (&configured, pins.learn_pins) {
+        (Some(p), _) => format!("configured pin {p}"),
+        (None, true) => {
+            "no configured pin: learned from the first definition each server shows (learn_pins)"
+                .to_owned()
+        }
+        (None, false) => format!("no pin (unpinned: {unpinned})"),
+    };
+    let mut text = vec![format!("pin: {source}; on_drift: {on_drift}")];
+    let mut json = serde_json::Map::new();
+    json.insert("active".into(), true.into());
+    json.insert("pin".into(), serde_json::json!(configured));
+    json.insert("learn_pins".into(), pins.learn_pins.into());
+    json.insert("on_drift".into(), on_drift.into());
+    json.insert("unpinned".into(), unpinned.into());
+    // Before any tools/list of the server since Envoy started.
+    let unseen = check_call(pins, tool, || Ok(None));
+    if mcp_guard::pins::needs_def(pins, tool) {
+        text.push(format!(
+            "  before mcp-guard has seen its definition: {}",
+            outcome(&unseen)
+        ));
+    }
+    json.insert("unseen".into(), serde_json::json!(reason(&unseen)));
+    let denial = match definition {
+        None => {
+            if let Some(pin) = &configured {
+                let same = check_call(pins, tool, || {
+                    Ok(Some(Def {
+                        hash: Some(pin.clone()),
+                        learned: None,
+                    }))
+                });
+                let other = check_call(pins, tool, || {
+                    Ok(Some(Def {
+                        hash: Some("sha256:other".into()),
+                        learned: None,
+                    }))
+                });
+                text.push(format!(
+                    "  a definition that matches the pin: {}",
+                    outcome(&same)
+                ));
+                text.push(format!(
+                    "  a changed definition (drift): {}",
+                    outcome(&other)
+                ));
+                json.insert("matching".into(), serde_json::json!(reason(&same)));
+                json.insert("drifted".into(), serde_json::json!(reason(&other)));
+            } else if !pins.learn_pins {
+                let c = check_call(pins, tool, || Ok(None));
+                text.push(format!("  any definition: {}", outcome(&c)));
+            }
+            // Without a definition the call's fate depends on what the server shows, unless
+            // the tool has no pin source at all (then no definition is even read).
+            if mcp_guard::pins::needs_def(pins, tool) {
+                None
+            } else {
+                reason(&unseen)
+            }
+        }
+        Some(entry) => {
+            let hash = mcp_guard::pins::definition_hash(entry);
+            let hash_text = match &hash {
+                Ok(h) => h.clone(),
+                Err(e) => format!("none ({e})"),
+            };
+            let hash = hash.ok();
+            // With learn_pins and no configured pin, a first sighting becomes the pin.
+            let learned = (configured.is_none() && pins.learn_pins)
+                .then(|| hash.clone())
+                .flatten();
+            let c = check_call(pins, tool, || {
+                Ok(Some(Def {
+                    hash: hash.clone(),
+                    learned: learned.clone(),
+                }))
+            });
+            let verdict = match (&c.drift, &configured, pins.learn_pins) {
+                (Some(_), _, _) => "drift",
+                (None, Some(_), _) => "match",
+                (None, None, true) if hash.is_some() => "match (learned on first sight)",
+                (None, None, _) => "unpinned",
+            };
+            text.push(format!(
+                "  definition: {hash_text}: {verdict}: {}",
+                outcome(&c)
+            ));
+            json.insert("definition_hash".into(), serde_json::json!(hash));
+            json.insert("definition".into(), serde_json::json!(verdict));
+            json.insert("denial".into(), serde_json::json!(reason(&c)));
+            reason(&c)
+        }
+    };
+    Some(PinExplanation {
+        json: serde_json::Value::Object(json),
+        text,
+        denial,
+    })
+}
+
+/// A file's text (`-`: standard input).
+fn read_input(file: &str) -> Result<String, Failure> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| usage(format!("standard input: {e}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| usage(format!("{file}: {e}")))
     }
 }
 
