@@ -112,6 +112,11 @@ pub struct Config {
     /// revision up to it. A request for any other revision is refused with -32022
     /// (`crate::version::check`).
     pub versions: crate::version::Versions,
+    /// Write the fields of each stream's first audit record that no request header carries as
+    /// separate filter-state values `wasm.mcp.*` ([`crate::attributes`]), for access loggers
+    /// that format one value per field (Envoy's OpenTelemetry access logger,
+    /// envoy/envoy-otel.yaml). Default false: each value costs a hostcall per stream.
+    pub audit_attributes: bool,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the

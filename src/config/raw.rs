@@ -25,6 +25,7 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "decide_at_headers",
     "param_tags",
     "newest_protocol_version",
+    "audit_attributes",
 ];
 
 /// Fields of `identity`.

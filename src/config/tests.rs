@@ -52,6 +52,7 @@ fn minimal_configuration_uses_defaults() {
             decide_at_headers: false,
             param_tags: Default::default(),
             versions: crate::version::Versions::default(),
+            audit_attributes: false,
         }
     );
 }
@@ -438,7 +439,8 @@ fn positions_are_the_documents_as_serde_json_gave_them() {
             "bogus: unknown field `bogus`, expected one of `server_id`, `identity`, `headers`, \
              `policy`, `max_body_bytes`, `max_json_depth`, `max_batch_calls`, `input_hash`, \
              `curate_lists`, `annotations`, `hide_denied_tools`, `max_tool_metrics`, \
-             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags`, `newest_protocol_version` at line 2 column 8",
+             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags`, `newest_protocol_version`, \
+             `audit_attributes` at line 2 column 8",
         ),
         (
             "{\n \"policy\": {\"agents\": {\"a\": {\"tools\": [\"x\", 3]}}}}",

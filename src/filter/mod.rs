@@ -39,6 +39,7 @@ mod listen;
 mod request;
 mod response;
 
+use crate::attributes;
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
@@ -193,6 +194,8 @@ pub struct Stream {
     correlator: Correlator,
     /// `Mcp-Param-*` request headers (MCP 2026-07-28), raw, as `(lower-case name, value)`.
     param_headers: Vec<(String, String)>,
+    /// The audit attributes written so far (`audit_attributes`, [`crate::attributes`]).
+    attributes: attributes::Written,
 }
 
 impl Stream {
@@ -209,6 +212,7 @@ impl Stream {
             response_kind: BodyKind::Other,
             correlator: Correlator::default(),
             param_headers: Vec::new(),
+            attributes: attributes::Written::default(),
         }
     }
 
@@ -444,6 +448,14 @@ impl Stream {
         }
         let records = audit::render(&self.facts, &self.calls, now);
         host.write_audit(&records);
+        if self.config.audit_attributes {
+            if let Some(first) = self.calls.first() {
+                let values = attributes::values(&self.facts, first);
+                for (key, value) in self.attributes.changes(values) {
+                    host.write_filter_state(key, value.as_bytes());
+                }
+            }
+        }
     }
 }
 

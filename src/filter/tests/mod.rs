@@ -32,6 +32,7 @@ mod host_reads;
 mod identity;
 mod listen;
 mod metrics;
+mod otel;
 mod params;
 mod request;
 mod response;
