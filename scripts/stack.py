@@ -658,6 +658,7 @@ def _run(args: argparse.Namespace) -> int:
         server_args=["--json-response"] if args.json_response else [],
         bootstrap=Path(args.bootstrap),
         ratelimit_port=args.ratelimit_port,
+        otel_port=args.otel_port,
     )
     stopping = False
 
@@ -770,6 +771,9 @@ def main(argv: list[str] | None = None) -> int:
                      help=f"bootstrap template, e.g. {os.path.relpath(RLS_BOOTSTRAP, REPO)} (global rate limits)")
     run.add_argument("--ratelimit-port", type=int, default=None,
                      help="port of the rate limit service (gRPC) on 127.0.0.1 for a bootstrap with an RLS cluster")
+    run.add_argument("--otel-port", type=int, default=None,
+                     help=f"port of the OTLP/gRPC collector on 127.0.0.1 for {os.path.relpath(OTEL_BOOTSTRAP, REPO)} "
+                          "(default: the file's, 4317)")
     inline = sub.add_parser("inline-bootstrap", help="bootstrap with the ECDS Wasm config inlined (make validate)")
     inline.add_argument("--bootstrap", default=str(BOOTSTRAP_TEMPLATE))
     inline.add_argument("--policy", default=str(DEFAULT_POLICY))
