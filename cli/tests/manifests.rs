@@ -84,7 +84,13 @@ fn committed_mesh_manifests_are_what_the_cli_renders() {
         assert!(makefile.contains(&format!("OTEL_COLLECTOR := {OTEL_COLLECTOR}\n")));
         let args: Vec<&str> = args
             .iter()
-            .map(|a| if *a == "$(OTEL_COLLECTOR)" { OTEL_COLLECTOR } else { a })
+            .map(|a| {
+                if *a == "$(OTEL_COLLECTOR)" {
+                    OTEL_COLLECTOR
+                } else {
+                    a
+                }
+            })
             .collect();
 
         let out = Command::new(BIN)
