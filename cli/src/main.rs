@@ -249,6 +249,28 @@ struct RenderArgs {
     /// Listener name.
     #[arg(long, default_value = "http")]
     listener: String,
+    /// istio, istio-wasmplugin, envoy-gateway: also send every audit record as an OTLP log
+    /// record to this OTLP/gRPC collector (`HOST:PORT`, e.g.
+    /// `otel-collector.observability.svc.cluster.local:4317`) with Envoy's OpenTelemetry access
+    /// logger, and set `audit_attributes: true` in the plugin configuration. Not for ecds (an
+    /// ECDS resource holds only the filter's config; see envoy/envoy-otel.yaml).
+    #[arg(long, value_parser = parse_otel_collector)]
+    otel_collector: Option<render::OtelCollector>,
+}
+
+/// `HOST:PORT` of an OTLP/gRPC collector: a host name (letters, digits, `.`, `-`) and a port
+/// 1-65535.
+fn parse_otel_collector(s: &str) -> Result<render::OtelCollector, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+    let host = parse_rls_host(host)?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{port:?} is not a port (1-65535)"))?;
+    Ok(render::OtelCollector { host, port })
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -864,6 +886,32 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
         url: args.image.clone(),
         sha256: args.sha256.clone(),
     };
+    // With --otel-collector the filter must write the attributes' filter state.
+    let policy = match &args.otel_collector {
+        None => loaded.doc.clone(),
+        Some(_) if args.format == Format::Ecds => {
+            return Err(usage(
+                "--otel-collector: an ECDS resource holds only the filter's configuration; \
+                 the access logger belongs in the bootstrap (see envoy/envoy-otel.yaml)",
+            ))
+        }
+        Some(_) => render::with_audit_attributes(&loaded.doc).map_err(|problem| {
+            print_problems(&args.file, &[ConfigError::new("", problem)]);
+            Failure {
+                status: 1,
+                message: format!(
+                    "{}: cannot be rendered with --otel-collector",
+                    shown(&args.file)
+                ),
+            }
+        })?,
+    };
+    let policy_json = if args.otel_collector.is_some() {
+        policy.to_compact_json().map_err(usage)?
+    } else {
+        loaded.json.clone()
+    };
+    let mut note_otel = None;
     let (docs, note) = match args.format {
         Format::Ecds => (
             vec![render::ecds(
@@ -874,8 +922,8 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
             )],
             None,
         ),
-        Format::Istio => (
-            render::istio(
+        Format::Istio => {
+            let mut docs = render::istio(
                 &render::Istio {
                     name: args.name.clone(),
                     namespace: args.namespace.clone(),
@@ -883,10 +931,14 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
                     selector: args.selector.clone(),
                     context: args.context,
                 },
-                &loaded.json,
-            ),
-            Some(render::ISTIO_NOTE),
-        ),
+                &policy_json,
+            );
+            if let Some(collector) = &args.otel_collector {
+                render::istio_add_otel(&mut docs, args.context, collector);
+                note_otel = Some(render::ISTIO_OTEL_NOTE);
+            }
+            (docs, Some(render::ISTIO_NOTE))
+        }
         Format::IstioWasmplugin => {
             let rls = (!args.no_rls).then(|| render::RateLimitService {
                 host: args.rls_host.clone(),
@@ -896,7 +948,7 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
                 failure_mode_deny: args.rls_failure_mode == FailureMode::Deny,
             });
             let config =
-                render::istio_wasmplugin_config(&loaded.doc, rls.as_ref()).map_err(|problem| {
+                render::istio_wasmplugin_config(&policy, rls.as_ref()).map_err(|problem| {
                     print_problems(&args.file, &[ConfigError::new("", problem)]);
                     Failure {
                         status: 1,
@@ -932,20 +984,28 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
                     });
                 }
             }
-            (
-                render::istio_wasmplugin(
-                    &render::IstioWasmPlugin {
-                        name: args.name.clone(),
-                        namespace: args.namespace.clone(),
-                        url: args.image.clone(),
-                        sha256: args.sha256.clone(),
-                        selector: args.selector.clone(),
-                        context: args.context,
-                    },
-                    &config,
-                ),
-                Some(render::ISTIO_WASMPLUGIN_NOTE),
-            )
+            let mut docs = render::istio_wasmplugin(
+                &render::IstioWasmPlugin {
+                    name: args.name.clone(),
+                    namespace: args.namespace.clone(),
+                    url: args.image.clone(),
+                    sha256: args.sha256.clone(),
+                    selector: args.selector.clone(),
+                    context: args.context,
+                },
+                &config,
+            );
+            if let Some(collector) = &args.otel_collector {
+                docs.push(render::istio_otel_envoyfilter(
+                    &args.name,
+                    &args.namespace,
+                    &args.selector,
+                    args.context,
+                    collector,
+                ));
+                note_otel = Some(render::ISTIO_WASMPLUGIN_OTEL_NOTE);
+            }
+            (docs, Some(render::ISTIO_WASMPLUGIN_NOTE))
         }
         Format::EnvoyGateway => {
             let target_refs = if args.target_ref.is_empty() {
@@ -967,21 +1027,23 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
             } else {
                 format!("{}/{}/{}", args.namespace, gateway, args.listener)
             };
-            (
-                render::envoy_gateway(
-                    &render::EnvoyGateway {
-                        name: args.name.clone(),
-                        namespace: args.namespace.clone(),
-                        url: args.image.clone(),
-                        sha256: args.sha256.clone(),
-                        target_refs,
-                        gateway,
-                        listener,
-                    },
-                    &loaded.doc,
-                ),
-                Some(render::ENVOY_GATEWAY_NOTE),
-            )
+            let mut docs = render::envoy_gateway(
+                &render::EnvoyGateway {
+                    name: args.name.clone(),
+                    namespace: args.namespace.clone(),
+                    url: args.image.clone(),
+                    sha256: args.sha256.clone(),
+                    target_refs,
+                    gateway,
+                    listener: listener.clone(),
+                },
+                &policy,
+            );
+            if let Some(collector) = &args.otel_collector {
+                render::envoy_gateway_add_otel(&mut docs, &listener, collector);
+                note_otel = Some(render::ENVOY_GATEWAY_OTEL_NOTE);
+            }
+            (docs, Some(render::ENVOY_GATEWAY_NOTE))
         }
     };
     let output = args.output.unwrap_or(match args.format {
@@ -1006,6 +1068,7 @@ fn run_render(args: &RenderArgs) -> Result<u8, Failure> {
         Output::Yaml => {
             let body = serde_saphyr::to_string_multiple(&docs).map_err(|e| usage(e.to_string()))?;
             let mut text = note.unwrap_or_default().to_owned();
+            text.push_str(note_otel.unwrap_or_default());
             if note.is_some() {
                 text.push_str("---\n");
             }

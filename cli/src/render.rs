@@ -639,3 +639,429 @@ pub fn envoy_gateway(opts: &EnvoyGateway, plugin_config: &Doc) -> Vec<Doc> {
     ]);
     vec![policy, patch]
 }
+
+/// An OTLP/gRPC log collector (an OpenTelemetry Collector's `otlp` receiver, default port
+/// 4317) that Envoy's OpenTelemetry access logger sends the audit records to
+/// (`--otel-collector HOST:PORT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtelCollector {
+    /// Its host name, e.g. `otel-collector.observability.svc.cluster.local`.
+    pub host: String,
+    /// Its OTLP/gRPC port.
+    pub port: u16,
+}
+
+/// Name of Envoy's OpenTelemetry access logger extension.
+pub const OTEL_ACCESS_LOGGER: &str = "envoy.access_loggers.open_telemetry";
+/// Type URL of its configuration.
+pub const OTEL_ACCESS_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig";
+/// Type URL of the HTTP connection manager.
+pub const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+/// Name of the HTTP connection manager network filter.
+pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+/// The cluster the Envoy Gateway rendering adds for the collector.
+pub const EG_OTEL_CLUSTER: &str = "mcp-guard-otel-collector";
+
+/// The log record attributes: OpenTelemetry attribute name and the filter-state value
+/// (`wasm.<key>`, written by mcp-guard with `audit_attributes: true`, `src/attributes.rs`) or
+/// Envoy command that fills it. The same list as envoy/envoy-otel.yaml (a test compares them).
+pub const OTEL_ATTRIBUTES: &[(&str, &str)] = &[
+    ("mcp.method.name", "%FILTER_STATE(wasm.mcp.method:PLAIN)%"),
+    (
+        "gen_ai.operation.name",
+        "%FILTER_STATE(wasm.mcp.operation_name:PLAIN)%",
+    ),
+    (
+        "gen_ai.tool.name",
+        "%FILTER_STATE(wasm.mcp.tool_name:PLAIN)%",
+    ),
+    (
+        "gen_ai.prompt.name",
+        "%FILTER_STATE(wasm.mcp.prompt_name:PLAIN)%",
+    ),
+    (
+        "mcp.resource.uri",
+        "%FILTER_STATE(wasm.mcp.resource_uri:PLAIN)%",
+    ),
+    (
+        "jsonrpc.request.id",
+        "%FILTER_STATE(wasm.mcp.request_id:PLAIN)%",
+    ),
+    (
+        "mcp.session.id",
+        "%FILTER_STATE(wasm.mcp.session_id:PLAIN)%",
+    ),
+    (
+        "mcp.protocol.version",
+        "%FILTER_STATE(wasm.mcp.protocol_version:PLAIN)%",
+    ),
+    (
+        "rpc.response.status_code",
+        "%FILTER_STATE(wasm.mcp.error_code:PLAIN)%",
+    ),
+    ("error.type", "%FILTER_STATE(wasm.mcp.error_type:PLAIN)%"),
+    (
+        "mcp_guard.agent_id",
+        "%FILTER_STATE(wasm.mcp.agent_id:PLAIN)%",
+    ),
+    (
+        "mcp_guard.server_id",
+        "%FILTER_STATE(wasm.mcp.server_id:PLAIN)%",
+    ),
+    (
+        "mcp_guard.decision",
+        "%FILTER_STATE(wasm.mcp.decision:PLAIN)%",
+    ),
+    (
+        "mcp_guard.output_status",
+        "%FILTER_STATE(wasm.mcp.output_status:PLAIN)%",
+    ),
+    ("http.response.status_code", "%RESPONSE_CODE%"),
+    ("client.address", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+    ("client.port", "%DOWNSTREAM_REMOTE_PORT%"),
+];
+
+/// The access logger (an `envoy.config.accesslog.v3.AccessLog`) that sends each audit record
+/// as an OTLP log record over gRPC to `cluster`: only requests mcp-guard examined (CEL filter
+/// on filter state `wasm.mcp_audit`), body the record text as the file log has it, resource
+/// `service.name: mcp-guard`, attributes [`OTEL_ATTRIBUTES`]. The logger of
+/// envoy/envoy-otel.yaml, with its cluster.
+pub fn otel_access_log(cluster: &str) -> Doc {
+    let attributes = OTEL_ATTRIBUTES.iter().map(|(key, value)| {
+        Doc::map([
+            ("key", Doc::str(*key)),
+            ("value", Doc::map([("string_value", Doc::str(*value))])),
+        ])
+    });
+    Doc::map([
+        ("name", Doc::str(OTEL_ACCESS_LOGGER)),
+        (
+            "filter",
+            Doc::map([(
+                "extension_filter",
+                Doc::map([
+                    ("name", Doc::str("envoy.access_loggers.extension_filters.cel")),
+                    (
+                        "typed_config",
+                        Doc::map([
+                            (
+                                "@type",
+                                Doc::str(
+                                    "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                                ),
+                            ),
+                            ("expression", Doc::str("'wasm.mcp_audit' in filter_state")),
+                        ]),
+                    ),
+                ]),
+            )]),
+        ),
+        (
+            "typed_config",
+            Doc::map([
+                ("@type", Doc::str(OTEL_ACCESS_LOG_TYPE)),
+                (
+                    "grpc_service",
+                    Doc::map([
+                        (
+                            "envoy_grpc",
+                            Doc::map([("cluster_name", Doc::str(cluster))]),
+                        ),
+                        ("timeout", Doc::str("5s")),
+                    ]),
+                ),
+                ("log_name", Doc::str("mcp_guard.audit")),
+                ("stat_prefix", Doc::str("mcp_guard")),
+                ("buffer_flush_interval", Doc::str("1s")),
+                (
+                    "resource_attributes",
+                    Doc::map([(
+                        "values",
+                        Doc::seq([Doc::map([
+                            ("key", Doc::str("service.name")),
+                            ("value", Doc::map([("string_value", Doc::str("mcp-guard"))])),
+                        ])]),
+                    )]),
+                ),
+                (
+                    "body",
+                    Doc::map([(
+                        "string_value",
+                        Doc::str("%FILTER_STATE(wasm.mcp_audit:PLAIN)%"),
+                    )]),
+                ),
+                ("attributes", Doc::map([("values", Doc::seq(attributes))])),
+            ]),
+        ),
+    ])
+}
+
+/// The plugin configuration `policy` with `audit_attributes: true` added (the access logger's
+/// attributes are read from the filter state it makes mcp-guard write). Errors: the document
+/// is not a map, or sets `audit_attributes` to something else.
+pub fn with_audit_attributes(policy: &Doc) -> Result<Doc, String> {
+    let Some(entries) = policy.entries() else {
+        return Err("the plugin configuration is not an object".to_owned());
+    };
+    match policy.get("audit_attributes") {
+        None => {
+            let mut out = entries.to_vec();
+            out.push(("audit_attributes".to_owned(), Doc::Bool(true)));
+            Ok(Doc::Map(out))
+        }
+        Some(Doc::Bool(true)) => Ok(policy.clone()),
+        Some(have) => Err(format!(
+            "audit_attributes: the file sets {}, --otel-collector needs true (the log \
+             record attributes come from the filter state it writes)",
+            have.to_compact_json().unwrap_or_default()
+        )),
+    }
+}
+
+/// The Istio EnvoyFilter `configPatches` entry that appends [`otel_access_log`] to the access
+/// loggers of every HTTP connection manager in `context` (MERGE appends to a repeated field;
+/// Istio's own access logs stay), sending to `cluster`: Istio's `outbound|<port>||<host>`
+/// cluster of the collector's Service.
+pub fn istio_otel_patch(context: IstioContext, cluster: &str) -> Doc {
+    Doc::map([
+        ("applyTo", Doc::str("NETWORK_FILTER")),
+        (
+            "match",
+            Doc::map([
+                ("context", Doc::str(context.as_istio())),
+                (
+                    "listener",
+                    Doc::map([(
+                        "filterChain",
+                        Doc::map([("filter", Doc::map([("name", Doc::str(HCM))]))]),
+                    )]),
+                ),
+            ]),
+        ),
+        (
+            "patch",
+            Doc::map([
+                ("operation", Doc::str("MERGE")),
+                (
+                    "value",
+                    Doc::map([(
+                        "typed_config",
+                        Doc::map([
+                            ("@type", Doc::str(HCM_TYPE)),
+                            ("access_log", Doc::seq([otel_access_log(cluster)])),
+                        ]),
+                    )]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+impl OtelCollector {
+    /// The Envoy cluster istiod builds for the collector Service's port:
+    /// `outbound|<port>||<host>`.
+    pub fn istio_cluster(&self) -> String {
+        format!("outbound|{}||{}", self.port, self.host)
+    }
+}
+
+/// Appends the OpenTelemetry access log patch ([`istio_otel_patch`]) to the EnvoyFilter of
+/// the Istio rendering ([`istio`]'s single document).
+pub fn istio_add_otel(docs: &mut [Doc], context: IstioContext, collector: &OtelCollector) {
+    for doc in docs.iter_mut() {
+        let Doc::Map(top) = doc else { continue };
+        for (key, spec) in top.iter_mut() {
+            let (true, Doc::Map(spec)) = (key == "spec", spec) else {
+                continue;
+            };
+            for (key, patches) in spec.iter_mut() {
+                if let (true, Doc::Seq(patches)) = (key == "configPatches", patches) {
+                    patches.push(istio_otel_patch(context, &collector.istio_cluster()));
+                }
+            }
+        }
+    }
+}
+
+/// The comment put before the EnvoyFilter of the Istio WasmPlugin rendering with
+/// `--otel-collector`.
+pub const ISTIO_WASMPLUGIN_OTEL_NOTE: &str = "\
+#
+# --otel-collector: a WasmPlugin cannot add an access logger, so an EnvoyFilter (second
+# document) appends Envoy's OpenTelemetry access logger to the selected workloads' HTTP
+# connection managers; the pluginConfig gets audit_attributes: true (the log record
+# attributes are read from the filter state it writes; this works without held headers).
+";
+
+/// The EnvoyFilter that only adds the OpenTelemetry access logger (for the Istio WasmPlugin
+/// rendering, whose API cannot).
+pub fn istio_otel_envoyfilter(
+    name: &str,
+    namespace: &str,
+    selector: &[(String, String)],
+    context: IstioContext,
+    collector: &OtelCollector,
+) -> Doc {
+    let mut spec = Vec::new();
+    if !selector.is_empty() {
+        spec.push((
+            "workloadSelector".to_owned(),
+            Doc::map([(
+                "labels",
+                Doc::map(selector.iter().map(|(k, v)| (k.clone(), Doc::str(v)))),
+            )]),
+        ));
+    }
+    spec.push((
+        "configPatches".to_owned(),
+        Doc::seq([istio_otel_patch(context, &collector.istio_cluster())]),
+    ));
+    Doc::map([
+        ("apiVersion", Doc::str("networking.istio.io/v1alpha3")),
+        ("kind", Doc::str("EnvoyFilter")),
+        (
+            "metadata",
+            Doc::map([
+                ("name", Doc::str(format!("{name}-otel"))),
+                ("namespace", Doc::str(namespace)),
+            ]),
+        ),
+        ("spec", Doc::Map(spec)),
+    ])
+}
+
+/// The EnvoyPatchPolicy `jsonPatches` entries for Envoy Gateway: a new Cluster
+/// [`EG_OTEL_CLUSTER`] (HTTP/2, DNS) to the collector, and [`otel_access_log`] appended to the
+/// access loggers of every HTTP connection manager of `listener`.
+pub fn envoy_gateway_otel_patches(listener: &str, collector: &OtelCollector) -> Vec<Doc> {
+    let cluster = Doc::map([
+        ("name", Doc::str(EG_OTEL_CLUSTER)),
+        ("type", Doc::str("STRICT_DNS")),
+        ("connect_timeout", Doc::str("5s")),
+        (
+            "typed_extension_protocol_options",
+            Doc::map([(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                Doc::map([
+                    (
+                        "@type",
+                        Doc::str(
+                            "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        ),
+                    ),
+                    (
+                        "explicit_http_config",
+                        Doc::map([("http2_protocol_options", Doc::Map(Vec::new()))]),
+                    ),
+                ]),
+            )]),
+        ),
+        (
+            "load_assignment",
+            Doc::map([
+                ("cluster_name", Doc::str(EG_OTEL_CLUSTER)),
+                (
+                    "endpoints",
+                    Doc::seq([Doc::map([(
+                        "lb_endpoints",
+                        Doc::seq([Doc::map([(
+                            "endpoint",
+                            Doc::map([(
+                                "address",
+                                Doc::map([(
+                                    "socket_address",
+                                    Doc::map([
+                                        ("address", Doc::str(&collector.host)),
+                                        ("port_value", Doc::Number(collector.port.into())),
+                                    ]),
+                                )]),
+                            )]),
+                        )])]),
+                    )])]),
+                ),
+            ]),
+        ),
+    ]);
+    vec![
+        Doc::map([
+            (
+                "type",
+                Doc::str("type.googleapis.com/envoy.config.cluster.v3.Cluster"),
+            ),
+            ("name", Doc::str(EG_OTEL_CLUSTER)),
+            (
+                "operation",
+                Doc::map([
+                    ("op", Doc::str("add")),
+                    ("path", Doc::str("")),
+                    ("value", cluster),
+                ]),
+            ),
+        ]),
+        Doc::map([
+            (
+                "type",
+                Doc::str("type.googleapis.com/envoy.config.listener.v3.Listener"),
+            ),
+            ("name", Doc::str(listener)),
+            (
+                "operation",
+                Doc::map([
+                    ("op", Doc::str("add")),
+                    (
+                        "jsonPath",
+                        Doc::str(format!("$..filters[?(@.name=='{HCM}')]")),
+                    ),
+                    ("path", Doc::str("/typed_config/access_log/-")),
+                    ("value", otel_access_log(EG_OTEL_CLUSTER)),
+                ]),
+            ),
+        ]),
+    ]
+}
+
+/// Appends [`envoy_gateway_otel_patches`] to the EnvoyPatchPolicy of the Envoy Gateway
+/// rendering ([`envoy_gateway`]'s second document).
+pub fn envoy_gateway_add_otel(docs: &mut [Doc], listener: &str, collector: &OtelCollector) {
+    for doc in docs.iter_mut() {
+        if doc.get("kind") != Some(&Doc::str("EnvoyPatchPolicy")) {
+            continue;
+        }
+        let Doc::Map(top) = doc else { continue };
+        for (key, spec) in top.iter_mut() {
+            let (true, Doc::Map(spec)) = (key == "spec", spec) else {
+                continue;
+            };
+            for (key, patches) in spec.iter_mut() {
+                if let (true, Doc::Seq(patches)) = (key == "jsonPatches", patches) {
+                    patches.extend(envoy_gateway_otel_patches(listener, collector));
+                }
+            }
+        }
+    }
+}
+
+/// The comment put before the Istio rendering with `--otel-collector`.
+pub const ISTIO_OTEL_NOTE: &str = "\
+#
+# --otel-collector: a third patch (NETWORK_FILTER, MERGE) appends Envoy's OpenTelemetry access
+# logger to the HTTP connection managers of the selected workloads (Istio's own access logs
+# stay); each request mcp-guard examined becomes one OTLP log record (body: the audit record(s);
+# attributes: the call in OpenTelemetry's MCP/GenAI names, from filter state mcp-guard writes
+# with audit_attributes: true, which the plugin configuration gets). It is sent to
+# outbound|<port>||<host>, the cluster istiod builds for the collector's Service: the Service
+# must be visible to the workloads (Sidecar egress scope) and its port must speak gRPC (port
+# name grpc, or appProtocol: grpc) so the cluster is HTTP/2.
+";
+
+/// The comment put before the Envoy Gateway rendering with `--otel-collector`.
+pub const ENVOY_GATEWAY_OTEL_NOTE: &str = "\
+#
+# --otel-collector: the EnvoyPatchPolicy also adds a cluster mcp-guard-otel-collector (HTTP/2,
+# DNS) to the collector and appends Envoy's OpenTelemetry access logger to the Listener's
+# HTTP connection managers (Envoy Gateway's own access logs stay); the EnvoyExtensionPolicy's
+# plugin configuration gets audit_attributes: true. (Envoy Gateway's own access-log settings,
+# EnvoyProxy spec.telemetry.accessLog, belong to the EnvoyProxy, outside these two objects.)
+";

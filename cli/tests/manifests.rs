@@ -34,7 +34,32 @@ const MANIFESTS: &[(&str, &[&str])] = &[
         "envoy-gateway.yaml",
         &["--format", "envoy-gateway", "--target-ref", "Gateway/eg"],
     ),
+    (
+        "istio-otel.yaml",
+        &[
+            "--format",
+            "istio",
+            "--selector",
+            "app=mcp-server",
+            "--otel-collector",
+            "$(OTEL_COLLECTOR)",
+        ],
+    ),
+    (
+        "envoy-gateway-otel.yaml",
+        &[
+            "--format",
+            "envoy-gateway",
+            "--target-ref",
+            "Gateway/eg",
+            "--otel-collector",
+            "$(OTEL_COLLECTOR)",
+        ],
+    ),
 ];
+
+/// The Makefile's `OTEL_COLLECTOR`, which the recipes above name as `$(OTEL_COLLECTOR)`.
+const OTEL_COLLECTOR: &str = "otel-collector.observability.svc.cluster.local:4317";
 
 #[test]
 fn committed_mesh_manifests_are_what_the_cli_renders() {
@@ -56,11 +81,22 @@ fn committed_mesh_manifests_are_what_the_cli_renders() {
             args.join(" ")
         );
         assert!(makefile.contains(&recipe), "Makefile has no `{recipe}`");
+        assert!(makefile.contains(&format!("OTEL_COLLECTOR := {OTEL_COLLECTOR}\n")));
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| {
+                if *a == "$(OTEL_COLLECTOR)" {
+                    OTEL_COLLECTOR
+                } else {
+                    a
+                }
+            })
+            .collect();
 
         let out = Command::new(BIN)
             .current_dir(&repo)
             .args(["render", "examples/policy.json"])
-            .args(*args)
+            .args(&args)
             .output()
             .unwrap();
         assert_eq!(

@@ -71,6 +71,7 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
     });
     let curate_lists = cx.field::<bool>(&top, "curate_lists");
     let hold_request_headers = cx.field::<bool>(&top, "hold_request_headers");
+    let audit_attributes = cx.field::<bool>(&top, "audit_attributes");
     let annotations = cx
         .field::<RawAnnotations>(&top, "annotations")
         .map(|a| a.map(annotation_rule));
@@ -131,6 +132,7 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
         param_tags: param_tags?,
         versions: versions?,
         pins: pins?,
+        audit_attributes: audit_attributes?.unwrap_or(false),
     })
 }
 

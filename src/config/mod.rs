@@ -115,6 +115,11 @@ pub struct Config {
     /// Tool definition pins (`tool_pins`, `on_drift`, `unpinned`, `learn_pins`;
     /// [`crate::pins::PinConfig`]). The default is inactive.
     pub pins: crate::pins::PinConfig,
+    /// Write the fields of each stream's first audit record that no request header carries as
+    /// separate filter-state values `wasm.mcp.*` ([`crate::attributes`]), for access loggers
+    /// that format one value per field (Envoy's OpenTelemetry access logger,
+    /// envoy/envoy-otel.yaml). Default false: each value costs a hostcall per stream.
+    pub audit_attributes: bool,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the

@@ -29,6 +29,7 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "on_drift",
     "unpinned",
     "learn_pins",
+    "audit_attributes",
 ];
 
 /// Fields of `identity`.

@@ -53,6 +53,7 @@ fn minimal_configuration_uses_defaults() {
             param_tags: Default::default(),
             versions: crate::version::Versions::default(),
             pins: crate::pins::PinConfig::default(),
+            audit_attributes: false,
         }
     );
 }
@@ -495,7 +496,8 @@ fn positions_are_the_documents_as_serde_json_gave_them() {
             "bogus: unknown field `bogus`, expected one of `server_id`, `identity`, `headers`, \
              `policy`, `max_body_bytes`, `max_json_depth`, `max_batch_calls`, `input_hash`, \
              `curate_lists`, `annotations`, `hide_denied_tools`, `max_tool_metrics`, \
-             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags`, `newest_protocol_version`, `tool_pins`, `on_drift`, `unpinned`, `learn_pins` at line 2 column 8",
+             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags`, `newest_protocol_version`, `tool_pins`, `on_drift`, `unpinned`, `learn_pins`, \
+             `audit_attributes` at line 2 column 8",
         ),
         (
             "{\n \"policy\": {\"agents\": {\"a\": {\"tools\": [\"x\", 3]}}}}",

@@ -40,6 +40,7 @@ mod pins;
 mod request;
 mod response;
 
+use crate::attributes;
 use crate::audit::{self, Call, OutputStatus, StreamFacts};
 use crate::config::Config;
 use crate::correlation::{self, Pending};
@@ -201,6 +202,8 @@ pub struct Stream {
     inventory: Option<Lookup>,
     /// The `Mcp-Session-Id` response header (the session an `initialize` response assigns).
     response_session: Option<String>,
+    /// The audit attributes written so far (`audit_attributes`, [`crate::attributes`]).
+    attributes: attributes::Written,
 }
 
 impl Stream {
@@ -219,6 +222,7 @@ impl Stream {
             param_headers: Vec::new(),
             inventory: None,
             response_session: None,
+            attributes: attributes::Written::default(),
         }
     }
 
@@ -566,6 +570,14 @@ impl Stream {
         self.inventory_facts(host);
         let records = audit::render(&self.facts, &self.calls, now);
         host.write_audit(&records);
+        if self.config.audit_attributes {
+            if let Some(first) = self.calls.first() {
+                let values = attributes::values(&self.facts, first);
+                for (key, value) in self.attributes.changes(values) {
+                    host.write_filter_state(key, value.as_bytes());
+                }
+            }
+        }
     }
 }
 

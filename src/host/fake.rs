@@ -131,6 +131,10 @@ pub struct FakeHost {
     pub audit_writes: usize,
     /// Length of the audit records last written (kept in [`FakeHost::lean`] mode too).
     pub audit_len: usize,
+    /// Other filter state written ([`Host::write_filter_state`]), by key: the last value.
+    pub filter_state: BTreeMap<String, Vec<u8>>,
+    /// How many [`Host::write_filter_state`] calls were made.
+    pub filter_state_writes: usize,
     /// Wall-clock time, Unix ms.
     pub now: u64,
     /// Shared data (clone the `Rc` to share it between streams).
@@ -416,6 +420,13 @@ impl Host for FakeHost {
             return;
         }
         self.audit = records.to_vec();
+    }
+    fn write_filter_state(&mut self, key: &str, value: &[u8]) {
+        self.filter_state_writes += 1;
+        if self.lean {
+            return;
+        }
+        self.filter_state.insert(key.to_owned(), value.to_vec());
     }
     fn now_ms(&self) -> u64 {
         self.now

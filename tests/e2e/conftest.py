@@ -65,6 +65,8 @@ def start_stack(
     concurrency: int = 2,
     refused_records: int | None = 0,
     bootstrap_hook: Callable[[dict], dict] | None = None,
+    bootstrap: Path | None = None,
+    otel_port: int | None = None,
 ):
     """Start a stack on free ports in a fresh temp dir; yield it; stop it; then validate its
     whole access log (helpers.validate_at_teardown: every line a schema-valid record, exactly
@@ -73,7 +75,8 @@ def start_stack(
 
     `server_command` replaces the demo server (see Stack.server_command); `wasm` replaces the
     module under test (e.g. the fault-injection build); `bootstrap_hook` edits the rendered
-    Envoy bootstrap (see Stack.bootstrap_hook). A stack that does not start fails the test with
+    Envoy bootstrap (see Stack.bootstrap_hook); `bootstrap` replaces the template (e.g.
+    stack.OTEL_BOOTSTRAP, whose collector cluster gets `otel_port`). A stack that does not start fails the test with
     the end of its error only (a long StackError traceback from a fixture can crash pytest 9
     on Python 3.11 with INTERNALERROR)."""
     wasm = wasm or WASM
@@ -94,7 +97,10 @@ def start_stack(
         server_args=list(server_args or []),
         server_command=server_command,
         bootstrap_hook=bootstrap_hook,
+        otel_port=otel_port,
     )
+    if bootstrap is not None:
+        s.bootstrap = bootstrap
     try:
         s.start()
     except StackError as exc:  # e.g. a plugin configuration key this filter does not know

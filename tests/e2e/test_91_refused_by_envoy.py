@@ -306,7 +306,7 @@ def test_the_schema_accepts_the_refused_record_only_in_its_own_shape():
 
 
 # Every Envoy bootstrap the project ships with the mcp-guard audit log.
-SHIPPED_BOOTSTRAPS = ["envoy/envoy.yaml", "envoy/envoy-rls.yaml", "examples/compose/envoy.yaml"]
+SHIPPED_BOOTSTRAPS = ["envoy/envoy.yaml", "envoy/envoy-rls.yaml", "envoy/envoy-otel.yaml", "examples/compose/envoy.yaml"]
 
 
 def http_connection_managers(node):
@@ -322,11 +322,14 @@ def http_connection_managers(node):
 
 @pytest.mark.parametrize("path", SHIPPED_BOOTSTRAPS)
 def test_every_shipped_bootstrap_has_both_loggers_on_one_path(path):
-    """The e2e stacks run envoy/envoy.yaml (and envoy-rls.yaml); the compose file is only
-    validated. All carry the same two loggers as envoy/envoy.yaml, on one path each."""
+    """The e2e stacks run envoy/envoy.yaml (and envoy-rls.yaml, envoy-otel.yaml); the compose
+    file is only validated. All carry the same two file loggers as envoy/envoy.yaml, on one
+    path each; envoy-otel.yaml has Envoy's OpenTelemetry logger besides (test_95)."""
     (reference,) = http_connection_managers(yaml.safe_load((REPO / "envoy/envoy.yaml").read_text(encoding="utf-8")))
     (hcm,) = http_connection_managers(yaml.safe_load((REPO / path).read_text(encoding="utf-8")))
-    loggers = hcm["access_log"]
+    loggers = [lg for lg in hcm["access_log"] if lg["name"] == "envoy.access_loggers.file"]
+    others = [lg["name"] for lg in hcm["access_log"] if lg["name"] != "envoy.access_loggers.file"]
+    assert others == (["envoy.access_loggers.open_telemetry"] if path == "envoy/envoy-otel.yaml" else [])
     assert len({logger["typed_config"]["path"] for logger in loggers}) == 1, loggers
 
     def without_path(logs):

@@ -33,6 +33,7 @@ mod identity;
 mod inventory;
 mod listen;
 mod metrics;
+mod otel;
 mod params;
 mod pins;
 mod request;
