@@ -7,7 +7,7 @@
 //! through filter state.
 //!
 //! Layout: the protocol and policy logic are plain Rust modules tested natively
-//! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`version`], [`params`], [`correlation`],
+//! ([`mcp`] names, [`json`] framing, [`jsonrpc`], [`sse`], [`annotations`], [`response`], [`routing`], [`version`], [`params`], [`pins`], [`correlation`],
 //! [`rounds`], [`curation`], [`metrics`], [`policy`], [`ratelimit`], [`identity`], [`tags`], [`tool_store`], [`audit`], [`config`], the host
 //! interface [`host`], the pure request decision [`verdict`], and the per-stream state machine [`filter`], which
 //! enacts it); [`wasm`] is the thin proxy-wasm glue (root context and HTTP context) that maps hostcalls onto
@@ -26,6 +26,7 @@ pub mod jsonrpc;
 pub mod mcp;
 pub mod metrics;
 pub mod params;
+pub mod pins;
 pub mod policy;
 pub mod ratelimit;
 pub mod response;

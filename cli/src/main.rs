@@ -5,6 +5,7 @@
 //! - `mcp-guard explain FILE --agent A --method M [--name N]`: the decision and its rule.
 //! - `mcp-guard render FILE --format ecds|istio|istio-wasmplugin|envoy-gateway`: what Envoy,
 //!   Istio or Envoy Gateway loads.
+//! - `mcp-guard report AUDIT.LOG [--json]`: a summary of an audit log, in constant memory.
 //!
 //! Exit status: 0 success (valid, rendered, explained); 1 an invalid policy, or with
 //! `explain --expect` a different decision; 2 a usage or I/O error.
@@ -12,6 +13,7 @@
 mod check;
 mod doc;
 mod render;
+mod report;
 
 use check::{LoadError, Loaded};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -68,6 +70,16 @@ enum Command {
     },
     /// Render the plugin configuration for Envoy (ECDS), Istio or Envoy Gateway.
     Render(Box<RenderArgs>),
+    /// Summarise an audit log (Envoy's access log of mcp-guard records): servers, agents and
+    /// their tools, denials by reason, rate-limited calls, drifts, error rates, time span.
+    /// Reads line by line in constant memory.
+    Report {
+        /// The audit log (`-` for standard input).
+        log: String,
+        /// One JSON document instead of text tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A decision, as `explain --expect` names it.
@@ -254,6 +266,7 @@ fn main() -> ExitCode {
             expect,
         } => run_explain(&file, &agent, &method, name.as_deref(), json, expect),
         Command::Render(args) => run_render(&args),
+        Command::Report { log, json } => run_report(&log, json),
     };
     match result {
         Ok(status) => ExitCode::from(status),
@@ -446,6 +459,22 @@ fn run_explain(
         }),
         _ => Ok(0),
     }
+}
+
+fn run_report(log: &str, json: bool) -> Result<u8, Failure> {
+    let read = if log == "-" {
+        report::Report::read(&mut std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(log).map_err(|e| usage(format!("{log}: {e}")))?;
+        report::Report::read(&mut std::io::BufReader::with_capacity(1 << 16, file))
+    };
+    let summary = read.map_err(|e| usage(format!("{}: {e}", shown(log))))?;
+    if json {
+        stdout(&format!("{}\n", summary.to_json(shown(log))))?;
+    } else {
+        stdout(&summary.to_text(shown(log)))?;
+    }
+    Ok(0)
 }
 
 fn run_render(args: &RenderArgs) -> Result<u8, Failure> {

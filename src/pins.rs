@@ -1,0 +1,277 @@
+//! Tool definition pins: the hash of one `tools/list` entry that a pin (plugin configuration
+//! `tool_pins`, or a learned pin) is compared with.
+//!
+//! A server that changes a tool's description or schema after it was reviewed (a "rug pull",
+//! OWASP MCP Top 10 tool poisoning) changes this hash. The policy CLI (`mcp-guard pin`) computes
+//! pins with this same function, so the filter and the CLI agree byte for byte.
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+/// The members of a `tools/list` entry (MCP schema `Tool`) that a definition hash covers, in
+/// the order RFC 8785 sorts them (UTF-16 code units: upper case before lower case).
+///
+/// These are what the model is shown and what the server's behaviour is described by:
+/// - `name`, `title`, `description`: what the model reads to decide to call the tool;
+/// - `inputSchema`, `outputSchema`: what it is called with and answers (the schemas carry
+///   descriptions of their own, which the model also reads);
+/// - `annotations`: the hints (`readOnlyHint`, `destructiveHint`, ...) a client and mcp-guard's
+///   curation act on.
+///
+/// Not counted: `_meta` (protocol and vendor metadata the server may change on every list, such
+/// as cache or tracing data, that the model is not shown as the tool's description), `icons`
+/// (presentation for a human UI, often URLs a server re-signs or rotates), `execution`
+/// (task-support negotiation of the protocol, not the tool's contract), and any member a later
+/// revision or a vendor adds. Counting them would make pins drift without a definition change.
+pub const COUNTED_MEMBERS: [&str; 6] = [
+    "annotations",
+    "description",
+    "inputSchema",
+    "name",
+    "outputSchema",
+    "title",
+];
+
+/// Why a `tools/list` entry has no definition hash. An entry that cannot be hashed never
+/// matches a pin: callers treat it as drifted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinError {
+    /// The entry is not valid JSON (RFC 8259), or holds a number outside the IEEE 754 double
+    /// range or a lone UTF-16 surrogate escape, which RFC 8785 section 3.2.2 cannot express.
+    /// The text is serde_json's message (it names a line and column, never the input).
+    InvalidJson(String),
+    /// The entry is valid JSON but not an object.
+    NotObject,
+    /// A member name occurs twice in the same object: at the top level for one of the
+    /// [`COUNTED_MEMBERS`], or anywhere inside a counted member's value. RFC 8785 (section
+    /// 3.1, I-JSON) has no canonical form for it, and receivers disagree on which value wins.
+    /// The field is the counted member where it was found.
+    DuplicateMember(&'static str),
+    /// The canonical serialization failed (serde_jcs; not expected for parsed JSON).
+    Canonical(String),
+}
+
+impl fmt::Display for PinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinError::InvalidJson(e) => write!(f, "tool entry is not valid JSON: {e}"),
+            PinError::NotObject => f.write_str("tool entry is not a JSON object"),
+            PinError::DuplicateMember(m) => {
+                write!(f, "tool entry has a duplicated member name in `{m}`")
+            }
+            PinError::Canonical(e) => write!(f, "tool entry has no RFC 8785 form: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PinError {}
+
+/// The definition hash of one `tools/list` entry: `"sha256:"` followed by the 64 lower-case
+/// hex digits of SHA-256 (FIPS 180-4) over the UTF-8 bytes of the RFC 8785 JSON Canonicalization
+/// Scheme (JCS) form of the object made of only the entry's [`COUNTED_MEMBERS`] that are present
+/// (`name`, `title`, `description`, `inputSchema`, `outputSchema`, `annotations`; an absent
+/// member stays absent, a `null` member is kept as `null`).
+///
+/// `entry` is one element of a `tools/list` result's `tools` array, as the server sent it.
+/// JCS (RFC 8785 section 3.2): no whitespace; object members sorted by their names' UTF-16 code
+/// units; strings with only `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t` and lower-case `\u00xx`
+/// for other control characters escaped (everything else, including `/` and non-ASCII, as
+/// UTF-8, never Unicode-normalized); numbers as IEEE 754 doubles in the ECMAScript
+/// `Number.prototype.toString` form (`1e+21`, `0.000001`, `-0` as `0`, `4.50` as `4.5`).
+///
+/// Errors: [`PinError`] for invalid JSON, a non-object, or a duplicated member name at the top
+/// level among the counted members or anywhere inside their values (members that do not count
+/// are not examined beyond being valid JSON). Nesting is bounded by serde_json's recursion
+/// limit (128), so deep input is an error, not a stack overflow.
+pub fn definition_hash(entry: &str) -> Result<String, PinError> {
+    let canonical = canonical_form(entry)?;
+    Ok(crate::audit::input_hash(canonical.as_bytes()))
+}
+
+/// The RFC 8785 text [`definition_hash`] hashes (the counted members only). Exposed so the CLI
+/// and tests can show what a pin covers.
+pub fn canonical_form(entry: &str) -> Result<String, PinError> {
+    let value: Value = match serde_json::from_str::<Selected>(entry) {
+        Ok(Selected(map)) => Value::Object(map),
+        Err(e) => return Err(classify(e)),
+    };
+    serde_jcs::to_string(&value).map_err(|e| PinError::Canonical(e.to_string()))
+}
+
+/// The marker the visitors put in a custom error so [`classify`] can tell a duplicate (and
+/// which member) from a syntax error.
+const DUP_MARK: &str = "mcp-guard duplicate member in ";
+const NOT_OBJECT: &str = "mcp-guard tool entry not an object";
+
+fn classify(e: serde_json::Error) -> PinError {
+    let text = e.to_string();
+    if let Some(rest) = text.strip_prefix(DUP_MARK) {
+        let member = COUNTED_MEMBERS
+            .iter()
+            .find(|m| rest.starts_with(**m) && rest.as_bytes().get(m.len()) == Some(&b'|'))
+            .copied()
+            .unwrap_or("name");
+        return PinError::DuplicateMember(member);
+    }
+    if text.starts_with(NOT_OBJECT) {
+        return PinError::NotObject;
+    }
+    PinError::InvalidJson(text)
+}
+
+/// The counted members of a top-level entry object, each parsed strictly ([`Strict`]).
+struct Selected(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Selected {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SelectedVisitor)
+    }
+}
+
+struct SelectedVisitor;
+
+impl SelectedVisitor {
+    fn not_object<E: de::Error>() -> Result<Selected, E> {
+        Err(E::custom(NOT_OBJECT))
+    }
+}
+
+impl<'de> Visitor<'de> for SelectedVisitor {
+    type Value = Selected;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tool entry object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Selected, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match COUNTED_MEMBERS.iter().find(|m| **m == key.as_ref()) {
+                Some(member) => {
+                    let value = map.next_value_seed(StrictSeed { member })?.into_value();
+                    if out.insert((*member).to_owned(), value).is_some() {
+                        return Err(de::Error::custom(format_args!("{DUP_MARK}{member}|")));
+                    }
+                }
+                None => {
+                    // Validated as JSON, never kept or examined.
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Selected(out))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Selected, E> {
+        Self::not_object()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Selected, E> {
+        Self::not_object()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Selected, E> {
+        Self::not_object()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Selected, E> {
+        Self::not_object()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Selected, E> {
+        Self::not_object()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Selected, E> {
+        Self::not_object()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Selected, A::Error> {
+        // Consume (validate) the array before refusing it, so a syntax error inside still
+        // reports as invalid JSON consistently with other non-objects.
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Self::not_object()
+    }
+}
+
+/// A JSON value parsed like `serde_json::Value`, except that a member name repeated within one
+/// object is an error (serde_json keeps the last one silently).
+struct Strict(Value);
+
+impl Strict {
+    fn into_value(self) -> Value {
+        self.0
+    }
+}
+
+/// Deserializes a [`Strict`] value for the counted member `member` (named in a duplicate error).
+#[derive(Clone, Copy)]
+struct StrictSeed {
+    member: &'static str,
+}
+
+impl<'de> de::DeserializeSeed<'de> for StrictSeed {
+    type Value = Strict;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::Number(v.into())))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::Number(v.into())))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Strict, E> {
+        Number::from_f64(v)
+            .map(|n| Strict(Value::Number(n)))
+            .ok_or_else(|| E::custom("number is not finite"))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            out.push(v.0);
+        }
+        Ok(Strict(Value::Array(out)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "{DUP_MARK}{}|",
+                    self.member
+                )));
+            }
+            let value = map.next_value_seed(self)?;
+            out.insert(key, value.0);
+        }
+        Ok(Strict(Value::Object(out)))
+    }
+}
+
+/// Kept for callers that hold a borrowed entry (`&RawValue` from a parsed `tools` array).
+pub fn definition_hash_raw(entry: &RawValue) -> Result<String, PinError> {
+    definition_hash(entry.get())
+}
+
+#[cfg(test)]
+mod tests;
