@@ -21,15 +21,19 @@ import copy
 import hashlib
 import json
 import re
+import shutil
 import subprocess
+import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx2
 import pytest
 from conftest import start_stack, test_policy
 from helpers import DENIED, HTTP_TIMEOUT, audit_for, mcp_session, push_policy, wait_for_audit
 from mcp import ClientSession, types
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -424,3 +428,101 @@ async def test_a_call_before_any_list_is_refused_until_tools_are_listed(early_st
     assert [c.text for c in echoed.content] == ["now"]
     assert [c["arguments"]["text"] for c in s.calls() if c["tool"] == "echo"] == ["now"]
     assert counter(s, UNVERIFIED_DENIAL_STAT) == before + 1
+
+
+# --------------------------------------------------------------------------- a second SDK
+
+TS_SERVER = REPO / "examples" / "sdk" / "ts" / "server.mjs"
+TS_TOOLS = {"echo", "add", "search", "fail", "delete_repo"}  # examples/sdk/ts/server.mjs
+
+
+def ts_command(*flags: str) -> list[str]:
+    node = shutil.which("node") or "/usr/bin/node"
+    return [node, str(TS_SERVER), "--host", "{host}", "--port", "{port}", "--call-log", "{call_log}", *flags]
+
+
+@pytest.fixture(scope="module")
+def ts_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The TypeScript SDK's demo server (application/json answers) behind Envoy."""
+    if not (TS_SERVER.parent / "node_modules").is_dir():
+        pytest.fail("examples/sdk/ts/node_modules is missing: install the TypeScript SDK with `make sdks`",
+                    pytrace=False)  # fmt: skip
+    yield from start_stack(tmp_path_factory, pin_policy(), server_command=ts_command("--json-response"))
+
+
+async def test_a_rug_pull_by_a_typescript_sdk_server_is_caught(ts_stack):
+    s = ts_stack
+    pins = cli_pins("--url", s.upstream_url)
+    assert set(pins) == TS_TOOLS
+    push_policy(s, pin_policy(pins))
+    names, _ = await listed(s, "pin-list")
+    assert names == TS_TOOLS
+    s.restart_server(server_command=ts_command("--json-response", *DESCRIBE))
+    new_hash = cli_pins("--url", s.upstream_url)[DRIFTED]
+    calls_before = len(s.calls())
+    async with mcp_session(s.url, agent="pin-drift") as conn:
+        names = {t.name for t in (await conn.session.list_tools()).tools}
+        with pytest.raises(MCPError) as denied:
+            await conn.session.call_tool(DRIFTED, {"a": 2, "b": 3})
+        sid = conn.session_id
+    assert names == TS_TOOLS - {DRIFTED}
+    assert denied.value.code == DENIED
+    assert not [c for c in s.calls()[calls_before:] if c["tool"] == DRIFTED]
+    (listing,) = audit_for(s, agent_id="pin-drift", session_id=sid, method="tools/list")
+    assert drift_of(listing) == [{"tool": DRIFTED, "hash": new_hash, "pin": pins[DRIFTED]}]
+
+
+# --------------------------------------------------------------------------- a server stream
+
+PY2_SERVER = REPO / "examples" / "sdk" / "py2" / "server.py"
+
+
+def legacy_command(*flags: str) -> list[str]:
+    """The Python SDK 2.x demo server on the legacy HTTP+SSE transport (2024-11-05): every
+    response, tools/list's included, arrives on the client's GET /sse stream."""
+    return [sys.executable, str(PY2_SERVER), "--host", "{host}", "--port", "{port}", "--call-log", "{call_log}",
+            "--transport", "sse", *flags]  # fmt: skip
+
+
+@asynccontextmanager
+async def legacy_session(url: str, agent: str | None = None) -> AsyncIterator[ClientSession]:
+    """An initialized SDK session over HTTP+SSE at `url` (…/sse)."""
+    headers = {"x-agent-id": agent} if agent else None
+    async with sse_client(url, headers=headers, timeout=30.0, sse_read_timeout=60.0) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+@pytest.fixture(scope="module")
+def legacy_stack(tmp_path_factory: pytest.TempPathFactory):
+    yield from start_stack(tmp_path_factory, pin_policy(), server_command=legacy_command())
+
+
+async def test_a_rug_pull_on_a_server_stream_is_caught(legacy_stack, tmp_path):
+    s = legacy_stack
+    direct = f"http://127.0.0.1:{s.upstream_port}/sse"
+    proxied = f"http://127.0.0.1:{s.listen_port}/sse"
+    # Pinned from a saved list (the CLI's --url speaks Streamable HTTP; this server does not).
+    async with legacy_session(direct) as session:
+        saved = (await session.list_tools()).model_dump(mode="json", by_alias=True, exclude_none=True)
+    listing = tmp_path / "legacy-tools.json"
+    listing.write_text(json.dumps(saved), encoding="utf-8")
+    pins = cli_pins(str(listing))
+    assert set(pins) == DEMO_TOOLS
+    push_policy(s, pin_policy(pins))
+    s.restart_server(server_command=legacy_command(*DESCRIBE))
+    calls_before = len(s.calls())
+    async with legacy_session(proxied, agent="pin-drift") as session:
+        names = {t.name for t in (await session.list_tools()).tools}
+        with pytest.raises(MCPError) as denied:
+            await session.call_tool(DRIFTED, {"a": 2, "b": 3})
+        echoed = await session.call_tool("echo", {"text": "on the stream"})
+    assert names == DEMO_TOOLS - {DRIFTED}
+    assert denied.value.code == DENIED
+    assert [c.text for c in echoed.content] == ["on the stream"]
+    assert [c["tool"] for c in s.calls()[calls_before:]] == ["echo"]
+    (rec,) = wait_for_audit(s, lambda r: r["agent_id"] == "pin-drift" and r["method"] == "tools/list"
+                            and bool(r.get("drift")))  # fmt: skip
+    assert [d["tool"] for d in rec["drift"]] == [DRIFTED]
+    assert rec["drift"][0]["pin"] == pins[DRIFTED] and PIN_RE.match(rec["drift"][0]["hash"] or "")
