@@ -6,12 +6,16 @@
 //! - `mcp-guard render FILE --format ecds|istio|istio-wasmplugin|envoy-gateway`: what Envoy,
 //!   Istio or Envoy Gateway loads.
 //! - `mcp-guard report AUDIT.LOG [--json]`: a summary of an audit log, in constant memory.
+//! - `mcp-guard pin FILE | --url URL [--merge POLICY]`: tool definition pins from a
+//!   `tools/list` result, saved or fetched from a live server.
 //!
 //! Exit status: 0 success (valid, rendered, explained); 1 an invalid policy, or with
 //! `explain --expect` a different decision; 2 a usage or I/O error.
 
 mod check;
 mod doc;
+mod mcp_client;
+mod pin;
 mod render;
 mod report;
 
@@ -73,6 +77,9 @@ enum Command {
     /// Summarise an audit log (Envoy's access log of mcp-guard records): servers, agents and
     /// their tools, denials by reason, rate-limited calls, drifts, error rates, time span.
     /// Reads line by line in constant memory.
+    /// Pin tool definitions (`tool_pins`) from a `tools/list` result: a saved one (a JSON-RPC
+    /// response, a bare `{"tools": [...]}` result, or several pages), or a live server's.
+    Pin(Box<PinArgs>),
     Report {
         /// The audit log (`-` for standard input).
         log: String,
@@ -108,6 +115,54 @@ enum Format {
 enum Output {
     Json,
     Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+struct PinArgs {
+    /// Saved `tools/list` result(s) (`-` for standard input); not with --url.
+    #[arg(required_unless_present = "url", conflicts_with = "url")]
+    file: Option<String>,
+    /// A live MCP server's Streamable HTTP endpoint (e.g. `http://127.0.0.1:8000/mcp`):
+    /// initialize, list every page of tools, end the session.
+    #[arg(long)]
+    url: Option<String>,
+    /// --url: a request header `NAME: VALUE` sent on every request (repeatable), e.g.
+    /// `Authorization: Bearer ...` or `x-agent-id: ...`.
+    #[arg(long = "header", value_parser = parse_header, requires = "url")]
+    headers: Vec<(String, String)>,
+    /// --url: seconds one HTTP request may take.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Output syntax of `{"tool_pins": {...}}`.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Output,
+    /// Merge the pins into this policy file's `tool_pins` instead of printing them (JSON or
+    /// YAML, kept in its syntax; written atomically, and only if the result is a valid
+    /// policy).
+    #[arg(long, conflicts_with = "format")]
+    merge: Option<String>,
+}
+
+/// A `NAME: VALUE` request header; the name a token (RFC 9110 §5.6.2), the value visible
+/// ASCII and spaces.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not NAME: VALUE"))?;
+    let value = value.trim_start_matches([' ', '\t']);
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
+    {
+        return Err(format!(
+            "the value of {name} has a control or non-ASCII character"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[derive(Debug, clap::Args)]
@@ -267,6 +322,7 @@ fn main() -> ExitCode {
         } => run_explain(&file, &agent, &method, name.as_deref(), json, expect),
         Command::Render(args) => run_render(&args),
         Command::Report { log, json } => run_report(&log, json),
+        Command::Pin(args) => run_pin(&args),
     };
     match result {
         Ok(status) => ExitCode::from(status),
@@ -459,6 +515,108 @@ fn run_explain(
         }),
         _ => Ok(0),
     }
+}
+
+fn run_pin(args: &PinArgs) -> Result<u8, Failure> {
+    let entries = match (&args.url, &args.file) {
+        (Some(url), _) => {
+            let mut client = mcp_client::Client::new(
+                url,
+                args.headers.clone(),
+                std::time::Duration::from_secs(args.timeout),
+            );
+            let listed = client.initialize().and_then(|()| client.list_tools());
+            // The session is ended whether or not the listing worked.
+            let closed = client.close();
+            let entries = listed.map_err(|e| usage(format!("{url}: {e}")))?;
+            if let Err(e) = closed {
+                let _ = writeln!(std::io::stderr(), "mcp-guard: {url}: {e}");
+            }
+            entries
+        }
+        (None, Some(file)) => {
+            let text = if file == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| usage(format!("standard input: {e}")))?;
+                text
+            } else {
+                std::fs::read_to_string(file).map_err(|e| usage(format!("{file}: {e}")))?
+            };
+            pin::saved_entries(&text).map_err(|e| Failure {
+                status: 1,
+                message: format!("{}: {e}", shown(file)),
+            })?
+        }
+        (None, None) => return Err(usage("a saved tools/list FILE or --url")),
+    };
+    let pins = pin::pins(&entries).map_err(|e| Failure {
+        status: 1,
+        message: e,
+    })?;
+    let Some(policy) = &args.merge else {
+        let doc = pin::pins_doc(&pins);
+        let text = match args.format {
+            Output::Json => serde_json::to_string_pretty(&doc).map_err(|e| usage(e.to_string()))?,
+            Output::Yaml => serde_saphyr::to_string(&doc).map_err(|e| usage(e.to_string()))?,
+        };
+        stdout(&format!("{}\n", text.trim_end()))?;
+        return Ok(0);
+    };
+    if policy == "-" {
+        return Err(usage("--merge needs a file (it is rewritten)"));
+    }
+    let mut loaded = match check::load(policy) {
+        Ok(l) => l,
+        Err(LoadError::Io(m)) => return Err(usage(m)),
+        Err(LoadError::Syntax(p)) => {
+            print_problems(policy, &[p]);
+            return Err(Failure {
+                status: 1,
+                message: format!("{policy}: not a JSON or YAML document"),
+            });
+        }
+    };
+    let merged = pin::merge(&mut loaded.doc, &pins).map_err(|e| Failure {
+        status: 1,
+        message: format!("{policy}: {e}"),
+    })?;
+    let text = match loaded.syntax {
+        doc::Syntax::Json => {
+            serde_json::to_string_pretty(&loaded.doc).map_err(|e| usage(e.to_string()))?
+        }
+        doc::Syntax::Yaml => {
+            serde_saphyr::to_string(&loaded.doc).map_err(|e| usage(e.to_string()))?
+        }
+    };
+    let text = format!("{}\n", text.trim_end());
+    // What is written must be a policy the filter accepts.
+    loaded.json = loaded.doc.to_compact_json().map_err(usage)?;
+    loaded.text = text.clone();
+    if let Err(problems) = check::validate(&loaded) {
+        print_problems(policy, &problems);
+        return Err(Failure {
+            status: 1,
+            message: format!("{policy}: not written: the merged policy is invalid"),
+        });
+    }
+    write_atomically(Path::new(policy), &text).map_err(|e| usage(format!("{policy}: {e}")))?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{policy}: {} pin(s) added, {} changed, {} unchanged{}",
+        merged.added.len(),
+        merged.changed.len(),
+        pins.len() - merged.added.len() - merged.changed.len(),
+        if merged.kept.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; kept pins of tools not in the list: {}",
+                merged.kept.join(", ")
+            )
+        }
+    );
+    Ok(0)
 }
 
 fn run_report(log: &str, json: bool) -> Result<u8, Failure> {
