@@ -30,6 +30,7 @@ from typing import Any, AsyncIterator
 
 import httpx2
 import pytest
+import yaml
 from conftest import start_stack, test_policy
 from helpers import DENIED, HTTP_TIMEOUT, audit_for, mcp_session, push_policy, wait_for_audit
 from mcp import ClientSession, types
@@ -216,10 +217,13 @@ async def test_pins_from_the_live_server_and_a_saved_list_let_every_call_through
     listing.write_text(json.dumps(saved, indent=2), encoding="utf-8")
     assert cli_pins(str(listing)) == pins
     assert cli_pins("-", stdin=json.dumps(saved)) == pins
-    # Merged into a policy file: the policy keeps every other member.
+    # As YAML, the same pins.
+    assert yaml.safe_load(cli("pin", "--url", s.upstream_url, "--format", "yaml")) == {"tool_pins": pins}
+    # Merged into a policy file (rewritten in place): every other member is kept.
     policy_file = tmp_path / "policy.json"
     policy_file.write_text(json.dumps(pin_policy(), indent=2), encoding="utf-8")
-    merged = json.loads(cli("pin", "--url", s.upstream_url, "--merge", str(policy_file)))
+    assert cli("pin", "--url", s.upstream_url, "--merge", str(policy_file)) == ""
+    merged = json.loads(policy_file.read_text(encoding="utf-8"))
     assert merged == pin_policy(pins)
     push_policy(s, merged)
 
