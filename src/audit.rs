@@ -120,6 +120,30 @@ pub struct Call {
     /// (written `null`). As sent, cut to at most [`MAX_PROTOCOL_VERSION_LEN`] bytes (at a
     /// character boundary; such a value is never an accepted revision).
     pub protocol_version: Option<String>,
+    /// Tool definition drift (`crate::pins`): on a `tools/list` record, each drifted tool the
+    /// response showed (at most [`crate::pins::MAX_DRIFT_ENTRIES`], in list order); on a
+    /// `tools/call` record, its tool's drift. Empty: the record has no `drift` member.
+    pub drift: Vec<crate::pins::DriftEntry>,
+    /// More drifted tools than [`crate::pins::MAX_DRIFT_ENTRIES`] were seen: the record says
+    /// `"drift_truncated": true`.
+    pub drift_truncated: bool,
+    /// Why pins denied (or, in dry-run, would deny) this `tools/call`; the record's `refusal`
+    /// is then its reason (`tool_drift`, `tool_unpinned`, `tool_unverified`).
+    pub pin: Option<crate::pins::PinDenial>,
+}
+
+impl Call {
+    /// Adds drifted tools to the record, keeping at most [`crate::pins::MAX_DRIFT_ENTRIES`]
+    /// (the rest set `drift_truncated`).
+    pub fn add_drift(&mut self, drift: impl IntoIterator<Item = crate::pins::DriftEntry>) {
+        for d in drift {
+            if self.drift.len() < crate::pins::MAX_DRIFT_ENTRIES {
+                self.drift.push(d);
+            } else {
+                self.drift_truncated = true;
+            }
+        }
+    }
 }
 
 /// Longest `protocol_version` kept in an audit record, in bytes (revisions are 10).
@@ -179,6 +203,9 @@ impl Call {
             params: Vec::new(),
             round: Round::default(),
             protocol_version: None,
+            drift: Vec::new(),
+            drift_truncated: false,
+            pin: None,
         }
     }
 }
@@ -271,8 +298,10 @@ impl InputHasher {
 /// `output_status`, `error_code`, `latency_ms`, `http_status`, `session_id`, `trace_id`,
 /// `policy_name`, `policy_version`, `protocol_version`, `refusal` only when set, `correlated`
 /// only when true, `params` (an object of marking name to hash) only when not empty, and
-/// `round_opens`, `round_continues` + `round_matched` only when set ([`Round`]); other absent
-/// values are `null`.
+/// `round_opens`, `round_continues` + `round_matched` only when set ([`Round`]), `drift` (an
+/// array of `{"tool", "hash", "pin"}`) only when not empty and `drift_truncated` only when true;
+/// other absent values are `null`. `refusal` is also the pin denial's reason
+/// ([`Call::pin`]).
 /// Written directly (the bytes serde_json would write for the same struct), one allocation.
 pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 * calls.len().max(1));
@@ -341,7 +370,10 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
         push_opt_str(&mut out, origin.policy_version.as_deref());
         out.extend_from_slice(b",\"protocol_version\":");
         push_opt_str(&mut out, call.protocol_version.as_deref());
-        if let Some(refusal) = call.refusal {
+        if let Some(refusal) = call
+            .refusal
+            .or(call.pin.map(crate::pins::PinDenial::reason))
+        {
             out.extend_from_slice(b",\"refusal\":");
             push_str(&mut out, refusal);
         }
@@ -369,6 +401,25 @@ pub fn render(facts: &StreamFacts, calls: &[Call], now_ms: u64) -> Vec<u8> {
             push_opt_str(&mut out, retry.link.as_deref());
             out.extend_from_slice(b",\"round_matched\":");
             out.extend_from_slice(if retry.matched { b"true" } else { b"false" });
+        }
+        if !call.drift.is_empty() {
+            out.extend_from_slice(b",\"drift\":[");
+            for (i, d) in call.drift.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"tool\":");
+                push_str(&mut out, &d.tool);
+                out.extend_from_slice(b",\"hash\":");
+                push_opt_str(&mut out, d.hash.as_deref());
+                out.extend_from_slice(b",\"pin\":");
+                push_opt_str(&mut out, d.pin.as_deref());
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        if call.drift_truncated {
+            out.extend_from_slice(b",\"drift_truncated\":true");
         }
         out.push(b'}');
     }
@@ -708,6 +759,17 @@ mod tests {
         round_opens: Option<&'a str>,
         #[serde(flatten)]
         continues: Option<Continues<'a>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        drift: Vec<DriftRef<'a>>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        drift_truncated: bool,
+    }
+
+    #[derive(Serialize)]
+    struct DriftRef<'a> {
+        tool: &'a str,
+        hash: Option<&'a str>,
+        pin: Option<&'a str>,
     }
 
     /// `params` as a JSON object in the order of the pairs.
@@ -773,7 +835,9 @@ mod tests {
                 policy_name: origin.policy_name.as_deref(),
                 policy_version: origin.policy_version.as_deref(),
                 protocol_version: call.protocol_version.as_deref(),
-                refusal: call.refusal,
+                refusal: call
+                    .refusal
+                    .or(call.pin.map(crate::pins::PinDenial::reason)),
                 correlated: call.origin.is_some(),
                 params: Params(&call.params),
                 round_opens: call.round.opens.as_deref(),
@@ -781,6 +845,16 @@ mod tests {
                     round_continues: c.link.as_deref(),
                     round_matched: c.matched,
                 }),
+                drift: call
+                    .drift
+                    .iter()
+                    .map(|d| DriftRef {
+                        tool: &d.tool,
+                        hash: d.hash.as_deref(),
+                        pin: d.pin.as_deref(),
+                    })
+                    .collect(),
+                drift_truncated: call.drift_truncated,
             };
             serde_json::to_writer(&mut out, &record).unwrap();
         }
@@ -876,6 +950,25 @@ mod tests {
                     matched: i % 5 == 0,
                     round: 1,
                 });
+                if i % 3 == 2 {
+                    c.add_drift((0..=i).map(|k| crate::pins::DriftEntry {
+                        tool: format!("{odd}{k}"),
+                        hash: (k % 2 == 0).then(|| input_hash(&[k as u8])),
+                        pin: (k % 3 != 0).then(|| input_hash(b"pin")),
+                    }));
+                }
+                if i == 7 {
+                    c.add_drift((0..40).map(|k| crate::pins::DriftEntry {
+                        tool: k.to_string(),
+                        hash: None,
+                        pin: None,
+                    }));
+                    assert_eq!(c.drift.len(), crate::pins::MAX_DRIFT_ENTRIES);
+                    assert!(c.drift_truncated);
+                }
+                if i == 5 {
+                    c.pin = Some(crate::pins::PinDenial::Drift);
+                }
                 if i == 4 {
                     c.origin = Some(Box::new(StreamFacts {
                         start_ms: 1,

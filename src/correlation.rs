@@ -130,6 +130,9 @@ impl Pending {
             params: Vec::new(),
             round: crate::audit::Round::default(),
             protocol_version: self.protocol_version,
+            drift: Vec::new(),
+            drift_truncated: false,
+            pin: None,
         };
         let facts = StreamFacts {
             start_ms: self.start_ms,

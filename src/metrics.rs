@@ -9,7 +9,10 @@
 //! - `mcp_guard.tool_calls.tool.<tool>.decision.<decision>`: tools/call by tool, at most
 //!   `max_tool_metrics` distinct tools per worker, the rest as `other`;
 //! - `mcp_guard.denials.reason.<reason>`: refusals (policy, annotations, unidentified,
-//!   identity_unreadable);
+//!   identity_unreadable, and the tool pins' tool_drift, tool_unpinned, tool_unverified);
+//! - `mcp_guard.tool_drift.tool.<tool>`: drifted tools seen in `tools/list` responses (one per
+//!   drifted entry per response; `crate::pins`), by tool with the same bounded tool labels as
+//!   `tool_calls`;
 //! - `mcp_guard.refusals.reason.<reason>`: malformed requests refused (parse, header_mismatch,
 //!   batch, encoding, too_large), MCP revisions not accepted (unsupported_version), GET or
 //!   DELETE from a 2026-07-28 client (method_not_allowed), requests refused because the proxy could not give mcp-guard
@@ -56,8 +59,9 @@ pub const NO_METHOD: &str = "-";
 pub const METHOD_LABELS: usize = MCP_METHODS.len() + 2;
 /// Distinct decision labels (`crate::policy::Decision`: `allow`, `deny`, `dry_run_deny`).
 pub const DECISIONS: usize = 3;
-/// Distinct `denials` reasons (`policy`, `annotations`, `unidentified`, `identity_unreadable`).
-pub const DENIAL_REASONS: usize = 4;
+/// Distinct `denials` reasons (`policy`, `annotations`, `unidentified`, `identity_unreadable`,
+/// `tool_drift`, `tool_unpinned`, `tool_unverified`).
+pub const DENIAL_REASONS: usize = 7;
 /// Distinct `refusals` reasons: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`,
 /// `request_read`, `unsupported_version`, `method_not_allowed`, and the eight `response_*`
 /// labels of `crate::curation::Unreadable::reason`.
@@ -68,10 +72,11 @@ pub const LISTS: usize = 3;
 /// `config.rejects`).
 pub const UNLABELLED: usize = 5;
 /// Most distinct stats one worker VM defines with `max_tool_metrics` = `max_tool_labels`:
-/// methods × decisions + (tools + `other`) × decisions + the reasons, lists and unlabelled stats.
+/// methods × decisions + (tools + `other`) × (decisions + `tool_drift`) + the reasons, lists and
+/// unlabelled stats.
 pub const fn max_stats(max_tool_labels: usize) -> usize {
     METHOD_LABELS * DECISIONS
-        + (max_tool_labels + 1) * DECISIONS
+        + (max_tool_labels + 1) * (DECISIONS + 1)
         + DENIAL_REASONS
         + REFUSAL_REASONS
         + LISTS
@@ -100,8 +105,16 @@ pub enum Metric<'a> {
         /// Distinct tool labels allowed per worker (`max_tool_metrics`).
         max_labels: usize,
     },
-    /// A refusal by policy: `policy`, `annotations`, `unidentified`, `identity_unreadable`.
+    /// A refusal by policy: `policy`, `annotations`, `unidentified`, `identity_unreadable`,
+    /// `tool_drift`, `tool_unpinned`, `tool_unverified`.
     Denial(&'static str),
+    /// A drifted tool in a `tools/list` response (`crate::pins`).
+    ToolDrift {
+        /// The tool as sent.
+        tool: &'a str,
+        /// Distinct tool labels allowed per worker (`max_tool_metrics`).
+        max_labels: usize,
+    },
     /// A malformed request refused: `parse`, `header_mismatch`, `batch`, `encoding`, `too_large`,
     /// `unsupported_version` (an MCP revision not accepted, -32022), `method_not_allowed` (a
     /// GET or DELETE from a 2026-07-28 client, 405);
@@ -234,6 +247,8 @@ pub enum Key {
     ToolCall(ToolLabel, &'static str),
     /// `denials` by reason.
     Denial(&'static str),
+    /// `tool_drift` by tool label.
+    ToolDrift(ToolLabel),
     /// `refusals` by reason.
     Refusal(&'static str),
     /// `rate_limited`.
@@ -267,6 +282,7 @@ impl Key {
                 seg(decision)
             ),
             Key::Denial(reason) => format!("mcp_guard.denials.reason.{}", seg(reason)),
+            Key::ToolDrift(tool) => format!("mcp_guard.tool_drift.tool.{}", labels.text(*tool)),
             Key::Refusal(reason) => format!("mcp_guard.refusals.reason.{}", seg(reason)),
             Key::RateLimited => "mcp_guard.rate_limited".to_owned(),
             Key::RlsError => "mcp_guard.rls_errors".to_owned(),
@@ -290,6 +306,9 @@ impl Metric<'_> {
                 max_labels,
             } => Key::ToolCall(labels.label(tool, *max_labels), decision),
             Metric::Denial(reason) => Key::Denial(reason),
+            Metric::ToolDrift { tool, max_labels } => {
+                Key::ToolDrift(labels.label(tool, *max_labels))
+            }
             Metric::Refusal(reason) => Key::Refusal(reason),
             Metric::RateLimited => Key::RateLimited,
             Metric::RlsError => Key::RlsError,
@@ -420,6 +439,19 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert!(names.contains("mcp_guard.refusals.reason.policy"));
         assert!(names.contains("mcp_guard.config.rejects"));
+        // Drift shares the bounded tool labels of tool_calls.
+        let drift = |tool| Metric::ToolDrift {
+            tool,
+            max_labels: 1,
+        };
+        assert_eq!(
+            drift("search").name(&mut labels),
+            "mcp_guard.tool_drift.tool.search"
+        );
+        assert_eq!(
+            drift("x.y").name(&mut labels),
+            "mcp_guard.tool_drift.tool.other"
+        );
     }
 
     #[test]

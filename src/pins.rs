@@ -5,11 +5,92 @@
 //! OWASP MCP Top 10 tool poisoning) changes this hash. The policy CLI (`mcp-guard pin`) computes
 //! pins with this same function, so the filter and the CLI agree byte for byte.
 
+mod check;
+mod store;
+
+pub use check::{
+    check_call, needs_def, Checked, DriftEntry, ListCheck, PinDenial, Status, MAX_DRIFT_ENTRIES,
+};
+pub use store::{
+    def, learn_first, learned_pins, record_defs, Def, DEFS, LEARNED, MAX_BYTES, MAX_TOOLS,
+};
+
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
+
+/// What a drifted tool gets (plugin configuration `on_drift`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnDrift {
+    /// Removed from every `tools/list` and its calls denied (JSON-RPC -32003, `tool_drift`)
+    /// until the pin is updated. The default.
+    #[default]
+    Hide,
+    /// Listed and callable; the drift is recorded (audit `drift`, stat `mcp_guard.tool_drift`).
+    Audit,
+}
+
+/// What a tool without a pin gets (plugin configuration `unpinned`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unpinned {
+    /// Listed and callable. The default.
+    #[default]
+    Allow,
+    /// Removed from every `tools/list` and its calls denied (-32003, `tool_unpinned`).
+    Hide,
+}
+
+/// The compiled tool-pin configuration (plugin configuration `tool_pins`, `on_drift`,
+/// `unpinned`, `learn_pins`; docs/configuration.md "Tool pins"). The default is inactive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinConfig {
+    /// Tool name (exact, byte for byte) to its pinned [`definition_hash`]
+    /// (`sha256:<64 lower-case hex>`). Applies to every server this filter fronts.
+    pub tool_pins: BTreeMap<String, String>,
+    /// What a drifted tool gets.
+    pub on_drift: OnDrift,
+    /// What a tool without a pin gets.
+    pub unpinned: Unpinned,
+    /// Trust on first use: the first definition seen per (server, tool) becomes its pin
+    /// (shared data `mcp_guard.pins.<server_id>`, see [`LEARNED`]). A configured pin wins.
+    pub learn_pins: bool,
+}
+
+impl PinConfig {
+    /// Whether pins are in force at all: some pin configured, `learn_pins`, or
+    /// `unpinned: hide`. Inactive, nothing is hashed, read or written.
+    pub fn active(&self) -> bool {
+        !self.tool_pins.is_empty() || self.learn_pins || self.unpinned == Unpinned::Hide
+    }
+
+    /// Whether pins can deny a call or hide a tool (else they only record drift).
+    pub fn can_deny(&self) -> bool {
+        self.active() && (self.on_drift == OnDrift::Hide || self.unpinned == Unpinned::Hide)
+    }
+
+    /// Whether any pin source exists (configured pins or learning): entries are hashed.
+    pub fn pinning(&self) -> bool {
+        !self.tool_pins.is_empty() || self.learn_pins
+    }
+
+    /// The configured pin of `tool` (exact name).
+    pub fn configured(&self, tool: &str) -> Option<&str> {
+        self.tool_pins.get(tool).map(String::as_str)
+    }
+}
+
+/// Whether `pin` has the form of a definition hash: `sha256:` and 64 lower-case hex digits.
+pub fn is_pin(pin: &str) -> bool {
+    pin.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
 
 /// The members of a `tools/list` entry (MCP schema `Tool`) that a definition hash covers, in
 /// the order RFC 8785 sorts them (UTF-16 code units: upper case before lower case).

@@ -138,7 +138,8 @@ fn decided_at_headers<'c>(
         (true, [one]) => Some(routing::decode_value(one)?),
         (true, _) => return None,
     };
-    if method == jsonrpc::TOOLS_CALL && config.annotations.is_some() {
+    // The annotations rule and tool pins need the shared store, read at the body.
+    if method == jsonrpc::TOOLS_CALL && (config.annotations.is_some() || config.pins.active()) {
         return None;
     }
     // A parameter tag needs the verified body value, set before the headers go on.
@@ -251,10 +252,17 @@ pub trait Lookups {
     /// `prompts/get` or `resources/read` whose body was held. A [`ReadError`] counts the retry
     /// as a new call (rate limits fail closed).
     fn claim_round(&mut self, link: &str) -> Result<Option<u32>, ReadError>;
+
+    /// The last definition of `tool` a `tools/list` of this server showed, with the learned
+    /// pin then in force (`crate::pins::def`; one shared-data read): `Ok(None)` when none was
+    /// seen since Envoy started. Asked only under tool pins, for an allowed `tools/call` of a
+    /// tool with a pin source ([`crate::pins::needs_def`]).
+    fn tool_def(&mut self, tool: &str) -> Result<Option<crate::pins::Def>, ReadError>;
 }
 
 /// A closure over the tool name is a [`Lookups`] that knows only tool hints: no tool's
-/// parameter markings, and no open rounds (so every retry is counted as a new call).
+/// parameter markings, no open rounds (so every retry is counted as a new call), and no tool
+/// definition seen (so under pins with `on_drift: hide` every pinned tool is unverified).
 impl<F> Lookups for F
 where
     F: FnMut(&str) -> Result<Option<ToolHints>, ReadError>,
@@ -268,6 +276,10 @@ where
     }
 
     fn claim_round(&mut self, _link: &str) -> Result<Option<u32>, ReadError> {
+        Ok(None)
+    }
+
+    fn tool_def(&mut self, _tool: &str) -> Result<Option<crate::pins::Def>, ReadError> {
         Ok(None)
     }
 }
@@ -325,6 +337,7 @@ pub fn decide<'c>(
         .collect();
     let retry = link_retry(config, known, &body, &mut calls);
     let by_annotations = apply_annotations(config, known.agent_id, &mut calls, lookups);
+    apply_pins(config, &mut calls, lookups);
     if calls.iter().any(|c| c.decision.blocks()) {
         let refusal = Refusal::Denied { by_annotations };
         return Verdict::Refuse { refusal, calls };
@@ -365,7 +378,9 @@ pub fn decide<'c>(
     let method = body.messages().iter().find_map(|m| m.method.as_deref());
     let curation = method.and_then(ListKind::of).and_then(|kind| {
         let learn = kind == ListKind::Tools
-            && (config.annotations.is_some() || !config.param_tags.is_empty());
+            && (config.annotations.is_some()
+                || !config.param_tags.is_empty()
+                || config.pins.active());
         (config.curate_lists || learn).then(|| (kind, expected.clone()))
     });
     let descriptors = config.rate_limit_service.as_ref().map(|_| {
@@ -541,6 +556,9 @@ fn evaluate(config: &Config, agent: &str, m: &Message<'_>) -> Call {
         params: Vec::new(),
         round: crate::audit::Round::default(),
         protocol_version: None,
+        drift: Vec::new(),
+        drift_truncated: false,
+        pin: None,
     }
 }
 
@@ -605,6 +623,37 @@ fn apply_annotations(
         }
     }
     blocked
+}
+
+/// Tool pins (if active, `crate::pins`): each `tools/call` still allowed is checked against its
+/// tool's pin and the definition the latest `tools/list` of this server showed
+/// ([`crate::pins::check_call`]; at most one shared-data read per call). A denial blocks it
+/// (dry-run: `dry_run_deny`, forwarded) with its reason on the call ([`Call::pin`]); a drift is
+/// recorded on the call either way.
+fn apply_pins(config: &Config, calls: &mut [Call], lookups: &mut dyn Lookups) {
+    let pins = &config.pins;
+    if !pins.active() {
+        return;
+    }
+    for call in calls.iter_mut() {
+        let (Some(jsonrpc::TOOLS_CALL), Some(tool)) =
+            (call.method.as_deref(), call.tool_name.as_deref())
+        else {
+            continue;
+        };
+        if call.decision != Decision::Allow {
+            continue;
+        }
+        let checked = crate::pins::check_call(pins, tool, || lookups.tool_def(tool));
+        if let Some(denial) = checked.denial {
+            call.decision = match config.policy.mode() {
+                Mode::Enforce => Decision::Deny,
+                Mode::DryRun => Decision::DryRunDeny,
+            };
+            call.pin = Some(denial);
+        }
+        call.add_drift(checked.drift);
+    }
 }
 
 /// Whether a message claims MCP 2026-07-28 or later in `params._meta` (a well-formed

@@ -3,9 +3,9 @@
 //! its own result cannot be built, and the document is refused if any problem was recorded.
 
 use super::raw::{
-    RawAnnotations, RawHide, RawInputHash, RawJwtClaim, RawList, RawMode, RawRateLimitService,
-    RawRefuse, RawSource, RawUnidentified, RawUnseen, AGENT_FIELDS, GROUP_FIELDS, HEADER_FIELDS,
-    IDENTITY_FIELDS, POLICY_FIELDS, TOP_FIELDS,
+    RawAnnotations, RawHide, RawInputHash, RawJwtClaim, RawList, RawMode, RawOnDrift,
+    RawRateLimitService, RawRefuse, RawSource, RawUnidentified, RawUnpinned, RawUnseen,
+    AGENT_FIELDS, GROUP_FIELDS, HEADER_FIELDS, IDENTITY_FIELDS, POLICY_FIELDS, TOP_FIELDS,
 };
 use super::walk::{Cx, Invalid, Object};
 use super::{
@@ -15,6 +15,7 @@ use super::{
 use crate::annotations::{AnnotationRule, Refuse};
 use crate::audit::InputHasher;
 use crate::identity::{self, Identity, Source, Unidentified};
+use crate::pins::{OnDrift, PinConfig, Unpinned};
 use crate::policy::{Lists, Mode, Patterns, Policy, RuleSet, DEFAULT_METHODS};
 use crate::ratelimit::{RateLimitService, MAX_CLUSTER_NAME};
 use crate::tags::{ParamTags, TagHeaders};
@@ -109,6 +110,7 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
         (Ok(Some(_)), Err(_)) => Ok(ParamTags::default()), // `headers` reported its own problem
         (other, _) => other.map(|_| ParamTags::default()),
     };
+    let pins = pins(cx, &top);
 
     Ok(Config {
         server_id: server_id?,
@@ -128,6 +130,62 @@ pub(super) fn document(cx: &mut Cx<'_>) -> Result<Config, Invalid> {
         decide_at_headers: decide_at_headers?,
         param_tags: param_tags?,
         versions: versions?,
+        pins: pins?,
+    })
+}
+
+/// `tool_pins`, `on_drift`, `unpinned`, `learn_pins` (docs/configuration.md "Tool pins"): each
+/// pin is checked on its own. A tool name must not be empty or repeated (names are exact,
+/// byte for byte: no trimming, case folding or normalization); a pin must be a string of the
+/// form `sha256:` and 64 lower-case hex digits ([`crate::pins::is_pin`]).
+fn pins<'a>(cx: &mut Cx<'a>, top: &Object<'a>) -> Result<PinConfig, Invalid> {
+    let on_drift = cx.field::<RawOnDrift>(top, "on_drift").map(|v| match v {
+        Some(RawOnDrift::Audit) => OnDrift::Audit,
+        Some(RawOnDrift::Hide) | None => OnDrift::Hide,
+    });
+    let unpinned = cx.field::<RawUnpinned>(top, "unpinned").map(|v| match v {
+        Some(RawUnpinned::Hide) => Unpinned::Hide,
+        Some(RawUnpinned::Allow) | None => Unpinned::Allow,
+    });
+    let learn_pins = cx.field::<bool>(top, "learn_pins");
+    let tool_pins = match top.opt("tool_pins") {
+        None => Ok(BTreeMap::new()),
+        Some(raw) => cx.entries("tool_pins", raw).and_then(|entries| {
+            let mut pins = BTreeMap::new();
+            let mut ok = Ok(());
+            for (tool, raw) in entries {
+                let field = format!("tool_pins.{tool}");
+                let pin = match cx.value::<String>(&field, raw) {
+                    Ok(pin) => pin,
+                    Err(e) => {
+                        ok = Err(e);
+                        continue;
+                    }
+                };
+                let problem = if tool.is_empty() {
+                    Some("the tool name must not be empty")
+                } else if pins.contains_key(&tool) {
+                    Some("the tool is pinned twice")
+                } else if !crate::pins::is_pin(&pin) {
+                    Some("must be \"sha256:\" followed by 64 lower-case hex digits")
+                } else {
+                    None
+                };
+                match problem {
+                    Some(problem) => ok = Err(cx.error(field, problem)),
+                    None => {
+                        pins.insert(tool, pin);
+                    }
+                }
+            }
+            ok.map(|()| pins)
+        }),
+    };
+    Ok(PinConfig {
+        tool_pins: tool_pins?,
+        on_drift: on_drift?,
+        unpinned: unpinned?,
+        learn_pins: learn_pins?.unwrap_or(false),
     })
 }
 

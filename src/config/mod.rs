@@ -112,6 +112,9 @@ pub struct Config {
     /// revision up to it. A request for any other revision is refused with -32022
     /// (`crate::version::check`).
     pub versions: crate::version::Versions,
+    /// Tool definition pins (`tool_pins`, `on_drift`, `unpinned`, `learn_pins`;
+    /// [`crate::pins::PinConfig`]). The default is inactive.
+    pub pins: crate::pins::PinConfig,
 }
 
 /// How a hidden denial is answered (plugin configuration `hide_denied_tools`). `{name}` in the
@@ -282,7 +285,9 @@ impl Config {
     /// `param_tags` entry with an empty tool name, a marking name that is not an RFC 9110 token,
     /// a tag header that is not a valid header name, starts with `mcp-`, is one of `headers`, or
     /// is used twice for one tool; a `newest_protocol_version` that is not one of
-    /// [`crate::version::KNOWN`].
+    /// [`crate::version::KNOWN`]; a `tool_pins` entry with an empty or repeated tool name or a
+    /// pin that is not `sha256:` and 64 lower-case hex digits; an `on_drift` other than `hide` or
+    /// `audit`; an `unpinned` other than `allow` or `hide`.
     ///
     /// Each field is checked on its own, so a problem in one (even a mistyped section) does not
     /// hide those of the others. The document, `policy`, agent and group entries, `identity`

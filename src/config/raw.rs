@@ -25,6 +25,10 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "decide_at_headers",
     "param_tags",
     "newest_protocol_version",
+    "tool_pins",
+    "on_drift",
+    "unpinned",
+    "learn_pins",
 ];
 
 /// Fields of `identity`.
@@ -203,4 +207,20 @@ pub(super) struct RawInputHash {
 pub(super) enum RawMode {
     Enforce,
     DryRun,
+}
+
+/// `on_drift`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawOnDrift {
+    Hide,
+    Audit,
+}
+
+/// `unpinned`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawUnpinned {
+    Allow,
+    Hide,
 }

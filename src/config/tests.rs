@@ -52,8 +52,65 @@ fn minimal_configuration_uses_defaults() {
             decide_at_headers: false,
             param_tags: Default::default(),
             versions: crate::version::Versions::default(),
+            pins: crate::pins::PinConfig::default(),
         }
     );
+}
+
+const PIN_A: &str = "sha256:e4ac0203dc429d6e61da2239cefb0496adabf23d3fe3a7ca5f98aa79fe6d772d";
+
+#[test]
+fn tool_pins_compile_with_their_modes() {
+    let json = format!(
+        r#"{{"policy":{{"agents":{{}}}},"tool_pins":{{"search":"{PIN_A}","Search ":"{PIN_A}"}},
+            "on_drift":"audit","unpinned":"hide","learn_pins":true}}"#
+    );
+    let c = Config::from_json(json.as_bytes()).unwrap();
+    let p = &c.pins;
+    assert_eq!(p.configured("search"), Some(PIN_A));
+    // Names are exact: no trimming or case folding.
+    assert_eq!(p.configured("Search "), Some(PIN_A));
+    assert_eq!(p.configured("Search"), None);
+    assert_eq!(p.on_drift, crate::pins::OnDrift::Audit);
+    assert_eq!(p.unpinned, crate::pins::Unpinned::Hide);
+    assert!(p.learn_pins && p.active() && p.can_deny());
+    // Defaults: hide, allow, no learning; inactive without pins.
+    let c = Config::from_json(br#"{"policy":{"agents":{}}}"#).unwrap();
+    assert!(!c.pins.active());
+    assert_eq!(c.pins.on_drift, crate::pins::OnDrift::Hide);
+    assert_eq!(c.pins.unpinned, crate::pins::Unpinned::Allow);
+}
+
+#[test]
+fn malformed_pins_are_errors_with_their_paths() {
+    let upper = PIN_A.to_uppercase().replace("SHA256", "sha256");
+    let short = &PIN_A[..PIN_A.len() - 1];
+    let json = format!(
+        r#"{{"policy":{{"agents":{{}}}},"tool_pins":{{"a":"{upper}","b":"{short}","c":7,
+            "d":"md5:00","":"{PIN_A}","e":"{PIN_A}","e":"{PIN_A}"}},
+            "on_drift":"block","unpinned":"deny","learn_pins":"yes"}}"#
+    );
+    let got = problems(&json);
+    for field in [
+        "tool_pins.a:",
+        "tool_pins.b:",
+        "tool_pins.c:",
+        "tool_pins.d:",
+        "tool_pins.:",
+        "tool_pins.e: the tool is pinned twice",
+        "on_drift:",
+        "unpinned:",
+        "learn_pins:",
+    ] {
+        assert!(
+            got.iter().any(|p| p.starts_with(field)),
+            "{field} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), 9, "{got:#?}");
+    assert!(problems(r#"{"policy":{"agents":{}},"tool_pins":[]}"#)
+        .iter()
+        .any(|p| p.starts_with("tool_pins")));
 }
 
 #[test]
@@ -438,7 +495,7 @@ fn positions_are_the_documents_as_serde_json_gave_them() {
             "bogus: unknown field `bogus`, expected one of `server_id`, `identity`, `headers`, \
              `policy`, `max_body_bytes`, `max_json_depth`, `max_batch_calls`, `input_hash`, \
              `curate_lists`, `annotations`, `hide_denied_tools`, `max_tool_metrics`, \
-             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags`, `newest_protocol_version` at line 2 column 8",
+             `hold_request_headers`, `rate_limit_service`, `decide_at_headers`, `param_tags`, `newest_protocol_version`, `tool_pins`, `on_drift`, `unpinned`, `learn_pins` at line 2 column 8",
         ),
         (
             "{\n \"policy\": {\"agents\": {\"a\": {\"tools\": [\"x\", 3]}}}}",

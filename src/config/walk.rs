@@ -311,6 +311,16 @@ impl<'a> Cx<'a> {
         })
     }
 
+    /// The entries of the object at `path` in document order, repeated keys kept (the caller
+    /// decides what a repeated key means).
+    pub(super) fn entries(
+        &mut self,
+        path: &str,
+        raw: &'a RawValue,
+    ) -> Result<Vec<(String, &'a RawValue)>, Invalid> {
+        self.members(path, raw)
+    }
+
     /// The entries of the map at `path` (agents, groups), sorted by key. A repeated key keeps
     /// its last value, as a `BTreeMap` deserialized by serde does.
     pub(super) fn map(

@@ -3,7 +3,7 @@
 //! `name` / `uri` / `annotations` decoded, and only the entries the agent may use are kept,
 //! byte for byte.
 
-use super::{Id, ListKind, CACHE_SCOPE};
+use super::{Id, Keep, ListKind, CACHE_SCOPE};
 use crate::json;
 use crate::mcp;
 use crate::params::{self, Learned};
@@ -67,7 +67,7 @@ pub fn rewrite_document<'a>(
     text: &'a str,
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Option<String> {
     let trimmed = text.trim_start();
@@ -144,7 +144,7 @@ fn rewrite_message<'a>(
     text: &'a str,
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Option<String> {
     match rewrite_framed(text, kind, ids, keep, stats) {
@@ -162,7 +162,7 @@ fn rewrite_framed<'a>(
     text: &'a str,
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Result<Option<String>, Bail> {
     let b = text.as_bytes();
@@ -272,7 +272,7 @@ fn rewrite_framed<'a>(
             continue;
         };
         let learn = stats.learn_params && kind == ListKind::Tools;
-        if curate_entry(read_named(text, &framed, learn), kind, keep, stats) {
+        if curate_entry(read_named(text, &framed, learn), entry, kind, keep, stats) {
             if kept.len() > 1 {
                 kept.push(',');
             }
@@ -395,8 +395,9 @@ fn frame_entry(b: &[u8], start: usize) -> Option<Entry> {
 /// cannot be read is removed. Both the framed and the parsed path decide here.
 fn curate_entry<'a>(
     named: Option<NamedRef<'a>>,
+    entry: &str,
     kind: ListKind,
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> bool {
     if let (
@@ -421,7 +422,7 @@ fn curate_entry<'a>(
         ListKind::Tools | ListKind::Prompts => n.name,
     });
     match name {
-        Some(name) if keep(&name) => {
+        Some(name) if keep.keep(&name, entry) => {
             stats.kept += 1;
             true
         }
@@ -515,7 +516,7 @@ fn rewrite_parsed<'a>(
     text: &'a str,
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Option<String> {
     let mut message: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).ok()?;
@@ -542,7 +543,7 @@ fn rewrite_parsed<'a>(
             }
             named
         });
-        if curate_entry(named, kind, keep, stats) {
+        if curate_entry(named, entry.get(), kind, keep, stats) {
             kept.push(entry);
         }
     }

@@ -1,7 +1,7 @@
 //! Curation of a whole `text/event-stream` list response: each event's data is one
 //! JSON-RPC document ([`super::rewrite_document`]), rewritten in place.
 
-use super::{rewrite_document, Id, ListKind, Rewrite};
+use super::{rewrite_document, Id, Keep, ListKind, Rewrite};
 use crate::sse::{self, Line};
 use std::borrow::Cow;
 
@@ -12,7 +12,7 @@ pub fn rewrite_sse<'a>(
     body: &'a [u8],
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Option<Vec<u8>> {
     let lines = sse::split_lines(body);
@@ -42,7 +42,7 @@ pub(super) fn rewrite_event<'a>(
     event: &[Line<'a>],
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Option<Vec<u8>> {
     // One data line (the usual case) is the data itself, and names are borrowed from it; more

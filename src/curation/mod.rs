@@ -41,6 +41,20 @@ use crate::sse;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// Decides whether a list entry stays in a curated list: `name` is the entry's name (its URI
+/// for `resources/list`), `entry` its JSON text as the server sent it (what tool pins hash,
+/// `crate::pins`). Any `Fn(&str) -> bool` over the name is one.
+pub trait Keep {
+    /// Whether the entry stays.
+    fn keep(&self, name: &str, entry: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool> Keep for F {
+    fn keep(&self, name: &str, _entry: &str) -> bool {
+        self(name)
+    }
+}
+
 /// Why a response that must be curated cannot be: the one refusal reason per class, a fixed set
 /// (each is the metric label `mcp_guard.refusals.reason.<reason>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,7 +364,7 @@ pub fn curate_json<'a>(
     body: &'a [u8],
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Curation {
     let text = match utf8_text(body) {
@@ -376,7 +390,7 @@ pub fn curate_sse<'a>(
     body: &'a [u8],
     kind: ListKind,
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Keep,
     stats: &mut Rewrite<'a>,
 ) -> Curation {
     if let Err(why) = utf8_text(body) {

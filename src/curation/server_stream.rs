@@ -4,7 +4,7 @@
 
 use super::event_stream::rewrite_event;
 use super::{
-    id_answers, one_document, utf8_text, Document, Id, ListKind, Message, Rewrite, Unreadable,
+    id_answers, one_document, utf8_text, Document, Id, Keep, ListKind, Message, Rewrite, Unreadable,
 };
 use crate::params::Learned;
 use crate::sse;
@@ -18,7 +18,7 @@ pub struct Claimed<'k> {
     /// The request's id, as the request spelled it.
     pub id: Id,
     /// Whether the agent may use an entry (by name, or URI for resources).
-    pub keep: &'k dyn Fn(&str) -> bool,
+    pub keep: &'k dyn Keep,
 }
 
 /// What [`curate_server_stream`] did to a run of complete SSE events.

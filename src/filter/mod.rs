@@ -36,6 +36,7 @@
 //! the access log reads the filter state).
 
 mod listen;
+mod pins;
 mod request;
 mod response;
 

@@ -42,6 +42,14 @@ impl verdict::Lookups for SharedLookups<'_, '_> {
         }
         claimed
     }
+
+    fn tool_def(&mut self, tool: &str) -> Result<Option<crate::pins::Def>, ReadError> {
+        let def = crate::pins::def(self.host.shared(), self.server_id, tool);
+        if def.is_err() {
+            log::warn!("mcp-guard: could not read the tools' definitions (tool pins)");
+        }
+        def
+    }
 }
 
 impl Stream {

@@ -11,10 +11,12 @@ use crate::host::{Action, Host, ReadError};
 use crate::jsonrpc::{self, Id};
 use crate::metrics::Metric;
 use crate::params;
+use crate::pins::ListCheck;
 use crate::policy::{Decision, Policy, Subject};
 use crate::response::{BodyKind, Outcome, ResponseScanner, Summary};
 use crate::verdict::{Refusal, BAD_GATEWAY, INTERNAL_ERROR};
 use std::borrow::Cow;
+use std::rc::Rc;
 
 impl Stream {
     /// Response headers callback.
@@ -78,7 +80,8 @@ impl Stream {
         }
         // A list response to be curated (held whole for a POST, event by event on a server
         // stream) must be read; one that cannot be must not reach the client unread.
-        if self.config.curate_lists && is_post && curate.is_some() && !end_of_stream {
+        let must_read = self.must_read(curate.as_ref().map(|(kind, _)| *kind));
+        if must_read && is_post && curate.is_some() && !end_of_stream {
             if status == Some(202) {
                 // Accepted: the answer comes on another stream (legacy HTTP+SSE); this body is
                 // none, and no SDK reads it. Dropped, so that no reader finds a list in it.
@@ -90,7 +93,7 @@ impl Stream {
                 Ok(kind) => self.response_kind = kind,
                 Err(why) => return self.refuse_response(host, why, status, end_of_stream),
             }
-        } else if self.config.curate_lists
+        } else if self.must_read(None)
             && !is_post
             && self.response_kind == BodyKind::EventStream
             && headers.encoded()
@@ -306,7 +309,13 @@ impl Stream {
             RequestPhase::Forwarded { curate } => curate.is_some(),
             _ => false,
         } || !self.is_post();
-        if self.config.curate_lists && curated && !end_of_stream {
+        let kind = match &self.request {
+            RequestPhase::Forwarded {
+                curate: Some((kind, _)),
+            } => Some(*kind),
+            _ => None,
+        };
+        if self.must_read(kind) && curated && !end_of_stream {
             return self.refuse_response(host, Unreadable::HostRead, None, end_of_stream);
         }
         self.finish(host);
@@ -347,7 +356,7 @@ impl Stream {
         log::warn!("mcp-guard: could not read a server stream chunk");
         // The scanner and any held partial event are dropped.
         self.response = ResponseMode::Pass;
-        if !self.config.curate_lists {
+        if !self.must_read(None) {
             return;
         }
         let why = Unreadable::HostRead;
@@ -389,17 +398,23 @@ impl Stream {
             Ok(body) => body.unwrap_or_default(),
             // Not curated: refused like a list curation cannot read. Held only to learn
             // annotations: passed on as it came, its calls settled as `upstream_error`.
-            Err(ReadError) if self.config.curate_lists => {
+            Err(ReadError) if self.must_read(Some(kind)) => {
                 self.response = ResponseMode::Scan(scanner); // finished unfed at the end
                 return self.refuse_held(host, Unreadable::HostRead, body_size);
             }
             Err(ReadError) => return self.settle_unread(),
         };
-        let policy = &self.config.policy;
-        let agent = self.facts.agent_id.as_str();
-        let curate = self.config.curate_lists;
-        // Without curation the list is held only to learn annotations.
-        let keep = |name: &str| !curate || may_use(policy, agent, kind, name);
+        let must_read = self.must_read(Some(kind));
+        let config = Rc::clone(&self.config);
+        let pins = self.list_check(host, &config, kind);
+        // Without curation the list is held only to learn annotations, or for tool pins.
+        let keep = ListKeep {
+            policy: &config.policy,
+            agent: &self.facts.agent_id,
+            kind,
+            curate: config.curate_lists,
+            pins: pins.as_ref(),
+        };
         // Every tools/list held teaches the tools' Mcp-Param markings (`crate::params`).
         let mut stats = Rewrite {
             learn_params: kind == ListKind::Tools,
@@ -422,12 +437,21 @@ impl Stream {
             Curation::Rewritten(new) => Some(new),
             Curation::Unchanged => None,
             // Held only to learn annotations: not curated, so passed on as it came.
-            Curation::Unreadable(_) if !curate => None,
+            Curation::Unreadable(_) if !must_read => None,
             Curation::Unreadable(why) => {
                 self.response = ResponseMode::Scan(scanner); // finished unfed at the end
                 return self.refuse_held(host, why, body_size);
             }
         };
+        if let Some(check) = &pins {
+            let drift = self.finish_list_check(host, check);
+            for call in self.calls.iter_mut().filter(|c| {
+                c.method.as_deref() == Some(crate::mcp::TOOLS_LIST)
+                    && c.request_id.as_ref().is_some_and(|id| ids.contains(id))
+            }) {
+                call.add_drift(drift.iter().cloned());
+            }
+        }
         if let Some(new) = &rewritten {
             host.set_response_body(body_size, new);
             host.count(Metric::ListRewrite(kind.array()), 1);
@@ -467,7 +491,8 @@ impl Stream {
         body_size: usize,
         end_of_stream: bool,
     ) {
-        let curating = self.config.curate_lists;
+        // Event by event: for curation, and for tool pins (a `tools/list` answered here).
+        let curating = self.must_read(None);
         let held_before = !stream.held.is_empty();
         let mut data = if curating && held_before {
             let mut d = std::mem::take(&mut stream.held);
@@ -529,7 +554,9 @@ impl Stream {
             // `notifications/resources/updated` after `resources/subscribe` (before
             // 2026-07-28) rides this stream: dropped for a resource the agent may not read, as
             // on a listen stream.
-            let curated = {
+            let curated = if !self.config.curate_lists {
+                curation::ListenCuration::default()
+            } else {
                 let policy = &self.config.policy;
                 let agent = self.facts.agent_id.as_str();
                 let may_read = |uri: &str| may_use(policy, agent, ListKind::Resources, uri);
@@ -555,11 +582,22 @@ impl Stream {
         data: &[u8],
         lists: &[(ListKind, Id, String)],
     ) -> Option<Vec<u8>> {
+        let config = Rc::clone(&self.config);
+        let checks: Vec<Option<ListCheck<'_>>> = lists
+            .iter()
+            .map(|(kind, _, _)| self.list_check(host, &config, *kind))
+            .collect();
         let curated = {
-            let policy = &self.config.policy;
-            let keeps: Vec<_> = lists
+            let keeps: Vec<ListKeep<'_>> = lists
                 .iter()
-                .map(|(kind, _, agent)| move |name: &str| may_use(policy, agent, *kind, name))
+                .zip(&checks)
+                .map(|((kind, _, agent), pins)| ListKeep {
+                    policy: &config.policy,
+                    agent,
+                    kind: *kind,
+                    curate: config.curate_lists,
+                    pins: pins.as_ref(),
+                })
                 .collect();
             let claimed: Vec<Claimed<'_>> = lists
                 .iter()
@@ -567,7 +605,7 @@ impl Stream {
                 .map(|((kind, id, _), keep)| Claimed {
                     kind: *kind,
                     id: id.clone(),
-                    keep,
+                    keep: keep as &dyn curation::Keep,
                 })
                 .collect();
             let refusal =
@@ -597,9 +635,21 @@ impl Stream {
             .first()
             .copied()
             .unwrap_or(Unreadable::Shape);
+        let mut drifted = false;
         for (j, (kind, id, _)) in lists.iter().enumerate() {
             if curated.rewritten.contains(&j) {
                 host.count(Metric::ListRewrite(kind.array()), 1);
+                if let Some(Some(check)) = checks.get(j) {
+                    let drift = self.finish_list_check(host, check);
+                    drifted |= !drift.is_empty();
+                    for call in self
+                        .calls
+                        .iter_mut()
+                        .filter(|c| c.origin.is_some() && c.request_id.as_ref() == Some(id))
+                    {
+                        call.add_drift(drift.iter().cloned());
+                    }
+                }
                 continue;
             }
             // Its response was refused: the agent never got it.
@@ -614,7 +664,7 @@ impl Stream {
                 refused_calls = true;
             }
         }
-        if refused_calls {
+        if refused_calls || drifted {
             self.write_audit(host);
         }
         curated.body
@@ -653,6 +703,26 @@ impl Stream {
             self.write_audit(host);
         }
         lists
+    }
+}
+
+/// The keep decision of a held or server-stream list: tool pins first (each entry is checked and
+/// recorded whatever the policy says of it), then, with `curate_lists`, the policy for `agent`.
+struct ListKeep<'a> {
+    policy: &'a Policy,
+    agent: &'a str,
+    kind: ListKind,
+    curate: bool,
+    pins: Option<&'a ListCheck<'a>>,
+}
+
+impl curation::Keep for ListKeep<'_> {
+    fn keep(&self, name: &str, entry: &str) -> bool {
+        let pinned = match self.pins {
+            Some(check) if self.kind == ListKind::Tools => check.entry(name, entry),
+            _ => true,
+        };
+        pinned && (!self.curate || may_use(self.policy, self.agent, self.kind, name))
     }
 }
 

@@ -85,8 +85,9 @@ pub enum Refusal {
         method: Option<String>,
     },
     /// At least one call is not allowed: HTTP 200 with [`DENIED`] per request (or the
-    /// `hide_denied_tools` answer for a single `tools/call`); denials `policy` and
-    /// `annotations`.
+    /// `hide_denied_tools` answer for a single `tools/call`); denials `policy`, `annotations`
+    /// and, for calls tool pins denied ([`Call::pin`]), `tool_drift`, `tool_unpinned`,
+    /// `tool_unverified`.
     Denied {
         /// How many of the blocked calls the annotations rule refused.
         by_annotations: usize,
@@ -307,11 +308,23 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => refusal("method_not_allowed"),
             Refusal::Denied { by_annotations } => {
                 let blocked = calls.iter().filter(|c| c.decision.blocks()).count();
-                let by_annotations = (*by_annotations).min(blocked);
-                vec![
-                    (Metric::Denial("policy"), (blocked - by_annotations) as u64),
+                let by_pins: Vec<&'static str> = calls
+                    .iter()
+                    .filter(|c| c.decision.blocks())
+                    .filter_map(|c| c.pin.map(crate::pins::PinDenial::reason))
+                    .collect();
+                let by_annotations = (*by_annotations).min(blocked - by_pins.len());
+                let mut counts = vec![
+                    (
+                        Metric::Denial("policy"),
+                        (blocked - by_pins.len() - by_annotations) as u64,
+                    ),
                     (Metric::Denial("annotations"), by_annotations as u64),
-                ]
+                ];
+                for reason in by_pins {
+                    counts.push((Metric::Denial(reason), 1));
+                }
+                counts
             }
             Refusal::RateLimited { .. } => vec![(Metric::RateLimited, calls.len().max(1) as u64)],
             // Counted as `rls_errors` when the RLS failed, whatever the failure mode.
@@ -378,6 +391,9 @@ impl Refusal {
                     return format!(
                         "Batch refused: it contains a call that is not allowed for agent \"{agent}\""
                     );
+                }
+                if let (Some(pin), Some(tool)) = (call.pin, &call.tool_name) {
+                    return pin.message(tool);
                 }
                 let what = match (&call.tool_name, &call.prompt_name, &call.resource_uri) {
                     (Some(tool), _, _) => format!("Tool \"{tool}\""),

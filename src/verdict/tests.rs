@@ -842,6 +842,9 @@ impl Lookups for Markings {
     fn claim_round(&mut self, _: &str) -> Result<Option<u32>, ReadError> {
         Ok(None)
     }
+    fn tool_def(&mut self, _: &str) -> Result<Option<crate::pins::Def>, ReadError> {
+        Ok(None)
+    }
 }
 
 #[test]
@@ -953,6 +956,9 @@ impl Lookups for Rounds {
         }
         let at = self.open.iter().position(|l| l == link);
         Ok(at.map(|i| self.open.remove(i)).map(|_| 1))
+    }
+    fn tool_def(&mut self, _: &str) -> Result<Option<crate::pins::Def>, ReadError> {
+        Ok(None)
     }
 }
 
