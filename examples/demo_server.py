@@ -4,6 +4,7 @@
     python examples/demo_server.py [--host 127.0.0.1] [--port 8000] [--json-response] [--call-log FILE]
                                    [--resumable [--retry-ms N]] [--log-http-requests]
                                    [--modern-tools] [--public-lists-ttl-ms N]
+                                   [--describe TOOL=TEXT ...] [--server-version V]
 
 Serves MCP at http://HOST:PORT/mcp. Responses to POSTs are SSE streams (the SDK
 default) unless --json-response is given. Tools:
@@ -50,6 +51,12 @@ carried the client's answer), read with stack.calls("round").
 cache hints `ttlMs: N, cacheScope: "public"` (SEP-2549; the SDK sends them to 2026-07-28
 clients only), so a test can see mcp-guard keep ttlMs and turn a curated list's scope into
 "private".
+
+--describe TOOL=TEXT (repeatable) lists TOOL with TEXT as its description instead of its
+docstring, and --server-version V sets the serverInfo version of the initialize result (empty
+by default, as the SDK leaves it): restarting the server with --describe is a "rug pull", a
+changed tool definition behind an unchanged name, for the e2e tests of mcp-guard's tool pins
+(tests/e2e/test_72_tool_pins.py). A --describe naming no tool of this server is an error.
 
 --log-http-requests appends, besides the tool calls, one line per HTTP request this server
 received to the call log: {"http": METHOD, "path": PATH, "headers": {...}} (the headers below
@@ -216,7 +223,13 @@ def build_server(
     resumable: bool = False,
     modern_tools: bool = False,
     public_lists_ttl_ms: int | None = None,
+    describe: dict[str, str] | None = None,
+    server_version: str = "",
 ) -> MCPServer:
+    """The demo server. `describe` maps a tool name to the description it is listed with
+    instead of its docstring (--describe; a name no tool has is a ValueError); `server_version`
+    is the serverInfo version of the initialize result (--server-version; the SDK's default,
+    empty, when not given)."""
     cache_hints = None
     if public_lists_ttl_ms is not None:
         hint = CacheHint(ttl_ms=public_lists_ttl_ms, scope="public")
@@ -226,24 +239,35 @@ def build_server(
         instructions="Demo server for the mcp-guard Envoy filter.",
         log_level=log_level,  # type: ignore[arg-type]
         cache_hints=cache_hints,  # type: ignore[arg-type]
+        version=server_version,
     )
+    descriptions = dict(describe or {})
+
+    def tool(**options: Any) -> Any:
+        """mcp.tool(**options), with the description --describe gave this tool, if any (else
+        the SDK takes the function's docstring, as before)."""
+
+        def register(fn: Any) -> Any:
+            return mcp.tool(description=descriptions.pop(fn.__name__, None), **options)(fn)
+
+        return register
 
     # Annotations (MCP ToolAnnotations) for mcp-guard's optional annotations rule.
     read_only = ToolAnnotations(readOnlyHint=True)
 
-    @mcp.tool(annotations=read_only)
+    @tool(annotations=read_only)
     def echo(text: str, ctx: Context) -> str:
         """Return the text unchanged."""
         call_log.record("echo", {"text": text}, ctx)
         return text
 
-    @mcp.tool()
+    @tool()
     def add(a: int, b: int, ctx: Context) -> int:
         """Add two integers."""
         call_log.record("add", {"a": a, "b": b}, ctx)
         return a + b
 
-    @mcp.tool(annotations=read_only)
+    @tool(annotations=read_only)
     def search(query: str, ctx: Context) -> str:
         """Search a tiny fake index; returns one result per line."""
         call_log.record("search", {"query": query}, ctx)
@@ -253,14 +277,14 @@ def build_server(
             hits = [f"{title} - {url}" for title, url in FAKE_INDEX[:2]]
         return f"{len(hits)} result(s) for {query!r}:\n" + "\n".join(hits)
 
-    @mcp.tool()
+    @tool()
     def fail(reason: str, ctx: Context) -> str:
         """Always fails: returns a tool error (isError: true) carrying the reason."""
         call_log.record("fail", {"reason": reason}, ctx)
         # ToolError -> CallToolResult(is_error=True, content=[text]) in SDK 2.x.
         raise ToolError(reason)
 
-    @mcp.tool()
+    @tool()
     async def countdown(steps: int, delay_ms: int, ctx: Context) -> str:
         """Send `steps` progress notifications `delay_ms` apart on the response stream, then
         return. Shows that SSE responses stream through Envoy and mcp-guard unbuffered."""
@@ -271,7 +295,7 @@ def build_server(
             await anyio.sleep(max(0, min(delay_ms, 5000)) / 1000)
         return f"counted {steps}"
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
+    @tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
     def delete_repo(name: str, ctx: Context) -> str:
         """Pretend to delete a repository (a dangerous tool for the allowlist to deny)."""
         call_log.record("delete_repo", {"name": name}, ctx)
@@ -279,7 +303,7 @@ def build_server(
 
     if resumable:
 
-        @mcp.tool()
+        @tool()
         async def resume_echo(text: str, delay_ms: int, ctx: Context, closes: int = 1) -> str:
             """Close this request's SSE stream (SEP-1699) and wait delay_ms, `closes` times, then
             return the text: the result reaches the client on a GET reconnection with
@@ -290,7 +314,7 @@ def build_server(
                 await anyio.sleep(max(0, min(delay_ms, 5000)) / 1000)
             return text
 
-        @mcp.tool()
+        @tool()
         async def server_push(ctx: Context) -> str:
             """Server-initiated messages on the standalone GET stream: tools/list_changed, then
             roots/list; returns the client's root URIs."""
@@ -308,7 +332,7 @@ def build_server(
             call_log.record("confirm_delete", {"name": name}, ctx, kind="round", answered=answered)
             return Elicit(f"Delete {name}?", Confirmation)
 
-        @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
+        @tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
         def confirm_delete(
             name: str,
             ctx: Context,
@@ -321,7 +345,7 @@ def build_server(
                 return f"deleted {name}"
             return f"kept {name}"
 
-        @mcp.tool(annotations=read_only)
+        @tool(annotations=read_only)
         def run_query(
             region: Annotated[str, Field(json_schema_extra={"x-mcp-header": REGION_HEADER})],
             sql: str,
@@ -361,7 +385,30 @@ def build_server(
         """A prompt the demo policy gives only to admin-agent."""
         return f"Write an incident report: {summary}"
 
+    if descriptions:
+        raise ValueError(f"--describe names no tool of this server: {sorted(descriptions)}")
     return mcp
+
+
+def parse_describe(values: list[str] | None) -> dict[str, str]:
+    """--describe TOOL=TEXT arguments as {tool: text} (split at the first `=`; a later one for
+    the same tool wins). A value without `=` or with an empty tool name is a ValueError."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--describe wants TOOL=TEXT, got {value!r}")
+        out[name] = text
+    return out
+
+
+def add_definition_flags(parser: argparse.ArgumentParser) -> None:
+    """--describe and --server-version (shared with examples/sdk/py2/server.py)."""
+    parser.add_argument("--describe", action="append", metavar="TOOL=TEXT",
+                        help="list TOOL with this description instead of its own (repeatable): restarting "
+                             "with it changes the tool's definition, a 'rug pull' for tool pins to catch")
+    parser.add_argument("--server-version", default="", metavar="V",
+                        help="the serverInfo version of the initialize result (default: empty, the SDK's)")
 
 
 def main() -> None:
@@ -382,11 +429,16 @@ def main() -> None:
                              "(x-mcp-header Region)")
     parser.add_argument("--public-lists-ttl-ms", type=int, metavar="N",
                         help="list results carry ttlMs N and cacheScope public (2026-07-28 clients)")
+    add_definition_flags(parser)
     args = parser.parse_args()
 
     call_log = CallLog(args.call_log)
-    server = build_server(call_log, args.log_level, resumable=args.resumable, modern_tools=args.modern_tools,
-                          public_lists_ttl_ms=args.public_lists_ttl_ms)  # fmt: skip
+    try:
+        server = build_server(call_log, args.log_level, resumable=args.resumable, modern_tools=args.modern_tools,
+                              public_lists_ttl_ms=args.public_lists_ttl_ms, describe=parse_describe(args.describe),
+                              server_version=args.server_version)  # fmt: skip
+    except ValueError as exc:
+        parser.error(str(exc))
     options: dict[str, Any] = {"streamable_http_path": "/mcp", "json_response": args.json_response}
     if args.resumable:
         options.update(event_store=InMemoryEventStore(), retry_interval=args.retry_ms)

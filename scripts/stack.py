@@ -458,6 +458,11 @@ class Stack:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def upstream_url(self) -> str:
+        """The demo server's own MCP endpoint (Streamable HTTP), not through Envoy."""
+        return f"http://127.0.0.1:{self.upstream_port}/mcp"
+
     # -- lifecycle
     def prepare(self) -> None:
         """Write the bootstrap and the ECDS file; truncate the logs of an earlier run."""
@@ -508,6 +513,20 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def restart_server(self, server_args: list[str] | None = None, server_command: list[str] | None = None) -> None:
+        """Stop the demo server (or server_command) and start it again on the same port, with
+        `server_args` / `server_command` instead of the current ones if given (kept for later
+        restarts); Envoy keeps running with its configuration and shared data. Returns once the
+        new server accepts connections (StackError if it exits or does not within
+        startup_timeout). The e2e tests use it to change a tool's definition behind Envoy."""
+        _terminate(self.server, self.stop_timeout)
+        self.server = None
+        if server_args is not None:
+            self.server_args = list(server_args)
+        if server_command is not None:
+            self.server_command = list(server_command)
+        self._start_server()
 
     def _start_server(self) -> None:
         if self.server_command:

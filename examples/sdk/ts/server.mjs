@@ -4,6 +4,7 @@
 //
 //   node examples/sdk/ts/server.mjs [--host 127.0.0.1] [--port 8000] [--call-log FILE]
 //                                   [--transport streamable-http|sse] [--json-response]
+//                                   [--describe TOOL=TEXT ...] [--server-version V]
 //
 // streamable-http: stateful Streamable HTTP at /mcp (one transport + McpServer per session).
 // sse: the legacy HTTP+SSE transport (2024-11-05): GET /sse, POST /messages?sessionId=...
@@ -15,6 +16,11 @@
 // The header lists are node's req.headersDistinct (a duplicated header shows as two values);
 // they reach the tool handler through the SDK's per-request `authInfo` (req.auth), which both
 // server transports hand to the handler as extra.authInfo.
+//
+// --describe TOOL=TEXT (repeatable) lists TOOL with TEXT as its description instead of its own;
+// --server-version V is the serverInfo version (default 0.0.0), as in demo_server.py: restarting
+// with --describe changes a tool's definition behind its name (a "rug pull" for tool pins).
+// A --describe naming no tool of this server is an error (exit 2).
 import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -38,10 +44,28 @@ const { values: args } = parseArgs({
     transport: { type: 'string', default: 'streamable-http' },
     'json-response': { type: 'boolean', default: false },
     'call-log': { type: 'string' },
+    describe: { type: 'string', multiple: true, default: [] },
+    'server-version': { type: 'string', default: '0.0.0' },
   },
 });
 if (!['streamable-http', 'sse'].includes(args.transport)) {
   console.error(`unknown --transport ${args.transport}`);
+  process.exit(2);
+}
+// --describe TOOL=TEXT, split at the first '='.
+const descriptions = new Map();
+for (const value of args.describe) {
+  const at = value.indexOf('=');
+  if (at < 1) {
+    console.error(`--describe wants TOOL=TEXT, got ${JSON.stringify(value)}`);
+    process.exit(2);
+  }
+  descriptions.set(value.slice(0, at), value.slice(at + 1));
+}
+const TOOL_NAMES = ['echo', 'add', 'search', 'fail', 'delete_repo'];
+const unknown = [...descriptions.keys()].filter((name) => !TOOL_NAMES.includes(name));
+if (unknown.length) {
+  console.error(`--describe names no tool of this server: ${unknown.join(', ')}`);
   process.exit(2);
 }
 
@@ -58,10 +82,10 @@ function record(tool, toolArgs, extra) {
 }
 
 function buildServer() {
-  const server = new McpServer({ name: 'mcp-guard-demo-ts', version: '0.0.0' });
+  const server = new McpServer({ name: 'mcp-guard-demo-ts', version: args['server-version'] });
   const text = (t) => ({ content: [{ type: 'text', text: String(t) }] });
   const tool = (name, description, inputSchema, run) =>
-    server.registerTool(name, { description, inputSchema }, async (toolArgs, extra) => {
+    server.registerTool(name, { description: descriptions.get(name) ?? description, inputSchema }, async (toolArgs, extra) => {
       record(name, toolArgs, extra);
       return run(toolArgs);
     });
