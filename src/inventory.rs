@@ -706,6 +706,45 @@ mod tests {
         );
     }
 
+    /// Shared data that counts its reads.
+    struct Counting(SharedStore, std::cell::Cell<usize>);
+
+    impl SharedData for Counting {
+        fn get(&self, key: &str) -> Result<Option<crate::host::SharedValue>, ReadError> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(key)
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            self.0.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn a_lookup_reads_once_unless_a_presented_session_is_not_held() {
+        let mut store = Counting(SharedStore::default(), Default::default());
+        assert!(remember(
+            &mut store,
+            "srv",
+            Some("s1"),
+            &entry("demo", "1", 10)
+        ));
+        let mut reads = |session: Option<&str>| {
+            store.1.set(0);
+            let found = lookup(&mut store, "srv", session);
+            (found, store.1.get())
+        };
+        assert_eq!(
+            reads(Some("s1")),
+            (Lookup::Found(entry("demo", "1", 10)), 1)
+        );
+        assert_eq!(reads(None), (Lookup::Found(entry("demo", "1", 10)), 1));
+        // The documented exception: a session id its slot does not hold, then the server's.
+        assert_eq!(
+            reads(Some("gone")),
+            (Lookup::Found(entry("demo", "1", 10)), 2)
+        );
+    }
+
     #[test]
     fn a_failed_read_is_unreadable_not_unknown() {
         let mut h = FakeHost::new(SharedStore::default(), 0);

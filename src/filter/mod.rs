@@ -30,6 +30,10 @@
 //! error body ([`RATE_LIMITED`]) carrying the request ids; JSON and SSE bodies are scanned
 //! incrementally to find each request's response and its outcome.
 //!
+//! Inventory (`crate::inventory`): the `initialize` / `server/discover` results a stream carries
+//! are learned from its response scan; every record names the server (`server_name`,
+//! `server_version`) from what the stream learned, else from one inventory lookup.
+//!
 //! Audit: the records are written to filter state once the outcome is known (mcp-guard's
 //! reply, a 429, the matching response, the end of the response), and a stream cut short is
 //! settled and written by [`Stream::on_stream_end`] (Envoy's log callback, which runs before

@@ -574,10 +574,10 @@ impl JsonScanner {
                 c.capabilities.clear();
                 c.capabilities_truncated = true;
             }
+            // (`_meta` alone, on any result, allocates nothing: only its stamp counts.)
             Member::ServerInfo
             | Member::InfoName
             | Member::InfoVersion
-            | Member::ResultMeta
             | Member::Stamp
             | Member::StampName
             | Member::StampVersion

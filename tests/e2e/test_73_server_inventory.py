@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import re
 import shutil
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ import pytest
 from conftest import start_stack, test_policy
 from helpers import HTTP_TIMEOUT, RawSession, audit_for, raw_request, tools_call_body
 from mcp import Client, ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +38,8 @@ TS_SERVER = REPO / "examples" / "sdk" / "ts" / "server.mjs"
 TS_MODULES = REPO / "examples" / "sdk" / "ts" / "node_modules" / "@modelcontextprotocol" / "sdk"
 NODE = shutil.which("node") or "/usr/bin/node"
 MODERN = "2026-07-28"
-AGENTS = ("t73-init", "t73-raw", "t73-modern", "t73-ts")
+AGENTS = ("t73-init", "t73-raw", "t73-modern", "t73-ts", "t73-legacy")
+PY2_SERVER = REPO / "examples" / "sdk" / "py2" / "server.py"
 STAT_TIMEOUT = 10.0
 
 
@@ -61,6 +64,15 @@ def ts_stack(tmp_path_factory: pytest.TempPathFactory):
         pytest.fail(f"{TS_MODULES} is missing: install the TypeScript SDK with `make sdks`", pytrace=False)
     command = [NODE, str(TS_SERVER), "--host", "{host}", "--port", "{port}", "--call-log", "{call_log}",
                "--transport", "streamable-http"]  # fmt: skip
+    yield from start_stack(tmp_path_factory, inventory_policy(), server_command=command)
+
+
+@pytest.fixture(scope="module")
+def legacy_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The Python SDK 2.x demo server over the legacy HTTP+SSE transport (2024-11-05): the
+    initialize result comes on the GET /sse stream, the POST is answered 202."""
+    command = [sys.executable, str(PY2_SERVER), "--host", "{host}", "--port", "{port}", "--call-log",
+               "{call_log}", "--transport", "sse"]  # fmt: skip
     yield from start_stack(tmp_path_factory, inventory_policy(), server_command=command)
 
 
@@ -168,3 +180,20 @@ async def test_the_typescript_sdk_server_is_named_too(ts_stack):
     assert inventory(call_rec) == ("mcp-guard-demo-ts", "0.0.0", init.protocol_version), call_rec
     stat = "wasmcustom.mcp_guard.servers_seen.mcp-guard-demo-ts.0_0_0"
     assert wait_for_stat(ts_stack, stat).get(stat, 0) >= 1, servers_seen(ts_stack)
+
+
+async def test_a_legacy_initialize_answered_on_the_get_stream_names_the_session(legacy_stack):
+    agent = "t73-legacy"
+    url = f"http://127.0.0.1:{legacy_stack.listen_port}/sse"
+    async with sse_client(url, headers={"x-agent-id": agent}) as (read, write):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            await session.call_tool("echo", {"text": "legacy"})
+    name, version = init.server_info.name, init.server_info.version
+    # The outcome records of the POSTs are correlated on the GET stream; the POSTs' own
+    # (deferred) records come first.
+    (init_rec,) = audit_for(legacy_stack, agent_id=agent, method="initialize", correlated=True)
+    (call_rec,) = audit_for(legacy_stack, agent_id=agent, tool_name="echo", correlated=True)
+    (posted,) = audit_for(legacy_stack, agent_id=agent, tool_name="echo", output_status="deferred")
+    for rec in (init_rec, call_rec, posted):
+        assert inventory(rec) == (name, version, init.protocol_version), rec

@@ -153,6 +153,9 @@ async def test_stats_after_known_traffic(stack):
         # One SSE event per response the server streamed: initialize, 8 calls, 4 lists. (The
         # GET stream and the DELETE carry no JSON-RPC message and are not counted as requests.)
         key("mcp_guard_sse_events"): 13,
+        # The initialize result, by the server's name and version (the demo server's version is
+        # the SDK's default, empty, which a stat segment spells `_`).
+        key("mcp_guard_servers_seen", mcp_server_name="mcp-guard-demo", mcp_server_version="_"): 1,
     }
     assert_delta(delta(before, metrics(stack)), want)
 
