@@ -349,7 +349,8 @@ impl<'de> Visitor<'de> for StrictSeed {
     }
 }
 
-/// Kept for callers that hold a borrowed entry (`&RawValue` from a parsed `tools` array).
+/// [`definition_hash`] of an entry held as a [`RawValue`] (an element of a parsed `tools`
+/// array, its text exactly as the server sent it).
 pub fn definition_hash_raw(entry: &RawValue) -> Result<String, PinError> {
     definition_hash(entry.get())
 }

@@ -156,8 +156,9 @@ struct DemoServer {
 }
 
 impl DemoServer {
-    /// `None` when the project venv (make venv) is missing.
-    fn start() -> Option<DemoServer> {
+    /// `script` (under examples/) with `args`; `None` when the project venv (make venv) is
+    /// missing.
+    fn start(script: &str, args: &[&str]) -> Option<DemoServer> {
         let python = repo().join(".venv/bin/python");
         if !python.exists() {
             eprintln!("skipped: {} is missing (make venv)", python.display());
@@ -169,8 +170,9 @@ impl DemoServer {
             .unwrap()
             .port();
         let child = Command::new(python)
-            .arg(repo().join("examples/sdk/py2/server.py"))
+            .arg(repo().join("examples").join(script))
             .args(["--port", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -197,7 +199,8 @@ impl Drop for DemoServer {
 
 #[test]
 fn pin_url_lists_a_live_sdk_server() {
-    let Some(server) = DemoServer::start() else {
+    // The SDK's default: every POST answered with an SSE stream.
+    let Some(server) = DemoServer::start("sdk/py2/server.py", &[]) else {
         return;
     };
     let o = run(&[
@@ -230,6 +233,11 @@ fn pin_url_lists_a_live_sdk_server() {
     // A second session lists the same definitions.
     let again = run(&["pin", "--url", &server.url()]);
     assert_eq!(out(&again), out(&o));
+    // The same server answering application/json: the same definitions, the same pins.
+    let json_server = DemoServer::start("demo_server.py", &["--json-response"]).unwrap();
+    let json = run(&["pin", "--url", &json_server.url(), "--format", "json"]);
+    assert!(json.status.success(), "{}", err(&json));
+    assert_eq!(out(&json), out(&o));
     // A path the server does not serve: the HTTP status is reported.
     let bad = run(&[
         "pin",

@@ -280,7 +280,10 @@ impl<'c> ListCheck<'c> {
 
     /// After [`super::store::learn_first`]: tools whose stored pin is not the one this response
     /// assumed (another worker learned another first definition in between) drift against it.
-    pub fn settle_learned(&self, stored: &BTreeMap<String, String>) {
+    /// Returns whether any did (the list, decided before, showed them: the caller checks it
+    /// again against the stored pins).
+    pub fn settle_learned(&self, stored: &BTreeMap<String, String>) -> bool {
+        let mut lost = false;
         let mut defs = self.defs.take();
         let mut drift = self.drift.take();
         for (tool, def) in defs.iter_mut() {
@@ -288,6 +291,7 @@ impl<'c> ListCheck<'c> {
                 if def.learned.as_deref() != Some(pin.as_str()) && def.learned.is_some() {
                     def.learned = Some(pin.clone());
                     if def.hash.as_deref() != Some(pin.as_str()) {
+                        lost = true;
                         drift.push(DriftEntry {
                             tool: tool.clone(),
                             hash: def.hash.clone(),
@@ -299,6 +303,7 @@ impl<'c> ListCheck<'c> {
         }
         self.defs.set(defs);
         self.drift.set(drift);
+        lost
     }
 
     /// The learned pins could not be stored: no definition of this response has a learned pin.

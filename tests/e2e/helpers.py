@@ -44,8 +44,12 @@ AUDIT_FIELDS = {
 # Present only on some records: "correlated" on the outcome record of a deferred call; "refusal"
 # on a call whose list response mcp-guard refused; "params" on a tools/call with param_tags;
 # "round_opens" on a call answered input_required, "round_continues" and "round_matched" on a
-# multi round-trip retry; "inventory_error" when the server inventory could not be read.
-OPTIONAL_AUDIT_FIELDS = {"correlated", "refusal", "params", "round_opens", "round_continues", "round_matched", "inventory_error"}
+# multi round-trip retry; "inventory_error" when the server inventory could not be read; "drift"
+# (and "drift_truncated") on a list or call that showed a tool whose definition differs from its pin.
+OPTIONAL_AUDIT_FIELDS = {
+    "correlated", "refusal", "params", "round_opens", "round_continues", "round_matched", "inventory_error",
+    "drift", "drift_truncated",
+}
 
 # The record the shipped Envoy configs print for a request mcp-guard never saw (Envoy refused
 # it before the filter ran): the audit fields, plus why Envoy answered as it did.
