@@ -23,7 +23,7 @@ use crate::jsonrpc::Id;
 pub const MAX_VALUE_LEN: usize = 256;
 
 /// How many values there are ([`KEYS`]).
-pub const COUNT: usize = 14;
+pub const COUNT: usize = 16;
 
 /// The filter-state keys, in the order of [`values`]. Each is printed by
 /// `%FILTER_STATE(wasm.<key>:PLAIN)%`; the OpenTelemetry attribute envoy/envoy-otel.yaml
@@ -46,6 +46,9 @@ pub const COUNT: usize = 14;
 ///   `denied`, `rate_limited`, `upstream_error`, `invalid_request`, `client_disconnected`);
 ///   absent on success.
 /// - `mcp.server_id`: the record's `server_id` (`mcp_guard.server_id`).
+/// - `mcp.server_name`, `mcp.server_version`: the record's `server_name` and `server_version`
+///   from the server inventory (`mcp_guard.server.name`, `mcp_guard.server.version`); absent
+///   when not known.
 /// - `mcp.decision`: the record's `decision` (`allow`, `deny`, `dry_run_deny`;
 ///   `mcp_guard.decision`).
 /// - `mcp.output_status`: the record's `output_status` (`upstream_error` while unknown, as
@@ -63,6 +66,8 @@ pub const KEYS: [&str; COUNT] = [
     "mcp.error_code",
     "mcp.error_type",
     "mcp.server_id",
+    "mcp.server_name",
+    "mcp.server_version",
     "mcp.decision",
     "mcp.output_status",
 ];
@@ -95,6 +100,8 @@ pub fn values(facts: &StreamFacts, call: &Call) -> [Option<String>; COUNT] {
         error_code,
         error_type,
         Some(bounded(&origin.server_id)),
+        origin.server_name.as_deref().map(bounded),
+        origin.server_version.as_deref().map(bounded),
         Some(call.decision.as_str().to_owned()),
         Some(status.as_str().to_owned()),
     ]
@@ -158,6 +165,7 @@ mod tests {
             agent_id: "demo-agent".into(),
             server_id: "demo-server".into(),
             session_id: Some("s-1".into()),
+            server_name: Some("demo".into()),
             ..StreamFacts::default()
         }
     }
@@ -202,6 +210,8 @@ mod tests {
                 ("mcp.error_code", None),
                 ("mcp.error_type", None),
                 ("mcp.server_id", Some("demo-server")),
+                ("mcp.server_name", Some("demo")),
+                ("mcp.server_version", None),
                 ("mcp.decision", Some("allow")),
                 ("mcp.output_status", Some("success")),
             ]
@@ -295,6 +305,7 @@ mod tests {
                 "mcp.agent_id",
                 "mcp.session_id",
                 "mcp.server_id",
+                "mcp.server_name",
                 "mcp.decision",
                 "mcp.output_status"
             ]

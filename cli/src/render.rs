@@ -711,6 +711,14 @@ pub const OTEL_ATTRIBUTES: &[(&str, &str)] = &[
         "%FILTER_STATE(wasm.mcp.server_id:PLAIN)%",
     ),
     (
+        "mcp_guard.server.name",
+        "%FILTER_STATE(wasm.mcp.server_name:PLAIN)%",
+    ),
+    (
+        "mcp_guard.server.version",
+        "%FILTER_STATE(wasm.mcp.server_version:PLAIN)%",
+    ),
+    (
         "mcp_guard.decision",
         "%FILTER_STATE(wasm.mcp.decision:PLAIN)%",
     ),

@@ -37,6 +37,8 @@ FROM_RECORD = {
     "rpc.response.status_code": "error_code",
     "mcp_guard.agent_id": "agent_id",
     "mcp_guard.server_id": "server_id",
+    "mcp_guard.server.name": "server_name",
+    "mcp_guard.server.version": "server_version",
     "mcp_guard.decision": "decision",
     "mcp_guard.output_status": "output_status",
 }
@@ -44,6 +46,7 @@ SHIPPED_ATTRIBUTES = [
     "mcp.method.name", "gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.prompt.name",
     "mcp.resource.uri", "jsonrpc.request.id", "mcp.session.id", "mcp.protocol.version",
     "rpc.response.status_code", "error.type", "mcp_guard.agent_id", "mcp_guard.server_id",
+    "mcp_guard.server.name", "mcp_guard.server.version",
     "mcp_guard.decision", "mcp_guard.output_status", "http.response.status_code",
     "client.address", "client.port",
 ]  # fmt: skip
