@@ -61,7 +61,7 @@ impl Stream {
         let mut lost = false;
         if !new.is_empty() {
             match pins::learn_first(host.shared(), server, &new) {
-                Ok(stored) => lost = check.settle_learned(&stored),
+                Ok(stored) => lost = check.settle_learned(&new, &stored),
                 Err(_) => {
                     log::warn!("mcp-guard: could not store the learned tool pins");
                     check.unlearned(&new);

@@ -282,11 +282,21 @@ impl<'c> ListCheck<'c> {
     /// assumed (another worker learned another first definition in between) drift against it.
     /// Returns whether any did (the list, decided before, showed them: the caller checks it
     /// again against the stored pins).
-    pub fn settle_learned(&self, stored: &BTreeMap<String, String>) -> bool {
+    /// `new`: the first sightings offered; one absent from `stored` did not fit the store's
+    /// bounds and has no learned pin (its later calls are unpinned).
+    pub fn settle_learned(
+        &self,
+        new: &[(String, String)],
+        stored: &BTreeMap<String, String>,
+    ) -> bool {
         let mut lost = false;
         let mut defs = self.defs.take();
         let mut drift = self.drift.take();
         for (tool, def) in defs.iter_mut() {
+            let offered = new.iter().any(|(t, _)| t == tool);
+            if offered && !stored.contains_key(tool) {
+                def.learned = None;
+            }
             if let Some(pin) = stored.get(tool) {
                 if def.learned.as_deref() != Some(pin.as_str()) && def.learned.is_some() {
                     def.learned = Some(pin.clone());
