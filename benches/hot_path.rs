@@ -6,7 +6,7 @@
 //! - `sse_scanner/*` and `response_scanner/*`: the streaming SSE and JSON-RPC response scanners on
 //!   a 10 MB single-event tool result fed in 64 KiB chunks, and on the 1 KB call response;
 //! - `curation/*`: `curation::rewrite_document` / `curate_json` / `rewrite_sse` on a 100-tool
-//!   `tools/list`;
+//!   `tools/list` (and `curate_json` with tool pins, every entry hashed);
 //! - `filter/*`: one whole HTTP stream through `filter::Stream` with an in-memory host (request
 //!   headers, body, response headers, body, end), what the Wasm glue drives per request.
 //!
@@ -365,6 +365,31 @@ fn bench_all(c: &mut Criterion, meta: &mut Meta) {
         curate,
     );
     g.bench_function("curate_json_100_tools", |b| b.iter(curate));
+    // The same with tool pins active (`learn_pins`, nothing learned yet): every entry is also
+    // hashed (RFC 8785 + SHA-256, mcp_guard::pins) as the curation pass meets it.
+    let learn = mcp_guard::pins::PinConfig {
+        learn_pins: true,
+        ..Default::default()
+    };
+    let pinned = || {
+        let check = mcp_guard::pins::ListCheck::new(&learn, Ok(BTreeMap::new()), false);
+        let keep = PinnedKeep {
+            check: &check,
+            keep: &keep,
+        };
+        let mut stats = Rewrite::default();
+        match curation::curate_json(&list, ListKind::Tools, &ids, &keep, &mut stats) {
+            curation::Curation::Rewritten(out) => out.len() + check.first_sightings().len(),
+            _ => 0,
+        }
+    };
+    meta.record(
+        "curation/curate_json_100_tools_pinned",
+        list.len(),
+        "curate_json with tool pins: each of the 100 entries hashed as well",
+        pinned,
+    );
+    g.bench_function("curate_json_100_tools_pinned", |b| b.iter(pinned));
     let sse = || {
         let mut stats = Rewrite::default();
         curation::rewrite_sse(&list_sse, ListKind::Tools, &ids, &keep, &mut stats).map(|s| s.len())
@@ -476,4 +501,17 @@ fn main() {
     let json = serde_json::Value::Object(meta.0.into_iter().collect());
     std::fs::write(&out, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     eprintln!("allocation counts: {}", out.display());
+}
+
+/// The filter's keep decision under tool pins (filter/response.rs `ListKeep`): the pin check of
+/// the entry, then the policy.
+struct PinnedKeep<'a> {
+    check: &'a mcp_guard::pins::ListCheck<'a>,
+    keep: &'a dyn Fn(&str) -> bool,
+}
+
+impl curation::Keep for PinnedKeep<'_> {
+    fn keep(&self, name: &str, entry: &str) -> bool {
+        self.check.entry(name, entry) && (self.keep)(name)
+    }
 }

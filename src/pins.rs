@@ -179,7 +179,81 @@ pub fn canonical_form(entry: &str) -> Result<String, PinError> {
         Ok(Selected(map)) => Value::Object(map),
         Err(e) => return Err(classify(e)),
     };
-    serde_jcs::to_string(&value).map_err(|e| PinError::Canonical(e.to_string()))
+    let mut out = String::with_capacity(entry.len());
+    write_canonical(&value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the RFC 8785 form of `value` (section 3.2): literals as they are; numbers in the
+/// ECMAScript form, formatted by `serde_jcs` (ryu-js); strings with the section 3.2.2.2
+/// escapes; arrays in order; object members sorted by the UTF-16 code units of their names
+/// (section 3.2.3). Written here rather than through `serde_jcs::to_string` for the whole
+/// value: the crate's serializer allocates per token and re-parses every member name, which
+/// made hashing a 100-tool list about three times slower (benches/hot_path.rs). Recursion is
+/// bounded by the parse (serde_json's limit of 128 levels).
+fn write_canonical(value: &Value, out: &mut String) -> Result<(), PinError> {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => {
+            let text = serde_jcs::to_string(n).map_err(|e| PinError::Canonical(e.to_string()))?;
+            out.push_str(&text);
+        }
+        Value::String(s) => push_canonical_str(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out)?;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push('{');
+            for (i, (name, member)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_canonical_str(out, name);
+                out.push(':');
+                write_canonical(member, out)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string as RFC 8785 section 3.2.2.2 writes it: `"` and `\\` escaped, the short forms
+/// `\b \f \n \r \t`, `\u00xx` (lower-case hex) for other control characters, everything
+/// else (`/`, DEL, non-ASCII) as its UTF-8.
+fn push_canonical_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let b = u32::from(c) as usize;
+                out.push_str("\\u00");
+                out.push(char::from(HEX.get(b >> 4).copied().unwrap_or(b'0')));
+                out.push(char::from(HEX.get(b & 0xf).copied().unwrap_or(b'0')));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The marker the visitors put in a custom error so [`classify`] can tell a duplicate (and
@@ -349,7 +423,8 @@ impl<'de> Visitor<'de> for StrictSeed {
     }
 }
 
-/// Kept for callers that hold a borrowed entry (`&RawValue` from a parsed `tools` array).
+/// [`definition_hash`] of an entry held as a [`RawValue`] (an element of a parsed `tools`
+/// array, its text exactly as the server sent it).
 pub fn definition_hash_raw(entry: &RawValue) -> Result<String, PinError> {
     definition_hash(entry.get())
 }

@@ -48,17 +48,20 @@ impl Stream {
 
     /// After a list was checked: learns its first sightings (`learn_pins`; the pin another
     /// worker learned first wins), records the definitions it showed for later calls, counts
-    /// `mcp_guard.tool_drift` per drifted entry, and returns the drift for the list's record.
+    /// `mcp_guard.tool_drift` per drifted entry, and returns the drift for the list's record
+    /// and whether another worker's first sighting won for a tool this list showed as its own
+    /// (the list must then be checked again: `curate_held`).
     pub(super) fn finish_list_check(
         &self,
         host: &mut dyn Host,
         check: &ListCheck<'_>,
-    ) -> Vec<DriftEntry> {
+    ) -> (Vec<DriftEntry>, bool) {
         let server = self.facts.server_id.as_str();
         let new = check.first_sightings();
+        let mut lost = false;
         if !new.is_empty() {
             match pins::learn_first(host.shared(), server, &new) {
-                Ok(stored) => check.settle_learned(&stored),
+                Ok(stored) => lost = check.settle_learned(&new, &stored),
                 Err(_) => {
                     log::warn!("mcp-guard: could not store the learned tool pins");
                     check.unlearned(&new);
@@ -79,6 +82,6 @@ impl Stream {
                 1,
             );
         }
-        drift
+        (drift, lost)
     }
 }

@@ -433,6 +433,38 @@ impl Stream {
         if !params::store::learn(host.shared(), &self.facts.server_id, &stats.params_seen) {
             log::warn!("mcp-guard: could not store the tools' Mcp-Param markings");
         }
+        let mut curation = curation;
+        // A list refused unread was never shown: nothing of it is learned or recorded.
+        let shown = !must_read || !matches!(curation, Curation::Unreadable(_));
+        if let (Some(check), true) = (&pins, shown) {
+            let (drift, lost) = self.finish_list_check(host, check);
+            for call in self.calls.iter_mut().filter(|c| {
+                c.method.as_deref() == Some(crate::mcp::TOOLS_LIST)
+                    && c.request_id.as_ref().is_some_and(|id| ids.contains(id))
+            }) {
+                call.add_drift(drift.iter().cloned());
+            }
+            if lost {
+                // Another worker's first sighting of a tool won the race: decided again
+                // against the stored pins (what is stored and counted stays from the first pass).
+                if let Some(again) = self.list_check(host, &config, kind) {
+                    let keep = ListKeep {
+                        pins: Some(&again),
+                        ..keep
+                    };
+                    let mut scratch = Rewrite::default();
+                    curation = match self.response_kind {
+                        BodyKind::Json => {
+                            curation::curate_json(&body, kind, &ids, &keep, &mut scratch)
+                        }
+                        BodyKind::EventStream => {
+                            curation::curate_sse(&body, kind, &ids, &keep, &mut scratch)
+                        }
+                        BodyKind::Other => Curation::Unreadable(Unreadable::ContentType),
+                    };
+                }
+            }
+        }
         let rewritten = match curation {
             Curation::Rewritten(new) => Some(new),
             Curation::Unchanged => None,
@@ -443,15 +475,6 @@ impl Stream {
                 return self.refuse_held(host, why, body_size);
             }
         };
-        if let Some(check) = &pins {
-            let drift = self.finish_list_check(host, check);
-            for call in self.calls.iter_mut().filter(|c| {
-                c.method.as_deref() == Some(crate::mcp::TOOLS_LIST)
-                    && c.request_id.as_ref().is_some_and(|id| ids.contains(id))
-            }) {
-                call.add_drift(drift.iter().cloned());
-            }
-        }
         if let Some(new) = &rewritten {
             host.set_response_body(body_size, new);
             host.count(Metric::ListRewrite(kind.array()), 1);
@@ -640,7 +663,9 @@ impl Stream {
             if curated.rewritten.contains(&j) {
                 host.count(Metric::ListRewrite(kind.array()), 1);
                 if let Some(Some(check)) = checks.get(j) {
-                    let drift = self.finish_list_check(host, check);
+                    // A lost first-sighting race is not checked again here: the event has
+                    // gone into the rewritten run; calls are checked against the stored pin.
+                    let (drift, _) = self.finish_list_check(host, check);
                     drifted |= !drift.is_empty();
                     for call in self
                         .calls

@@ -170,10 +170,10 @@ pub struct ListCheck<'c> {
     learned: Result<BTreeMap<String, String>, ReadError>,
     /// Nothing is hidden (policy dry-run): drift is recorded only.
     dry_run: bool,
-    /// First sightings in this response (`learn_pins`): tool and hash.
-    new_pins: Cell<Vec<(String, String)>>,
-    /// The definition each tool showed (last entry wins; two different ones: no hash).
-    defs: Cell<Vec<(String, Def)>>,
+    /// First sightings in this response (`learn_pins`): tool to hash.
+    new_pins: Cell<BTreeMap<String, String>>,
+    /// The definition each tool showed (two different ones under one name: no hash).
+    defs: Cell<BTreeMap<String, Def>>,
     /// Every drifted entry, in list order.
     drift: Cell<Vec<DriftEntry>>,
 }
@@ -190,8 +190,8 @@ impl<'c> ListCheck<'c> {
             config,
             learned,
             dry_run,
-            new_pins: Cell::new(Vec::new()),
-            defs: Cell::new(Vec::new()),
+            new_pins: Cell::new(BTreeMap::new()),
+            defs: Cell::new(BTreeMap::new()),
             drift: Cell::new(Vec::new()),
         }
     }
@@ -209,12 +209,7 @@ impl<'c> ListCheck<'c> {
         } else {
             match &self.learned {
                 Err(ReadError) => Err(ReadError),
-                Ok(map) => Ok(map.get(name).cloned().or_else(|| {
-                    new_pins
-                        .iter()
-                        .find(|(tool, _)| tool == name)
-                        .map(|(_, pin)| pin.clone())
-                })),
+                Ok(map) => Ok(map.get(name).or_else(|| new_pins.get(name)).cloned()),
             }
         };
         let status = match (config.configured(name), &learned) {
@@ -224,34 +219,32 @@ impl<'c> ListCheck<'c> {
             (None, Ok(None)) if config.learn_pins => match &hash {
                 // First sighting: it becomes the pin.
                 Some(h) => {
-                    new_pins.push((name.to_owned(), h.clone()));
+                    new_pins.insert(name.to_owned(), h.clone());
                     Status::Match
                 }
                 None => compare(name, None, None),
             },
             (None, Ok(None)) => Status::Unpinned,
         };
-        let learned_pin = learned.ok().flatten().or_else(|| {
-            new_pins
-                .iter()
-                .find(|(tool, _)| tool == name)
-                .map(|(_, pin)| pin.clone())
-        });
+        let learned_pin = learned
+            .ok()
+            .flatten()
+            .or_else(|| new_pins.get(name).cloned());
         self.new_pins.set(new_pins);
         let mut defs = self.defs.take();
-        match defs.iter_mut().find(|(tool, _)| tool == name) {
-            Some((_, def)) => {
+        match defs.get_mut(name) {
+            Some(def) => {
                 if def.hash != hash {
                     def.hash = None; // two definitions under one name: none was "the" one
                 }
             }
-            None => defs.push((
-                name.to_owned(),
-                Def {
+            None => {
+                let def = Def {
                     hash,
                     learned: learned_pin,
-                },
-            )),
+                };
+                defs.insert(name.to_owned(), def);
+            }
         }
         self.defs.set(defs);
         if let Status::Drift(d) = &status {
@@ -282,19 +275,33 @@ impl<'c> ListCheck<'c> {
 
     /// The first sightings to learn (`learn_pins`), taken.
     pub fn first_sightings(&self) -> Vec<(String, String)> {
-        self.new_pins.take()
+        self.new_pins.take().into_iter().collect()
     }
 
     /// After [`super::store::learn_first`]: tools whose stored pin is not the one this response
     /// assumed (another worker learned another first definition in between) drift against it.
-    pub fn settle_learned(&self, stored: &BTreeMap<String, String>) {
+    /// Returns whether any did (the list, decided before, showed them: the caller checks it
+    /// again against the stored pins).
+    /// `new`: the first sightings offered; one absent from `stored` did not fit the store's
+    /// bounds and has no learned pin (its later calls are unpinned).
+    pub fn settle_learned(
+        &self,
+        new: &[(String, String)],
+        stored: &BTreeMap<String, String>,
+    ) -> bool {
+        let mut lost = false;
         let mut defs = self.defs.take();
         let mut drift = self.drift.take();
         for (tool, def) in defs.iter_mut() {
+            let offered = new.iter().any(|(t, _)| t == tool);
+            if offered && !stored.contains_key(tool) {
+                def.learned = None;
+            }
             if let Some(pin) = stored.get(tool) {
                 if def.learned.as_deref() != Some(pin.as_str()) && def.learned.is_some() {
                     def.learned = Some(pin.clone());
                     if def.hash.as_deref() != Some(pin.as_str()) {
+                        lost = true;
                         drift.push(DriftEntry {
                             tool: tool.clone(),
                             hash: def.hash.clone(),
@@ -306,6 +313,7 @@ impl<'c> ListCheck<'c> {
         }
         self.defs.set(defs);
         self.drift.set(drift);
+        lost
     }
 
     /// The learned pins could not be stored: no definition of this response has a learned pin.
@@ -321,7 +329,7 @@ impl<'c> ListCheck<'c> {
 
     /// The definitions seen, to record ([`super::store::record_defs`]), taken.
     pub fn defs(&self) -> Vec<(String, Def)> {
-        self.defs.take()
+        self.defs.take().into_iter().collect()
     }
 
     /// Every drifted entry seen, in list order, taken.

@@ -371,3 +371,71 @@ fn raw_value_entry_hashes_like_its_text() {
     let raw: Box<RawValue> = serde_json::from_str(BASE).unwrap();
     assert_eq!(definition_hash_raw(&raw), definition_hash(BASE));
 }
+
+/// A pseudo-random JSON value (bounded depth and size) with keys and strings drawn from control
+/// characters, escapes, non-ASCII and astral characters, and numbers of every form.
+fn random_value(rng: &mut crate::host::fake::Rng, depth: u32) -> Value {
+    const CHARS: &[&str] = &[
+        "a", "B", "\u{0}", "\u{1f}", "\"", "\\", "/", "\n", "\u{7f}", "\u{80}", "é", "€",
+        "\u{fb33}", "😀", "\u{e000}", "\u{ffff}", "10", " ",
+    ];
+    let text = |rng: &mut crate::host::fake::Rng| -> String {
+        (0..rng.next_u64() % 5)
+            .map(|_| CHARS[(rng.next_u64() % CHARS.len() as u64) as usize])
+            .collect()
+    };
+    let pick = rng.next_u64() % if depth == 0 { 4 } else { 6 };
+    match pick {
+        0 => Value::Null,
+        1 => Value::Bool(rng.next_u64() % 2 == 0),
+        2 => {
+            let numbers = [
+                "0",
+                "-0",
+                "1",
+                "-1",
+                "0.1",
+                "1e21",
+                "1e-7",
+                "123456789012345678901",
+                "4.50",
+                "9007199254740993",
+                "-1.5e-300",
+                "2e308",
+            ];
+            let n = numbers[(rng.next_u64() % numbers.len() as u64) as usize];
+            serde_json::from_str(n).unwrap_or(Value::Null)
+        }
+        3 => Value::String(text(rng)),
+        4 => Value::Array(
+            (0..rng.next_u64() % 4)
+                .map(|_| random_value(rng, depth - 1))
+                .collect(),
+        ),
+        _ => Value::Object(
+            (0..rng.next_u64() % 5)
+                .map(|_| (text(rng), random_value(rng, depth - 1)))
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn the_canonical_form_is_the_one_serde_jcs_writes() {
+    // Differential: this module writes strings, arrays and sorted objects itself (numbers come
+    // from serde_jcs); on the same value the whole-value serializer of serde_jcs must agree.
+    let mut rng = crate::host::fake::Rng::new(8785);
+    for _ in 0..2000 {
+        let mut entry = serde_json::Map::new();
+        for member in COUNTED_MEMBERS.iter().chain(&["_meta", "icons"]) {
+            if rng.next_u64() % 3 != 0 {
+                entry.insert((*member).to_owned(), random_value(&mut rng, 4));
+            }
+        }
+        let text = serde_json::to_string(&entry).unwrap();
+        let mut counted = entry.clone();
+        counted.retain(|k, _| COUNTED_MEMBERS.contains(&k.as_str()));
+        let expected = serde_jcs::to_string(&Value::Object(counted)).unwrap();
+        assert_eq!(canonical_form(&text).unwrap(), expected, "{text}");
+    }
+}

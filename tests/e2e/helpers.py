@@ -45,7 +45,9 @@ AUDIT_FIELDS = {
 # on a call whose list response mcp-guard refused; "params" on a tools/call with param_tags;
 # "round_opens" on a call answered input_required, "round_continues" and "round_matched" on a
 # multi round-trip retry.
-OPTIONAL_AUDIT_FIELDS = {"correlated", "refusal", "params", "round_opens", "round_continues", "round_matched"}
+OPTIONAL_AUDIT_FIELDS = {
+    "correlated", "refusal", "params", "round_opens", "round_continues", "round_matched", "drift", "drift_truncated",
+}
 
 # The record the shipped Envoy configs print for a request mcp-guard never saw (Envoy refused
 # it before the filter ran): the audit fields, plus why Envoy answered as it did.

@@ -104,6 +104,10 @@ def reasons_stack(tmp_path_factory: pytest.TempPathFactory, base_policy: dict):
     policy["annotations"] = {"refuse": "destructive", "unseen": "refuse"}
     policy["max_body_bytes"] = MAX_BODY
     policy["policy"]["agents"]["ops-agent"] = {"tools": ["*"]}
+    # Tool pins: "fail" (which demo-agent may call by name, so the annotations rule leaves it
+    # alone) is pinned, and no tools/list is ever read on this stack: its calls are unverified.
+    # (tool_drift and tool_unpinned need a tools/list first: test_72_tool_pins counts them.)
+    policy["tool_pins"] = {"fail": "sha256:" + "0" * 64}
     yield from start_stack(tmp_path_factory, policy, concurrency=1)
 
 
@@ -192,6 +196,9 @@ REASONS = [
     pytest.param({"x-agent-id": "ops-agent"}, tools_call_body("m-1", "delete_repo", '{"name":"x"}'), 200, DENIED,
                  [requests("tools/call", "deny"), tool_calls("delete_repo", "deny"),
                   key("mcp_guard_denials", mcp_reason="annotations")], id="denial-annotations"),
+    pytest.param({"x-agent-id": "demo-agent"}, tools_call_body("m-1", "fail", "{}"), 200, DENIED,
+                 [requests("tools/call", "deny"), tool_calls("fail", "deny"),
+                  key("mcp_guard_denials", mcp_reason="tool_unverified")], id="denial-tool_unverified"),
     pytest.param({}, ECHO, 401, DENIED,
                  [requests("-", "deny"), key("mcp_guard_denials", mcp_reason="unidentified")], id="denial-unidentified"),
     pytest.param({"x-agent-id": "demo-agent"}, b"{not json", 400, PARSE_ERROR,

@@ -33,6 +33,7 @@ mod identity;
 mod listen;
 mod metrics;
 mod params;
+mod pins;
 mod request;
 mod response;
 mod rls;

@@ -138,8 +138,8 @@ fn list_entries_are_kept_or_hidden_and_recorded() {
     assert_eq!(drift[0].hash, Some(hash(B)));
     // Two definitions under one name: no single definition was shown.
     let defs = check.defs();
-    assert_eq!(defs[0].0, "search");
-    assert_eq!(defs[0].1.hash, None);
+    let search = defs.iter().find(|(tool, _)| tool == "search").unwrap();
+    assert_eq!(search.1.hash, None);
 
     // Dry-run hides nothing, still records.
     let check = ListCheck::new(&hide, Ok(BTreeMap::new()), true);
@@ -185,9 +185,17 @@ fn learning_takes_the_first_sighting_and_unreadable_pins_hide() {
     let check = ListCheck::new(&learn, Ok(BTreeMap::new()), false);
     assert!(check.entry("search", B));
     let stored: BTreeMap<String, String> = [("search".to_owned(), hash(A))].into();
-    check.settle_learned(&stored);
+    let new = check.first_sightings();
+    assert!(check.settle_learned(&new, &stored), "lost the race");
     assert_eq!(check.drift().len(), 1);
     assert_eq!(check.defs()[0].1.learned, Some(hash(A)));
+
+    // A first sighting the store had no room for has no learned pin: its calls are unpinned.
+    let check = ListCheck::new(&learn, Ok(BTreeMap::new()), false);
+    assert!(check.entry("search", A));
+    let new = check.first_sightings();
+    assert!(!check.settle_learned(&new, &BTreeMap::new()));
+    assert_eq!(check.defs()[0].1.learned, None);
 }
 
 #[test]
