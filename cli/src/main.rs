@@ -71,6 +71,11 @@ enum Command {
         /// Exit 1 unless the decision is this one (for CI assertions).
         #[arg(long, value_enum)]
         expect: Option<Expected>,
+        /// tools/call: one `tools/list` entry (a JSON object, `-` for standard input): its
+        /// definition hash is compared with the tool's pin, and the decision is the one for a
+        /// server that shows this definition.
+        #[arg(long)]
+        definition: Option<String>,
     },
     /// Render the plugin configuration for Envoy (ECDS), Istio or Envoy Gateway.
     Render(Box<RenderArgs>),
@@ -319,7 +324,16 @@ fn main() -> ExitCode {
             name,
             json,
             expect,
-        } => run_explain(&file, &agent, &method, name.as_deref(), json, expect),
+            definition,
+        } => run_explain(
+            &file,
+            &agent,
+            &method,
+            name.as_deref(),
+            json,
+            expect,
+            definition.as_deref(),
+        ),
         Command::Render(args) => run_render(&args),
         Command::Report { log, json } => run_report(&log, json),
         Command::Pin(args) => run_pin(&args),
@@ -453,7 +467,11 @@ fn run_explain(
     name: Option<&str>,
     json: bool,
     expect: Option<Expected>,
+    definition: Option<&str>,
 ) -> Result<u8, Failure> {
+    if definition.is_some() && method != "tools/call" {
+        return Err(usage("--definition applies to tools/call"));
+    }
     if matches!(method, "tools/call" | "prompts/get" | "resources/read") && name.is_none() {
         return Err(usage(format!(
             "{method} needs --name (the filter refuses it without params.name/uri: -32602)"
@@ -474,7 +492,27 @@ fn run_explain(
         .iter()
         .map(|s| s.origin.as_str())
         .collect();
-    let decision = verdict.decision.as_str();
+    let definition = match definition {
+        None => None,
+        Some(file) => Some(read_input(file)?),
+    };
+    let pins = match (method, name) {
+        ("tools/call", Some(tool)) => explain_pins(&config.pins, tool, definition.as_deref()),
+        _ => None,
+    };
+    // The filter checks pins only for a call the policy allowed; a pin denial is a deny, or a
+    // dry_run_deny in dry-run (src/verdict.rs apply_pins).
+    let mut decision = verdict.decision.as_str();
+    let mut rule = verdict.rule.clone();
+    if let Some(denial) = pins.as_ref().and_then(|p| p.denial) {
+        if decision == "allow" {
+            decision = match policy.mode() {
+                mcp_guard::policy::Mode::Enforce => "deny",
+                mcp_guard::policy::Mode::DryRun => "dry_run_deny",
+            };
+            rule = format!("tool pin: {denial} (the policy allows it: {rule})");
+        }
+    }
     if json {
         let out = serde_json::json!({
             "agent": agent,
@@ -482,9 +520,10 @@ fn run_explain(
             "name": name,
             "list": subject.list(),
             "decision": decision,
-            "rule": verdict.rule,
+            "rule": rule,
             "rule_sets": sets,
             "policy_mode": mode_str(policy.mode()),
+            "pins": pins.as_ref().map(|p| &p.json),
         });
         stdout(&format!("{out}\n"))?;
     } else {
@@ -497,11 +536,15 @@ fn run_explain(
         } else {
             sets.join(", ")
         };
-        stdout(&format!(
-            "agent: {agent}\ncall: {what} (decided by the {} lists)\ndecision: {decision}\nrule: {}\nrule sets: {sets}\n",
+        let mut text = format!(
+            "agent: {agent}\ncall: {what} (decided by the {} lists)\ndecision: {decision}\nrule: {rule}\nrule sets: {sets}\n",
             subject.list(),
-            verdict.rule
-        ))?;
+        );
+        for line in pins.iter().flat_map(|p| &p.text) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        stdout(&text)?;
     }
     let wanted = expect.map(|e| match e {
         Expected::Allow => "allow",
@@ -633,6 +676,172 @@ fn run_report(log: &str, json: bool) -> Result<u8, Failure> {
         stdout(&summary.to_text(shown(log)))?;
     }
     Ok(0)
+}
+
+/// What tool pins say about a `tools/call` of `tool` (plugin configuration `tool_pins`,
+/// `on_drift`, `unpinned`, `learn_pins`), from the filter's own [`mcp_guard::pins::check_call`].
+struct PinExplanation {
+    /// JSON for `explain --json`.
+    json: serde_json::Value,
+    /// Lines for the text output.
+    text: Vec<String>,
+    /// The pin denial of a call to a server showing the `--definition` given; `None` without
+    /// one (the outcome then depends on what the server shows: every case is in `text`).
+    denial: Option<&'static str>,
+}
+
+fn explain_pins(
+    pins: &mcp_guard::pins::PinConfig,
+    tool: &str,
+    definition: Option<&str>,
+) -> Option<PinExplanation> {
+    use mcp_guard::pins::{check_call, Def, OnDrift, PinDenial, Unpinned};
+    if !pins.active() {
+        return definition.map(|entry| {
+            let hash = mcp_guard::pins::definition_hash(entry);
+            let shown = match &hash {
+                Ok(h) => h.clone(),
+                Err(e) => format!("none ({e})"),
+            };
+            PinExplanation {
+                json: serde_json::json!({"active": false, "definition_hash": hash.ok()}),
+                text: vec![format!(
+                    "pins: none configured (tool_pins, unpinned: hide, learn_pins): nothing is compared; definition: {shown}"
+                )],
+                denial: None,
+            }
+        });
+    }
+    let configured = pins.configured(tool).map(str::to_owned);
+    let on_drift = match pins.on_drift {
+        OnDrift::Hide => "hide",
+        OnDrift::Audit => "audit",
+    };
+    let unpinned = match pins.unpinned {
+        Unpinned::Allow => "allow",
+        Unpinned::Hide => "hide",
+    };
+    let reason = |c: &mcp_guard::pins::Checked| c.denial.map(|d| d.reason());
+    let outcome = |c: &mcp_guard::pins::Checked| match (c.denial, &c.drift) {
+        (Some(d @ (PinDenial::Unverified | PinDenial::Unread)), _) => format!(
+            "denied ({}) until a tools/list of its server shows its definition",
+            d.reason()
+        ),
+        (Some(d), _) => format!("hidden from tools/list and denied ({})", d.reason()),
+        (None, Some(_)) => "listed and allowed; the drift is recorded (on_drift: audit)".to_owned(),
+        (None, None) => "listed and allowed".to_owned(),
+    };
+    let source = match (&configured, pins.learn_pins) {
+        (Some(p), _) => format!("configured pin {p}"),
+        (None, true) => {
+            "no configured pin: learned from the first definition each server shows (learn_pins)"
+                .to_owned()
+        }
+        (None, false) => format!("no pin (unpinned: {unpinned})"),
+    };
+    let mut text = vec![format!("pin: {source}; on_drift: {on_drift}")];
+    let mut json = serde_json::Map::new();
+    json.insert("active".into(), true.into());
+    json.insert("pin".into(), serde_json::json!(configured));
+    json.insert("learn_pins".into(), pins.learn_pins.into());
+    json.insert("on_drift".into(), on_drift.into());
+    json.insert("unpinned".into(), unpinned.into());
+    // Before any tools/list of the server since Envoy started.
+    let unseen = check_call(pins, tool, || Ok(None));
+    if mcp_guard::pins::needs_def(pins, tool) {
+        text.push(format!(
+            "  before mcp-guard has seen its definition: {}",
+            outcome(&unseen)
+        ));
+    }
+    json.insert("unseen".into(), serde_json::json!(reason(&unseen)));
+    let denial = match definition {
+        None => {
+            if let Some(pin) = &configured {
+                let same = check_call(pins, tool, || {
+                    Ok(Some(Def {
+                        hash: Some(pin.clone()),
+                        learned: None,
+                    }))
+                });
+                let other = check_call(pins, tool, || {
+                    Ok(Some(Def {
+                        hash: Some("sha256:other".into()),
+                        learned: None,
+                    }))
+                });
+                text.push(format!(
+                    "  a definition that matches the pin: {}",
+                    outcome(&same)
+                ));
+                text.push(format!(
+                    "  a changed definition (drift): {}",
+                    outcome(&other)
+                ));
+                json.insert("matching".into(), serde_json::json!(reason(&same)));
+                json.insert("drifted".into(), serde_json::json!(reason(&other)));
+            } else if !pins.learn_pins {
+                let c = check_call(pins, tool, || Ok(None));
+                text.push(format!("  any definition: {}", outcome(&c)));
+            }
+            // Without a definition the call's fate depends on what the server shows, unless
+            // the tool has no pin source at all (then no definition is even read).
+            if mcp_guard::pins::needs_def(pins, tool) {
+                None
+            } else {
+                reason(&unseen)
+            }
+        }
+        Some(entry) => {
+            let hash = mcp_guard::pins::definition_hash(entry);
+            let hash_text = match &hash {
+                Ok(h) => h.clone(),
+                Err(e) => format!("none ({e})"),
+            };
+            let hash = hash.ok();
+            // With learn_pins and no configured pin, a first sighting becomes the pin.
+            let learned = (configured.is_none() && pins.learn_pins)
+                .then(|| hash.clone())
+                .flatten();
+            let c = check_call(pins, tool, || {
+                Ok(Some(Def {
+                    hash: hash.clone(),
+                    learned: learned.clone(),
+                }))
+            });
+            let verdict = match (&c.drift, &configured, pins.learn_pins) {
+                (Some(_), _, _) => "drift",
+                (None, Some(_), _) => "match",
+                (None, None, true) if hash.is_some() => "match (learned on first sight)",
+                (None, None, _) => "unpinned",
+            };
+            text.push(format!(
+                "  definition: {hash_text}: {verdict}: {}",
+                outcome(&c)
+            ));
+            json.insert("definition_hash".into(), serde_json::json!(hash));
+            json.insert("definition".into(), serde_json::json!(verdict));
+            json.insert("denial".into(), serde_json::json!(reason(&c)));
+            reason(&c)
+        }
+    };
+    Some(PinExplanation {
+        json: serde_json::Value::Object(json),
+        text,
+        denial,
+    })
+}
+
+/// A file's text (`-`: standard input).
+fn read_input(file: &str) -> Result<String, Failure> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| usage(format!("standard input: {e}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| usage(format!("{file}: {e}")))
+    }
 }
 
 fn run_render(args: &RenderArgs) -> Result<u8, Failure> {

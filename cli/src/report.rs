@@ -302,7 +302,8 @@ fn is_timestamp(t: &str) -> bool {
 /// -32003 `policy` (the policy, annotations or a pin: the record does not say which), -32004
 /// `rate_limited`, -32020 `header_mismatch`, -32022 `unsupported_version`, -32700 `parse`,
 /// -32600 `invalid_request`, -32602 `invalid_params`, -32603 `internal`; HTTP 405
-/// `method_not_allowed`; anything else `other`.
+/// `method_not_allowed`; a dry-run denial (forwarded, so no code of mcp-guard's) `policy`;
+/// anything else `other`.
 fn denial_reason(r: &Record<'_>) -> Cow<'static, str> {
     if let Some(reason) = &r.reason {
         return Cow::Owned(reason.clone().into_owned());
@@ -324,6 +325,10 @@ fn denial_reason(r: &Record<'_>) -> Cow<'static, str> {
     }
     if let Some(refusal) = &r.refusal {
         return Cow::Owned(refusal.clone().into_owned());
+    }
+    if r.decision.as_deref() == Some("dry_run_deny") && r.error_code.is_none() {
+        // Forwarded: the server answered; the policy would have denied it.
+        return Cow::Borrowed("policy");
     }
     Cow::Borrowed(match (r.error_code, r.http_status) {
         (Some(-32003), _) => "policy",
@@ -703,7 +708,7 @@ impl Report {
         let agent_rows = |id: &str, a: &Agent, rows: &mut Vec<Vec<String>>| {
             rows.push(vec![
                 id.to_owned(),
-                "(all)".into(),
+                "(all methods)".into(),
                 a.calls.to_string(),
                 a.denied.to_string(),
                 a.rate_limited.to_string(),
@@ -1026,6 +1031,8 @@ mod tests {
             "\n",
             r#"{"agent_id":"a","method":"tools/call","tool_name":"x","decision":"deny","output_status":"denied","error_code":-32003,"drift":[{"tool":"x","hash":"sha256:1","pin":"sha256:2"}]}"#,
             "\n",
+            r#"{"agent_id":"a","method":"tools/call","tool_name":"x","decision":"deny","output_status":"denied","error_code":-32003,"refusal":"tool_unpinned"}"#,
+            "\n",
             r#"{"decision":"refused","reason":"proxy_rejected","output_status":"refused","http_status":400}"#,
             "\n",
             r#"{"agent_id":"a","method":"tools/call","tool_name":"x","decision":"allow","output_status":"rate_limited","error_code":-32004}"#,
@@ -1038,15 +1045,16 @@ mod tests {
             .map(|d| (d["reason"].as_str().unwrap().to_owned(), d.clone()))
             .collect();
         assert_eq!(by["policy"]["deny"], 1);
-        assert_eq!(by["other"]["dry_run_deny"], 1);
+        assert_eq!(by["policy"]["dry_run_deny"], 1);
         assert_eq!(by["unidentified"]["deny"], 1);
         assert_eq!(by["tool_drift"]["deny"], 1);
+        assert_eq!(by["tool_unpinned"]["deny"], 1);
         assert_eq!(by["proxy_rejected"]["refused"], 1);
         assert_eq!(by.len(), 5, "{by:?}");
         assert_eq!(r["rate_limited"], 1);
         let x = &r["tools"][0];
-        assert_eq!(x["calls"], 4);
-        assert_eq!(x["denied"], 2);
+        assert_eq!(x["calls"], 5);
+        assert_eq!(x["denied"], 3);
         assert_eq!(x["dry_run_denied"], 1);
         assert_eq!(x["rate_limited"], 1);
         assert_eq!(r["drift"]["tools"][0]["hash"], "sha256:1");
