@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import anyio
 import httpx2
 import pytest
 import yaml
@@ -57,9 +58,12 @@ UNPINNED = "countdown"
 COUNTED = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 PIN_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
-TOOL_DRIFT_STAT = "wasmcustom.mcp_guard.tool_drift"
+# mcp_guard.tool_drift per tool (Prometheus mcp_guard_tool_drift{mcp_tool=...}): +1 per drifted
+# entry of each tools/list response checked.
+TOOL_DRIFT_STAT = f"wasmcustom.mcp_guard.tool_drift.tool.{DRIFTED}"
 DRIFT_DENIAL_STAT = "wasmcustom.mcp_guard.denials.reason.tool_drift"
 UNPINNED_DENIAL_STAT = "wasmcustom.mcp_guard.denials.reason.tool_unpinned"
+UNPINNED_TOOL_DRIFT_STAT = f"wasmcustom.mcp_guard.tool_drift.tool.{UNPINNED}"
 UNVERIFIED_DENIAL_STAT = "wasmcustom.mcp_guard.denials.reason.tool_unverified"
 
 # Agents allowed every tool: the lists show whatever pins leave (curation hides nothing).
@@ -262,6 +266,7 @@ async def test_a_changed_description_is_hidden_denied_audited_and_counted(pin_st
         sid = conn.session_id
     assert names == DEMO_TOOLS - {DRIFTED}
     assert denied.value.code == DENIED
+    assert "(tool_drift)" in denied.value.message, denied.value.message
     assert [c.text for c in echoed.content] == ["still pinned"]
     # The drifted tool never ran; the unchanged one did.
     assert [c["tool"] for c in s.calls()[calls_before:]] == ["echo"]
@@ -269,11 +274,12 @@ async def test_a_changed_description_is_hidden_denied_audited_and_counted(pin_st
     (listing,) = audit_for(s, agent_id="pin-drift", session_id=sid, method="tools/list")
     assert drift_of(listing) == [{"tool": DRIFTED, "hash": new_hash, "pin": pins[DRIFTED]}]
     assert (listing["decision"], listing["output_status"]) == ("allow", "success")
-    (call,) = audit_for(s, agent_id="pin-drift", tool_name=DRIFTED)
+    (call,) = audit_for(s, agent_id="pin-drift", session_id=sid, tool_name=DRIFTED)
     assert (call["decision"], call["output_status"], call["error_code"]) == ("deny", "denied", DENIED)
+    assert call["refusal"] == "tool_drift"
+    # One drifted entry in one list; one call denied for it.
     after = counters(s, TOOL_DRIFT_STAT, DRIFT_DENIAL_STAT)
-    assert after[TOOL_DRIFT_STAT] > before[TOOL_DRIFT_STAT], (before, after)
-    assert after[DRIFT_DENIAL_STAT] == before[DRIFT_DENIAL_STAT] + 1, (before, after)
+    assert after == {TOOL_DRIFT_STAT: before[TOOL_DRIFT_STAT] + 1, DRIFT_DENIAL_STAT: before[DRIFT_DENIAL_STAT] + 1}
 
 
 async def test_a_client_that_never_listed_tools_cannot_call_the_drifted_tool(pin_stack):
@@ -292,9 +298,12 @@ async def test_a_client_that_never_listed_tools_cannot_call_the_drifted_tool(pin
             with pytest.raises(MCPError) as denied:
                 await conn.session.call_tool(DRIFTED, {"a": 1, "b": attempt})
         assert denied.value.code == DENIED
+        assert "(tool_drift)" in denied.value.message, denied.value.message
     assert not [c for c in s.calls()[calls_before:] if c["tool"] == DRIFTED]
     records = audit_for(s, count=4, agent_id="pin-blind", tool_name=DRIFTED)
-    assert {(r["decision"], r["output_status"]) for r in records} == {("deny", "denied")}
+    assert {(r["decision"], r["output_status"], r["refusal"]) for r in records} == {("deny", "denied", "tool_drift")}
+    # No list of pin-blind's: the denial came from what another client's list showed.
+    assert not [r for r in s.audit_records() if r["agent_id"] == "pin-blind" and r["method"] == "tools/list"]
     assert counter(s, DRIFT_DENIAL_STAT) == before + 4
 
 
@@ -304,7 +313,7 @@ async def test_on_drift_audit_lets_the_drifted_tool_through_and_records_it(pin_s
     push_policy(s, pin_policy(pins, on_drift="audit"))
     serve(s, *DESCRIBE)
     new_hash = cli_pins("--url", s.upstream_url)[DRIFTED]
-    before = counter(s, TOOL_DRIFT_STAT)
+    before = counters(s, TOOL_DRIFT_STAT, DRIFT_DENIAL_STAT)
 
     async with mcp_session(s.url, agent="pin-audit") as conn:
         result = await conn.session.list_tools()
@@ -317,10 +326,12 @@ async def test_on_drift_audit_lets_the_drifted_tool_through_and_records_it(pin_s
     drift = [{"tool": DRIFTED, "hash": new_hash, "pin": pins[DRIFTED]}]
     (listing,) = audit_for(s, agent_id="pin-audit", session_id=sid, method="tools/list")
     assert drift_of(listing) == drift
-    (call,) = audit_for(s, agent_id="pin-audit", tool_name=DRIFTED)
+    (call,) = audit_for(s, agent_id="pin-audit", session_id=sid, tool_name=DRIFTED)
     assert (call["decision"], call["output_status"]) == ("allow", "success")
     assert drift_of(call) == drift
-    assert counter(s, TOOL_DRIFT_STAT) > before
+    assert "refusal" not in call, call
+    after = counters(s, TOOL_DRIFT_STAT, DRIFT_DENIAL_STAT)
+    assert after == {TOOL_DRIFT_STAT: before[TOOL_DRIFT_STAT] + 1, DRIFT_DENIAL_STAT: before[DRIFT_DENIAL_STAT]}
 
 
 async def test_unpinned_hide_hides_a_tool_without_a_pin(pin_stack):
@@ -328,7 +339,7 @@ async def test_unpinned_hide_hides_a_tool_without_a_pin(pin_stack):
     pins = pinned(s)
     del pins[UNPINNED]
     push_policy(s, pin_policy(pins, unpinned="hide"))
-    before = counters(s, TOOL_DRIFT_STAT, UNPINNED_DENIAL_STAT)
+    before = counters(s, UNPINNED_TOOL_DRIFT_STAT, UNPINNED_DENIAL_STAT)
     calls_before = len(s.calls())
 
     async with mcp_session(s.url, agent="pin-unpinned") as conn:
@@ -338,13 +349,15 @@ async def test_unpinned_hide_hides_a_tool_without_a_pin(pin_stack):
         sid = conn.session_id
     assert names == DEMO_TOOLS - {UNPINNED}
     assert denied.value.code == DENIED
+    assert "(tool_unpinned)" in denied.value.message, denied.value.message
     assert not [c for c in s.calls()[calls_before:] if c["tool"] == UNPINNED]
     (listing,) = audit_for(s, agent_id="pin-unpinned", session_id=sid, method="tools/list")
     assert "drift" not in listing, listing  # a tool without a pin has not drifted
-    (call,) = audit_for(s, agent_id="pin-unpinned", tool_name=UNPINNED)
-    assert (call["decision"], call["output_status"]) == ("deny", "denied")
-    after = counters(s, TOOL_DRIFT_STAT, UNPINNED_DENIAL_STAT)
-    assert after == {TOOL_DRIFT_STAT: before[TOOL_DRIFT_STAT], UNPINNED_DENIAL_STAT: before[UNPINNED_DENIAL_STAT] + 1}
+    (call,) = audit_for(s, agent_id="pin-unpinned", session_id=sid, tool_name=UNPINNED)
+    assert (call["decision"], call["output_status"], call["refusal"]) == ("deny", "denied", "tool_unpinned")
+    after = counters(s, UNPINNED_TOOL_DRIFT_STAT, UNPINNED_DENIAL_STAT)
+    assert after == {UNPINNED_TOOL_DRIFT_STAT: before[UNPINNED_TOOL_DRIFT_STAT],
+                     UNPINNED_DENIAL_STAT: before[UNPINNED_DENIAL_STAT] + 1}  # fmt: skip
 
 
 async def test_dry_run_forwards_the_drifted_tool_and_records_the_would_be_denial(pin_stack):
@@ -366,8 +379,8 @@ async def test_dry_run_forwards_the_drifted_tool_and_records_the_would_be_denial
     assert [c["arguments"] for c in s.calls()[calls_before:] if c["tool"] == DRIFTED] == [{"a": 1, "b": 1}]
     (listing,) = audit_for(s, agent_id="pin-dry", session_id=sid, method="tools/list")
     assert drift_of(listing) == [{"tool": DRIFTED, "hash": new_hash, "pin": pins[DRIFTED]}]
-    (call,) = audit_for(s, agent_id="pin-dry", tool_name=DRIFTED)
-    assert (call["decision"], call["output_status"]) == ("dry_run_deny", "success")
+    (call,) = audit_for(s, agent_id="pin-dry", session_id=sid, tool_name=DRIFTED)
+    assert (call["decision"], call["output_status"], call["refusal"]) == ("dry_run_deny", "success", "tool_drift")
 
 
 # --------------------------------------------------------------------------- fresh stacks
@@ -402,11 +415,11 @@ async def test_learn_pins_over_two_server_versions(learn_stack):
         sid2 = conn.session_id
     assert second == DEMO_TOOLS - {DRIFTED}
     assert denied.value.code == DENIED
+    assert "(tool_drift)" in denied.value.message, denied.value.message
     (rec2,) = audit_for(s, agent_id="pin-learn", session_id=sid2, method="tools/list")
     assert drift_of(rec2) == [{"tool": DRIFTED, "hash": new_hash, "pin": v1[DRIFTED]}]
     after = counters(s, TOOL_DRIFT_STAT, DRIFT_DENIAL_STAT)
-    assert after[TOOL_DRIFT_STAT] > before[TOOL_DRIFT_STAT]
-    assert after[DRIFT_DENIAL_STAT] == before[DRIFT_DENIAL_STAT] + 1
+    assert after == {TOOL_DRIFT_STAT: before[TOOL_DRIFT_STAT] + 1, DRIFT_DENIAL_STAT: before[DRIFT_DENIAL_STAT] + 1}
     assert [c["arguments"] for c in s.calls() if c["tool"] == DRIFTED] == [{"a": 3, "b": 4}]  # v1's call only
 
 
@@ -427,10 +440,13 @@ async def test_a_call_before_any_list_is_refused_until_tools_are_listed(early_st
         names = {t.name for t in (await conn.session.list_tools()).tools}
         echoed = await conn.session.call_tool("echo", {"text": "now"})
     assert unverified.value.code == DENIED
-    assert "list" in unverified.value.message.lower(), unverified.value.message  # tells the client what to do
+    # It says why, and what to do.
+    assert "(tool_unverified)" in unverified.value.message and "tools/list" in unverified.value.message
     assert names == DEMO_TOOLS
     assert [c.text for c in echoed.content] == ["now"]
     assert [c["arguments"]["text"] for c in s.calls() if c["tool"] == "echo"] == ["now"]
+    records = audit_for(s, count=2, agent_id="pin-early", tool_name="echo")
+    assert [(r["decision"], r.get("refusal")) for r in records] == [("deny", "tool_unverified"), ("allow", None)]
     assert counter(s, UNVERIFIED_DENIAL_STAT) == before + 1
 
 
@@ -479,6 +495,8 @@ async def test_a_rug_pull_by_a_typescript_sdk_server_is_caught(ts_stack):
 # --------------------------------------------------------------------------- a server stream
 
 PY2_SERVER = REPO / "examples" / "sdk" / "py2" / "server.py"
+LEGACY_DENY_TIMEOUT = 2.0  # seconds the SDK waits on the GET stream for the answer to a refused POST
+REQUEST_TIMEOUT = -32001  # the SDK's MCPError code when its own read timeout ends a request
 
 
 def legacy_command(*flags: str) -> list[str]:
@@ -517,16 +535,23 @@ async def test_a_rug_pull_on_a_server_stream_is_caught(legacy_stack, tmp_path):
     push_policy(s, pin_policy(pins))
     s.restart_server(server_command=legacy_command(*DESCRIBE))
     calls_before = len(s.calls())
-    async with legacy_session(proxied, agent="pin-drift") as session:
-        names = {t.name for t in (await session.list_tools()).tools}
-        with pytest.raises(MCPError) as denied:
-            await session.call_tool(DRIFTED, {"a": 2, "b": 3})
-        echoed = await session.call_tool("echo", {"text": "on the stream"})
+    with anyio.fail_after(60):
+        async with legacy_session(proxied, agent="pin-drift") as session:
+            names = {t.name for t in (await session.list_tools()).tools}
+            # The refusal answers the POST (the filter cannot write to the GET stream); the SDK
+            # reads no POST body on this transport, so its call ends by its own timeout
+            # (test_70 shows the same for policy denials).
+            with pytest.raises(MCPError) as unanswered:
+                await session.call_tool(DRIFTED, {"a": 2, "b": 3}, read_timeout_seconds=LEGACY_DENY_TIMEOUT)
+            echoed = await session.call_tool("echo", {"text": "on the stream"})
     assert names == DEMO_TOOLS - {DRIFTED}
-    assert denied.value.code == DENIED
+    assert unanswered.value.code == REQUEST_TIMEOUT
     assert [c.text for c in echoed.content] == ["on the stream"]
     assert [c["tool"] for c in s.calls()[calls_before:]] == ["echo"]
+    # The list came back on the server stream (the correlated outcome record) with the drift.
     (rec,) = wait_for_audit(s, lambda r: r["agent_id"] == "pin-drift" and r["method"] == "tools/list"
-                            and bool(r.get("drift")))  # fmt: skip
-    assert [d["tool"] for d in rec["drift"]] == [DRIFTED]
+                            and r["http_method"] == "GET")  # fmt: skip
+    assert [d["tool"] for d in drift_of(rec)] == [DRIFTED]
     assert rec["drift"][0]["pin"] == pins[DRIFTED] and PIN_RE.match(rec["drift"][0]["hash"] or "")
+    (call,) = audit_for(s, agent_id="pin-drift", tool_name=DRIFTED)
+    assert (call["decision"], call["error_code"], call["refusal"]) == ("deny", DENIED, "tool_drift")
