@@ -9,69 +9,12 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write as _;
+mod common;
+use common::*;
+
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-guard");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn run_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A temp dir for one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("mcp-guard-pin-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn file(&self, name: &str, content: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).unwrap();
-        p.display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const ECHO: &str = r#"{"name":"echo","description":"Echo the input","inputSchema":{"type":"object","properties":{"text":{"type":"string"}}},"_meta":{"x":1}}"#;
 const ADD: &str = r#"{"name":"add","title":"Add","inputSchema":{"type":"object"},"annotations":{"readOnlyHint":true}}"#;
@@ -82,7 +25,7 @@ fn hash(entry: &str) -> String {
 
 #[test]
 fn pin_prints_the_filters_hashes_from_a_saved_list() {
-    let dir = TempDir::new("saved");
+    let dir = TempDir::new("pin", "saved");
     let response =
         format!(r#"{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{ECHO}],"nextCursor":"p2"}}}}"#);
     let page2 = format!(r#"{{"tools":[{ADD}]}}"#);
@@ -270,7 +213,7 @@ const LOG: &str = concat!(
 
 #[test]
 fn report_summarises_a_log_as_json_and_text() {
-    let dir = TempDir::new("report");
+    let dir = TempDir::new("pin", "report");
     let log = dir.file("access.log", LOG);
     let o = run(&["report", "--json", &log]);
     assert!(o.status.success(), "{}", err(&o));

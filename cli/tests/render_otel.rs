@@ -11,18 +11,15 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+use common::*;
+
 use mcp_guard::config::Config;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-guard");
 const COLLECTOR: &str = "otel-collector.observability.svc.cluster.local:4317";
 const ISTIO_CLUSTER: &str = "outbound|4317||otel-collector.observability.svc.cluster.local";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn render(args: &[&str]) -> Output {
     let policy = repo().join("examples/policy.json");
