@@ -62,6 +62,11 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): requirements.txt
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --disable-pip-version-check --require-virtualenv -q -r requirements.txt
+	# xds-protos carries an old copy of the OpenTelemetry protos at the same paths as
+	# opentelemetry-proto (opentelemetry/proto/..., OTLP from before `scope_logs`), and the last
+	# package pip writes wins; install opentelemetry-proto's files again so they are the ones.
+	$(VPY) -m pip install --disable-pip-version-check --require-virtualenv -q --no-deps --force-reinstall \
+	  "$$(grep '^opentelemetry-proto==' requirements.txt)"
 	@touch $@
 
 # --- The other MCP SDKs of the e2e SDK matrix (pinned; rebuilt only when their pins change).

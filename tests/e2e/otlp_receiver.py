@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,7 +27,16 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc  # noqa: E402
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
-from recorded import first_match  # noqa: E402
+from opentelemetry.proto.logs.v1 import logs_pb2  # noqa: E402
+from recorded import first_match, serve, shutdown  # noqa: E402
+
+if "scope_logs" not in logs_pb2.ResourceLogs.DESCRIPTOR.fields_by_name:
+    # xds-protos' older copy of these files replaced opentelemetry-proto's (see the Makefile's venv
+    # recipe): that OTLP has no scope_logs, which is what Envoy sends.
+    raise ImportError(
+        f"{logs_pb2.__file__} is not opentelemetry-proto's OTLP (no ResourceLogs.scope_logs): "
+        "reinstall it with `make venv` (or pip install --force-reinstall --no-deps opentelemetry-proto)"
+    )
 
 # The Envoy cluster name the shipped config (envoy/envoy-otel.yaml) sends OTLP logs to.
 CLUSTER = "otel_collector"
@@ -92,19 +100,13 @@ class OtlpLogReceiver(logs_service_pb2_grpc.LogsServiceServicer):
 
     def start(self, port: int = 0) -> int:
         """Listen on host:port (0: a free port chosen by the kernel); return the port."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp"))
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(self, server)
-        bound = server.add_insecure_port(f"{self._host}:{port}")
-        if not bound:
-            raise RuntimeError(f"could not bind {self._host}:{port}")
-        server.start()
-        self._server, self.port = server, bound
-        return bound
+        add = lambda server: logs_service_pb2_grpc.add_LogsServiceServicer_to_server(self, server)  # noqa: E731
+        self._server, self.port = serve(add, self._host, port, "otlp", workers=4)
+        return self.port
 
     def stop(self, grace: float = 0.5) -> None:
-        if self._server is not None:
-            self._server.stop(grace).wait(grace + 5)
-            self._server = None
+        shutdown(self._server, grace)
+        self._server = None
 
     @property
     def logs(self) -> list[SeenLog]:
