@@ -23,7 +23,6 @@ import contextlib
 import os
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -32,7 +31,7 @@ from typing import Callable, Iterator
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc  # noqa: E402
-from recorded import first_match  # noqa: E402
+from recorded import first_match, serve, shutdown  # noqa: E402
 from envoy.config.core.v3 import base_pb2  # noqa: E402
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # noqa: E402
 from google.protobuf import duration_pb2  # noqa: E402
@@ -102,19 +101,13 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):
     # ------------------------------------------------------------------ lifecycle
     def start(self, port: int = 0) -> int:
         """Listen on host:port (0: a free port chosen by the kernel); return the port."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="rls"))
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self, server)
-        bound = server.add_insecure_port(f"{self._host}:{port}")
-        if not bound:
-            raise RuntimeError(f"could not bind {self._host}:{port}")
-        server.start()
-        self._server, self.port = server, bound
-        return bound
+        add = lambda server: rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self, server)  # noqa: E731
+        self._server, self.port = serve(add, self._host, port, "rls")
+        return self.port
 
     def stop(self, grace: float = 0.5) -> None:
-        if self._server is not None:
-            self._server.stop(grace).wait(grace + 5)
-            self._server = None
+        shutdown(self._server, grace)
+        self._server = None
 
     @contextlib.contextmanager
     def down(self, timeout: float = 10.0) -> Iterator[None]:

@@ -21,7 +21,6 @@ import os
 import queue
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,7 +29,7 @@ from typing import Callable
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc  # noqa: E402
-from recorded import first_match  # noqa: E402
+from recorded import first_match, serve, shutdown  # noqa: E402
 from envoy.config.core.v3 import extension_pb2  # noqa: E402,F401  (registers TypedExtensionConfig)
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2  # noqa: E402,F401  (registers the Wasm config)
 from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
@@ -106,22 +105,16 @@ class EcdsControlPlane(config_discovery_pb2_grpc.ExtensionConfigDiscoveryService
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> int:
         """Listen on host:<free port> (chosen by the kernel, so no race); return the port."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="ecds"))
-        config_discovery_pb2_grpc.add_ExtensionConfigDiscoveryServiceServicer_to_server(self, server)
-        port = server.add_insecure_port(f"{self._host}:0")
-        if not port:
-            raise RuntimeError(f"could not bind {self._host}:0")
-        server.start()
-        self._server, self.port = server, port
-        return port
+        add = lambda server: config_discovery_pb2_grpc.add_ExtensionConfigDiscoveryServiceServicer_to_server(self, server)  # noqa: E731
+        self._server, self.port = serve(add, self._host, 0, "ecds")
+        return self.port
 
     def stop(self, grace: float = 1.0) -> None:
         self._stopping.set()
         with self._lock:
             for s in self._streams.values():
                 s.wake.put("stop")
-        if self._server is not None:
-            self._server.stop(grace).wait(grace + 5)
+        shutdown(self._server, grace)
 
     # ------------------------------------------------------------------ state of the world
     def push(self, version: str, resource: any_pb2.Any) -> None:
