@@ -205,6 +205,28 @@ def wasmplugin_config(path: Path) -> dict:
 
 
 # Cluster of the xDS (gRPC) server in a bootstrap made by ecds_over_grpc().
+def grpc_cluster(name: str, port: int, host: str = "127.0.0.1") -> dict:
+    """A static Envoy cluster `name` to host:port speaking HTTP/2, as a gRPC peer needs (the ECDS
+    control plane here; the test RLS and OTLP receiver of tests/e2e), for a bootstrap's
+    `static_resources.clusters`."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": host, "port_value": port}}}}]}],
+        },
+    }  # fmt: skip
+
+
 XDS_CLUSTER = "mcp_guard_xds"
 
 
@@ -224,23 +246,7 @@ def ecds_over_grpc(bootstrap: dict, xds_port: int, xds_host: str = "127.0.0.1") 
             "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
         },
     }
-    copy["static_resources"]["clusters"].append({
-        "name": XDS_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        # gRPC needs HTTP/2 to the xDS server.
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": xds_host, "port_value": xds_port}}}}]}],
-        },
-    })  # fmt: skip
+    copy["static_resources"]["clusters"].append(grpc_cluster(XDS_CLUSTER, xds_port, xds_host))
     return copy
 
 

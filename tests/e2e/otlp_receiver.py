@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
 from opentelemetry.proto.logs.v1 import logs_pb2  # noqa: E402
 from recorded import first_match, serve, shutdown  # noqa: E402
+from stack import grpc_cluster  # noqa: E402
 
 if "scope_logs" not in logs_pb2.ResourceLogs.DESCRIPTOR.fields_by_name:
     # xds-protos' older copy of these files replaced opentelemetry-proto's (see the Makefile's venv
@@ -44,22 +45,7 @@ CLUSTER = "otel_collector"
 
 def collector_cluster(port: int, name: str = CLUSTER) -> dict:
     """The Envoy cluster `otel_collector` (HTTP/2, gRPC) that reaches this receiver on `port`."""
-    return {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
-        },
-    }  # fmt: skip
+    return grpc_cluster(name, port)
 
 
 def any_value(value: common_pb2.AnyValue) -> Any:

@@ -32,6 +32,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc  # noqa: E402
 from recorded import first_match, serve, shutdown  # noqa: E402
+from stack import grpc_cluster  # noqa: E402
 from envoy.config.core.v3 import base_pb2  # noqa: E402
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc  # noqa: E402
 from google.protobuf import duration_pb2  # noqa: E402
@@ -42,22 +43,7 @@ Descriptor = tuple[tuple[str, str], ...]  # one RateLimitDescriptor: its (key, v
 def rls_cluster(port: int) -> dict:
     """The Envoy cluster `ratelimit` (HTTP/2, gRPC) that reaches this server on `port`, for a
     bootstrap's `static_resources.clusters`."""
-    return {
-        "name": "ratelimit",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": "ratelimit",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
-        },
-    }  # fmt: skip
+    return grpc_cluster("ratelimit", port)
 Rule = Callable[[tuple[Descriptor, ...]], bool]
 
 
